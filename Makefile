@@ -1,0 +1,41 @@
+# Leadwire — `make run` (embedded, all services in one process), `make test` (everything).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup run stack test test-fast lint migrate bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup  ## all five services in one process: in-process bus, SQLite under .leadwire/
+	$(PY) -m services run
+
+stack: setup  ## the distributed topology: local Kafka, PostgreSQL, one process per service
+	$(PY) -m services stack
+
+migrate: setup  ## run every service's migrations against DATABASE_URL
+	$(PY) -m services migrate
+
+test: setup  ## every test, real Kafka and PostgreSQL included (the session starts them)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup  ## unit and service tests only
+	$(PY) -m pytest -q -m "not kafka and not postgres"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared services scripts
+	$(PY) scripts/check_layers.py
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf .leadwire

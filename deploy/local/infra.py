@@ -1,0 +1,549 @@
+"""Run a real single-node Kafka broker and PostgreSQL server for local work and tests.
+
+Stdlib only, so it works before the project venv exists. Used three ways:
+- the CLI: ``python deploy/local/infra.py kafka|postgres start|stop|status|wait [--state DIR]``;
+- the wrappers ``deploy/local/kafka.sh`` and ``deploy/local/postgres.sh``;
+- tests, through ``tests/infra.py`` (``start_kafka``, ``start_postgres``, ``fetch_kafka_jars``).
+
+Each server keeps everything in its state folder: config, data, log, and small files holding
+the pid and the address (``bootstrap`` for Kafka, ``url`` for PostgreSQL). Nothing is deleted
+on stop so a failed run can be inspected; a later start reuses the data and the same ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_STATE = REPO / ".leadwire" / "local"
+READY_TIMEOUT = 90.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _free_port() -> int:
+    # The OS picks an unused port; there is a tiny race until the server binds it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _pid_alive(pid: int, marker: str) -> bool:
+    """True if ``pid`` runs and its command line contains ``marker``.
+
+    The marker guards against a recycled pid, and a zombie (empty cmdline) counts as dead.
+    """
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return True  # no /proc: trust the signal check
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _log_excerpt(path: Path, start: int = 0) -> str:
+    """Errors and last lines of a log written since byte ``start`` (the real cause of a failed
+    start is usually an ERROR / "Caused by" line buried above pages of shutdown noise)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"(no {path})"
+    errors = [line for line in lines if " ERROR " in line or line.startswith("Caused by")]
+    return "\n".join([*errors[-10:], "...", *lines[-15:]])
+
+
+def _run(cmd: list[str], what: str) -> str:
+    """Run a short command; raise with its output if it fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
+        )
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def _kafka_version(root: Path) -> str:
+    pom = (root / "deploy" / "local" / "kafka-pom.xml").read_text()
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom)
+    if not match:
+        raise RuntimeError("kafka.version property not found in deploy/local/kafka-pom.xml")
+    return match.group(1).strip()
+
+
+def fetch_kafka_jars(root: Path = REPO) -> Path:
+    """Download the Kafka broker jars named by ``deploy/local/kafka-pom.xml``; return the folder.
+
+    Idempotent: skipped when the folder already holds ``kafka_2.13-<version>.jar``. If it holds
+    another version, it is emptied first, since two versions on one classpath break the broker.
+    """
+    libs = root / ".cache" / "kafka" / "libs"
+    version = _kafka_version(root)
+    if (libs / f"kafka_2.13-{version}.jar").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError("mvn not found; run deploy/local/install-system-deps.sh")
+    if libs.exists():
+        shutil.rmtree(libs)
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(root / "deploy" / "local" / "kafka-pom.xml"),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
+    ]
+    _run(cmd, "fetching Kafka jars with Maven")
+    if not (libs / f"kafka_2.13-{version}.jar").exists():
+        raise RuntimeError(f"Maven finished but {libs} lacks kafka_2.13-{version}.jar")
+    return libs
+
+
+def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True if the broker answers a Metadata request listing at least one live broker.
+
+    An open port is not enough: a KRaft broker accepts connections before it has caught up
+    with the controller, and only lists itself in metadata once it is unfenced and usable.
+    Plain socket, Metadata v4 (Kafka 4 dropped v0-v3), so no client library is needed.
+    """
+    host, port = bootstrap.rsplit(":", 1)
+    client = b"leadwire-probe"
+    # Request header v1 (api_key=3 Metadata, version 4, correlation id 7, client id),
+    # then body: topics=null (int32 -1) and allow_auto_topic_creation=false.
+    body = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">ib", -1, 0)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as s:
+            s.sendall(struct.pack(">i", len(body)) + body)
+            size = struct.unpack(">i", _recv_exact(s, 4))[0]
+            # Response: correlation id, throttle_time_ms, then the brokers array length.
+            correlation, _throttle, brokers = struct.unpack(">iii", _recv_exact(s, 12))
+            _recv_exact(s, size - 12)
+    except (OSError, struct.error):
+        return False
+    return bool(correlation == 7 and brokers >= 1)
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return buf
+
+
+@dataclass
+class KafkaServer:
+    bootstrap: str
+    pid: int
+    state_dir: Path
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def running(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            return False
+        return _pid_alive(self.pid, "kafka.Kafka")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the broker's process group (clean shutdown), SIGKILL if it hangs."""
+        if self.running():
+            _kill_group(self.pid, signal.SIGTERM)
+            if not self._wait_exit(timeout):
+                _kill_group(self.pid, signal.SIGKILL)
+                self._wait_exit(10)
+        (self.state_dir / "pid").unlink(missing_ok=True)
+
+    def _wait_exit(self, timeout: float) -> bool:
+        if self._proc is not None:  # our child: wait() also reaps it
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def running_kafka(state_dir: Path) -> KafkaServer | None:
+    """The broker recorded in ``state_dir`` if its process is alive, else None."""
+    pid, bootstrap = _read(state_dir / "pid"), _read(state_dir / "bootstrap")
+    if not pid or not bootstrap or not _pid_alive(int(pid), "kafka.Kafka"):
+        return None
+    return KafkaServer(bootstrap, int(pid), state_dir)
+
+
+def _kafka_properties(state_dir: Path, port: int, controller_port: int) -> str:
+    return f"""\
+# Single-node KRaft: this process is both broker and the only controller (tests, local dev).
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={state_dir / "data"}
+num.partitions=4
+auto.create.topics.enable=true
+# Consumer groups start at once instead of waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+# One broker: every internal topic has one replica.
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions and small segments: faster start, less disk for throwaway data.
+offsets.topic.num.partitions=4
+transaction.state.log.num.partitions=4
+log.segment.bytes=8388608
+"""
+
+
+def start_kafka(state_dir: Path, libs: Path) -> KafkaServer:
+    """Start a single-node KRaft broker with its state in ``state_dir``; wait until ready.
+
+    A fresh folder gets free ports and freshly formatted storage; a folder from an earlier run
+    keeps its data and ports (the controller's address is written into the formatted storage).
+    """
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if running_kafka(state_dir):
+        raise RuntimeError(f"Kafka already runs from {state_dir}")
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("java not found; run deploy/local/install-system-deps.sh")
+    classpath = f"{libs.resolve()}/*"
+    props = state_dir / "server.properties"
+    if not (state_dir / "data" / "meta.properties").exists():
+        port, controller_port = _free_port(), _free_port()
+        while controller_port == port:
+            controller_port = _free_port()
+        props.write_text(_kafka_properties(state_dir, port, controller_port))
+        storage = [java, "-cp", classpath, "kafka.tools.StorageTool"]
+        cluster_id = _run([*storage, "random-uuid"], "kafka-storage random-uuid").strip()
+        _run(
+            [*storage, "format", "--standalone", "-t", cluster_id, "-c", str(props)],
+            "kafka-storage format",
+        )
+    listeners = re.search(r"^listeners=PLAINTEXT://([^,\s]+)", props.read_text(), re.M)
+    if listeners is None:
+        raise RuntimeError(f"no PLAINTEXT listener in {props}")
+    bootstrap = listeners.group(1)
+
+    log_path = state_dir / "kafka.log"
+    with log_path.open("ab") as log:
+        log_start = log.tell()
+        proc = subprocess.Popen(
+            [
+                java,
+                "-Xmx768m",
+                "-Xms256m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(props),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=state_dir,
+            start_new_session=True,  # own process group: stop() signals the whole tree
+        )
+    server = KafkaServer(bootstrap, proc.pid, state_dir, proc)
+    (state_dir / "pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not kafka_answers(bootstrap):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            reason = f"exited with {proc.returncode}" if proc.poll() is not None else "timed out"
+            server.stop()
+            raise RuntimeError(
+                f"Kafka {reason} before answering on {bootstrap}; "
+                f"from {log_path}:\n{_log_excerpt(log_path, log_start)}"
+            )
+        time.sleep(0.2)
+    (state_dir / "bootstrap").write_text(f"{bootstrap}\n")
+    return server
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path:
+    """Folder holding initdb and pg_ctl: PATH first, else the newest Debian install."""
+    initdb = shutil.which("initdb")
+    if initdb and shutil.which("pg_ctl"):
+        return Path(initdb).parent
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+    if not found:
+        raise RuntimeError("PostgreSQL server not found; run deploy/local/install-system-deps.sh")
+    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # initdb, pg_ctl and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _pg_home(state_dir: Path) -> Path:
+    """Folder for data, log and socket: ``state_dir`` if the server's user can use it.
+
+    As root the server runs as ``postgres``, which cannot enter private folders such as
+    pytest's /tmp/pytest-of-root (mode 700); then, or if the path is too long for a Unix
+    socket, a new folder under /tmp is used. The choice is kept in ``state_dir/home``.
+    """
+    recorded = _read(state_dir / "home")
+    if recorded:
+        return Path(recorded)
+    root = os.geteuid() == 0
+    if root:
+        shutil.chown(state_dir, "postgres", "postgres")
+    usable = subprocess.run(_as_postgres(["test", "-w", str(state_dir)]), check=False)
+    # The socket path (home/.s.PGSQL.NNNNN) must fit in 107 bytes.
+    if usable.returncode == 0 and len(str(state_dir)) <= 80:
+        home = state_dir
+    else:
+        home = Path(tempfile.mkdtemp(prefix="leadwire-pg-"))
+        if root:
+            shutil.chown(home, "postgres", "postgres")
+    (state_dir / "home").write_text(f"{home}\n")
+    return home
+
+
+@dataclass
+class PostgresServer:
+    url: str
+    port: int
+    state_dir: Path
+    home: Path
+
+    def running(self) -> bool:
+        pg_ctl = str(_pg_bin() / "pg_ctl")
+        cmd = _as_postgres([pg_ctl, "status", "-D", str(self.home / "data")])
+        return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+    def stop(self) -> None:
+        """Fast shutdown (rolls back open transactions); keeps the data folder."""
+        if self.running():
+            pg_ctl = str(_pg_bin() / "pg_ctl")
+            _run(
+                _as_postgres([pg_ctl, "stop", "-w", "-m", "fast", "-D", str(self.home / "data")]),
+                "pg_ctl stop",
+            )
+
+
+def running_postgres(state_dir: Path) -> PostgresServer | None:
+    """The server recorded in ``state_dir`` if it is running, else None."""
+    url, port, home = (_read(state_dir / n) for n in ("url", "port", "home"))
+    if not url or not port or not home:
+        return None
+    server = PostgresServer(url, int(port), state_dir, Path(home))
+    return server if server.running() else None
+
+
+def start_postgres(state_dir: Path) -> PostgresServer:
+    """Start a throwaway PostgreSQL cluster with database ``leadwire``; wait until it accepts.
+
+    Trust authentication, listening on 127.0.0.1 and a private Unix socket only. A folder
+    from an earlier run keeps its data and, if still free, its port.
+    """
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if running_postgres(state_dir):
+        raise RuntimeError(f"PostgreSQL already runs from {state_dir}")
+    bin_dir = _pg_bin()
+    home = _pg_home(state_dir)
+    data = home / "data"
+    if not (data / "PG_VERSION").exists():
+        _run(
+            _as_postgres(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                    "--no-instructions",
+                ]
+            ),
+            "initdb",
+        )
+        # Only the private socket and loopback TCP, no password: a local test cluster.
+        (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+
+    previous = _read(state_dir / "port")
+    port = int(previous) if previous and _port_free(int(previous)) else _free_port()
+    # fsync, synchronous_commit and full_page_writes off: much faster, and fine because the
+    # cluster is disposable; a crash may lose or corrupt it, which tests never care about.
+    options = (
+        f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    _run(
+        _as_postgres(
+            [
+                str(bin_dir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                str(int(READY_TIMEOUT)),
+                "-D",
+                str(data),
+                "-l",
+                str(home / "postgres.log"),
+                "-o",
+                options,
+            ]
+        ),
+        f"pg_ctl start (log: {home / 'postgres.log'})",
+    )
+
+    created = subprocess.run(
+        [str(bin_dir / "createdb"), "-h", str(home), "-p", str(port), "-U", "postgres", "leadwire"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if created.returncode != 0 and "already exists" not in created.stderr:
+        raise RuntimeError(f"createdb leadwire failed: {created.stderr}")
+
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/leadwire"
+    (state_dir / "port").write_text(f"{port}\n")
+    (state_dir / "url").write_text(f"{url}\n")
+    return PostgresServer(url, port, state_dir, home)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Local Kafka and PostgreSQL for Leadwire.")
+    parser.add_argument("service", choices=["kafka", "postgres"])
+    parser.add_argument("action", choices=["start", "stop", "status", "wait"])
+    parser.add_argument("--state", type=Path, help="state folder (default .leadwire/local/X)")
+    parser.add_argument("--timeout", type=float, default=READY_TIMEOUT, help="for wait")
+    args = parser.parse_args(argv)
+    state: Path = (args.state or DEFAULT_STATE / args.service).resolve()
+
+    if args.service == "kafka":
+        kafka = running_kafka(state)
+        if args.action == "start":
+            if kafka is None:
+                kafka = start_kafka(state, fetch_kafka_jars(REPO))
+            print(kafka.bootstrap)
+        elif args.action == "stop":
+            if kafka is not None:
+                kafka.stop()
+            print("kafka stopped")
+        elif args.action == "status":
+            if kafka is None or not kafka_answers(kafka.bootstrap):
+                print("kafka not running", file=sys.stderr)
+                return 1
+            print(kafka.bootstrap)
+        else:  # wait: until a broker started elsewhere answers
+
+            def ready() -> bool:
+                found = running_kafka(state)
+                return found is not None and kafka_answers(found.bootstrap)
+
+            if not _wait_for(ready, args.timeout):
+                print("kafka not ready", file=sys.stderr)
+                return 1
+            print(_read(state / "bootstrap"))
+        return 0
+
+    pg = running_postgres(state)
+    if args.action == "start":
+        if pg is None:
+            pg = start_postgres(state)
+        print(pg.url)
+    elif args.action == "stop":
+        if pg is not None:
+            pg.stop()
+        print("postgres stopped")
+    elif args.action == "status":
+        if pg is None:
+            print("postgres not running", file=sys.stderr)
+            return 1
+        print(pg.url)
+    else:
+        if not _wait_for(lambda: running_postgres(state) is not None, args.timeout):
+            print("postgres not ready", file=sys.stderr)
+            return 1
+        print(_read(state / "url"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

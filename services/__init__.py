@@ -1,0 +1,1 @@
+"""Leadwire's five services; `python -m services` is the command line."""

@@ -1,0 +1,183 @@
+"""Leadwire's command line: run, serve, migrate, create-workspace, stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from services.registry import SERVICES, spec
+from shared import db
+from shared.app import create_app
+from shared.auth import issue_token
+from shared.bus import make_bus
+from shared.logs import configure_logging
+from shared.migrations import upgrade
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us, so several can share one loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+async def _serve_all(servers: list[_Server]) -> None:
+    def stop_all() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_all)
+    await asyncio.gather(*(s.serve() for s in servers))
+
+
+def create_workspace(
+    settings: Settings, workspace: str, scopes: list[str], ttl_days: int | None
+) -> str:
+    ttl = timedelta(days=ttl_days) if ttl_days else None
+    return issue_token(settings.resolved_auth_secret(), workspace, scopes, ttl=ttl)
+
+
+async def run_embedded(settings: Settings, names: list[str]) -> None:
+    """All services in one process on the in-process bus and SQLite files."""
+    bus = make_bus(settings)
+    await bus.start()
+    servers = [
+        _Server(_uvicorn_config(create_app(spec(n), settings, bus), settings.host, spec(n).port))
+        for n in names
+    ]
+    token = create_workspace(settings, "demo", ["admin"], None)
+    token_file = settings.data_dir / "dev-token"
+    token_file.write_text(token + "\n")
+    print(f"Leadwire (embedded) — admin token for workspace 'demo' in {token_file}")
+    for n in names:
+        print(f"  {n:<10} http://{settings.host}:{spec(n).port}")
+    sys.stdout.flush()
+    try:
+        await _serve_all(servers)
+    finally:
+        await bus.stop()
+
+
+async def migrate(settings: Settings, names: list[str]) -> None:
+    for name in names:
+        service = spec(name)
+        engine = db.create_engine(settings.database_url_for(name), schema=settings.schema_for(name))
+        try:
+            await upgrade(engine, service.migrations, settings.schema_for(name))
+        finally:
+            await engine.dispose()
+        print(f"migrated {name}")
+
+
+def serve(settings: Settings, name: str, port: int | None) -> None:
+    app = create_app(spec(name), settings)
+    uvicorn.Server(_uvicorn_config(app, settings.host, port or spec(name).port)).run()
+
+
+def stack(settings: Settings) -> None:
+    """The distributed topology on this machine: Kafka, PostgreSQL, one process per service."""
+    sys.path.insert(0, str(ROOT / "deploy" / "local"))
+    import infra  # type: ignore[import-not-found]  # deploy/local/infra.py: local Kafka and PostgreSQL without Docker
+
+    state = settings.data_dir.resolve() / "local"
+    kafka = infra.start_kafka(state / "kafka", infra.fetch_kafka_jars(ROOT))
+    postgres = infra.start_postgres(state / "postgres")
+    env = os.environ | {
+        "LEADWIRE_BUS": "kafka",
+        "LEADWIRE_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "DATABASE_URL": postgres.url,
+        "LEADWIRE_AUTH_SECRET": settings.resolved_auth_secret(),
+    }
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([sys.executable, "-m", "services", "migrate"], env=env, check=True)
+        for name in SERVICES:
+            children.append(
+                subprocess.Popen([sys.executable, "-m", "services", "serve", name], env=env)
+            )
+        token = create_workspace(settings, "demo", ["admin"], None)
+        (settings.data_dir / "dev-token").write_text(token + "\n")
+        print(f"Leadwire (distributed) — Kafka {kafka.bootstrap}, PostgreSQL {postgres.url}")
+        for name in SERVICES:
+            print(f"  {name:<10} http://{settings.host}:{spec(name).port}")
+        print(
+            f"admin token for workspace 'demo' in {settings.data_dir / 'dev-token'}; Ctrl-C stops"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            for child in children:
+                child.wait()
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=30)
+        postgres.stop()
+        kafka.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_p = commands.add_parser("run", help="all services in one process (embedded mode)")
+    run_p.add_argument("services", nargs="*", default=list(SERVICES))
+    serve_p = commands.add_parser("serve", help="one service in its own process")
+    serve_p.add_argument("service", choices=SERVICES)
+    serve_p.add_argument("--port", type=int)
+    migrate_p = commands.add_parser("migrate", help="bring services' tables up to date")
+    migrate_p.add_argument("services", nargs="*", default=list(SERVICES))
+    ws_p = commands.add_parser("create-workspace", help="create a workspace and print a token")
+    ws_p.add_argument("workspace")
+    ws_p.add_argument("--scopes", default="admin", help="comma-separated, e.g. contacts:read")
+    ws_p.add_argument("--ttl-days", type=int)
+    commands.add_parser("stack", help="Kafka, PostgreSQL and one process per service, locally")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if args.command == "run":
+        if settings.bus != "memory":
+            parser.error("`run` is the embedded mode; use `serve` or `stack` with Kafka")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(run_embedded(settings, args.services))
+    elif args.command == "serve":
+        serve(settings, args.service, args.port)
+    elif args.command == "migrate":
+        asyncio.run(migrate(settings, args.services))
+    elif args.command == "create-workspace":
+        print(create_workspace(settings, args.workspace, args.scopes.split(","), args.ttl_days))
+    elif args.command == "stack":
+        stack(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""contacts: The system of record: one clean contact per person."""

@@ -1,0 +1,1 @@
+"""ingest: Capture leads from forms, webhooks and the API; publish leads and engagement."""

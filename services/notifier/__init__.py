@@ -1,0 +1,1 @@
+"""notifier: Deliver notifications on Slack, email and webhooks."""

@@ -1,0 +1,1 @@
+"""scoring: Score contacts from fit and engagement."""

@@ -1,0 +1,1 @@
+"""workflows: Run the automations a team defined."""

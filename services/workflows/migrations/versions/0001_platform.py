@@ -1,0 +1,23 @@
+"""workflows: outbox and inbox.
+
+Revision ID: workflows_0001
+Revises:
+"""
+
+from shared.migrations import create_platform_tables
+
+revision = "workflows_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_platform_tables()
+
+
+def downgrade() -> None:
+    from alembic import op
+
+    op.drop_table("inbox")
+    op.drop_table("outbox")

@@ -1,0 +1,1 @@
+"""Leadwire's platform library: settings, events, bus, database, outbox, inbox, auth, app."""

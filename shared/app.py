@@ -1,0 +1,249 @@
+"""The service app factory: lifespan-managed engine, bus, consumers, outbox relay and probes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import MetaData, Table
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import db, metrics
+from shared.bus import Bus, Consumer, Subscription, make_bus
+from shared.errors import install_error_handlers
+from shared.events.envelope import Envelope, new_id
+from shared.logs import correlation_id_var, event_id_var, workspace_var
+from shared.migrations import upgrade
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+from shared.uow import UnitOfWork
+
+EventHandler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes a service: its name, port, tables, routes, consumers and background loops."""
+
+    name: str
+    port: int
+    metadata: MetaData
+    migrations: Path
+    routers: Sequence[APIRouter] = ()
+    subscriptions: Callable[[ServiceContext], Sequence[Subscription]] = lambda _: ()
+    background: Callable[[ServiceContext], Sequence[Callable[[], Coroutine[Any, Any, None]]]] = (
+        lambda _: ()
+    )
+    settings_factory: Callable[[], Settings] = Settings
+
+    @property
+    def outbox(self) -> Table:
+        return self.metadata.tables["outbox"]
+
+    @property
+    def inbox(self) -> Table:
+        return self.metadata.tables["inbox"]
+
+
+@dataclass
+class ServiceContext:
+    """Everything a running service holds; made in the lifespan, reachable from requests."""
+
+    spec: ServiceSpec
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    bus: Bus
+    relay: OutboxRelay
+    consumers: list[Consumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.spec.outbox, self.spec.inbox, self.relay.notify)
+
+    def source(self) -> str:
+        return f"/leadwire/{self.spec.name}"
+
+    def group(self, purpose: str) -> str:
+        return f"{self.spec.name}.{purpose}"
+
+    def subscription(
+        self, purpose: str, topics: Sequence[str], handle: EventHandler
+    ) -> Subscription:
+        """A consumer group handling each polled batch in one transaction, through the inbox."""
+        group = self.group(purpose)
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            async with self.uow() as uow:
+                for event in events:
+                    if not await uow.first_time(group, event.id):
+                        continue
+                    tokens = (
+                        workspace_var.set(event.workspace),
+                        event_id_var.set(event.id),
+                        correlation_id_var.set(event.correlationid),
+                    )
+                    try:
+                        await handle(event, uow)
+                    finally:
+                        workspace_var.reset(tokens[0])
+                        event_id_var.reset(tokens[1])
+                        correlation_id_var.reset(tokens[2])
+
+        return Subscription(group, tuple(topics), handler)
+
+
+def get_context(request: Request) -> ServiceContext:
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+Context = Annotated[ServiceContext, Depends(get_context)]
+
+
+async def start_context(spec: ServiceSpec, settings: Settings, bus: Bus | None) -> ServiceContext:
+    engine = db.create_engine(
+        settings.database_url_for(spec.name), schema=settings.schema_for(spec.name)
+    )
+    if settings.should_migrate_on_start:
+        await upgrade(engine, spec.migrations, settings.schema_for(spec.name))
+    the_bus = bus or make_bus(settings, client_id=spec.name)
+    if bus is None:
+        await the_bus.start()
+    relay = OutboxRelay(
+        engine,
+        spec.outbox,
+        the_bus,
+        spec.name,
+        poll_interval_s=settings.outbox_poll_interval_s,
+        batch=settings.outbox_batch,
+    )
+    ctx = ServiceContext(spec, settings, engine, db.sessionmaker(engine), the_bus, relay)
+    relay.start()
+    for subscription in spec.subscriptions(ctx):
+        ctx.consumers.append(await the_bus.subscribe(subscription))
+    for loop in spec.background(ctx):
+        ctx.tasks.append(asyncio.create_task(loop(), name=f"{spec.name}:background"))
+    return ctx
+
+
+async def stop_context(ctx: ServiceContext, owns_bus: bool) -> None:
+    for task in ctx.tasks:
+        task.cancel()
+    for task in ctx.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for consumer in ctx.consumers:
+        await consumer.stop()
+    await ctx.relay.stop()
+    if owns_bus:
+        await ctx.bus.stop()
+    await ctx.engine.dispose()
+
+
+def create_app(
+    spec: ServiceSpec, settings: Settings | None = None, bus: Bus | None = None
+) -> FastAPI:
+    """A service's FastAPI app; pass `bus` to share one in-process bus between services."""
+    settings = settings or spec.settings_factory()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.auth_secret = settings.resolved_auth_secret()
+        ctx = await start_context(spec, settings, bus)
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            await stop_context(ctx, owns_bus=bus is None)
+
+    app = FastAPI(title=f"Leadwire {spec.name}", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, service=spec.name)
+    app.include_router(probes_router())
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def probes_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(ctx: Context) -> JSONResponse:
+        """Ready: database and bus reachable, consumers and outbox relay running."""
+        database, bus = await asyncio.gather(db.ping(ctx.engine), ctx.bus.ping())
+        checks = {
+            "database": database,
+            "bus": bus,
+            "consumers": all(c.running for c in ctx.consumers),
+            "outbox_relay": ctx.relay.running,
+        }
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+class ObservabilityMiddleware:
+    """Request metrics and a correlation id per request (from `X-Correlation-Id` or new)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        correlation_id = headers.get(b"x-correlation-id", b"").decode() or new_id()
+        token = correlation_id_var.set(correlation_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append(
+                    (b"x-correlation-id", correlation_id.encode())
+                )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
+            metrics.HTTP_SECONDS.labels(self.service, method, path).observe(
+                time.perf_counter() - started
+            )
+            correlation_id_var.reset(token)

@@ -1,0 +1,32 @@
+"""The message bus: one interface, an in-process transport and a Kafka transport."""
+
+from shared.bus.base import Bus, Consumer, Record, Subscription
+from shared.settings import Settings
+
+
+def make_bus(settings: Settings, client_id: str = "leadwire") -> Bus:
+    """The transport the settings choose: `memory` (embedded) or `kafka`."""
+    if settings.bus == "kafka":
+        from shared.bus.kafka import KafkaBus
+
+        return KafkaBus(
+            settings.kafka_bootstrap,
+            prefix=settings.topic_prefix,
+            partitions=settings.topic_partitions,
+            max_retries=settings.consumer_max_retries,
+            backoff_s=settings.consumer_retry_backoff_s,
+            max_batch=settings.consumer_max_batch,
+            client_id=client_id,
+        )
+    from shared.bus.memory import MemoryBus
+
+    return MemoryBus(
+        partitions=settings.topic_partitions,
+        prefix=settings.topic_prefix,
+        max_retries=settings.consumer_max_retries,
+        backoff_s=settings.consumer_retry_backoff_s,
+        max_batch=settings.consumer_max_batch,
+    )
+
+
+__all__ = ["Bus", "Consumer", "Record", "Subscription", "make_bus"]

@@ -1,0 +1,159 @@
+"""The bus interface both transports implement, and the retry/DLQ policy they share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared import metrics
+from shared.events.envelope import Envelope
+from shared.events.topics import dlq
+from shared.logs import correlation_id_var, event_id_var, workspace_var
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message as stored on a partition: the bytes on the wire plus string headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A consumer group (`<service>.<purpose>`) reading some topics with a batch handler."""
+
+    group: str
+    topics: tuple[str, ...]
+    handler: BatchHandler
+
+
+class Consumer(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    async def stop(self) -> None: ...
+
+
+class Bus(Protocol):
+    """Publish keyed envelopes; consume them in groups, at least once, in order per key."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, topic: str, key: str, envelope: Envelope) -> None: ...
+
+    async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        """Publish already-encoded (topic, key, value) messages and wait until all are acked."""
+        ...
+
+    async def subscribe(self, subscription: Subscription) -> Consumer: ...
+
+    async def ping(self) -> bool: ...
+
+    def consumers_running(self) -> bool: ...
+
+
+class Dispatcher:
+    """Runs a subscription's handler over one partition's batch with retries and a DLQ.
+
+    The whole batch is tried first (one transaction per batch). If it fails, events are
+    retried one by one, so a single poison event goes to the DLQ without holding back the
+    others; order per partition is kept because the partition waits while an event retries.
+    """
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        send_to_dlq: Callable[[Record, str, int], Awaitable[None]],
+        max_retries: int,
+        backoff_s: float,
+    ) -> None:
+        self.subscription = subscription
+        self.send_to_dlq = send_to_dlq
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+
+    async def dispatch(self, records: Sequence[Record]) -> None:
+        parsed: list[tuple[Record, Envelope]] = []
+        for record in records:
+            try:
+                parsed.append((record, Envelope.from_bytes(record.value)))
+            except ValueError as exc:
+                await self._dead_letter(record, f"invalid_envelope: {exc}", 1)
+        if not parsed:
+            return
+        started = time.perf_counter()
+        try:
+            await self.subscription.handler([env for _, env in parsed])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("batch failed, retrying events one by one", exc_info=True)
+            for record, envelope in parsed:
+                await self._dispatch_one(record, envelope)
+        finally:
+            metrics.HANDLER_SECONDS.labels(self.subscription.group).observe(
+                time.perf_counter() - started
+            )
+        metrics.EVENTS_CONSUMED.labels(self.subscription.group).inc(len(parsed))
+
+    async def _dispatch_one(self, record: Record, envelope: Envelope) -> None:
+        tokens = (
+            workspace_var.set(envelope.workspace),
+            event_id_var.set(envelope.id),
+            correlation_id_var.set(envelope.correlationid),
+        )
+        try:
+            for attempt in range(1, self.max_retries + 1):
+                try:
+                    await self.subscription.handler([envelope])
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = "".join(traceback.format_exception_only(exc)).strip()
+                    log.warning("handler failed", extra={"attempt": attempt, "error": error})
+                    if attempt == self.max_retries:
+                        await self._dead_letter(record, error, attempt)
+                        return
+                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        finally:
+            workspace_var.reset(tokens[0])
+            event_id_var.reset(tokens[1])
+            correlation_id_var.reset(tokens[2])
+
+    async def _dead_letter(self, record: Record, error: str, attempts: int) -> None:
+        log.error("event dead-lettered", extra={"topic": record.topic, "error": error})
+        metrics.EVENTS_DEAD_LETTERED.labels(self.subscription.group).inc()
+        await self.send_to_dlq(record, error, attempts)
+
+
+def dlq_headers(record: Record, group: str, error: str, attempts: int) -> dict[str, str]:
+    """Headers that tell an operator why and where an event was dead-lettered."""
+    return {
+        "leadwire-error": error[:2000],
+        "leadwire-attempts": str(attempts),
+        "leadwire-group": group,
+        "leadwire-original-topic": record.topic,
+        "leadwire-original-partition": str(record.partition),
+        "leadwire-original-offset": str(record.offset),
+    }
+
+
+def dlq_topic(record_topic: str) -> str:
+    return dlq(record_topic)

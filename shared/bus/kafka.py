@@ -1,0 +1,232 @@
+"""Kafka transport through aiokafka, set up for no loss: acks=all, idempotence, manual commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from shared import metrics
+from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers, dlq_topic
+from shared.events.envelope import Envelope
+from shared.events.topics import all_topics_with_dlq
+
+log = logging.getLogger(__name__)
+TOPIC_EXISTS = 36
+
+
+class KafkaBus:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str = "",
+        partitions: int = 4,
+        replication: int = 1,
+        max_retries: int = 5,
+        backoff_s: float = 0.2,
+        max_batch: int = 500,
+        client_id: str = "leadwire",
+        topics: Sequence[str] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.partitions = partitions
+        self.replication = replication
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_batch = max_batch
+        self.client_id = client_id
+        self.topics = list(topics) if topics is not None else all_topics_with_dlq()
+        self._producer: AIOKafkaProducer | None = None
+        self._connected = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+        self._consumers: list[KafkaConsumer] = []
+
+    async def start(self) -> None:
+        """Connect in the background, so a service starts (and reports not-ready) without Kafka."""
+        self._connect_task = asyncio.create_task(self._connect(), name="kafka-connect")
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def _connect(self) -> None:
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                client_id=self.client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_batch_size=256 * 1024,
+                request_timeout_ms=30000,
+            )
+            try:
+                await producer.start()
+                await self._ensure_topics()
+            except (KafkaError, OSError) as exc:
+                log.warning("kafka not reachable yet", extra={"error": str(exc)})
+                await producer.stop()
+                await asyncio.sleep(1)
+                continue
+            self._producer = producer
+            self._connected.set()
+            return
+
+    async def _ensure_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        await admin.start()
+        try:
+            new = [
+                NewTopic(self.prefix + t, self.partitions, self.replication) for t in self.topics
+            ]
+            response = await admin.create_topics(new)
+            for name, code, *_ in response.topic_errors:
+                if code not in (0, TOPIC_EXISTS):
+                    raise KafkaError(f"cannot create topic {name}: error {code}")
+        finally:
+            await admin.close()
+
+    async def stop(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        self._connected.clear()
+
+    async def ping(self) -> bool:
+        if self._producer is None:
+            return False
+        try:
+            metadata = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3)
+        except (TimeoutError, KafkaError, OSError):
+            return False
+        return bool(metadata.brokers())
+
+    def consumers_running(self) -> bool:
+        return all(c.running for c in self._consumers)
+
+    async def _ready_producer(self) -> AIOKafkaProducer:
+        await self._connected.wait()
+        assert self._producer is not None
+        return self._producer
+
+    async def publish(self, topic: str, key: str, envelope: Envelope) -> None:
+        await self.publish_batch([(topic, key, envelope.to_bytes())])
+
+    async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        producer = await self._ready_producer()
+        futures = [
+            await producer.send(self.prefix + topic, value, key=key.encode())
+            for topic, key, value in messages
+        ]
+        await asyncio.gather(*futures)
+        for topic, _, _ in messages:
+            metrics.EVENTS_PUBLISHED.labels(topic).inc()
+
+    async def send_raw(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        producer = await self._ready_producer()
+        encoded = [(k, v.encode()) for k, v in headers.items()]
+        await producer.send_and_wait(topic, value, key=key.encode(), headers=encoded)
+
+    async def subscribe(self, subscription: Subscription) -> KafkaConsumer:
+        consumer = KafkaConsumer(self, subscription)
+        self._consumers.append(consumer)
+        consumer.task = asyncio.create_task(consumer.run(), name=f"consumer:{subscription.group}")
+        return consumer
+
+    def forget(self, consumer: KafkaConsumer) -> None:
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+
+
+class KafkaConsumer:
+    """One consumer-group member: poll a batch, handle each partition's part, then commit it."""
+
+    def __init__(self, bus: KafkaBus, subscription: Subscription) -> None:
+        self.bus = bus
+        self.subscription = subscription
+        self.group = bus.prefix + subscription.group
+        self.task: asyncio.Task[None] | None = None
+        self.assigned = asyncio.Event()
+        self.dispatcher = Dispatcher(subscription, self._to_dlq, bus.max_retries, bus.backoff_s)
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def run(self) -> None:
+        await self.bus._connected.wait()
+        while True:
+            consumer = AIOKafkaConsumer(
+                *[self.bus.prefix + t for t in self.subscription.topics],
+                bootstrap_servers=self.bus.bootstrap,
+                client_id=self.bus.client_id,
+                group_id=self.group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.bus.max_batch,
+                session_timeout_ms=10000,
+                heartbeat_interval_ms=1000,
+            )
+            try:
+                await consumer.start()
+                await self._poll(consumer)
+            except (KafkaError, OSError) as exc:
+                log.warning("consumer lost kafka", extra={"group": self.group, "error": str(exc)})
+                await asyncio.sleep(1)
+            finally:
+                # Leaving the group without committing: in-flight events are redelivered.
+                await consumer.stop()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=self.bus.max_batch)
+            if consumer.assignment():
+                self.assigned.set()
+            for tp, messages in batches.items():
+                records = [
+                    Record(
+                        m.topic,
+                        m.partition,
+                        m.offset,
+                        (m.key or b"").decode(),
+                        m.value or b"",
+                        {k: v.decode() for k, v in (m.headers or ())},
+                    )
+                    for m in messages
+                ]
+                await self.dispatcher.dispatch(records)
+                try:
+                    await consumer.commit({tp: messages[-1].offset + 1})
+                except CommitFailedError:
+                    # The partition moved to another member; it will see these events again
+                    # and the inbox turns them into no-ops.
+                    log.warning("commit lost to a rebalance", extra={"group": self.group})
+                self._record_lag(consumer, tp, messages[-1].offset)
+
+    def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: int) -> None:
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            metrics.CONSUMER_LAG.labels(self.group, tp.topic).set(max(highwater - last - 1, 0))
+
+    async def _to_dlq(self, record: Record, error: str, attempts: int) -> None:
+        headers = dlq_headers(record, self.subscription.group, error, attempts)
+        await self.bus.send_raw(dlq_topic(record.topic), record.key, record.value, headers)
+
+    async def stop(self) -> None:
+        """Leave the group; an in-flight batch is abandoned uncommitted, as after a crash."""
+        self.bus.forget(self)
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task

@@ -1,0 +1,166 @@
+"""In-process transport for the embedded mode, with the Kafka transport's semantics.
+
+Topics are split into partitions by key hash, consumer groups share partitions, offsets are
+committed only after the handler returns, failing events are retried then dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shared import metrics
+from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers, dlq_topic
+from shared.events.envelope import Envelope
+
+
+@dataclass
+class _Topic:
+    partitions: list[list[Record]]
+
+
+@dataclass
+class _Group:
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    members: list[MemoryConsumer] = field(default_factory=list)
+    # One consumer at a time per partition, as Kafka's assignment guarantees.
+    locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
+
+
+class MemoryBus:
+    def __init__(
+        self,
+        partitions: int = 4,
+        prefix: str = "",
+        max_retries: int = 5,
+        backoff_s: float = 0.2,
+        max_batch: int = 500,
+    ) -> None:
+        self.partitions = partitions
+        self.prefix = prefix
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_batch = max_batch
+        self._topics: dict[str, _Topic] = {}
+        self._groups: dict[str, _Group] = {}
+        # A sequence number and an event, so a consumer never misses a publish between polls.
+        self._seq = 0
+        self._published = asyncio.Event()
+        self._started = False
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def stop(self) -> None:
+        for group in self._groups.values():
+            for member in list(group.members):
+                await member.stop()
+        self._started = False
+
+    async def ping(self) -> bool:
+        return self._started
+
+    def consumers_running(self) -> bool:
+        return all(m.running for g in self._groups.values() for m in g.members)
+
+    def _topic(self, name: str) -> _Topic:
+        if name not in self._topics:
+            self._topics[name] = _Topic([[] for _ in range(self.partitions)])
+        return self._topics[name]
+
+    async def publish(self, topic: str, key: str, envelope: Envelope) -> None:
+        await self.publish_batch([(topic, key, envelope.to_bytes())])
+
+    async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        for topic, key, value in messages:
+            self._append(self.prefix + topic, key, value, {})
+            metrics.EVENTS_PUBLISHED.labels(topic).inc()
+
+    def _append(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        parts = self._topic(topic).partitions
+        p = zlib.crc32(key.encode()) % len(parts)
+        parts[p].append(Record(topic, p, len(parts[p]), key, value, headers))
+        self._seq += 1
+        self._published.set()
+        self._published = asyncio.Event()
+
+    def records(self, topic: str) -> list[Record]:
+        """Every record ever published on a topic (logical name), for inspection and DLQ replay."""
+        return [r for part in self._topic(self.prefix + topic).partitions for r in part]
+
+    async def subscribe(self, subscription: Subscription) -> MemoryConsumer:
+        group = self._groups.setdefault(self.prefix + subscription.group, _Group())
+        consumer = MemoryConsumer(self, group, subscription)
+        group.members.append(consumer)
+        consumer.task = asyncio.create_task(consumer.run(), name=f"consumer:{subscription.group}")
+        return consumer
+
+    async def wait_for_publish(self, seen_seq: int, timeout: float) -> None:
+        if self._seq != seen_seq:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._published.wait(), timeout)
+
+
+class MemoryConsumer:
+    def __init__(self, bus: MemoryBus, group: _Group, subscription: Subscription) -> None:
+        self.bus = bus
+        self.group = group
+        self.subscription = subscription
+        self.task: asyncio.Task[None] | None = None
+        self.dispatcher = Dispatcher(subscription, self._to_dlq, bus.max_retries, bus.backoff_s)
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def _assigned(self) -> list[tuple[str, int]]:
+        members = self.group.members
+        if self not in members:
+            return []
+        me = members.index(self)
+        pairs = [
+            (self.bus.prefix + t, p)
+            for t in self.subscription.topics
+            for p in range(self.bus.partitions)
+        ]
+        return [pair for i, pair in enumerate(pairs) if i % len(members) == me]
+
+    async def run(self) -> None:
+        while True:
+            seen = self.bus._seq
+            progressed = False
+            for topic, p in self._assigned():
+                progressed |= await self._poll_partition(topic, p)
+            if not progressed:
+                await self.bus.wait_for_publish(seen, 0.5)
+
+    async def _poll_partition(self, topic: str, p: int) -> bool:
+        lock = self.group.locks.setdefault((topic, p), asyncio.Lock())
+        async with lock:
+            if (topic, p) not in self._assigned():
+                return False
+            log = self.bus._topic(topic).partitions[p]
+            start = self.group.committed.get((topic, p), 0)
+            batch = log[start : start + self.bus.max_batch]
+            if not batch:
+                return False
+            await self.dispatcher.dispatch(batch)
+            self.group.committed[(topic, p)] = start + len(batch)
+            return True
+
+    async def _to_dlq(self, record: Record, error: str, attempts: int) -> None:
+        headers = dlq_headers(record, self.subscription.group, error, attempts)
+        self.bus._append(dlq_topic(record.topic), record.key, record.value, headers)
+
+    async def stop(self) -> None:
+        """Leave the group; an in-flight batch is abandoned uncommitted, as after a crash."""
+        if self in self.group.members:
+            self.group.members.remove(self)
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task

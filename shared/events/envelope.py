@@ -1,0 +1,79 @@
+"""The one envelope for every message: CloudEvents 1.0 plus workspace, correlation and trace."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.logs import correlation_id_var
+
+
+class EventPayload(BaseModel):
+    """Base of typed payloads; `event_type` is the CloudEvents `type` this payload travels as."""
+
+    model_config = ConfigDict(extra="allow")
+    event_type: ClassVar[str]
+
+
+P = TypeVar("P", bound=EventPayload)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 event in structured JSON mode, with Leadwire's extension attributes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=new_id)
+    source: str
+    type: str
+    subject: str | None = None
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    datacontenttype: str = "application/json"
+    data: dict[str, Any] = Field(default_factory=dict)
+    workspace: str
+    correlationid: str
+    traceparent: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        payload: EventPayload,
+        *,
+        source: str,
+        workspace: str,
+        subject: str | None = None,
+        correlationid: str | None = None,
+        traceparent: str | None = None,
+    ) -> Envelope:
+        """Wrap a typed payload; the correlation id defaults to the one of the work in progress."""
+        return cls(
+            source=source,
+            type=payload.event_type,
+            subject=subject,
+            data=payload.model_dump(mode="json", exclude_none=True),
+            workspace=workspace,
+            correlationid=correlationid or correlation_id_var.get() or new_id(),
+            traceparent=traceparent,
+        )
+
+    def payload(self, model: builtins.type[P]) -> P:
+        if self.type != model.event_type:
+            raise ValueError(f"event {self.id} is {self.type}, not {model.event_type}")
+        return model.model_validate(self.data)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Envelope:
+        return cls.model_validate_json(raw)

@@ -1,0 +1,24 @@
+"""Prometheus metrics every service exposes on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "leadwire_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "leadwire_http_request_seconds", "HTTP request latency", ["service", "method", "route"]
+)
+EVENTS_PUBLISHED = Counter("leadwire_events_published_total", "Events published", ["topic"])
+EVENTS_CONSUMED = Counter("leadwire_events_consumed_total", "Events handled", ["group"])
+EVENTS_DEAD_LETTERED = Counter(
+    "leadwire_events_dead_lettered_total", "Events sent to a DLQ", ["group"]
+)
+HANDLER_SECONDS = Histogram(
+    "leadwire_handler_seconds", "Time to handle one polled batch", ["group"]
+)
+CONSUMER_LAG = Gauge(
+    "leadwire_consumer_lag", "Messages behind the end of the partition", ["group", "topic"]
+)
+OUTBOX_BACKLOG = Gauge("leadwire_outbox_backlog", "Outbox rows not yet published", ["service"])

@@ -1,0 +1,160 @@
+"""Transactional outbox: events are rows written with the state change, published by a relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared import metrics
+from shared.bus.base import Bus
+from shared.db import is_sqlite, sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(400), nullable=False),
+        Column("event_id", String(64), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("sent_at", DateTime(timezone=True), nullable=True, index=True),
+    )
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in id order and marks them sent.
+
+    Several replicas may run a relay: a PostgreSQL advisory lock lets one publish at a time, so
+    per-key order is kept. A crash between publish and mark re-publishes; consumers' inboxes
+    absorb the duplicate.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: Table,
+        bus: Bus,
+        service: str,
+        poll_interval_s: float = 0.2,
+        batch: int = 500,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.bus = bus
+        self.service = service
+        self.poll_interval_s = poll_interval_s
+        self.batch = batch
+        self.sessions = sessionmaker(engine)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_purge = datetime.now(UTC)
+        self._lock_id = zlib.crc32(f"leadwire-outbox-{service}".encode())
+
+    def notify(self) -> None:
+        """Called after a commit that wrote outbox rows, so they go out without waiting a poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.service}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("outbox relay failed, will retry", exc_info=True)
+                sent = 0
+                await asyncio.sleep(1)
+            if sent == 0:
+                await self._purge_sent()
+            if sent < self.batch:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unsent rows; returns how many were published."""
+        async with self.sessions() as session, session.begin():
+            if not await self._take_lock(session):
+                return 0
+            rows = (
+                await session.execute(
+                    select(
+                        self.table.c.id, self.table.c.topic, self.table.c.key, self.table.c.payload
+                    )
+                    .where(self.table.c.sent_at.is_(None))
+                    .order_by(self.table.c.id)
+                    .limit(self.batch)
+                )
+            ).all()
+            if rows:
+                # Bounded, so an unreachable broker never pins a transaction open for long.
+                await asyncio.wait_for(
+                    self.bus.publish_batch([(r.topic, r.key, r.payload) for r in rows]), 30
+                )
+                await session.execute(
+                    update(self.table)
+                    .where(self.table.c.id.in_([r.id for r in rows]))
+                    .values(sent_at=datetime.now(UTC))
+                )
+            backlog = await session.scalar(
+                select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
+            )
+            metrics.OUTBOX_BACKLOG.labels(self.service).set(max((backlog or 0) - len(rows), 0))
+            return len(rows)
+
+    async def _purge_sent(self) -> None:
+        """Forget rows published over a day ago: Kafka is the replayable log, not the outbox."""
+        now = datetime.now(UTC)
+        if (now - self._last_purge).total_seconds() < 600:
+            return
+        self._last_purge = now
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                delete(self.table).where(self.table.c.sent_at < now - timedelta(days=1))
+            )
+
+    async def _take_lock(self, session: AsyncSession) -> bool:
+        if is_sqlite(str(self.engine.url)):
+            return True  # SQLite is the single-process embedded mode
+        got = await session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": self._lock_id}
+        )
+        return bool(got)

@@ -1,0 +1,77 @@
+"""Settings shared by every service, read from `LEADWIRE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///{data_dir}/{service}.db"
+
+
+class Settings(BaseSettings):
+    """Platform settings; a service may subclass it for its own knobs."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADWIRE_", extra="ignore")
+
+    bus: Literal["memory", "kafka"] = "memory"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Prefix for physical topic and group names: lets tests share one broker without collisions.
+    topic_prefix: str = ""
+    topic_partitions: int = 4
+    # `{service}` and `{data_dir}` are substituted, so one URL serves every service in a process.
+    database_url: str = Field(
+        default=DEFAULT_SQLITE_URL,
+        validation_alias=AliasChoices("DATABASE_URL", "LEADWIRE_DATABASE_URL"),
+    )
+    # PostgreSQL schema holding a service's tables; `{service}` is substituted.
+    db_schema: str = "{service}"
+    data_dir: Path = Path(".leadwire")
+    migrate_on_start: bool | None = None  # default: only in the embedded (memory bus) mode
+    auth_secret: str | None = None
+    log_level: str = "INFO"
+    log_json: bool = True
+    host: str = "127.0.0.1"
+    consumer_max_retries: int = 5
+    consumer_retry_backoff_s: float = 0.2
+    consumer_max_batch: int = 500
+    outbox_poll_interval_s: float = 0.2
+    outbox_batch: int = 500
+
+    @property
+    def embedded(self) -> bool:
+        return self.bus == "memory"
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        return self.embedded if self.migrate_on_start is None else self.migrate_on_start
+
+    def database_url_for(self, service: str) -> str:
+        return self.database_url.format(service=service, data_dir=self.data_dir)
+
+    def schema_for(self, service: str) -> str:
+        return self.db_schema.format(service=service)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def resolved_auth_secret(self) -> str:
+        """The token-signing secret; embedded mode keeps a generated one under the data dir."""
+        if self.auth_secret:
+            return self.auth_secret
+        if not self.embedded:
+            raise RuntimeError("LEADWIRE_AUTH_SECRET must be set outside the embedded mode")
+        path = self.data_dir / "auth-secret"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        self.auth_secret = path.read_text().strip()
+        return self.auth_secret

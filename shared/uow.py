@@ -1,0 +1,84 @@
+"""Unit of work: one transaction for a state change and the events it implies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Table, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.events.envelope import Envelope
+from shared.inbox import claim
+
+
+class UnitOfWork:
+    """`async with uow:` commits on success and rolls back on error; handlers never commit.
+
+    `emit()` writes an outbox row in the same transaction, so an event is published if and
+    only if the state change it describes was committed.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Table,
+        inbox: Table,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self._outbox = outbox
+        self._inbox = inbox
+        self._on_commit = on_commit
+        self._session: AsyncSession | None = None
+        self._pending: list[dict[str, object]] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._sessions()
+        await self._session.begin()
+        self._pending = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self.session
+        try:
+            if exc_type is None:
+                if self._pending:
+                    await session.execute(insert(self._outbox), self._pending)
+                await session.commit()
+                if self._pending:
+                    self._on_commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+            self._session = None
+
+    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+        """Queue an event for publication when (and only if) this transaction commits."""
+        self._pending.append(
+            {
+                "topic": topic,
+                "key": key,
+                "event_id": envelope.id,
+                "payload": envelope.to_bytes(),
+                "created_at": datetime.now(UTC),
+            }
+        )
+
+    async def first_time(self, consumer: str, event_id: str) -> bool:
+        """Inbox check: True the first time `consumer` sees `event_id` (recorded in this tx)."""
+        return await claim(self.session, self._inbox, consumer, event_id)
