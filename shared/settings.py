@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     def resolved_auth_secret(self) -> str:
         """The token-signing secret; embedded mode keeps a generated one under the data dir."""
         if self.auth_secret:
+            if len(self.auth_secret) < 32:
+                raise ValueError("LEADWIRE_AUTH_SECRET must be at least 32 characters")
             return self.auth_secret
         if not self.embedded:
             raise RuntimeError("LEADWIRE_AUTH_SECRET must be set outside the embedded mode")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -112,6 +113,29 @@ class KafkaBus:
             return False
         return bool(metadata.brokers())
 
+    async def dead_letters(self, topic: str) -> list[Record]:
+        """Read a DLQ from its start to its current end, outside any consumer group."""
+        await self._connected.wait()
+        name = self.prefix + dlq_topic(topic)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await reader.start()
+        try:
+            partitions = [TopicPartition(name, p) for p in reader.partitions_for_topic(name) or ()]
+            if not partitions:
+                return []
+            reader.assign(partitions)
+            await reader.seek_to_beginning(*partitions)
+            ends = await reader.end_offsets(partitions)
+            records: list[Record] = []
+            while True:
+                positions = {tp: await reader.position(tp) for tp in partitions}
+                if all(positions[tp] >= end for tp, end in ends.items()):
+                    return records
+                batches = await reader.getmany(timeout_ms=500)
+                records += [_record(m) for messages in batches.values() for m in messages]
+        finally:
+            await reader.stop()
+
     def consumers_running(self) -> bool:
         return all(c.running for c in self._consumers)
 
@@ -157,12 +181,17 @@ class KafkaConsumer:
         self.subscription = subscription
         self.group = bus.prefix + subscription.group
         self.task: asyncio.Task[None] | None = None
-        self.assigned = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
         self.dispatcher = Dispatcher(subscription, self._to_dlq, bus.max_retries, bus.backoff_s)
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    def assignment(self) -> set[tuple[str, int]]:
+        if self._consumer is None:
+            return set()
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     async def run(self) -> None:
         await self.bus._connected.wait()
@@ -178,6 +207,7 @@ class KafkaConsumer:
                 session_timeout_ms=10000,
                 heartbeat_interval_ms=1000,
             )
+            self._consumer = consumer
             try:
                 await consumer.start()
                 await self._poll(consumer)
@@ -186,25 +216,14 @@ class KafkaConsumer:
                 await asyncio.sleep(1)
             finally:
                 # Leaving the group without committing: in-flight events are redelivered.
+                self._consumer = None
                 await consumer.stop()
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=self.bus.max_batch)
-            if consumer.assignment():
-                self.assigned.set()
             for tp, messages in batches.items():
-                records = [
-                    Record(
-                        m.topic,
-                        m.partition,
-                        m.offset,
-                        (m.key or b"").decode(),
-                        m.value or b"",
-                        {k: v.decode() for k, v in (m.headers or ())},
-                    )
-                    for m in messages
-                ]
+                records = [_record(m) for m in messages]
                 await self.dispatcher.dispatch(records)
                 try:
                     await consumer.commit({tp: messages[-1].offset + 1})
@@ -230,3 +249,14 @@ class KafkaConsumer:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+
+def _record(message: Any) -> Record:
+    return Record(
+        message.topic,
+        message.partition,
+        message.offset,
+        (message.key or b"").decode(),
+        message.value or b"",
+        {k: v.decode() for k, v in (message.headers or ())},
+    )

@@ -88,8 +88,11 @@ class MemoryBus:
         self._published = asyncio.Event()
 
     def records(self, topic: str) -> list[Record]:
-        """Every record ever published on a topic (logical name), for inspection and DLQ replay."""
+        """Every record ever published on a topic (logical name)."""
         return [r for part in self._topic(self.prefix + topic).partitions for r in part]
+
+    async def dead_letters(self, topic: str) -> list[Record]:
+        return self.records(dlq_topic(topic))
 
     async def subscribe(self, subscription: Subscription) -> MemoryConsumer:
         group = self._groups.setdefault(self.prefix + subscription.group, _Group())
@@ -116,6 +119,9 @@ class MemoryConsumer:
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return set(self._assigned())
 
     def _assigned(self) -> list[tuple[str, int]]:
         members = self.group.members

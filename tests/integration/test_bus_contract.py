@@ -1,0 +1,265 @@
+"""One contract, two transports: the in-process bus and Kafka on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
+
+from shared import db
+from shared.bus import Bus, Consumer, Subscription
+from shared.bus.kafka import KafkaBus
+from shared.bus.memory import MemoryBus
+from shared.events.envelope import Envelope
+from shared.events.topics import dlq
+from shared.inbox import inbox_table
+from shared.outbox import outbox_table
+from shared.uow import UnitOfWork
+from tests.conftest import unique
+
+TOPIC = "leadwire.contract.v1"
+
+
+@dataclass
+class Harness:
+    """A bus with its own topic names plus a database for handlers with effects."""
+
+    bus: Bus
+    sessions: Callable[[], UnitOfWork]
+    effects: Table
+    engine: db.AsyncEngine = field(repr=False)
+
+    async def effect_count(self, event_id: str | None = None) -> int:
+        query = select(func.count()).select_from(self.effects)
+        if event_id is not None:
+            query = query.where(self.effects.c.event_id == event_id)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+
+def event(key: str, seq: int) -> Envelope:
+    return Envelope(
+        source="/test",
+        type="test.happened",
+        workspace="w1",
+        correlationid=key,
+        subject=key,
+        data={"key": key, "seq": seq},
+    )
+
+
+async def publish(bus: Bus, events: Sequence[Envelope]) -> None:
+    await bus.publish_batch([(TOPIC, e.subject or "", e.to_bytes()) for e in events])
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    prefix = unique("c") + "."
+    bus: Bus
+    if request.param == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        url = request.getfixturevalue("postgres_url")
+        bus = KafkaBus(
+            bootstrap, prefix=prefix, max_retries=3, backoff_s=0.01, topics=[TOPIC, dlq(TOPIC)]
+        )
+        schema = prefix.rstrip(".")
+        engine = db.create_engine(url, schema=schema)
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    else:
+        bus = MemoryBus(prefix=prefix, max_retries=3, backoff_s=0.01)
+        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/contract.db")
+    metadata = MetaData()
+    effects = Table(
+        "effects",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("event_id", String(64), nullable=False),
+    )
+    outbox, inbox = outbox_table(metadata), inbox_table(metadata)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    await bus.start()
+    sessions = db.sessionmaker(engine)
+    try:
+        yield Harness(bus, lambda: UnitOfWork(sessions, outbox, inbox), effects, engine)
+    finally:
+        await bus.stop()
+        await engine.dispose()
+
+
+async def subscribe(
+    h: Harness, group: str, handler: Callable[[Sequence[Envelope]], Awaitable[None]]
+) -> Consumer:
+    return await h.bus.subscribe(Subscription(group, (TOPIC,), handler))
+
+
+def effect_handler(
+    h: Harness, group: str, seen: list[str]
+) -> Callable[[Sequence[Envelope]], Awaitable[None]]:
+    """A handler with a database effect guarded by the inbox, in one transaction per batch."""
+
+    async def handle(events: Sequence[Envelope]) -> None:
+        async with h.sessions() as uow:
+            for e in events:
+                seen.append(e.id)
+                if await uow.first_time(group, e.id):
+                    await uow.session.execute(insert(h.effects).values(event_id=e.id))
+
+    return handle
+
+
+class TestPerKeyOrder:
+    async def test_events_of_one_key_arrive_in_publish_order(self, harness: Harness) -> None:
+        received: dict[str, list[int]] = defaultdict(list)
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            for e in events:
+                received[e.data["key"]].append(e.data["seq"])
+
+        await subscribe(harness, unique("g"), handler)
+        keys = [f"contact-{i}" for i in range(12)]
+        for seq in range(40):
+            await publish(harness.bus, [event(k, seq) for k in keys])
+
+        async def all_in() -> bool:
+            return sum(len(v) for v in received.values()) >= 12 * 40
+
+        await eventually(all_in)
+        for key in keys:
+            assert received[key] == list(range(40)), key
+
+
+class TestFailures:
+    async def test_a_failing_event_is_redelivered_until_it_succeeds(self, harness: Harness) -> None:
+        attempts: dict[int, int] = defaultdict(int)
+
+        async def flaky(events: Sequence[Envelope]) -> None:
+            for e in events:
+                attempts[e.data["seq"]] += 1
+                if e.data["seq"] == 3 and attempts[3] < 3:
+                    raise RuntimeError("temporary outage")
+
+        await subscribe(harness, unique("g"), flaky)
+        await publish(harness.bus, [event("k", i) for i in range(6)])
+
+        async def done() -> bool:
+            return attempts[5] >= 1 and attempts[3] >= 3
+
+        await eventually(done)
+        assert await harness.bus.dead_letters(TOPIC) == []
+
+    async def test_an_event_that_keeps_failing_lands_on_the_dlq_with_its_error(
+        self, harness: Harness
+    ) -> None:
+        handled: list[int] = []
+        poison_attempts = 0
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            nonlocal poison_attempts
+            for e in events:
+                if e.data["seq"] == 2:
+                    poison_attempts += 1
+                    raise ValueError("cannot handle seq 2")
+            handled.extend(e.data["seq"] for e in events)
+
+        group = unique("g")
+        await subscribe(harness, group, handler)
+        await publish(harness.bus, [event("k", i) for i in range(5)])
+
+        async def parked() -> bool:
+            return len(await harness.bus.dead_letters(TOPIC)) == 1 and 4 in handled
+
+        await eventually(parked)
+        [record] = await harness.bus.dead_letters(TOPIC)
+        assert Envelope.from_bytes(record.value).data["seq"] == 2
+        assert "cannot handle seq 2" in record.headers["leadwire-error"]
+        assert record.headers["leadwire-attempts"] == "3"
+        assert record.headers["leadwire-group"] == group
+        assert sorted(set(handled)) == [0, 1, 3, 4]
+        assert poison_attempts >= 3  # the whole batch once, then the event alone, 3 tries
+
+    async def test_a_message_that_is_not_an_envelope_goes_to_the_dlq(
+        self, harness: Harness
+    ) -> None:
+        handled: list[int] = []
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            handled.extend(e.data["seq"] for e in events)
+
+        await subscribe(harness, unique("g"), handler)
+        await harness.bus.publish_batch([(TOPIC, "k", b"{not json")])
+        await publish(harness.bus, [event("k", 1)])
+
+        async def done() -> bool:
+            return handled == [1] and len(await harness.bus.dead_letters(TOPIC)) == 1
+
+        await eventually(done)
+        [record] = await harness.bus.dead_letters(TOPIC)
+        assert record.headers["leadwire-error"].startswith("invalid_envelope")
+
+
+class TestAtLeastOnceWithInbox:
+    async def test_a_consumer_stopped_before_its_commit_gets_the_event_again_without_a_second_effect(
+        self, harness: Harness
+    ) -> None:
+        group = unique("g")
+        effect_done = asyncio.Event()
+
+        async def crashes_after_effect(events: Sequence[Envelope]) -> None:
+            await effect_handler(harness, group, [])(events)
+            effect_done.set()
+            await asyncio.Event().wait()  # "killed" here: effect committed, offset not
+
+        first = await subscribe(harness, group, crashes_after_effect)
+        e = event("k", 1)
+        await publish(harness.bus, [e])
+        await asyncio.wait_for(effect_done.wait(), 60)
+        await first.stop()
+        assert await harness.effect_count(e.id) == 1
+
+        seen: list[str] = []
+        await subscribe(harness, group, effect_handler(harness, group, seen))
+
+        async def redelivered() -> bool:
+            return e.id in seen
+
+        await eventually(redelivered)
+        assert await harness.effect_count(e.id) == 1
+
+    async def test_two_consumers_in_one_group_share_partitions_and_apply_each_event_once(
+        self, harness: Harness
+    ) -> None:
+        group = unique("g")
+        seen_a: list[str] = []
+        seen_b: list[str] = []
+        a = await subscribe(harness, group, effect_handler(harness, group, seen_a))
+        b = await subscribe(harness, group, effect_handler(harness, group, seen_b))
+
+        async def balanced() -> bool:
+            mine, theirs = a.assignment(), b.assignment()
+            return bool(mine) and bool(theirs) and not mine & theirs and len(mine | theirs) == 4
+
+        await eventually(balanced)
+        events = [event(f"contact-{i}", i) for i in range(200)]
+        await publish(harness.bus, events)
+
+        async def all_applied() -> bool:
+            return await harness.effect_count() == 200
+
+        await eventually(all_applied)
+        await asyncio.sleep(0.5)  # give any duplicate delivery the chance to show up
+        assert await harness.effect_count() == 200
+        assert set(seen_a) | set(seen_b) == {e.id for e in events}
+        assert seen_a and seen_b, "both members should have handled part of the stream"

@@ -1,0 +1,143 @@
+"""The transactional outbox on both stacks: SQLite with the in-process bus, PostgreSQL with Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, Table, text
+
+from shared import db
+from shared.bus import Bus, Subscription
+from shared.bus.kafka import KafkaBus
+from shared.bus.memory import MemoryBus
+from shared.events.envelope import Envelope
+from shared.events.topics import dlq
+from shared.inbox import inbox_table
+from shared.outbox import OutboxRelay, outbox_table
+from shared.uow import UnitOfWork
+from tests.conftest import unique
+
+TOPIC = "leadwire.outbox-test.v1"
+
+
+@dataclass
+class Stack:
+    bus: Bus
+    engine: db.AsyncEngine
+    outbox: Table
+    inbox: Table
+
+    def uow(self, relay: OutboxRelay | None = None) -> UnitOfWork:
+        notify = relay.notify if relay else lambda: None
+        return UnitOfWork(db.sessionmaker(self.engine), self.outbox, self.inbox, notify)
+
+    def relay(self) -> OutboxRelay:
+        return OutboxRelay(self.engine, self.outbox, self.bus, "test", poll_interval_s=0.05)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite+memory",
+        pytest.param("postgres+kafka", marks=[pytest.mark.kafka, pytest.mark.postgres]),
+    ]
+)
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    prefix = unique("o") + "."
+    bus: Bus
+    if request.param == "postgres+kafka":
+        bus = KafkaBus(
+            request.getfixturevalue("kafka_bootstrap"), prefix=prefix, topics=[TOPIC, dlq(TOPIC)]
+        )
+        schema = prefix.rstrip(".")
+        engine = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    else:
+        bus = MemoryBus(prefix=prefix)
+        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
+    metadata = MetaData()
+    outbox, inbox = outbox_table(metadata), inbox_table(metadata)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    await bus.start()
+    try:
+        yield Stack(bus, engine, outbox, inbox)
+    finally:
+        await bus.stop()
+        await engine.dispose()
+
+
+def envelope(name: str) -> Envelope:
+    return Envelope(
+        source="/test",
+        type="test.happened",
+        workspace="w1",
+        correlationid=name,
+        data={"name": name},
+    )
+
+
+async def collect(bus: Bus) -> list[str]:
+    received: list[str] = []
+
+    async def handler(events: Sequence[Envelope]) -> None:
+        received.extend(e.data["name"] for e in events)
+
+    await bus.subscribe(Subscription(unique("g"), (TOPIC,), handler))
+    return received
+
+
+async def until(received: list[str], name: str) -> None:
+    async with asyncio.timeout(60):
+        while name not in received:
+            await asyncio.sleep(0.05)
+
+
+class TestOutbox:
+    async def test_events_of_a_rolled_back_transaction_are_never_published(
+        self, stack: Stack
+    ) -> None:
+        relay = stack.relay()
+        relay.start()
+        received = await collect(stack.bus)
+        with pytest.raises(RuntimeError):
+            async with stack.uow(relay) as uow:
+                uow.emit(TOPIC, "k", envelope("rolled-back"))
+                raise RuntimeError("the state change failed")
+        async with stack.uow(relay) as uow:
+            uow.emit(TOPIC, "k", envelope("committed"))
+        await until(received, "committed")
+        await relay.stop()
+        assert received == ["committed"]
+
+    async def test_events_committed_while_the_relay_was_down_are_published_when_it_starts(
+        self, stack: Stack
+    ) -> None:
+        received = await collect(stack.bus)
+        async with stack.uow() as uow:
+            for i in range(3):
+                uow.emit(TOPIC, "k", envelope(f"while-down-{i}"))
+        await asyncio.sleep(0.3)
+        assert received == []
+        relay = stack.relay()
+        relay.start()
+        await until(received, "while-down-2")
+        await relay.stop()
+        assert received == ["while-down-0", "while-down-1", "while-down-2"]
+
+    async def test_published_rows_are_marked_sent_and_not_published_again(
+        self, stack: Stack
+    ) -> None:
+        received = await collect(stack.bus)
+        async with stack.uow() as uow:
+            uow.emit(TOPIC, "k", envelope("once"))
+        relay = stack.relay()
+        assert await relay.publish_pending() == 1
+        assert await relay.publish_pending() == 0
+        await until(received, "once")
+        await asyncio.sleep(0.3)
+        assert received == ["once"]

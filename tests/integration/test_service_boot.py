@@ -1,0 +1,139 @@
+"""Each service boots in both modes; /readyz is 200 only when database and bus are reachable."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.registry import SERVICES, spec
+from shared.app import create_app
+from tests.conftest import ROOT, unique
+from tests.helpers import SECRET, distributed_settings, embedded_settings, eventually, running
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+class TestEmbeddedBoot:
+    async def test_ready_on_sqlite_and_the_in_process_bus(self, name: str, tmp_path: Path) -> None:
+        app = create_app(spec(name), embedded_settings(tmp_path))
+        async with running(app) as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {
+                "database": True,
+                "bus": True,
+                "consumers": True,
+                "outbox_relay": True,
+            }
+            metrics = await client.get("/metrics")
+            assert "leadwire_http_requests_total" in metrics.text
+
+    async def test_not_ready_when_the_bus_is_down(self, name: str, tmp_path: Path) -> None:
+        app = create_app(spec(name), embedded_settings(tmp_path))
+        async with running(app) as client:
+            await app.state.ctx.bus.stop()
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["bus"] is False
+
+
+@pytest.fixture(scope="module")
+def distributed_processes(kafka_bootstrap: str, postgres_url: str) -> Iterator[dict[str, int]]:
+    """The five services as separate processes on real Kafka and PostgreSQL."""
+    prefix = unique("boot") + "."
+    env = os.environ | {
+        "LEADWIRE_BUS": "kafka",
+        "LEADWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LEADWIRE_TOPIC_PREFIX": prefix,
+        "DATABASE_URL": postgres_url,
+        "LEADWIRE_DB_SCHEMA": f"{prefix.rstrip('.')}_{{service}}",
+        "LEADWIRE_AUTH_SECRET": SECRET,
+    }
+    subprocess.run(
+        [sys.executable, "-m", "services", "migrate"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    ports = {name: free_port() for name in SERVICES}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services", "serve", name, "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, port in ports.items()
+    ]
+    try:
+        yield ports
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            assert child.wait(timeout=30) == 0, "a service did not stop cleanly on SIGTERM"
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+class TestDistributedBoot:
+    async def test_every_service_process_becomes_ready(
+        self, distributed_processes: dict[str, int]
+    ) -> None:
+        async with httpx.AsyncClient() as client:
+            for name, port in distributed_processes.items():
+
+                async def ready(port: int = port) -> bool:
+                    try:
+                        response = await client.get(f"http://127.0.0.1:{port}/readyz")
+                    except httpx.TransportError:
+                        return False
+                    return response.status_code == 200
+
+                await eventually(ready, timeout=90)
+                metrics = await client.get(f"http://127.0.0.1:{port}/metrics")
+                assert metrics.status_code == 200, name
+
+    async def test_not_ready_when_kafka_is_unreachable(
+        self, postgres_url: str, kafka_bootstrap: str
+    ) -> None:
+        settings = distributed_settings(
+            f"127.0.0.1:{free_port()}", postgres_url, unique("nk") + "."
+        )
+        app = create_app(spec("contacts"), settings)
+        async with running(app) as client:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["bus"] is False
+            assert ready.json()["checks"]["database"] is True
+
+    async def test_not_ready_when_the_database_is_unreachable(self, kafka_bootstrap: str) -> None:
+        dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/leadwire"
+        settings = distributed_settings(
+            kafka_bootstrap, dead, unique("nd") + ".", migrate_on_start=False
+        )
+        app = create_app(spec("scoring"), settings)
+        async with running(app) as client:
+
+            async def bus_up() -> bool:
+                return bool((await client.get("/readyz")).json()["checks"]["bus"])
+
+            await eventually(bus_up)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["database"] is False
