@@ -37,5 +37,7 @@ lint: setup
 bench: setup
 	$(PY) -m bench
 
-clean:
+clean:  ## stop local servers and forget every local state
+	-deploy/local/kafka.sh stop
+	-deploy/local/postgres.sh stop
 	rm -rf .leadwire

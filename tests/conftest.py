@@ -33,7 +33,7 @@ def kafka_bootstrap() -> Iterator[str]:
     try:
         yield server.bootstrap
     finally:
-        server.stop()
+        server.stop(remove_data=True)
 
 
 @pytest.fixture(scope="session")
@@ -46,4 +46,4 @@ def postgres_url() -> Iterator[str]:
     try:
         yield server.url
     finally:
-        server.stop()
+        server.stop(remove_data=True)

@@ -45,6 +45,8 @@ def _free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # Like the servers themselves: a port in TIME_WAIT from our last run counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -127,6 +129,7 @@ def fetch_kafka_jars(root: Path = REPO) -> Path:
         mvn,
         "-q",
         "-B",
+        "-U",  # retry artifacts whose earlier miss Maven cached in ~/.m2 (else for a day)
         "-f",
         str(root / "deploy" / "local" / "kafka-pom.xml"),
         "dependency:copy-dependencies",
@@ -142,8 +145,8 @@ def fetch_kafka_jars(root: Path = REPO) -> Path:
 def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
     """True if the broker answers a Metadata request listing at least one live broker.
 
-    An open port is not enough: a KRaft broker accepts connections before it has caught up
-    with the controller, and only lists itself in metadata once it is unfenced and usable.
+    An open port proves little (it may be a stale or foreign listener); a broker lists itself
+    in metadata only once it is registered and unfenced, i.e. usable for produce and consume.
     Plain socket, Metadata v4 (Kafka 4 dropped v0-v3), so no client library is needed.
     """
     host, port = bootstrap.rsplit(":", 1)
@@ -185,14 +188,19 @@ class KafkaServer:
             return False
         return _pid_alive(self.pid, "kafka.Kafka")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the broker's process group (clean shutdown), SIGKILL if it hangs."""
+    def stop(self, timeout: float = 30.0, remove_data: bool = False) -> None:
+        """SIGTERM the broker's process group (clean shutdown), SIGKILL if it hangs.
+
+        Data, config and log stay for debugging unless ``remove_data``.
+        """
         if self.running():
             _kill_group(self.pid, signal.SIGTERM)
             if not self._wait_exit(timeout):
                 _kill_group(self.pid, signal.SIGKILL)
                 self._wait_exit(10)
         (self.state_dir / "pid").unlink(missing_ok=True)
+        if remove_data:
+            shutil.rmtree(self.state_dir / "data", ignore_errors=True)
 
     def _wait_exit(self, timeout: float) -> bool:
         if self._proc is not None:  # our child: wait() also reaps it
@@ -326,10 +334,16 @@ def start_kafka(state_dir: Path, libs: Path) -> KafkaServer:
 
 
 def _pg_bin() -> Path:
-    """Folder holding initdb and pg_ctl: PATH first, else the newest Debian install."""
+    """Server binaries folder: initdb's from PATH first, else the newest Debian install.
+
+    Symlinks are resolved because pg_ctl and createdb are looked up next to initdb, and a
+    PATH entry may hold only links to some of them.
+    """
     initdb = shutil.which("initdb")
-    if initdb and shutil.which("pg_ctl"):
-        return Path(initdb).parent
+    if initdb:
+        folder = Path(initdb).resolve().parent
+        if all((folder / name).exists() for name in ("pg_ctl", "createdb")):
+            return folder
     found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
     if not found:
         raise RuntimeError("PostgreSQL server not found; run deploy/local/install-system-deps.sh")
@@ -378,14 +392,19 @@ class PostgresServer:
         cmd = _as_postgres([pg_ctl, "status", "-D", str(self.home / "data")])
         return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
 
-    def stop(self) -> None:
-        """Fast shutdown (rolls back open transactions); keeps the data folder."""
+    def stop(self, remove_data: bool = False) -> None:
+        """Fast shutdown (rolls back open transactions); keeps the data unless ``remove_data``."""
         if self.running():
             pg_ctl = str(_pg_bin() / "pg_ctl")
             _run(
                 _as_postgres([pg_ctl, "stop", "-w", "-m", "fast", "-D", str(self.home / "data")]),
                 "pg_ctl stop",
             )
+        if remove_data:
+            shutil.rmtree(self.home / "data", ignore_errors=True)
+            if self.home != self.state_dir:  # a /tmp fallback folder of our own
+                shutil.rmtree(self.home, ignore_errors=True)
+                (self.state_dir / "home").unlink(missing_ok=True)
 
 
 def running_postgres(state_dir: Path) -> PostgresServer | None:
@@ -546,4 +565,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as error:  # expected failures: no traceback, just the reason
+        print(f"infra.py: {error}", file=sys.stderr)
+        sys.exit(1)
