@@ -1,0 +1,192 @@
+"""Events published by contacts on `leadwire.contacts.v1`. Public contracts: add optional fields
+only. Every contact event carries what a consumer needs to keep its own projection."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from shared.events.envelope import Envelope, EventPayload
+
+
+class ContactSnapshot(BaseModel):
+    """The full current state of a contact (event-carried state transfer)."""
+
+    id: str
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    job_title: str | None = None
+    country: str | None = None
+    source: str | None = None
+    lifecycle_stage: str
+    owner_id: str | None = None
+    subscription_status: str
+    churn_reason: str | None = None
+    churn_reason_text: str | None = None
+    score: float | None = None
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    lists: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    last_interaction_at: datetime | None = None
+
+
+class FieldChange(BaseModel):
+    """One changed field: its value before and after the change."""
+
+    before: Any = None
+    after: Any = None
+
+
+class ContactCreated(EventPayload):
+    """Emitted when a new contact exists: first capture of a person, or created over the API."""
+
+    event_type: ClassVar[str] = "contact.created"
+
+    contact: ContactSnapshot
+    cause: str  # `lead.captured`, `api`
+    submission_id: str | None = None
+
+
+class ContactUpdated(EventPayload):
+    """Emitted when a contact's fields, tags or lists change, with before/after and a snapshot."""
+
+    event_type: ClassVar[str] = "contact.updated"
+
+    contact_id: str
+    changes: dict[str, FieldChange]
+    contact: ContactSnapshot
+    cause: str
+    submission_id: str | None = None
+
+
+class ContactMerged(EventPayload):
+    """Emitted when duplicate `merged_id` is folded into `survivor_id`, which it redirects to."""
+
+    event_type: ClassVar[str] = "contact.merged"
+
+    survivor_id: str
+    merged_id: str
+    chosen: dict[str, Any]
+    contact: ContactSnapshot
+
+
+class ContactDeleted(EventPayload):
+    """Tombstone emitted when a contact is erased; consumers drop everything they hold on it."""
+
+    event_type: ClassVar[str] = "contact.deleted"
+
+    contact_id: str
+    deleted_at: datetime
+
+
+class ContactOwnerAssigned(EventPayload):
+    """Emitted when a contact gets an owner, explicitly or by a team's rotation rule."""
+
+    event_type: ClassVar[str] = "contact.owner_assigned"
+
+    contact_id: str
+    owner_id: str
+    previous_owner_id: str | None = None
+    team_id: str | None = None
+    rule: str  # `explicit`, `round_robin`, `weighted`
+    contact: ContactSnapshot
+
+
+class ContactLifecycleChanged(EventPayload):
+    """Emitted when a contact moves to another lifecycle stage (churn carries its reason)."""
+
+    event_type: ClassVar[str] = "contact.lifecycle_changed"
+
+    contact_id: str
+    from_stage: str | None = None
+    to_stage: str
+    changed_at: datetime
+    churn_reason: str | None = None
+    churn_reason_text: str | None = None
+    contact: ContactSnapshot
+
+
+class SegmentEntered(EventPayload):
+    """Emitted when a contact starts matching a segment (on change or by the periodic sweep)."""
+
+    event_type: ClassVar[str] = "segment.entered"
+
+    segment_id: str
+    segment_name: str
+    contact_id: str
+    at: datetime
+    contact: ContactSnapshot | None = None
+
+
+class SegmentExited(EventPayload):
+    """Emitted when a contact stops matching a segment, or is erased or merged away."""
+
+    event_type: ClassVar[str] = "segment.exited"
+
+    segment_id: str
+    segment_name: str
+    contact_id: str
+    at: datetime
+
+
+class TaskSnapshot(BaseModel):
+    """A task on a contact."""
+
+    id: str
+    contact_id: str
+    title: str
+    description: str | None = None
+    due_date: date | None = None
+    assignee_id: str | None = None
+    status: str  # `open`, `done`
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class TaskCreated(EventPayload):
+    """Emitted when a task is created over the API or by a `contact.create_task` command."""
+
+    event_type: ClassVar[str] = "task.created"
+
+    task: TaskSnapshot
+
+
+class TaskCompleted(EventPayload):
+    """Emitted when a task is marked done."""
+
+    event_type: ClassVar[str] = "task.completed"
+
+    task: TaskSnapshot
+
+
+CONTACT_EVENT_TYPES: dict[str, type[EventPayload]] = {
+    cls.event_type: cls
+    for cls in (
+        ContactCreated,
+        ContactUpdated,
+        ContactMerged,
+        ContactDeleted,
+        ContactOwnerAssigned,
+        ContactLifecycleChanged,
+        SegmentEntered,
+        SegmentExited,
+        TaskCreated,
+        TaskCompleted,
+    )
+}
+
+
+def parse_contact_event(envelope: Envelope) -> EventPayload:
+    """The typed payload of an envelope read from `leadwire.contacts.v1`."""
+    try:
+        model = CONTACT_EVENT_TYPES[envelope.type]
+    except KeyError as exc:
+        raise ValueError(f"unknown contacts event type {envelope.type!r}") from exc
+    return envelope.payload(model)
