@@ -115,14 +115,12 @@ class KafkaBus:
 
     async def dead_letters(self, topic: str) -> list[Record]:
         """Read a DLQ from its start to its current end, outside any consumer group."""
-        await self._connected.wait()
+        producer = await self._ready_producer()
         name = self.prefix + dlq_topic(topic)
+        partitions = [TopicPartition(name, p) for p in await producer.partitions_for(name)]
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await reader.start()
         try:
-            partitions = [TopicPartition(name, p) for p in reader.partitions_for_topic(name) or ()]
-            if not partitions:
-                return []
             reader.assign(partitions)
             await reader.seek_to_beginning(*partitions)
             ends = await reader.end_offsets(partitions)
