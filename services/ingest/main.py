@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
+from services.ingest import api, handlers
 from services.ingest.models import Base
-from shared.app import ServiceSpec, create_app
+from services.ingest.settings import IngestSettings
+from shared.app import ServiceContext, ServiceSpec, create_app
 from shared.bus import Bus
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def background(ctx: ServiceContext) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+    async def forget_expired() -> None:
+        """Every minute: drop idempotency keys past 24 h and webhook ids past their window."""
+        while True:
+            await asyncio.sleep(60)
+            try:
+                async with ctx.uow() as uow:
+                    await handlers.forget_expired(uow)
+            except Exception:
+                log.warning("ingest housekeeping failed, will retry", exc_info=True)
+
+    return (forget_expired,)
+
 
 SPEC = ServiceSpec(
     name="ingest",
     port=8001,
     metadata=Base.metadata,
     migrations=Path(__file__).parent / "migrations",
+    routers=(api.router, api.public),
+    background=background,
+    settings_factory=IngestSettings,
 )
 
 
