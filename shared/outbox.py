@@ -110,34 +110,40 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unsent rows; returns how many were published."""
+        """Publish one batch of unsent rows; returns how many were published.
+
+        The rows are claimed by marking them sent first; the mark only commits once the bus
+        has acknowledged them, so a failed publish leaves them unsent. The claim also takes
+        SQLite's write lock, which keeps two relays on one file from publishing a row twice.
+        """
         async with self.sessions() as session, session.begin():
             if not await self._take_lock(session):
                 return 0
-            rows = (
-                await session.execute(
-                    select(
-                        self.table.c.id, self.table.c.topic, self.table.c.key, self.table.c.payload
-                    )
-                    .where(self.table.c.sent_at.is_(None))
-                    .order_by(self.table.c.id)
-                    .limit(self.batch)
+            unsent = (
+                select(self.table.c.id)
+                .where(self.table.c.sent_at.is_(None))
+                .order_by(self.table.c.id)
+                .limit(self.batch)
+                .scalar_subquery()
+            )
+            claimed = await session.execute(
+                update(self.table)
+                .where(self.table.c.id.in_(unsent))
+                .values(sent_at=datetime.now(UTC))
+                .returning(
+                    self.table.c.id, self.table.c.topic, self.table.c.key, self.table.c.payload
                 )
-            ).all()
+            )
+            rows = sorted(claimed.all(), key=lambda r: r.id)
             if rows:
                 # Bounded, so an unreachable broker never pins a transaction open for long.
                 await asyncio.wait_for(
                     self.bus.publish_batch([(r.topic, r.key, r.payload) for r in rows]), 30
                 )
-                await session.execute(
-                    update(self.table)
-                    .where(self.table.c.id.in_([r.id for r in rows]))
-                    .values(sent_at=datetime.now(UTC))
-                )
             backlog = await session.scalar(
                 select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
             )
-            metrics.OUTBOX_BACKLOG.labels(self.service).set(max((backlog or 0) - len(rows), 0))
+            metrics.OUTBOX_BACKLOG.labels(self.service).set(backlog or 0)
             return len(rows)
 
     async def _purge_sent(self) -> None:

@@ -30,6 +30,7 @@ class Stack:
     engine: db.AsyncEngine
     outbox: Table
     inbox: Table
+    schema: str | None
 
     def uow(self, relay: OutboxRelay | None = None) -> UnitOfWork:
         notify = relay.notify if relay else lambda: None
@@ -58,6 +59,7 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     else:
         bus = MemoryBus(prefix=prefix)
+        schema = None
         engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
     metadata = MetaData()
     outbox, inbox = outbox_table(metadata), inbox_table(metadata)
@@ -65,7 +67,7 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await conn.run_sync(metadata.create_all)
     await bus.start()
     try:
-        yield Stack(bus, engine, outbox, inbox)
+        yield Stack(bus, engine, outbox, inbox, schema)
     finally:
         await bus.stop()
         await engine.dispose()
@@ -141,3 +143,37 @@ class TestOutbox:
         await until(received, "once")
         await asyncio.sleep(0.3)
         assert received == ["once"]
+
+
+class TestSeveralRelays:
+    async def test_two_relay_replicas_publish_each_event_once_and_in_order(
+        self, stack: Stack
+    ) -> None:
+        received = await collect(stack.bus)
+        for batch in range(10):
+            async with stack.uow() as uow:
+                for i in range(30):
+                    uow.emit(TOPIC, f"k{i % 3}", envelope(f"{i % 3}:{batch * 30 + i:04d}"))
+        replica_engine = db.create_engine(
+            str(stack.engine.url.render_as_string(False)), schema=stack.schema
+        )
+        replicas = [
+            stack.relay(),
+            OutboxRelay(replica_engine, stack.outbox, stack.bus, "test", poll_interval_s=0.05),
+        ]
+        for relay in replicas:
+            relay.start()
+        try:
+            async with asyncio.timeout(60):
+                while len(received) < 300:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+        finally:
+            for relay in replicas:
+                await relay.stop()
+            await replica_engine.dispose()
+        assert len(received) == 300
+        assert len(set(received)) == 300
+        for key in "012":
+            of_key = [name for name in received if name.startswith(f"{key}:")]
+            assert of_key == sorted(of_key)
