@@ -100,7 +100,14 @@ async def migrate(settings: Settings, names: list[str]) -> None:
 
 def serve(settings: Settings, name: str, port: int | None) -> None:
     app = create_app(spec(name), settings)
-    uvicorn.Server(_uvicorn_config(app, settings.host, port or spec(name).port)).run()
+    server = uvicorn.Server(_uvicorn_config(app, settings.host, port or spec(name).port))
+    # uvicorn shuts down gracefully on Ctrl-C, then re-raises it; that is not an error.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def stack(settings: Settings) -> None:
@@ -133,7 +140,7 @@ def stack(settings: Settings) -> None:
             f"admin token for workspace 'demo' in {settings.data_dir / 'dev-token'}; Ctrl-C stops"
         )
         with contextlib.suppress(KeyboardInterrupt):
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            signal.signal(signal.SIGTERM, _interrupt)  # stop the stack on SIGTERM as on Ctrl-C
             for child in children:
                 child.wait()
     finally:
