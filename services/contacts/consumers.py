@@ -2,48 +2,106 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
+from services.contacts import handlers
+from services.contacts.domain import Clock
+from services.contacts.settings import sweep_interval
+from services.contacts.store import ContactsStore
 from shared.app import ServiceContext
 from shared.bus import Subscription
 from shared.events import topics
+from shared.events.contact_commands import parse_command
 from shared.events.envelope import Envelope
+from shared.events.ingest import ENGAGEMENT_TYPES, LeadCaptured
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
-async def on_leads(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+def leads_subscription(ctx: ServiceContext, clock: Clock) -> Subscription:
+    """Captured leads, a whole polled batch in one transaction with one inbox insert.
+
+    Not `ctx.subscription`: that one handles events one at a time, while upserts at thousands
+    per second need the batch as a whole (one identity lookup, bulk inserts).
+    """
+    group = ctx.group("leads")
+
+    async def handle(events: Sequence[Envelope]) -> None:
+        async with ctx.uow() as uow:
+            fresh = await ContactsStore(uow.session).claim_events(group, [e.id for e in events])
+            leads = []
+            for e in events:
+                # `fresh` also drops a redelivery that arrives within the same batch.
+                if e.id in fresh and e.type == LeadCaptured.event_type:
+                    fresh.discard(e.id)
+                    leads.append(handlers.CapturedLead(e.workspace, e.payload(LeadCaptured)))
+            await handlers.capture_leads(leads, uow, clock())
+
+    return Subscription(group, (topics.LEADS,), handle)
 
 
-async def on_engagement(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscription]]:
+    """Every consumer group of the service, reading the time from `clock`."""
+
+    async def on_engagement(event: Envelope, uow: UnitOfWork) -> None:
+        model = ENGAGEMENT_TYPES.get(event.type)
+        if model is None:
+            log.info("ignoring engagement type", extra={"type": event.type})
+            return
+        await handlers.record_engagement(event.workspace, event.payload(model), uow, clock())
+
+    async def on_command(event: Envelope, uow: UnitOfWork) -> None:
+        await handlers.handle_command(event.workspace, parse_command(event), uow, clock())
+
+    async def on_score(event: Envelope, uow: UnitOfWork) -> None:
+        await handlers.record_score(event.workspace, event.type, event.data, uow, clock())
+
+    async def on_notification(event: Envelope, uow: UnitOfWork) -> None:
+        await handlers.record_notification(event.workspace, event.type, event.data, uow, clock())
+
+    def build(ctx: ServiceContext) -> Sequence[Subscription]:
+        return [
+            leads_subscription(ctx, clock),
+            ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
+            ctx.subscription("commands", [topics.CONTACT_COMMANDS], on_command),
+            ctx.subscription("scores", [topics.SCORES], on_score),
+            ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notification),
+        ]
+
+    return build
 
 
-async def on_commands(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+def background(
+    clock: Clock, interval_s: float | None = None
+) -> Callable[[ServiceContext], Sequence[Callable[[], Coroutine[Any, Any, None]]]]:
+    """The periodic segment sweep: time-based conditions change without any contact change."""
+
+    def build(ctx: ServiceContext) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        every = interval_s if interval_s is not None else sweep_interval(ctx.settings)
+
+        async def sweep_forever() -> None:
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    await sweep_once(ctx, clock)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("segment sweep failed, will retry", exc_info=True)
+
+        return [sweep_forever]
+
+    return build
 
 
-async def on_scores(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
-
-
-async def on_notifications(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
-
-
-def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
-    return [
-        ctx.subscription("leads", [topics.LEADS], on_leads),
-        ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
-        ctx.subscription("commands", [topics.CONTACT_COMMANDS], on_commands),
-        ctx.subscription("scores", [topics.SCORES], on_scores),
-        ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notifications),
-    ]
+async def sweep_once(ctx: ServiceContext, clock: Clock) -> int:
+    """One reconciliation of every segment, in one transaction; skipped while another replica
+    sweeps (so each entry or exit is published once)."""
+    async with ctx.uow() as uow:
+        if not await ContactsStore(uow.session).take_sweep_lock():
+            return 0
+        return await handlers.sweep_segments(uow, clock())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -375,6 +375,27 @@ def invalid_custom_values(
         except RuleViolation as exc:
             errors.extend(exc.errors)
     return errors
+
+
+def accept_captured_fields(
+    values: Mapping[str, Any], definitions: Mapping[str, FieldDefinition]
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A capture keeps every valid custom value (undefined ones as sent) and reports the rest."""
+    accepted: dict[str, Any] = {}
+    rejected: list[dict[str, str]] = []
+    for name, value in values.items():
+        definition = definitions.get(name)
+        if definition is None:
+            accepted[name] = value
+            continue
+        try:
+            clean = validate_field_value(replace(definition, required=False), value)
+        except RuleViolation as exc:
+            rejected.extend(exc.errors)
+            continue
+        if clean is not None:
+            accepted[name] = clean
+    return accepted, rejected
 
 
 # --- lifecycle ------------------------------------------------------------------------------

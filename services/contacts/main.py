@@ -6,19 +6,31 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.contacts.consumers import subscriptions
+from services.contacts.api import router
+from services.contacts.consumers import background, subscriptions
+from services.contacts.domain import Clock, system_clock
 from services.contacts.models import Base
+from services.contacts.settings import ContactsSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
 from shared.settings import Settings
 
-SPEC = ServiceSpec(
-    name="contacts",
-    port=8002,
-    metadata=Base.metadata,
-    migrations=Path(__file__).parent / "migrations",
-    subscriptions=subscriptions,
-)
+
+def build_spec(clock: Clock = system_clock, sweep_interval_s: float | None = None) -> ServiceSpec:
+    """The service, reading the time from `clock` (tests inject one they can move)."""
+    return ServiceSpec(
+        name="contacts",
+        port=8002,
+        metadata=Base.metadata,
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router(clock)],
+        subscriptions=subscriptions(clock),
+        background=background(clock, sweep_interval_s),
+        settings_factory=ContactsSettings,
+    )
+
+
+SPEC = build_spec()
 
 
 def app(settings: Settings | None = None, bus: Bus | None = None) -> FastAPI:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     true,
     type_coerce,
     update,
@@ -276,6 +277,15 @@ class ContactsStore:
             .returning(inbox.c.event_id)
         )
         return set((await self.session.execute(stmt)).scalars())
+
+    async def take_sweep_lock(self) -> bool:
+        """On PostgreSQL, one replica at a time sweeps segments (lock held until commit)."""
+        if self.dialect != "postgresql":
+            return True
+        got = await self.session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(hashtext('leadwire-contacts-segment-sweep'))")
+        )
+        return bool(got)
 
     # contacts --------------------------------------------------------------------------------
 

@@ -1,0 +1,228 @@
+"""Request and response models of the contacts API (separate from tables and events)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "churned"]
+ChurnReason = Literal["budget", "missing_feature", "competitor", "service", "other"]
+SubscriptionStatus = Literal["subscribed", "unsubscribed", "bounced"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactCreate(_In):
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=40)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    company: str | None = Field(default=None, max_length=200)
+    job_title: str | None = Field(default=None, max_length=200)
+    country: str | None = Field(default=None, max_length=100)
+    source: str | None = Field(default=None, max_length=100)
+    lifecycle_stage: Stage | None = None
+    churn_reason: ChurnReason | None = None
+    churn_reason_text: str | None = Field(default=None, max_length=2000)
+    subscription_status: SubscriptionStatus | None = None
+    owner_id: str | None = None
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+    lists: list[str] = Field(default_factory=list, max_length=100)
+
+
+class ContactUpdate(_In):
+    """Only the fields sent change; `null` clears a field."""
+
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=40)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    company: str | None = Field(default=None, max_length=200)
+    job_title: str | None = Field(default=None, max_length=200)
+    country: str | None = Field(default=None, max_length=100)
+    source: str | None = Field(default=None, max_length=100)
+    lifecycle_stage: Stage | None = None
+    churn_reason: ChurnReason | None = None
+    churn_reason_text: str | None = Field(default=None, max_length=2000)
+    subscription_status: SubscriptionStatus | None = None
+    owner_id: str | None = None
+    custom_fields: dict[str, Any] | None = None
+
+
+class ContactRead(BaseModel):
+    id: str
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    job_title: str | None
+    country: str | None
+    source: str | None
+    lifecycle_stage: str
+    owner_id: str | None
+    subscription_status: str
+    churn_reason: str | None
+    churn_reason_text: str | None
+    score: float | None
+    custom_fields: dict[str, Any]
+    tags: list[str]
+    lists: list[str]
+    created_at: datetime
+    updated_at: datetime
+    last_interaction_at: datetime | None
+
+
+class ContactPage(BaseModel):
+    items: list[ContactRead]
+    next_cursor: str | None
+
+
+class Count(BaseModel):
+    count: int
+
+
+class TagIn(_In):
+    tag: str = Field(min_length=1, max_length=100)
+
+
+class ListIn(_In):
+    list: str = Field(min_length=1, max_length=100)
+
+
+class NoteIn(_In):
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class TimelineItem(BaseModel):
+    id: str
+    kind: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+class TimelinePage(BaseModel):
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
+class MergeIn(_In):
+    survivor_id: str
+    merged_id: str
+    choices: dict[str, Literal["survivor", "merged"]] = Field(default_factory=dict)
+
+
+class FieldIn(_In):
+    name: str = Field(min_length=1, max_length=63)
+    type: Literal["text", "number", "date", "boolean", "select", "multi_select"]
+    label: str | None = Field(default=None, max_length=200)
+    required: bool = False
+    options: list[str] = Field(default_factory=list, max_length=500)
+    min: float | None = None
+    max: float | None = None
+    max_length: int | None = Field(default=None, ge=1)
+    pattern: str | None = Field(default=None, max_length=500)
+
+
+class FieldRead(BaseModel):
+    name: str
+    type: str
+    label: str | None
+    required: bool
+    options: list[str]
+    min: float | None
+    max: float | None
+    max_length: int | None
+    pattern: str | None
+
+
+class SegmentIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+    filter: dict[str, Any]
+
+
+class FilterIn(_In):
+    filter: dict[str, Any]
+
+
+class SegmentRead(BaseModel):
+    id: str
+    name: str
+    filter: dict[str, Any]
+    time_based: bool
+    created_at: datetime
+    members: int | None = None
+
+
+class TeamIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+    rule: Literal["round_robin", "weighted"] = "round_robin"
+
+
+class TeamRead(BaseModel):
+    id: str
+    name: str
+    rule: str
+
+
+class OwnerIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr | None = None
+    team_id: str | None = None
+    weight: int = Field(default=1, ge=0, le=1000)
+    active: bool = True
+
+
+class OwnerUpdate(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    team_id: str | None = None
+    weight: int | None = Field(default=None, ge=0, le=1000)
+    active: bool | None = None
+
+
+class OwnerRead(BaseModel):
+    id: str
+    name: str
+    email: str | None
+    team_id: str | None
+    weight: int
+    active: bool
+
+
+class AssignIn(_In):
+    owner_id: str | None = None
+    team_id: str | None = None
+
+
+class TaskIn(_In):
+    contact_id: str
+    title: str = Field(min_length=1, max_length=500)
+    description: str | None = Field(default=None, max_length=20_000)
+    due_date: date | None = None
+    assignee_id: str | None = None
+
+
+class TaskUpdate(_In):
+    title: str | None = Field(default=None, min_length=1, max_length=500)
+    description: str | None = None
+    due_date: date | None = None
+    assignee_id: str | None = None
+    status: Literal["open", "done"] | None = None
+
+
+class TaskRead(BaseModel):
+    id: str
+    contact_id: str
+    title: str
+    description: str | None
+    due_date: date | None
+    assignee_id: str | None
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
