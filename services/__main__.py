@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -152,6 +153,34 @@ def stack(settings: Settings) -> None:
         kafka.stop()
 
 
+async def dead_letters(settings: Settings, topic: str, replay: bool) -> None:
+    """Print a topic's DLQ (one JSON line per event, with the error); `replay` re-publishes it.
+
+    Replaying is safe: consumers that already applied an event skip it through their inbox.
+    """
+    from shared.bus.kafka import KafkaBus
+
+    bus = KafkaBus(settings.kafka_bootstrap, prefix=settings.topic_prefix, topics=[])
+    await bus.start()
+    try:
+        await bus.wait_connected(30)
+        for record in await bus.dead_letters(topic):
+            print(
+                json.dumps(
+                    {
+                        "key": record.key,
+                        "headers": record.headers,
+                        "event": json.loads(record.value or b"null"),
+                    }
+                )
+            )
+            if replay:
+                original = record.headers.get("leadwire-original-topic", settings.topic(topic))
+                await bus.send_raw(original, record.key, record.value, {})
+    finally:
+        await bus.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     ws_p.add_argument("--scopes", default="admin", help="comma-separated, e.g. contacts:read")
     ws_p.add_argument("--ttl-days", type=int)
     commands.add_parser("stack", help="Kafka, PostgreSQL and one process per service, locally")
+    dlq_p = commands.add_parser("dlq", help="inspect (and replay) a topic's dead letters on Kafka")
+    dlq_p.add_argument("topic", help="e.g. leadwire.contact-commands.v1")
+    dlq_p.add_argument("--replay", action="store_true", help="re-publish them to the topic")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -184,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         print(create_workspace(settings, args.workspace, args.scopes.split(","), args.ttl_days))
     elif args.command == "stack":
         stack(settings)
+    elif args.command == "dlq":
+        asyncio.run(dead_letters(settings, args.topic, args.replay))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""Pure platform pieces: the envelope, topic names, settings and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.events.envelope import Envelope
+from shared.events.ingest import LeadCaptured, PurchaseCompleted
+from shared.events.topics import ALL_TOPICS, all_topics_with_dlq, contact_key, dlq
+from shared.logs import JsonFormatter, correlation_id_var, event_id_var, workspace_var
+from shared.settings import Settings
+
+
+def lead() -> LeadCaptured:
+    return LeadCaptured(submission_id="s1", source="form", dedupe_key="email:ada@example.com",
+                        email="ada@example.com", captured_at=datetime(2026, 1, 2, tzinfo=UTC))
+
+
+class TestEnvelope:
+    def test_has_the_cloudevents_attributes_and_leadwire_extensions(self) -> None:
+        env = Envelope.of(lead(), source="/leadwire/ingest", workspace="acme", subject="s1")
+        wire = json.loads(env.to_bytes())
+        assert wire["specversion"] == "1.0"
+        assert wire["type"] == "lead.captured"
+        assert wire["datacontenttype"] == "application/json"
+        assert {"id", "source", "time", "subject", "data", "workspace", "correlationid"} <= set(wire)
+
+    def test_round_trips_through_bytes_to_the_typed_payload(self) -> None:
+        env = Envelope.of(lead(), source="/leadwire/ingest", workspace="acme")
+        again = Envelope.from_bytes(env.to_bytes())
+        assert again == env
+        assert again.payload(LeadCaptured).email == "ada@example.com"
+
+    def test_refuses_to_read_a_payload_of_another_type(self) -> None:
+        env = Envelope.of(lead(), source="/leadwire/ingest", workspace="acme")
+        with pytest.raises(ValueError, match=r"not purchase\.completed"):
+            env.payload(PurchaseCompleted)
+
+    def test_inherits_the_correlation_id_of_the_work_in_progress(self) -> None:
+        token = correlation_id_var.set("corr-42")
+        try:
+            env = Envelope.of(lead(), source="/x", workspace="acme")
+        finally:
+            correlation_id_var.reset(token)
+        assert env.correlationid == "corr-42"
+
+
+class TestTopics:
+    def test_every_topic_is_versioned_and_has_a_dlq_twin(self) -> None:
+        assert len(ALL_TOPICS) == 8
+        assert all(t.startswith("leadwire.") and t.endswith(".v1") for t in ALL_TOPICS)
+        assert set(all_topics_with_dlq()) == set(ALL_TOPICS) | {dlq(t) for t in ALL_TOPICS}
+
+    def test_the_key_keeps_one_contact_on_one_partition(self) -> None:
+        assert contact_key("acme", "c-1") == "acme:c-1"
+
+
+class TestSettings:
+    def test_read_from_leadwire_variables_and_database_url(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LEADWIRE_BUS", "kafka")
+        monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://u@h/db")
+        settings = Settings()
+        assert settings.bus == "kafka"
+        assert not settings.should_migrate_on_start
+        assert settings.database_url_for("contacts") == "postgresql+asyncpg://u@h/db"
+
+    def test_the_embedded_default_is_one_sqlite_file_per_service(self, tmp_path: Path) -> None:
+        settings = Settings(data_dir=tmp_path)
+        assert settings.database_url_for("contacts") == f"sqlite+aiosqlite:///{tmp_path}/contacts.db"
+        assert settings.should_migrate_on_start
+
+    def test_a_short_auth_secret_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="at least 32"):
+            Settings(auth_secret="short").resolved_auth_secret()
+
+    def test_outside_the_embedded_mode_an_auth_secret_is_required(self) -> None:
+        with pytest.raises(RuntimeError, match="LEADWIRE_AUTH_SECRET"):
+            Settings(bus="kafka", auth_secret=None).resolved_auth_secret()
+
+
+class TestJsonLogs:
+    def test_a_line_carries_workspace_event_and_correlation_ids(self) -> None:
+        tokens = (workspace_var.set("acme"), event_id_var.set("e1"), correlation_id_var.set("c1"))
+        try:
+            record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("ada",), None)
+            record.topic = "leadwire.leads.v1"
+            line = json.loads(JsonFormatter().format(record))
+        finally:
+            workspace_var.reset(tokens[0])
+            event_id_var.reset(tokens[1])
+            correlation_id_var.reset(tokens[2])
+        assert line["message"] == "hello ada"
+        assert line["workspace"] == "acme"
+        assert line["event_id"] == "e1"
+        assert line["correlation_id"] == "c1"
+        assert line["topic"] == "leadwire.leads.v1"
