@@ -12,7 +12,6 @@ from typing import Protocol
 
 from shared import metrics
 from shared.events.envelope import Envelope
-from shared.events.topics import dlq
 from shared.logs import correlation_id_var, event_id_var, workspace_var
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,3 @@ def dlq_headers(record: Record, group: str, error: str, attempts: int) -> dict[s
         "leadwire-original-partition": str(record.partition),
         "leadwire-original-offset": str(record.offset),
     }
-
-
-def dlq_topic(record_topic: str) -> str:
-    return dlq(record_topic)

@@ -13,9 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from shared import metrics
-from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers, dlq_topic
+from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
 from shared.events.envelope import Envelope
-from shared.events.topics import all_topics_with_dlq
+from shared.events.topics import all_topics_with_dlq, dlq
 
 log = logging.getLogger(__name__)
 TOPIC_EXISTS = 36
@@ -116,7 +116,7 @@ class KafkaBus:
     async def dead_letters(self, topic: str) -> list[Record]:
         """Read a DLQ from its start to its current end, outside any consumer group."""
         producer = await self._ready_producer()
-        name = self.prefix + dlq_topic(topic)
+        name = self.prefix + dlq(topic)
         partitions = [TopicPartition(name, p) for p in await producer.partitions_for(name)]
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await reader.start()
@@ -238,7 +238,7 @@ class KafkaConsumer:
 
     async def _to_dlq(self, record: Record, error: str, attempts: int) -> None:
         headers = dlq_headers(record, self.subscription.group, error, attempts)
-        await self.bus.send_raw(dlq_topic(record.topic), record.key, record.value, headers)
+        await self.bus.send_raw(dlq(record.topic), record.key, record.value, headers)
 
     async def stop(self) -> None:
         """Leave the group; an in-flight batch is abandoned uncommitted, as after a crash."""

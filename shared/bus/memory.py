@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shared import metrics
-from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers, dlq_topic
+from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
 from shared.events.envelope import Envelope
+from shared.events.topics import dlq
 
 
 @dataclass
@@ -92,7 +93,7 @@ class MemoryBus:
         return [r for part in self._topic(self.prefix + topic).partitions for r in part]
 
     async def dead_letters(self, topic: str) -> list[Record]:
-        return self.records(dlq_topic(topic))
+        return self.records(dlq(topic))
 
     async def subscribe(self, subscription: Subscription) -> MemoryConsumer:
         group = self._groups.setdefault(self.prefix + subscription.group, _Group())
@@ -160,7 +161,7 @@ class MemoryConsumer:
 
     async def _to_dlq(self, record: Record, error: str, attempts: int) -> None:
         headers = dlq_headers(record, self.subscription.group, error, attempts)
-        self.bus._append(dlq_topic(record.topic), record.key, record.value, headers)
+        self.bus._append(dlq(record.topic), record.key, record.value, headers)
 
     async def stop(self) -> None:
         """Leave the group; an in-flight batch is abandoned uncommitted, as after a crash."""
