@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run stack test test-fast lint migrate bench clean
+.PHONY: setup run stack test test-fast lint migrate bench schemas clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared services scripts
 	$(PY) scripts/check_layers.py
+
+schemas: setup  ## regenerate the published event contracts under schemas/
+	$(PY) -m scripts.export_schemas
 
 bench: setup
 	$(PY) -m bench
