@@ -61,7 +61,7 @@ class RuleViolation(Exception):
     """A write breaks a rule; `errors` name each failing field, a machine code and the reason."""
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        super().__init__("; ".join(f"{e['field']} ({e['code']}): {e['message']}" for e in errors))
         self.errors = errors
 
 

@@ -71,7 +71,9 @@ class Service:
 
     async def capture(self, **fields: Any) -> Envelope:
         envelope = lead(self.workspace, **fields)
-        await self.publish(topics.LEADS, envelope)
+        # Keyed like ingest keys it, so one person's captures stay in order on one partition.
+        key = topics.contact_key(self.workspace, envelope.data["dedupe_key"])
+        await self.publish(topics.LEADS, envelope, key)
         return envelope
 
     async def processed(self, group: str, envelope: Envelope) -> None:
