@@ -319,8 +319,8 @@ async def _capture_in_workspace(
             changes = domain.capture_changes(
                 before,
                 capture,
-                phone_taken=bool(capture.phone) and by_phone.get(capture.phone or "") != contact_id,
-                email_taken=bool(capture.email) and by_email.get(capture.email or "") != contact_id,
+                phone_taken=by_phone.get(capture.phone or "", contact_id) != contact_id,
+                email_taken=by_email.get(capture.email or "", contact_id) != contact_id,
             )
             for name, value in changes.items():
                 setattr(contact, name, value)

@@ -93,7 +93,8 @@ def _multi_select(condition: Condition, dialect: str) -> ColumnElement[bool]:
         element = type_coerce(Contact.custom_fields, JSONB)[name]
         if condition.value is None:
             return func.coalesce(func.jsonb_array_length(element), 0) > 0
-        contained: ColumnElement[bool] = element.contains([condition.value])
+        # A missing field is NULL in SQL; coalesce so `not_contains` keeps such contacts.
+        contained: ColumnElement[bool] = func.coalesce(element.contains([condition.value]), false())
         return contained
     path = f'$."{name}"'
     if condition.value is None:

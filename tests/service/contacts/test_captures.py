@@ -115,3 +115,23 @@ class TestCaptureUpsert:
         )
         assert len(page.json()["items"]) == 1
         assert page.json()["items"][0]["first_name"] == "N19"
+
+    async def test_a_missing_phone_is_filled_by_a_later_capture(self, service: Service) -> None:
+        email = random_email()
+        await service.captured(email=email)
+        later = await service.captured(email=email, phone="+4930901829")
+        assert later["phone"] == "+4930901829"
+
+    async def test_invalid_custom_values_in_a_capture_are_kept_off_the_record_and_reported(
+        self, service: Service
+    ) -> None:
+        contact = await service.captured(
+            email=random_email(),
+            custom_fields={"company_size": "huge", "industry": "Retail", "utm_term": "x"},
+        )
+        assert contact["custom_fields"] == {"industry": "Retail", "utm_term": "x"}
+        timeline = await service.client.get(
+            f"/v1/contacts/{contact['id']}/timeline", headers=service.headers
+        )
+        rejected = timeline.json()["items"][0]["data"]["rejected_fields"]
+        assert rejected[0]["field"] == "custom_fields.company_size"

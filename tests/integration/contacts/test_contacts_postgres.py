@@ -1,0 +1,436 @@
+"""Contacts on real PostgreSQL (migrated, not create_all) and, where events flow, real Kafka.
+
+The segment language runs on SQLite and PostgreSQL with one table of expectations; concurrent
+captures of one person end as one contact; commands reach the DLQ over Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from services.contacts import domain, handlers
+from services.contacts.main import SPEC, build_spec
+from services.contacts.models import Activity, Contact, ContactList, ContactTag, outbox
+from services.contacts.store import ContactsStore
+from shared import db
+from shared.app import create_app
+from shared.events import topics
+from shared.events.contact_commands import AddTag, SetLifecycle
+from shared.events.envelope import Envelope
+from shared.events.ingest import LeadCaptured
+from shared.migrations import upgrade
+from shared.uow import UnitOfWork
+from tests.conftest import unique
+from tests.helpers import distributed_settings, eventually, running, token
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Database:
+    engine: db.AsyncEngine
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(db.sessionmaker(self.engine), SPEC.outbox, SPEC.inbox)
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], scope="class"
+)
+async def database(
+    request: pytest.FixtureRequest, tmp_path_factory: Any
+) -> AsyncIterator[Database]:
+    if request.param == "postgres":
+        schema = unique("cseg")
+        engine = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
+    else:
+        schema = None
+        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('seg')}/c.db")
+    await upgrade(engine, SPEC.migrations, schema)
+    try:
+        yield Database(engine)
+    finally:
+        await engine.dispose()
+
+
+PEOPLE: dict[str, dict[str, Any]] = {
+    "ada": {
+        "lifecycle_stage": "lead",
+        "score": 80.0,
+        "company": "Acme",
+        "country": "DE",
+        "last_interaction_at": NOW - timedelta(days=40),
+        "custom_fields": {
+            "industry": "Fintech",
+            "product_requests": ["api", "sso"],
+            "subscription_end_date": (NOW + timedelta(days=10)).date().isoformat(),
+            "company_size": "11-50",
+        },
+        "tags": ["webinar"],
+        "lists": ["newsletter"],
+    },
+    "bob": {
+        "lifecycle_stage": "customer",
+        "score": 20.0,
+        "company": "Beta 100%_off",
+        "last_interaction_at": NOW - timedelta(days=2),
+        "custom_fields": {
+            "product_requests": ["sso"],
+            "subscription_end_date": (NOW + timedelta(days=60)).date().isoformat(),
+        },
+        "tags": ["pricing"],
+        "lists": [],
+    },
+    "cy": {
+        "lifecycle_stage": "mql",
+        "score": None,
+        "company": None,
+        "email": None,
+        "last_interaction_at": None,
+        "custom_fields": {},
+        "tags": [],
+        "lists": [],
+    },
+}
+
+CASES: list[tuple[dict[str, Any], set[str]]] = [
+    ({"field": "lifecycle_stage", "op": "eq", "value": "lead"}, {"ada"}),
+    ({"field": "lifecycle_stage", "op": "neq", "value": "lead"}, {"bob", "cy"}),
+    ({"field": "lifecycle_stage", "op": "in", "value": ["mql", "customer"]}, {"bob", "cy"}),
+    (
+        {
+            "and": [
+                {"field": "score", "op": "gte", "value": 50},
+                {"field": "tags", "op": "contains", "value": "webinar"},
+            ]
+        },
+        {"ada"},
+    ),
+    (
+        {
+            "or": [
+                {"field": "lifecycle_stage", "op": "eq", "value": "customer"},
+                {"field": "company", "op": "starts_with", "value": "ac"},
+            ]
+        },
+        {"ada", "bob"},
+    ),
+    ({"not": {"field": "tags", "op": "contains", "value": "webinar"}}, {"bob", "cy"}),
+    ({"field": "tags", "op": "is_empty"}, {"cy"}),
+    ({"field": "lists", "op": "contains", "value": "newsletter"}, {"ada"}),
+    ({"field": "lists", "op": "not_contains", "value": "newsletter"}, {"bob", "cy"}),
+    ({"field": "last_interaction_at", "op": "older_than_days", "value": 30}, {"ada"}),
+    ({"field": "last_interaction_at", "op": "within_last_days", "value": 7}, {"bob"}),
+    ({"field": "last_interaction_at", "op": "is_empty"}, {"cy"}),
+    ({"field": "subscription_end_date", "op": "within_next_days", "value": 30}, {"ada"}),
+    ({"field": "subscription_end_date", "op": "after", "value": "2026-04-01"}, {"bob"}),
+    ({"field": "product_requests", "op": "contains", "value": "sso"}, {"ada", "bob"}),
+    ({"field": "product_requests", "op": "not_contains", "value": "api"}, {"bob", "cy"}),
+    ({"field": "custom_fields.product_requests", "op": "is_empty"}, {"cy"}),
+    ({"field": "industry", "op": "eq", "value": "Fintech"}, {"ada"}),
+    ({"field": "company_size", "op": "in", "value": ["11-50", "51-200"]}, {"ada"}),
+    ({"field": "company", "op": "contains", "value": "100%_"}, {"bob"}),
+    ({"field": "company", "op": "is_empty"}, {"cy"}),
+    ({"field": "email", "op": "is_empty"}, {"cy"}),
+    ({"field": "score", "op": "lt", "value": 50}, {"bob"}),
+    ({"field": "country", "op": "eq", "value": "DE"}, {"ada"}),
+    (
+        {
+            "and": [
+                {
+                    "or": [
+                        {"field": "score", "op": "gt", "value": 10},
+                        {"field": "score", "op": "is_empty"},
+                    ]
+                },
+                {"not": {"field": "lifecycle_stage", "op": "eq", "value": "customer"}},
+            ]
+        },
+        {"ada", "cy"},
+    ),
+]
+
+
+class TestSegmentLanguage:
+    """The same filters mean the same contacts on SQLite and PostgreSQL."""
+
+    @pytest.fixture(scope="class")
+    async def people(self, database: Database) -> tuple[str, dict[str, str]]:
+        workspace = unique("ws-")
+        ids: dict[str, str] = {}
+        async with database.uow() as uow:
+            store = ContactsStore(uow.session)
+            for name, person in PEOPLE.items():
+                contact_id = str(uuid.uuid4())
+                ids[contact_id] = name
+                values = {k: v for k, v in person.items() if k not in ("tags", "lists")}
+                store.add(
+                    Contact(
+                        id=contact_id,
+                        workspace=workspace,
+                        email=values.pop("email", f"{name}@example.com"),
+                        subscription_status="subscribed",
+                        created_at=NOW - timedelta(days=100),
+                        updated_at=NOW,
+                        **values,
+                    )
+                )
+                await store.flush()
+                await store.add_tags(workspace, [(contact_id, t) for t in person["tags"]])
+                for name_of_list in person["lists"]:
+                    await store.add_to_list(workspace, contact_id, name_of_list)
+            # another workspace's look-alike must never match
+            store.add(
+                Contact(
+                    id=str(uuid.uuid4()),
+                    workspace="elsewhere",
+                    email="ada@example.com",
+                    lifecycle_stage="lead",
+                    subscription_status="subscribed",
+                    company="Acme",
+                    custom_fields={},
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+        return workspace, ids
+
+    @pytest.mark.parametrize(("raw", "expected"), CASES)
+    async def test_the_filter_selects_the_expected_contacts(
+        self,
+        database: Database,
+        people: tuple[str, dict[str, str]],
+        raw: dict[str, Any],
+        expected: set[str],
+    ) -> None:
+        workspace, ids = people
+        node = domain.parse_filter(raw, domain.DEFAULT_FIELDS)
+        async with database.uow() as uow:
+            store = ContactsStore(uow.session)
+            page = await store.page(workspace, node, NOW, "created_at", None, 100)
+            count = await store.count(workspace, node, NOW)
+        assert {ids[c.id] for c in page.items} == expected
+        assert count == len(expected)
+
+
+def captured(email: str | None, phone: str | None = None, **fields: Any) -> LeadCaptured:
+    return LeadCaptured(
+        submission_id=uuid.uuid4().hex,
+        source="form",
+        dedupe_key=f"email:{email}" if email else f"phone:{phone}",
+        email=email,
+        phone=phone,
+        captured_at=NOW,
+        **fields,
+    )
+
+
+async def capture_with_retries(database: Database, workspace: str, lead: LeadCaptured) -> int:
+    """What the bus does with a failing batch: retry it; returns how many attempts it took."""
+    for attempt in range(1, 20):
+        try:
+            async with database.uow() as uow:
+                await handlers.capture_leads([handlers.CapturedLead(workspace, lead)], uow, NOW)
+            return attempt
+        except (IntegrityError, DBAPIError):
+            await asyncio.sleep(0.01 * attempt)
+    raise AssertionError("capture never succeeded")
+
+
+class TestConcurrentCaptures:
+    async def test_concurrent_captures_of_one_person_create_one_contact(
+        self, database: Database
+    ) -> None:
+        workspace = unique("ws-")
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        leads = [
+            captured(email, "+4930901820" if i % 2 else None, first_name=f"N{i}") for i in range(12)
+        ]
+        attempts = await asyncio.gather(
+            *(capture_with_retries(database, workspace, lead) for lead in leads)
+        )
+        async with database.uow() as uow:
+            session = uow.session
+            contacts = (
+                (await session.execute(select(Contact).where(Contact.workspace == workspace)))
+                .scalars()
+                .all()
+            )
+            activities = await session.scalar(
+                select(func.count())
+                .select_from(Activity)
+                .where(Activity.workspace == workspace, Activity.kind == "lead.captured")
+            )
+        assert len(contacts) == 1
+        assert contacts[0].phone == "+4930901820"
+        assert activities == len(leads), "every capture is on the timeline exactly once"
+        assert max(attempts) >= 1
+
+    async def test_concurrent_captures_by_email_and_by_phone_alone_end_as_one_contact(
+        self, database: Database
+    ) -> None:
+        workspace = unique("ws-")
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        first = captured(email, "+4930901823")
+        await capture_with_retries(database, workspace, first)
+        racing = [captured(email, company="A"), captured(None, "+4930901823", company="B")] * 5
+        await asyncio.gather(*(capture_with_retries(database, workspace, le) for le in racing))
+        async with database.uow() as uow:
+            count = await uow.session.scalar(
+                select(func.count()).select_from(Contact).where(Contact.workspace == workspace)
+            )
+        assert count == 1
+
+
+@dataclass
+class Distributed:
+    app: Any
+    client: Any
+    workspace: str
+    headers: dict[str, str]
+
+
+@pytest.fixture
+async def distributed(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[Distributed]:
+    prefix = unique("ct") + "."
+    settings = distributed_settings(kafka_bootstrap, postgres_url, prefix)
+    app = create_app(build_spec(sweep_interval_s=3600), settings)
+    workspace = unique("ws-")
+    async with running(app) as client:
+        await app.state.ctx.bus.wait_connected(60)
+        yield Distributed(
+            app, client, workspace, token(workspace, "contacts:read", "contacts:write")
+        )
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+class TestOnKafkaAndPostgres:
+    async def test_leads_become_contacts_and_contact_events_reach_kafka(
+        self, distributed: Distributed
+    ) -> None:
+        bus = distributed.app.state.ctx.bus
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        for company in ("A", "B"):
+            lead = captured(email, company=company)
+            envelope = Envelope.of(lead, source="/leadwire/ingest", workspace=distributed.workspace)
+            await bus.publish(
+                topics.LEADS, topics.contact_key(distributed.workspace, lead.dedupe_key), envelope
+            )
+
+        async def updated() -> bool:
+            response = await distributed.client.get(
+                "/v1/contacts/lookup", params={"email": email}, headers=distributed.headers
+            )
+            return response.status_code == 200 and response.json()["company"] == "B"
+
+        await eventually(updated, timeout=60)
+        engine = distributed.app.state.ctx.engine
+
+        async def relayed() -> bool:
+            async with engine.connect() as conn:
+                pending = await conn.scalar(
+                    select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+                )
+                sent = await conn.scalar(select(func.count()).select_from(outbox))
+            return pending == 0 and sent == 2
+
+        await eventually(relayed, timeout=60)
+
+    async def test_an_invalid_command_lands_on_the_kafka_dlq_and_a_valid_one_applies(
+        self, distributed: Distributed
+    ) -> None:
+        created = await distributed.client.post(
+            "/v1/contacts",
+            json={"email": f"{uuid.uuid4().hex[:8]}@example.com"},
+            headers=distributed.headers,
+        )
+        contact_id = created.json()["id"]
+        bus = distributed.app.state.ctx.bus
+        bad = Envelope.of(
+            SetLifecycle(contact_id=contact_id, stage="churned"),
+            source="/leadwire/workflows",
+            workspace=distributed.workspace,
+        )
+        good = Envelope.of(
+            AddTag(contact_id=contact_id, tag="hot"),
+            source="/leadwire/workflows",
+            workspace=distributed.workspace,
+        )
+        key = topics.contact_key(distributed.workspace, contact_id)
+        await bus.publish(topics.CONTACT_COMMANDS, key, bad)
+        await bus.publish(topics.CONTACT_COMMANDS, key, good)
+
+        async def tagged() -> bool:
+            response = await distributed.client.get(
+                f"/v1/contacts/{contact_id}", headers=distributed.headers
+            )
+            return response.json()["tags"] == ["hot"]
+
+        await eventually(tagged, timeout=60)
+
+        async def dead_lettered() -> bool:
+            return len(await bus.dead_letters(topics.CONTACT_COMMANDS)) == 1
+
+        await eventually(dead_lettered, timeout=60)
+        record = (await bus.dead_letters(topics.CONTACT_COMMANDS))[0]
+        assert Envelope.from_bytes(record.value).id == bad.id
+        assert "churn_reason" in record.headers["leadwire-error"]
+
+    async def test_erase_leaves_no_personal_data_in_the_postgres_schema(
+        self, distributed: Distributed
+    ) -> None:
+        email = f"erase-{uuid.uuid4().hex[:8]}@example.com"
+        created = await distributed.client.post(
+            "/v1/contacts",
+            json={"email": email, "first_name": "Forgetme", "tags": ["t"], "lists": ["l"]},
+            headers=distributed.headers,
+        )
+        contact_id = created.json()["id"]
+        await distributed.client.post(
+            f"/v1/contacts/{contact_id}/notes",
+            json={"text": "private"},
+            headers=distributed.headers,
+        )
+        deleted = await distributed.client.delete(
+            f"/v1/contacts/{contact_id}", headers=distributed.headers
+        )
+        assert deleted.status_code == 204
+        engine = distributed.app.state.ctx.engine
+        async with engine.connect() as conn:
+            tables = (
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT table_name FROM information_schema.tables"
+                            " WHERE table_schema = current_schema()"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for table in tables:
+                dump = repr((await conn.execute(text(f'SELECT * FROM "{table}"'))).all())
+                for secret in (email, "Forgetme", "private"):
+                    assert secret not in dump, (table, secret)
+            tags = await conn.scalar(
+                select(func.count())
+                .select_from(ContactTag)
+                .where(ContactTag.contact_id == contact_id)
+            )
+            lists = await conn.scalar(
+                select(func.count())
+                .select_from(ContactList)
+                .where(ContactList.contact_id == contact_id)
+            )
+        assert (tags, lists) == (0, 0)
