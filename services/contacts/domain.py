@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -255,11 +255,11 @@ def check_definition(definition: FieldDefinition) -> None:
         raise RuleViolation(errors)
 
 
-def validate_field_value(definition: FieldDefinition, value: Any) -> Any:
+def validate_field_value(definition: FieldDefinition, value: Any, optional: bool = False) -> Any:
     """The stored form of a custom field value, or RuleViolation naming the field and reason."""
     name = f"custom_fields.{definition.name}"
     if is_empty(value):
-        if definition.required:
+        if definition.required and not optional:
             raise violation(name, "required", f"{definition.name} is required")
         return None
     kind = definition.type
@@ -389,7 +389,7 @@ def accept_captured_fields(
             accepted[name] = value
             continue
         try:
-            clean = validate_field_value(replace(definition, required=False), value)
+            clean = validate_field_value(definition, value, optional=True)
         except RuleViolation as exc:
             rejected.extend(exc.errors)
             continue

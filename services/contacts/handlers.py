@@ -5,7 +5,7 @@ the current time; none commits (the door's `async with uow:` does), every event 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -235,6 +235,8 @@ async def _capture_in_workspace(
     uow: UnitOfWork,
     now: datetime,
 ) -> None:
+    # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
+    # worked through; new ones are inserted in one statement, existing ones updated at the end.
     definitions = await store.field_definitions(workspace)
     captures = [
         domain.capture_from_lead(
@@ -252,21 +254,24 @@ async def _capture_in_workspace(
         )
         for lead in leads
     ]
-    existing = await store.contacts_by_identities(
-        workspace,
-        [c.email for c in captures if c.email],
-        [c.phone for c in captures if c.phone],
-    )
-    contacts = {c.id: c for c in existing}
-    by_email = {c.email: c.id for c in existing if c.email}
-    by_phone = {c.phone: c.id for c in existing if c.phone}
-    tags = {cid: set(t) for cid, t in (await store.tags_of(contacts)).items()}
-    lists = await store.lists_of(contacts)
-    created: dict[str, Contact] = {}
+    existing = {
+        c.id: c
+        for c in await store.contacts_by_identities(
+            workspace,
+            [c.email for c in captures if c.email],
+            [c.phone for c in captures if c.phone],
+        )
+    }
+    states = {cid: values_of(c) for cid, c in existing.items()}
+    by_email = {s["email"]: cid for cid, s in states.items() if s["email"]}
+    by_phone = {s["phone"]: cid for cid, s in states.items() if s["phone"]}
+    tags = {cid: set(t) for cid, t in (await store.tags_of(existing)).items()}
+    lists = await store.lists_of(existing)
+    created: list[dict[str, Any]] = []
+    changed: set[str] = set()
     new_tags: list[tuple[str, str]] = []
     activities: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
-    touched: set[str] = set()
 
     for lead, raw in zip(leads, captures, strict=True):
         if raw.email is None and raw.phone is None:
@@ -275,29 +280,11 @@ async def _capture_in_workspace(
         custom, rejected = domain.accept_captured_fields(raw.custom_fields, definitions)
         capture = domain.Capture(raw.email, raw.phone, raw.fields, custom, raw.tags)
         contact_id, matched_by = domain.match_contact(capture, by_email, by_phone)
-        interaction = lead.captured_at
         if contact_id is None:
-            contact = Contact(
-                id=new_id(),
-                workspace=workspace,
-                email=capture.email,
-                phone=capture.phone,
-                source=lead.utm.source or lead.source,
-                lifecycle_stage="lead",
-                subscription_status="subscribed",
-                custom_fields=capture.custom_fields,
-                created_at=now,
-                updated_at=now,
-                last_interaction_at=interaction,
-                **{
-                    name: capture.fields.get(name)
-                    for name in domain.TEXT_FIELDS
-                    if name != "source"
-                },
-            )
-            contact_id = contact.id
-            created[contact_id] = contact
-            contacts[contact_id] = contact
+            contact_id = new_id()
+            state = new_contact_state(contact_id, workspace, capture, lead, now)
+            created.append(state)
+            states[contact_id] = state
             tags[contact_id] = set(capture.tags)
             lists[contact_id] = []
             new_tags.extend((contact_id, t) for t in capture.tags)
@@ -307,31 +294,35 @@ async def _capture_in_workspace(
                 workspace,
                 contact_id,
                 ContactCreated(
-                    contact=snapshot(contact, list(tags[contact_id]), []),
+                    contact=snapshot_of_state(state, tags[contact_id], []),
                     cause=LeadCaptured.event_type,
                     submission_id=lead.submission_id,
                 ),
             )
         else:
-            contact = contacts[contact_id]
-            before = values_of(contact)
+            state = states[contact_id]
             before_tags = sorted(tags[contact_id])
             changes = domain.capture_changes(
-                before,
+                state,
                 capture,
                 phone_taken=by_phone.get(capture.phone or "", contact_id) != contact_id,
                 email_taken=by_email.get(capture.email or "", contact_id) != contact_id,
             )
-            for name, value in changes.items():
-                setattr(contact, name, value)
+            field_changes = {
+                name: FieldChange(before=state.get(name), after=value)
+                for name, value in changes.items()
+            }
+            state.update(changes)
             added = [t for t in capture.tags if t not in tags[contact_id]]
             tags[contact_id].update(added)
             new_tags.extend((contact_id, t) for t in added)
-            if contact.last_interaction_at is None or contact.last_interaction_at < interaction:
-                contact.last_interaction_at = interaction
+            seen = state["last_interaction_at"]
+            if seen is None or seen < lead.captured_at:
+                state["last_interaction_at"] = lead.captured_at
+                changed.add(contact_id)
             if changes or added:
-                contact.updated_at = now
-                field_changes = diff(before, {name: getattr(contact, name) for name in changes})
+                state["updated_at"] = now
+                changed.add(contact_id)
                 if added:
                     field_changes["tags"] = FieldChange(
                         before=before_tags, after=sorted(tags[contact_id])
@@ -343,16 +334,15 @@ async def _capture_in_workspace(
                     ContactUpdated(
                         contact_id=contact_id,
                         changes=field_changes,
-                        contact=snapshot(contact, list(tags[contact_id]), lists[contact_id]),
+                        contact=snapshot_of_state(state, tags[contact_id], lists[contact_id]),
                         cause=LeadCaptured.event_type,
                         submission_id=lead.submission_id,
                     ),
                 )
-        if contact.email:
-            by_email[contact.email] = contact_id
-        if contact.phone:
-            by_phone[contact.phone] = contact_id
-        touched.add(contact_id)
+        if state["email"]:
+            by_email[state["email"]] = contact_id
+        if state["phone"]:
+            by_phone[state["phone"]] = contact_id
         activities.append(
             activity(
                 workspace,
@@ -375,13 +365,54 @@ async def _capture_in_workspace(
             )
         )
 
-    await store.insert_contacts(
-        [values_of(c) | {"workspace": workspace, "merged_into": None} for c in created.values()]
-    )
+    for contact_id in changed:
+        if contact_id in existing:
+            contact = existing[contact_id]
+            for name, value in states[contact_id].items():
+                if getattr(contact, name) != value:
+                    setattr(contact, name, value)
+    await store.insert_contacts(created)
     await store.add_tags(workspace, new_tags)
     await store.add_activities(activities)
     await store.add_lifecycle_changes(stages)
-    await refresh_segments(touched, workspace, uow, now, definitions)
+    await refresh_segments({a["contact_id"] for a in activities}, workspace, uow, now, definitions)
+
+
+def new_contact_state(
+    contact_id: str, workspace: str, capture: domain.Capture, lead: LeadCaptured, now: datetime
+) -> dict[str, Any]:
+    """The row of a contact a first capture creates."""
+    return {
+        "id": contact_id,
+        "workspace": workspace,
+        "email": capture.email,
+        "phone": capture.phone,
+        **{name: capture.fields.get(name) for name in domain.TEXT_FIELDS if name != "source"},
+        "source": lead.utm.source or lead.source,
+        "lifecycle_stage": "lead",
+        "owner_id": None,
+        "subscription_status": "subscribed",
+        "churn_reason": None,
+        "churn_reason_text": None,
+        "score": None,
+        "custom_fields": capture.custom_fields,
+        "created_at": now,
+        "updated_at": now,
+        "last_interaction_at": lead.captured_at,
+        "merged_into": None,
+    }
+
+
+def snapshot_of_state(
+    state: Mapping[str, Any], tags: Iterable[str], lists: Iterable[str]
+) -> ContactSnapshot:
+    """A snapshot from a contact's values already known to be valid (no re-validation)."""
+    values = {name: state[name] for name in ("id", *SNAPSHOT_FIELDS)}
+    return ContactSnapshot.model_construct(
+        **values | {"custom_fields": dict(values["custom_fields"] or {})},
+        tags=sorted(tags),
+        lists=sorted(lists),
+    )
 
 
 # --- contacts over the API ------------------------------------------------------------------
