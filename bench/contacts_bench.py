@@ -92,7 +92,7 @@ async def preload(engine: db.AsyncEngine, size: int) -> float:
                 SELECT md5('c' || g)::uuid::text, :ws, 'pre' || g || '@example.com', NULL,
                     'First' || g, 'Last' || g, 'Company ' || (g % 5000),
                     (ARRAY['subscriber','lead','mql','sql','opportunity','customer'])[1 + g % 6],
-                    'subscribed', (g * 7919 % 100)::float,
+                    'subscribed', (g::bigint * 7919 % 100)::float,
                     jsonb_build_object('industry', 'Industry ' || (g % 20),
                         'subscription_end_date',
                         to_char(now() + ((g % 365) || ' days')::interval, 'YYYY-MM-DD')),

@@ -39,7 +39,6 @@ from services.contacts.schemas import (
     TimelineItem,
     TimelinePage,
 )
-from services.contacts.store import ContactsStore
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
@@ -51,7 +50,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 async def contact_read(contact: Contact, uow: UnitOfWork) -> ContactRead:
-    snap = await handlers.snapshot_of(ContactsStore(uow.session), contact)
+    snap = await handlers.describe_contact(contact, uow)
     return ContactRead.model_validate(snap.model_dump())
 
 
@@ -264,6 +263,12 @@ def router(clock: Clock) -> APIRouter:
             items, nxt = await handlers.timeline(who.workspace, contact_id, cursor, limit, uow)
         return TimelinePage(items=[TimelineItem(**i) for i in items], next_cursor=nxt)
 
+    @api.get("/contacts/{contact_id}/lifecycle")
+    async def lifecycle(contact_id: str, ctx: Context, who: Reader) -> list[dict[str, Any]]:
+        """Lifecycle history with timestamps and time spent in each stage."""
+        async with ctx.uow() as uow:
+            return await handlers.lifecycle_history(who.workspace, contact_id, uow, clock())
+
     @api.post("/contacts/{contact_id}/notes", status_code=201)
     async def add_note(contact_id: str, body: NoteIn, ctx: Context, who: Writer) -> TimelineItem:
         """Write a note on the contact's timeline."""
@@ -326,14 +331,14 @@ def router(clock: Clock) -> APIRouter:
     async def list_tags(ctx: Context, who: Reader) -> list[dict[str, Any]]:
         """Tags in use, with how many contacts carry each."""
         async with ctx.uow() as uow:
-            rows = await ContactsStore(uow.session).tags(who.workspace)
+            rows = await handlers.tag_counts(who.workspace, uow)
         return [{"tag": t, "contacts": n} for t, n in rows]
 
     @api.get("/lists")
     async def list_lists(ctx: Context, who: Reader) -> list[dict[str, Any]]:
         """Static lists, with their member counts."""
         async with ctx.uow() as uow:
-            rows = await ContactsStore(uow.session).lists(who.workspace)
+            rows = await handlers.list_counts(who.workspace, uow)
         return [{"list": name, "contacts": n} for name, n in rows]
 
     # custom fields ---------------------------------------------------------------------------
@@ -391,7 +396,7 @@ def router(clock: Clock) -> APIRouter:
     async def list_segments(ctx: Context, who: Reader) -> list[SegmentRead]:
         """The workspace's segments."""
         async with ctx.uow() as uow:
-            segments = await ContactsStore(uow.session).segments(who.workspace)
+            segments = await handlers.list_segments(who.workspace, uow)
         return [segment_read(s) for s in segments]
 
     @api.get("/segments/{segment_id}")
@@ -452,7 +457,7 @@ def router(clock: Clock) -> APIRouter:
     async def list_teams(ctx: Context, who: Reader) -> list[TeamRead]:
         """The workspace's teams."""
         async with ctx.uow() as uow:
-            return [team_read(t) for t in await ContactsStore(uow.session).teams(who.workspace)]
+            return [team_read(t) for t in await handlers.list_teams(who.workspace, uow)]
 
     @api.post("/owners", status_code=201)
     async def create_owner(body: OwnerIn, ctx: Context, who: Writer) -> OwnerRead:
@@ -476,7 +481,7 @@ def router(clock: Clock) -> APIRouter:
     async def list_owners(ctx: Context, who: Reader, team_id: str | None = None) -> list[OwnerRead]:
         """Owners of the workspace (or of one team)."""
         async with ctx.uow() as uow:
-            owners = await ContactsStore(uow.session).owners(who.workspace, team_id)
+            owners = await handlers.list_owners(who.workspace, team_id, uow)
         return [owner_read(o) for o in owners]
 
     @api.post("/tasks", status_code=201)

@@ -1412,6 +1412,31 @@ async def timeline(
     ], nxt
 
 
+async def lifecycle_history(
+    workspace: str, contact_id: str, uow: UnitOfWork, now: datetime
+) -> list[dict[str, Any]]:
+    """Every lifecycle move with its time and how long the contact stayed in that stage."""
+    store = ContactsStore(uow.session)
+    contact = await store.contact(workspace, contact_id)
+    if contact is None or contact.merged_into is not None:
+        raise NotFound(f"contact {contact_id} not found")
+    rows = await store.lifecycle_history(contact.id)
+    history = []
+    for i, row in enumerate(rows):
+        until = rows[i + 1].changed_at if i + 1 < len(rows) else now
+        history.append(
+            {
+                "from": row.from_stage,
+                "to": row.to_stage,
+                "changed_at": row.changed_at,
+                "churn_reason": row.churn_reason,
+                "churn_reason_text": row.churn_reason_text,
+                "time_in_stage_s": max((until - row.changed_at).total_seconds(), 0.0),
+            }
+        )
+    return history
+
+
 # --- fields ---------------------------------------------------------------------------------
 
 
@@ -1431,6 +1456,36 @@ async def delete_field(workspace: str, name: str, uow: UnitOfWork) -> None:
     """Forget a workspace's definition (an out-of-the-box field returns to its default)."""
     if not await ContactsStore(uow.session).delete_field_definition(workspace, name):
         raise NotFound(f"no custom field {name!r} defined in this workspace")
+
+
+# --- reads for the API ---------------------------------------------------------------------
+
+
+async def describe_contact(contact: Contact, uow: UnitOfWork) -> ContactSnapshot:
+    """A contact with its tags and lists."""
+    return await snapshot_of(ContactsStore(uow.session), contact)
+
+
+async def tag_counts(workspace: str, uow: UnitOfWork) -> list[tuple[str, int]]:
+    """Tags in use in the workspace, with how many contacts carry each."""
+    return await ContactsStore(uow.session).tags(workspace)
+
+
+async def list_counts(workspace: str, uow: UnitOfWork) -> list[tuple[str, int]]:
+    """Static lists of the workspace, with their member counts."""
+    return await ContactsStore(uow.session).lists(workspace)
+
+
+async def list_segments(workspace: str, uow: UnitOfWork) -> list[Segment]:
+    return await ContactsStore(uow.session).segments(workspace)
+
+
+async def list_teams(workspace: str, uow: UnitOfWork) -> list[Team]:
+    return await ContactsStore(uow.session).teams(workspace)
+
+
+async def list_owners(workspace: str, team_id: str | None, uow: UnitOfWork) -> list[Owner]:
+    return await ContactsStore(uow.session).owners(workspace, team_id)
 
 
 # --- listing and segments -------------------------------------------------------------------

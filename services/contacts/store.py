@@ -717,24 +717,6 @@ class ContactsStore:
                 )
             )
 
-    async def segment_page(
-        self, segment_id: str, workspace: str, cursor: str | None, limit: int
-    ) -> Page:
-        member = select(SegmentMember.contact_id).where(
-            SegmentMember.segment_id == segment_id, SegmentMember.contact_id == Contact.id
-        )
-        stmt = select(Contact, Contact.id.label("sort_value")).where(
-            Contact.workspace == workspace, LIVE, exists(member)
-        )
-        query: Any = _keyset(stmt, Contact.id, Contact.id, "text", False, cursor, limit)
-        rows = (await self.session.execute(query)).all()
-        items = [r[0] for r in rows[:limit]]
-        nxt = None
-        if len(rows) > limit:
-            last = rows[limit - 1][0]
-            nxt = encode_cursor([last.id, last.id])
-        return Page(items, nxt)
-
     async def delete_segment(self, segment_id: str) -> None:
         await self.session.execute(
             delete(SegmentMember).where(SegmentMember.segment_id == segment_id)

@@ -160,49 +160,50 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
 ]
 
 
-class TestSegmentLanguage:
-    """The same filters mean the same contacts on SQLite and PostgreSQL."""
-
-    @pytest.fixture(scope="class")
-    async def people(self, database: Database) -> tuple[str, dict[str, str]]:
-        workspace = unique("ws-")
-        ids: dict[str, str] = {}
-        async with database.uow() as uow:
-            store = ContactsStore(uow.session)
-            for name, person in PEOPLE.items():
-                contact_id = str(uuid.uuid4())
-                ids[contact_id] = name
-                values = {k: v for k, v in person.items() if k not in ("tags", "lists")}
-                store.add(
-                    Contact(
-                        id=contact_id,
-                        workspace=workspace,
-                        email=values.pop("email", f"{name}@example.com"),
-                        subscription_status="subscribed",
-                        created_at=NOW - timedelta(days=100),
-                        updated_at=NOW,
-                        **values,
-                    )
-                )
-                await store.flush()
-                await store.add_tags(workspace, [(contact_id, t) for t in person["tags"]])
-                for name_of_list in person["lists"]:
-                    await store.add_to_list(workspace, contact_id, name_of_list)
-            # another workspace's look-alike must never match
+@pytest.fixture(scope="class")
+async def people(database: Database) -> tuple[str, dict[str, str]]:
+    workspace = unique("ws-")
+    ids: dict[str, str] = {}
+    async with database.uow() as uow:
+        store = ContactsStore(uow.session)
+        for name, person in PEOPLE.items():
+            contact_id = str(uuid.uuid4())
+            ids[contact_id] = name
+            values = {k: v for k, v in person.items() if k not in ("tags", "lists")}
             store.add(
                 Contact(
-                    id=str(uuid.uuid4()),
-                    workspace="elsewhere",
-                    email="ada@example.com",
-                    lifecycle_stage="lead",
+                    id=contact_id,
+                    workspace=workspace,
+                    email=values.pop("email", f"{name}@example.com"),
                     subscription_status="subscribed",
-                    company="Acme",
-                    custom_fields={},
-                    created_at=NOW,
+                    created_at=NOW - timedelta(days=100),
                     updated_at=NOW,
+                    **values,
                 )
             )
-        return workspace, ids
+            await store.flush()
+            await store.add_tags(workspace, [(contact_id, t) for t in person["tags"]])
+            for name_of_list in person["lists"]:
+                await store.add_to_list(workspace, contact_id, name_of_list)
+        # another workspace's look-alike must never match
+        store.add(
+            Contact(
+                id=str(uuid.uuid4()),
+                workspace="elsewhere",
+                email="ada@example.com",
+                lifecycle_stage="lead",
+                subscription_status="subscribed",
+                company="Acme",
+                custom_fields={},
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    return workspace, ids
+
+
+class TestSegmentLanguage:
+    """The same filters mean the same contacts on SQLite and PostgreSQL."""
 
     @pytest.mark.parametrize(("raw", "expected"), CASES)
     async def test_the_filter_selects_the_expected_contacts(

@@ -87,6 +87,25 @@ class TestContactCrud:
         assert changed[-1].from_stage == "customer"  # type: ignore[attr-defined]
 
 
+class TestLifecycleHistory:
+    async def test_each_stage_is_kept_with_its_time_and_duration(self, service: Service) -> None:
+        contact = await create(service, email=random_email())
+        service.clock.advance(days=2)
+        await service.client.patch(
+            f"/v1/contacts/{contact['id']}",
+            json={"lifecycle_stage": "mql"},
+            headers=service.headers,
+        )
+        service.clock.advance(days=1)
+        history = (
+            await service.client.get(
+                f"/v1/contacts/{contact['id']}/lifecycle", headers=service.headers
+            )
+        ).json()
+        assert [(h["from"], h["to"]) for h in history] == [(None, "lead"), ("lead", "mql")]
+        assert [h["time_in_stage_s"] for h in history] == [2 * 86400, 86400]
+
+
 class TestPagination:
     async def test_cursor_pages_walk_every_contact_once_in_order(self, service: Service) -> None:
         ids = []
