@@ -64,6 +64,11 @@ class FormSettings(BaseModel):
     def _redirect(cls, value: str | None) -> str | None:
         return _http_url(value)
 
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return domain.check_region(value)
+
     @model_validator(mode="after")
     def _rules_hold(self) -> FormSettings:
         domain.FormRules.model_validate(self.model_dump(include=RULE_KEYS))
