@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ from services.ingest.store import KeyTaken
 from shared.app import Context, ServiceContext
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from shared.logs import correlation_id_var
 
 API_MAX_BODY = 8 * 1024 * 1024  # a batch of 500 leads
 TEMPLATES = Path(__file__).parent / "templates"
@@ -85,6 +87,7 @@ class Runtime:
 
     settings: IngestSettings
     templates: Environment
+    writer: SubmissionWriter
     forms: dict[str, tuple[float, FormSnapshot | None]] = field(default_factory=dict)
     per_client: domain.TokenBuckets = field(init=False)
     per_workspace: domain.TokenBuckets = field(init=False)
@@ -136,22 +139,87 @@ class Runtime:
             )
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
+    """Async on purpose: a sync dependency costs a thread-pool hop on every request."""
     state = request.app.state
     found: Runtime | None = getattr(state, "ingest_runtime", None)
     if found is None:
-        settings = ingest_settings(request.app.state.ctx.settings)
+        ctx: ServiceContext = state.ctx
+        settings = ingest_settings(ctx.settings)
         templates = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=True,
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        found = state.ingest_runtime = Runtime(settings, templates)
+        found = state.ingest_runtime = Runtime(settings, templates, SubmissionWriter(ctx))
     return found
 
 
 Runtime_ = Annotated[Runtime, Depends(runtime)]
+
+
+async def context(request: Request) -> ServiceContext:
+    """`shared.app.Context` without its thread-pool hop (its getter is a sync function)."""
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+FastContext = Annotated[ServiceContext, Depends(context)]
+
+
+class SubmissionWriter:
+    """Group commit for the public form endpoint: posts arriving together share a transaction.
+
+    Each request still waits for the commit holding its submission row and its outbox event
+    before it is answered, so nothing is acknowledged before it is durable. A failed batch is
+    retried one post at a time, so one bad row cannot fail its neighbours.
+    """
+
+    def __init__(self, ctx: ServiceContext, writers: int = 4, max_batch: int = 200) -> None:
+        self.ctx = ctx
+        self.writers = writers
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[handlers.FormPost, asyncio.Future[handlers.Outcome]]]
+        self.queue = asyncio.Queue()
+        self.started = False
+
+    async def capture(self, post: handlers.FormPost) -> handlers.Outcome:
+        if not self.started:
+            # Registered as the service's tasks, so the platform cancels them at shutdown.
+            self.ctx.tasks.extend(
+                asyncio.create_task(self._run(), name="ingest:submission-writer")
+                for _ in range(self.writers)
+            )
+            self.started = True
+        done: asyncio.Future[handlers.Outcome] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((post, done))
+        return await done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            await self._write(batch)
+
+    async def _write(
+        self, batch: list[tuple[handlers.FormPost, asyncio.Future[handlers.Outcome]]]
+    ) -> None:
+        try:
+            async with self.ctx.uow() as uow:
+                outcomes = await handlers.capture_form_submissions([p for p, _ in batch], uow)
+        except Exception as exc:
+            if len(batch) > 1:
+                for item in batch:
+                    await self._write([item])
+                return
+            if not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            return
+        for (_, done), outcome in zip(batch, outcomes, strict=True):
+            if not done.done():
+                done.set_result(outcome)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,7 +573,7 @@ async def form_thanks(form_id: str, ctx: Context, rt: Runtime_) -> HTMLResponse:
 
 @public.options("/v1/forms/{form_id}/submissions", status_code=204)
 async def submission_preflight(
-    form_id: str, request: Request, ctx: Context, rt: Runtime_
+    form_id: str, request: Request, ctx: FastContext, rt: Runtime_
 ) -> Response:
     """CORS preflight: allowed origins get the go-ahead, any other origin 403."""
     form = await rt.form(ctx, form_id)
@@ -525,7 +593,7 @@ async def submission_preflight(
     response_model=SubmissionAccepted,
     responses={303: {"description": "browser post: see the redirect URL"}},
 )
-async def submit_form(form_id: str, request: Request, ctx: Context, rt: Runtime_) -> Response:
+async def submit_form(form_id: str, request: Request, ctx: FastContext, rt: Runtime_) -> Response:
     """Submit a form: a browser post answers 303 to the redirect URL, JSON answers 202."""
     form = await rt.form(ctx, form_id)
     signed = None
@@ -549,10 +617,12 @@ async def submit_form(form_id: str, request: Request, ctx: Context, rt: Runtime_
         request.client.host if request.client else None,
         request.headers.get("origin"),
     )
-    async with ctx.uow() as uow:
-        outcome = await handlers.capture_form_submission(
-            handlers.FormPost(form, values, raw, signed), uow
-        )
+    post = handlers.FormPost(form, values, raw, signed, correlation_id_var.get())
+    if signed is None:
+        outcome = await rt.writer.capture(post)
+    else:
+        async with ctx.uow() as uow:
+            outcome = await handlers.capture_form_submission(post, uow)
     browser = wants_html(request)
     if outcome.status == "rejected":
         if browser:

@@ -347,7 +347,11 @@ def _as_text(value: Any) -> str | None:
 
 
 def build_lead(
-    values: Mapping[str, Any], region: str | None, *, prefix: str = ""
+    values: Mapping[str, Any],
+    region: str | None,
+    *,
+    prefix: str = "",
+    clean: frozenset[str] = frozenset(),
 ) -> Accepted | Rejected:
     """A lead from lead-field values (`email`, `phone`, `custom.x`, `utm_source`, …).
 
@@ -389,6 +393,9 @@ def build_lead(
         raw = text_of(name)
         if raw is None:
             continue
+        if name in clean:  # already normalised by its form field's type
+            setattr(lead, name, raw)
+            continue
         try:
             setattr(lead, name, normalise(raw))
         except InvalidValue as exc:
@@ -398,11 +405,11 @@ def build_lead(
         raw = text_of(name)
         if raw is None:
             continue
-        clean = raw.strip()[:MAX_TRACKING]
+        tracked = raw.strip()[:MAX_TRACKING]
         if name in UTM_FIELDS:
-            lead.utm[name.removeprefix("utm_")] = clean
+            lead.utm[name.removeprefix("utm_")] = tracked
         else:
-            setattr(lead, name, clean)
+            setattr(lead, name, tracked)
 
     custom: dict[str, Any] = {}
     declared = values.get("custom_fields")
@@ -489,7 +496,12 @@ def check_form_submission(
         mapped["consent"] = {"granted": checked, "text": rules.consent.text}
 
     by_target = {spec.target: spec.name for spec in rules.fields}
-    verdict = build_lead(mapped, rules.default_region)
+    clean = frozenset(
+        spec.target
+        for spec in rules.fields
+        if (spec.type, spec.target) in (("email", "email"), ("phone", "phone"))
+    )
+    verdict = build_lead(mapped, rules.default_region, clean=clean)
     if isinstance(verdict, Rejected):
         for problem in verdict.problems:
             name = by_target.get(problem.field, problem.field)

@@ -271,6 +271,7 @@ class _Capture:
         *,
         status: str | None = None,
         reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> Outcome:
         submission_id = new_id("sub")
         problems: tuple[FieldProblem, ...] = ()
@@ -287,6 +288,7 @@ class _Capture:
                     source_id,
                     verdict.lead,
                     self.now,
+                    correlation_id,
                 )
         elif isinstance(verdict, Rejected):
             status, reason, problems = (
@@ -335,6 +337,7 @@ def emit_lead(
     source_id: str | None,
     lead: CleanLead,
     now: datetime,
+    correlation_id: str | None = None,
 ) -> str:
     """Write `lead.captured` to the outbox, keyed by the lead's identity; its correlation id."""
     consent = None
@@ -364,7 +367,13 @@ def emit_lead(
         consent=consent,
         captured_at=now,
     )
-    envelope = Envelope.of(payload, source=SOURCE, workspace=workspace, subject=submission_id)
+    envelope = Envelope.of(
+        payload,
+        source=SOURCE,
+        workspace=workspace,
+        subject=submission_id,
+        correlationid=correlation_id,
+    )
     uow.emit(topics.LEADS, topics.contact_key(workspace, lead.dedupe_key), envelope)
     return envelope.correlationid
 
@@ -386,6 +395,7 @@ class FormPost:
     values: dict[str, list[str]]
     raw: Raw
     signed: Signature | None = None
+    correlation_id: str | None = None
 
 
 async def _verify(
@@ -409,11 +419,25 @@ async def capture_form_submission(cmd: FormPost, uow: UnitOfWork) -> Outcome:
     """Check a form post against its form: accepted, rejected (quarantined) or spam."""
     if cmd.signed is not None and cmd.form.signing_secret:
         await _verify(cmd.form.signing_secret, cmd.form.id, cmd.signed, cmd.raw.body, uow)
-    capture = _Capture(uow, cmd.form.workspace)
-    verdict = domain.check_form_submission(cmd.form.rules, cmd.values)
-    outcome = capture.record("form", cmd.form.id, cmd.raw, cmd.values, verdict)
-    await capture.flush()
+    [outcome] = await capture_form_submissions([cmd], uow)
     return outcome
+
+
+async def capture_form_submissions(cmds: Sequence[FormPost], uow: UnitOfWork) -> list[Outcome]:
+    """Several form posts in one transaction (group commit); each is judged on its own."""
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    outcomes = []
+    for cmd in cmds:
+        capture = _Capture(uow, cmd.form.workspace, now, rows)
+        verdict = domain.check_form_submission(cmd.form.rules, cmd.values)
+        outcomes.append(
+            capture.record(
+                "form", cmd.form.id, cmd.raw, cmd.values, verdict, correlation_id=cmd.correlation_id
+            )
+        )
+    await store_of(uow).add_submissions(rows)
+    return outcomes
 
 
 @dataclass(frozen=True)

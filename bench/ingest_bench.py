@@ -1,0 +1,389 @@
+"""Ingest benchmark on real PostgreSQL and Kafka: form submissions per second and latency.
+
+One ingest process (`python -m services serve ingest`, LEADWIRE_BUS=kafka) is started. A load
+generator in this process posts urlencoded form submissions (`Accept: application/json`, so
+each answer carries its submission id) over keep-alive HTTP/1.1 connections:
+
+1. saturation: `--concurrency` connections posting back to back for `--duration` seconds;
+   the sustained rate of accepted (202) submissions is reported;
+2. fixed rate: `--rate` submissions/s offered open-loop for `--duration` seconds; latency is
+   measured from each request's scheduled start (no coordinated omission): p50, p99, max.
+
+Afterwards the leads topic is read back from Kafka and every accepted submission id must be
+there. The load generator is a minimal asyncio HTTP/1.1 client rather than httpx, so that on a
+2-core machine most CPU goes to the server under test, not to the client.
+
+Usage: `.venv/bin/python -m bench.ingest_bench [--duration 20] [--rate 1000] [--concurrency 64]`.
+Uses DATABASE_URL (postgresql+asyncpg) and LEADWIRE_KAFKA_BOOTSTRAP when set, otherwise
+starts throwaway servers like the test session does. Writes bench/results/ingest-<ts>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from shared.auth import issue_token
+from shared.events import topics
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SECRET = "bench-secret-not-for-production-0123456789"
+WORKSPACE = "bench"
+
+
+@contextmanager
+def infrastructure() -> Iterator[tuple[str, str]]:
+    """(kafka bootstrap, postgres url): the ones in the environment, or throwaway servers."""
+    kafka = os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP")
+    postgres = os.environ.get("DATABASE_URL", "")
+    started: list[Any] = []
+    if not kafka or not postgres.startswith("postgresql"):
+        sys.path.insert(0, str(ROOT))
+        from tests.infra import fetch_kafka_jars, start_kafka, start_postgres
+
+        state = ROOT / ".leadwire" / "bench-infra" / str(os.getpid())
+        if not kafka:
+            server = start_kafka(state / "kafka", fetch_kafka_jars(ROOT))
+            started.append(server)
+            kafka = server.bootstrap
+        if not postgres.startswith("postgresql"):
+            pg = start_postgres(state / "postgres")
+            started.append(pg)
+            postgres = pg.url
+    try:
+        yield kafka, postgres
+    finally:
+        for server in reversed(started):
+            server.stop(remove_data=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; just enough client for this benchmark."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Phase:
+    name: str
+    offered_per_s: float | None
+    started: float = 0.0
+    finished: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    accepted_ids: list[str] = field(default_factory=list)
+
+    def record(self, status: int, body: bytes, latency: float) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.latencies.append(latency)
+        if status == 202:
+            self.accepted_ids.append(orjson.loads(body)["submission_id"])
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = self.finished - self.started
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
+
+        return {
+            "phase": self.name,
+            "offered_per_s": self.offered_per_s,
+            "seconds": round(elapsed, 2),
+            "requests": len(self.latencies),
+            "accepted": len(self.accepted_ids),
+            "accepted_per_s": round(len(self.accepted_ids) / elapsed, 1) if elapsed else None,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "client_errors": self.errors,
+            "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)},
+        }
+
+
+class Load:
+    """Builds distinct urlencoded form posts for one form."""
+
+    def __init__(self, port: int, form_id: str) -> None:
+        self.port = port
+        self.path = f"/v1/forms/{form_id}/submissions"
+        self.counter = 0
+        self.run = uuid.uuid4().hex[:6]
+
+    def next_request(self) -> bytes:
+        self.counter += 1
+        body = urlencode(
+            {
+                "email": f"lead{self.counter}.{self.run}@Example.com",
+                "first_name": "  Bench  Lead ",
+                "company": "Example Ltd",
+                "phone": "020 7946 0018",
+                "utm_source": "bench",
+                "utm_campaign": "load",
+                "consent": "on",
+            }
+        ).encode()
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+
+async def saturate(load: Load, phase: Phase, concurrency: int, seconds: float) -> None:
+    """`concurrency` connections posting back to back until the time is up."""
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        connection = await Connection.open(load.port)
+        try:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    status, body = await connection.request(load.next_request())
+                except (OSError, asyncio.IncompleteReadError):
+                    phase.errors += 1
+                    connection.close()
+                    connection = await Connection.open(load.port)
+                    continue
+                phase.record(status, body, time.perf_counter() - started)
+        finally:
+            connection.close()
+
+    phase.started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    phase.finished = time.perf_counter()
+
+
+async def fixed_rate(load: Load, phase: Phase, rate: float, seconds: float) -> None:
+    """Offer `rate` requests/s open-loop; latency counts from each request's scheduled time."""
+    idle: list[Connection] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send(scheduled: float) -> None:
+        connection = idle.pop() if idle else await Connection.open(load.port)
+        try:
+            status, body = await connection.request(load.next_request())
+        except (OSError, asyncio.IncompleteReadError):
+            phase.errors += 1
+            connection.close()
+            return
+        phase.record(status, body, time.perf_counter() - scheduled)
+        idle.append(connection)
+
+    total = int(rate * seconds)
+    phase.started = start = time.perf_counter()
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send(scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    phase.finished = time.perf_counter()
+    for connection in idle:
+        connection.close()
+
+
+async def read_back(kafka: str, topic: str, wanted: set[str], timeout: float) -> set[str]:
+    """Submission ids of `lead.captured` events on the topic, read until all wanted are seen."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while not wanted <= seen and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batch.values():
+                for message in messages:
+                    seen.add(orjson.loads(message.value)["data"]["submission_id"])
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    port = free_port()
+    env = os.environ | {
+        "LEADWIRE_BUS": "kafka",
+        "LEADWIRE_KAFKA_BOOTSTRAP": kafka,
+        "LEADWIRE_TOPIC_PREFIX": prefix,
+        "DATABASE_URL": postgres,
+        "LEADWIRE_DB_SCHEMA": f"{prefix.rstrip('.')}_{{service}}",
+        "LEADWIRE_AUTH_SECRET": SECRET,
+        "LEADWIRE_LOG_LEVEL": "WARNING",
+        # The load comes from one address: lift the per-client limit for the benchmark.
+        "LEADWIRE_INGEST_FORM_RATE_PER_S": "1000000",
+        "LEADWIRE_INGEST_FORM_BURST": "1000000",
+    }
+    subprocess.run(  # noqa: ASYNC221  (setup, before any load)
+        [sys.executable, "-m", "services", "migrate", "ingest"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    command = [sys.executable, "-m", "services", "serve", "ingest", "--port", str(port)]
+    if os.environ.get("BENCH_SERVER_SCRIPT"):
+        command = [sys.executable, os.environ["BENCH_SERVER_SCRIPT"], str(port), "40"]
+    server = subprocess.Popen(command, env=env, cwd=ROOT)  # noqa: ASYNC220
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the ingest process did not become ready")
+                await asyncio.sleep(0.2)
+            headers = {"Authorization": f"Bearer {issue_token(SECRET, WORKSPACE, ['admin'])}"}
+            form = await client.post(
+                "/v1/forms",
+                headers=headers,
+                json={
+                    "name": "Benchmark",
+                    "fields": [
+                        {"name": "email", "type": "email", "label": "Email", "required": True},
+                        {"name": "first_name", "label": "First name", "required": True},
+                        {"name": "company", "label": "Company"},
+                        {"name": "phone", "type": "phone", "label": "Phone"},
+                    ],
+                    "consent": {"text": "I agree"},
+                    "default_region": "GB",
+                },
+            )
+            form.raise_for_status()
+        load = Load(port, form.json()["id"])
+
+        warmup = Phase("warm-up", None)
+        await saturate(load, warmup, args.concurrency, 3)
+        saturation = Phase("saturation", None)
+        await saturate(load, saturation, args.concurrency, args.duration)
+        await asyncio.sleep(2)
+        steady = Phase("fixed-rate", args.rate)
+        await fixed_rate(load, steady, args.rate, args.duration)
+
+        wanted = set(warmup.accepted_ids + saturation.accepted_ids + steady.accepted_ids)
+        started = time.perf_counter()
+        seen = await read_back(kafka, prefix + topics.LEADS, wanted, timeout=180)
+        missing = wanted - seen
+    finally:
+        server.terminate()
+        server.wait(timeout=90)
+
+    return {
+        "benchmark": "ingest",
+        "when": datetime.now(UTC).isoformat(),
+        "command": " ".join(["python -m bench.ingest_bench", *sys.argv[1:]]),
+        "server_command": "python -m services serve ingest (LEADWIRE_BUS=kafka, PostgreSQL)",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "concurrency": args.concurrency,
+        "phases": [saturation.summary(), steady.summary()],
+        "kafka": {
+            "accepted_total": len(wanted),
+            "found_on_topic": len(wanted & seen),
+            "missing": len(missing),
+            "read_back_seconds": round(time.perf_counter() - started, 2),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
+    parser.add_argument("--rate", type=float, default=1000.0, help="fixed-rate phase, per s")
+    parser.add_argument("--concurrency", type=int, default=64, help="saturation connections")
+    args = parser.parse_args()
+    with infrastructure() as (kafka, postgres):
+        result = asyncio.run(bench(args, kafka, postgres))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"ingest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    saturation, steady = result["phases"]
+    print(
+        f"saturation: {saturation['accepted_per_s']} accepted submissions/s "
+        f"({saturation['accepted']} in {saturation['seconds']} s, "
+        f"p99 {saturation['latency_ms']['p99']} ms at {args.concurrency} connections)"
+    )
+    print(
+        f"fixed rate {args.rate:.0f}/s: achieved {steady['accepted_per_s']}/s, latency p50 "
+        f"{steady['latency_ms']['p50']} ms, p99 {steady['latency_ms']['p99']} ms, "
+        f"max {steady['latency_ms']['max']} ms; statuses {steady['statuses']}"
+    )
+    kafka = result["kafka"]
+    print(
+        f"kafka: {kafka['found_on_topic']}/{kafka['accepted_total']} accepted submissions "
+        f"on the leads topic, {kafka['missing']} missing"
+    )
+    print(f"saved {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
