@@ -343,19 +343,25 @@ class ContactsStore:
         emails, phones = sorted(set(emails)), sorted(set(phones))
         if not emails and not phones:
             return []
-        if self.dialect == "postgresql":
-            # One array parameter each: a plan PostgreSQL can reuse whatever the batch size.
-            by_email = Contact.email == any_(literal(emails, ARRAY(String)))
-            by_phone = Contact.phone == any_(literal(phones, ARRAY(String)))
-        else:
-            by_email, by_phone = Contact.email.in_(emails), Contact.phone.in_(phones)
-        stmt = (
-            select(Contact)
-            .where(Contact.workspace == workspace, or_(by_email, by_phone))
-            .order_by(Contact.id)  # one lock order, so two batches never deadlock on each other
-            .with_for_update()
-        )
-        return list((await self.session.execute(stmt)).scalars())
+        found: dict[str, Contact] = {}
+        # One query per identity (an OR of both would defeat the indexes), each with a single
+        # array parameter on PostgreSQL so the plan is reused whatever the batch size.
+        for column, values in ((Contact.email, emails), (Contact.phone, phones)):
+            if not values:
+                continue
+            if self.dialect == "postgresql":
+                match = column == any_(literal(values, ARRAY(String)))
+            else:
+                match = column.in_(values)
+            stmt = (
+                select(Contact)
+                .where(Contact.workspace == workspace, match)
+                .order_by(Contact.id)  # one lock order, so two batches never deadlock
+                .with_for_update()
+            )
+            for contact in (await self.session.execute(stmt)).scalars():
+                found[contact.id] = contact
+        return list(found.values())
 
     async def insert_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Many new contacts in one statement (Core insert: no ORM bookkeeping per row)."""
