@@ -39,7 +39,7 @@ SPEC = ServiceSpec(
     port=8001,
     metadata=Base.metadata,
     migrations=Path(__file__).parent / "migrations",
-    routers=(api.router, api.public),
+    routers=(api.public, api.router),  # the public submission route is the hot path
     background=background,
     settings_factory=IngestSettings,
 )
