@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBearer
 from jinja2 import Environment, FileSystemLoader
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
@@ -57,6 +57,7 @@ from shared.errors import InvalidInput, NotFound, PayloadTooLarge, TooManyReques
 from shared.logs import correlation_id_var
 
 API_MAX_BODY = 8 * 1024 * 1024  # a batch of 500 leads
+EVENTS_MAX_BODY = 8 * 1024 * 1024  # a batch of 1,000 events
 TEMPLATES = Path(__file__).parent / "templates"
 INPUT_TYPES = {"email": "email", "phone": "tel", "number": "number", "date": "date"}
 AUTOCOMPLETE = {
@@ -741,6 +742,27 @@ async def receive_webhook(
 # Leads and engagement over the API
 
 
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema with its `$defs` references inlined (our request models do not recurse)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+# The body is read by hand (size limit, one lead or a batch), so its schema is given here.
+LEADS_BODY_SCHEMA = inline_schema(TypeAdapter(LeadIn | LeadBatch).json_schema())
+
+
 @router.post(
     "/v1/leads",
     status_code=202,
@@ -748,16 +770,7 @@ async def receive_webhook(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {"$ref": "#/components/schemas/LeadIn"},
-                            {"$ref": "#/components/schemas/LeadBatch"},
-                        ]
-                    }
-                }
-            },
+            "content": {"application/json": {"schema": LEADS_BODY_SCHEMA}},
         }
     },
 )
@@ -803,7 +816,7 @@ async def post_leads(
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
-@router.post("/v1/events", status_code=202)
+@router.post("/v1/events", status_code=202, max_body_size=EVENTS_MAX_BODY)
 async def post_events(
     body: EngagementBatch,
     ctx: Context,

@@ -209,3 +209,10 @@ class TestPostEvents:
             "events.1.email": "invalid_email",
         }
         assert ingest.events(topics.ENGAGEMENT) == []
+
+    async def test_a_body_over_8_mib_answers_413(self, ingest: Ingest) -> None:
+        events = [engagement("page.viewed", properties={"blob": "x" * 9000}) for _ in range(1000)]
+        response = await ingest.client.post(
+            "/v1/events", json={"events": events}, headers=token(ingest.workspace, "events:write")
+        )
+        assert response.status_code == 413
