@@ -314,8 +314,6 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
         capture_output=True,
     )
     command = [sys.executable, "-m", "services", "serve", "ingest", "--port", str(port)]
-    if os.environ.get("BENCH_SERVER_SCRIPT"):
-        command = [sys.executable, os.environ["BENCH_SERVER_SCRIPT"], str(port), "40"]
     server = subprocess.Popen(command, env=env, cwd=ROOT)  # noqa: ASYNC220
     try:
         base = f"http://127.0.0.1:{port}"
