@@ -71,8 +71,13 @@ async def run_embedded(settings: Settings, names: list[str]) -> None:
     """All services in one process on the in-process bus and SQLite files."""
     bus = make_bus(settings)
     await bus.start()
+    # Each service reads its own settings class (its knobs on top of the shared ones).
     servers = [
-        _Server(_uvicorn_config(create_app(spec(n), settings, bus), settings.host, spec(n).port))
+        _Server(
+            _uvicorn_config(
+                create_app(spec(n), spec(n).settings_factory(), bus), settings.host, spec(n).port
+            )
+        )
         for n in names
     ]
     token = create_workspace(settings, "demo", ["admin"], None)
@@ -100,7 +105,7 @@ async def migrate(settings: Settings, names: list[str]) -> None:
 
 
 def serve(settings: Settings, name: str, port: int | None) -> None:
-    app = create_app(spec(name), settings)
+    app = create_app(spec(name), spec(name).settings_factory())
     server = uvicorn.Server(_uvicorn_config(app, settings.host, port or spec(name).port))
     # uvicorn shuts down gracefully on Ctrl-C, then re-raises it; that is not an error.
     with contextlib.suppress(KeyboardInterrupt):

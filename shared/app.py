@@ -104,7 +104,7 @@ class ServiceContext:
         return Subscription(group, tuple(topics), handler)
 
 
-def get_context(request: Request) -> ServiceContext:
+async def get_context(request: Request) -> ServiceContext:
     ctx: ServiceContext = request.app.state.ctx
     return ctx
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -37,6 +38,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, schema: str | None = None, **kwargs: Any) -> AsyncEngine:
+    # orjson for JSON columns: several times faster than the json module on hot write paths.
+    kwargs.setdefault("json_serializer", lambda value: orjson.dumps(value).decode())
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if is_sqlite(url):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":

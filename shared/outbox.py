@@ -72,6 +72,7 @@ class OutboxRelay:
         self.sessions = sessionmaker(engine)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._last_purge = datetime.now(UTC)
         self._lock_id = zlib.crc32(f"leadwire-outbox-{service}".encode())
 
@@ -80,34 +81,47 @@ class OutboxRelay:
         self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.service}")
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Let the batch in flight finish, then stop: cancelling it mid-transaction can leave
+        a database driver (aiosqlite) waiting forever."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace_s)
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 sent = await self.publish_pending()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.warning("outbox relay failed, will retry", exc_info=True)
                 sent = 0
-                await asyncio.sleep(1)
-            if sent == 0:
+                await self._sleep(1)
+            if sent == 0 and not self._stopping:
                 await self._purge_sent()
             if sent < self.batch:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                await self._sleep(self.poll_interval_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for a commit's notification, a stop request or the poll interval."""
+        if self._stopping:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were published.
@@ -140,10 +154,18 @@ class OutboxRelay:
                 await asyncio.wait_for(
                     self.bus.publish_batch([(r.topic, r.key, r.payload) for r in rows]), 30
                 )
-            backlog = await session.scalar(
-                select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
-            )
-            metrics.OUTBOX_BACKLOG.labels(self.service).set(backlog or 0)
+            # A short batch drained the backlog; only a full one needs counting what is left.
+            backlog = 0
+            if len(rows) == self.batch:
+                backlog = (
+                    await session.scalar(
+                        select(func.count())
+                        .select_from(self.table)
+                        .where(self.table.c.sent_at.is_(None))
+                    )
+                    or 0
+                )
+            metrics.OUTBOX_BACKLOG.labels(self.service).set(backlog)
             return len(rows)
 
     async def _purge_sent(self) -> None:

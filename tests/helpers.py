@@ -16,7 +16,9 @@ from shared.settings import Settings
 SECRET = "test-secret-not-for-production-0123456789"
 
 
-def embedded_settings(tmp_path: Path, **overrides: object) -> Settings:
+def embedded_settings(
+    tmp_path: Path, settings_cls: type[Settings] = Settings, **overrides: object
+) -> Settings:
     values: dict[str, object] = {
         "bus": "memory",
         "database_url": f"sqlite+aiosqlite:///{tmp_path}/{{service}}.db",
@@ -24,10 +26,16 @@ def embedded_settings(tmp_path: Path, **overrides: object) -> Settings:
         "auth_secret": SECRET,
         "consumer_retry_backoff_s": 0.01,
     }
-    return Settings(**(values | overrides))  # type: ignore[arg-type]
+    return settings_cls(**(values | overrides))  # type: ignore[arg-type]
 
 
-def distributed_settings(kafka: str, postgres: str, prefix: str, **overrides: object) -> Settings:
+def distributed_settings(
+    kafka: str,
+    postgres: str,
+    prefix: str,
+    settings_cls: type[Settings] = Settings,
+    **overrides: object,
+) -> Settings:
     values: dict[str, object] = {
         "bus": "kafka",
         "kafka_bootstrap": kafka,
@@ -38,7 +46,7 @@ def distributed_settings(kafka: str, postgres: str, prefix: str, **overrides: ob
         "migrate_on_start": True,
         "consumer_retry_backoff_s": 0.01,
     }
-    return Settings(**(values | overrides))  # type: ignore[arg-type]
+    return settings_cls(**(values | overrides))  # type: ignore[arg-type]
 
 
 def token(workspace: str, *scopes: str) -> dict[str, str]:
