@@ -160,15 +160,6 @@ async def runtime(request: Request) -> Runtime:
 Runtime_ = Annotated[Runtime, Depends(runtime)]
 
 
-async def context(request: Request) -> ServiceContext:
-    """`shared.app.Context` without its thread-pool hop (its getter is a sync function)."""
-    ctx: ServiceContext = request.app.state.ctx
-    return ctx
-
-
-FastContext = Annotated[ServiceContext, Depends(context)]
-
-
 class SubmissionWriter:
     """Group commit for the public form endpoint: posts arriving together share a transaction.
 
@@ -574,7 +565,7 @@ async def form_thanks(form_id: str, ctx: Context, rt: Runtime_) -> HTMLResponse:
 
 @public.options("/v1/forms/{form_id}/submissions", status_code=204)
 async def submission_preflight(
-    form_id: str, request: Request, ctx: FastContext, rt: Runtime_
+    form_id: str, request: Request, ctx: Context, rt: Runtime_
 ) -> Response:
     """CORS preflight: allowed origins get the go-ahead, any other origin 403."""
     form = await rt.form(ctx, form_id)
@@ -594,7 +585,7 @@ async def submission_preflight(
     response_model=SubmissionAccepted,
     responses={303: {"description": "browser post: see the redirect URL"}},
 )
-async def submit_form(form_id: str, request: Request, ctx: FastContext, rt: Runtime_) -> Response:
+async def submit_form(form_id: str, request: Request, ctx: Context, rt: Runtime_) -> Response:
     """Submit a form: a browser post answers 303 to the redirect URL, JSON answers 202."""
     form = await rt.form(ctx, form_id)
     signed = None
