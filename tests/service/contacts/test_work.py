@@ -427,3 +427,33 @@ class TestReports:
         assert report["stale"]["sample"] == [stale["id"]]
         assert report["unsubscribed"]["count"] == 1
         assert report["missing_required"]["email_or_phone"]["count"] == 0
+
+
+class TestIsolationOnTheBus:
+    async def test_a_command_from_another_workspace_cannot_touch_the_contact(
+        self, service: Service
+    ) -> None:
+        contact = await create(service, email=random_email())
+        foreign = Envelope.of(
+            AddTag(contact_id=contact["id"], tag="pwned"),
+            source="/leadwire/workflows",
+            workspace="ws-intruder",
+        )
+        await service.publish(topics.CONTACT_COMMANDS, foreign)
+        await service.processed("commands", foreign)
+        assert (await read(service, contact["id"]))["tags"] == []
+        dead = await service.bus.dead_letters(topics.CONTACT_COMMANDS)
+        assert "not found" in dead[0].headers["leadwire-error"]
+
+    async def test_engagement_in_another_workspace_does_not_move_our_contact(
+        self, service: Service
+    ) -> None:
+        contact = await create(service, email=random_email())
+        envelope = Envelope.of(
+            PageViewed(engagement_id="e9", email=contact["email"], occurred_at=datetime.now(UTC)),
+            source="/leadwire/ingest",
+            workspace="ws-intruder",
+        )
+        await service.publish(topics.ENGAGEMENT, envelope)
+        await service.processed("engagement", envelope)
+        assert (await read(service, contact["id"]))["last_interaction_at"] is None
