@@ -29,6 +29,7 @@ from shared.settings import Settings
 from shared.uow import UnitOfWork
 
 EventHandler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+BatchEventHandler = Callable[[Sequence[Envelope], UnitOfWork], Awaitable[None]]
 BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -81,25 +82,41 @@ class ServiceContext:
     def subscription(
         self, purpose: str, topics: Sequence[str], handle: EventHandler
     ) -> Subscription:
-        """A consumer group handling each polled batch in one transaction, through the inbox."""
+        """A consumer group handling each event in turn, one transaction per polled batch."""
+
+        async def handle_each(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+            for event in events:
+                tokens = (
+                    workspace_var.set(event.workspace),
+                    event_id_var.set(event.id),
+                    correlation_id_var.set(event.correlationid),
+                )
+                try:
+                    await handle(event, uow)
+                finally:
+                    workspace_var.reset(tokens[0])
+                    event_id_var.reset(tokens[1])
+                    correlation_id_var.reset(tokens[2])
+
+        return self.batch_subscription(purpose, topics, handle_each)
+
+    def batch_subscription(
+        self, purpose: str, topics: Sequence[str], handle: BatchEventHandler
+    ) -> Subscription:
+        """A consumer group handing each polled batch, minus events already applied, to
+        `handle` in one transaction with one inbox insert (for bulk work such as upserts)."""
         group = self.group(purpose)
 
         async def handler(events: Sequence[Envelope]) -> None:
             async with self.uow() as uow:
+                fresh = await uow.first_times(group, [e.id for e in events])
+                todo = []
                 for event in events:
-                    if not await uow.first_time(group, event.id):
-                        continue
-                    tokens = (
-                        workspace_var.set(event.workspace),
-                        event_id_var.set(event.id),
-                        correlation_id_var.set(event.correlationid),
-                    )
-                    try:
-                        await handle(event, uow)
-                    finally:
-                        workspace_var.reset(tokens[0])
-                        event_id_var.reset(tokens[1])
-                        correlation_id_var.reset(tokens[2])
+                    if event.id in fresh:  # also drops a duplicate within the same batch
+                        fresh.discard(event.id)
+                        todo.append(event)
+                if todo:
+                    await handle(todo, uow)
 
         return Subscription(group, tuple(topics), handler)
 
@@ -144,9 +161,9 @@ async def stop_context(ctx: ServiceContext, owns_bus: bool) -> None:
     for task in ctx.tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    await ctx.relay.stop()
     for consumer in ctx.consumers:
         await consumer.stop()
-    await ctx.relay.stop()
     if owns_bus:
         await ctx.bus.stop()
     await ctx.engine.dispose()

@@ -20,6 +20,8 @@ class DomainError(Exception):
 
     status_code: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+    # Raised from an event handler, it goes straight to the DLQ: retrying cannot help.
+    permanent: ClassVar[bool] = True
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)

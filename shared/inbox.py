@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy import Column, DateTime, MetaData, String, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,3 +35,31 @@ async def claim(session: AsyncSession, table: Table, consumer: str, event_id: st
     )
     result = await session.execute(stmt)
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_many(
+    session: AsyncSession, table: Table, consumer: str, event_ids: Sequence[str]
+) -> set[str]:
+    """Record a polled batch of event ids at once; returns the ids seen for the first time."""
+    ids = list(dict.fromkeys(event_ids))
+    if not ids:
+        return set()
+    now = datetime.now(UTC)
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter instead of a VALUES list compiled afresh for every batch size.
+        claimed = await session.execute(
+            text(
+                f"INSERT INTO {table.name} (consumer, event_id, processed_at)"
+                " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
+                " ON CONFLICT DO NOTHING RETURNING event_id"
+            ),
+            {"consumer": consumer, "now": now, "ids": ids},
+        )
+        return set(claimed.scalars())
+    stmt = (
+        sqlite.insert(table)
+        .values([{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids])
+        .on_conflict_do_nothing()
+        .returning(table.c.event_id)
+    )
+    return set((await session.execute(stmt)).scalars())

@@ -121,7 +121,8 @@ class OutboxRelay:
             return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel on 3.11
+                await self._wake.wait()
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were published.

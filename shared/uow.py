@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
@@ -11,7 +11,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events.envelope import Envelope
-from shared.inbox import claim
+from shared.inbox import claim, claim_many
 
 
 class UnitOfWork:
@@ -78,6 +78,10 @@ class UnitOfWork:
                 "created_at": datetime.now(UTC),
             }
         )
+
+    async def first_times(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """Inbox check for a batch: the ids `consumer` sees for the first time (recorded here)."""
+        return await claim_many(self.session, self._inbox, consumer, event_ids)
 
     async def first_time(self, consumer: str, event_id: str) -> bool:
         """Inbox check: True the first time `consumer` sees `event_id` (recorded in this tx)."""

@@ -23,25 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def leads_subscription(ctx: ServiceContext, clock: Clock) -> Subscription:
-    """Captured leads, a whole polled batch in one transaction with one inbox insert.
+    """Captured leads, a whole polled batch at once: one identity lookup, bulk inserts."""
 
-    Not `ctx.subscription`: that one handles events one at a time, while upserts at thousands
-    per second need the batch as a whole (one identity lookup, bulk inserts).
-    """
-    group = ctx.group("leads")
+    async def handle(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+        leads = [
+            handlers.CapturedLead(e.workspace, e.payload(LeadCaptured))
+            for e in events
+            if e.type == LeadCaptured.event_type
+        ]
+        await handlers.capture_leads(leads, uow, clock())
 
-    async def handle(events: Sequence[Envelope]) -> None:
-        async with ctx.uow() as uow:
-            fresh = await ContactsStore(uow.session).claim_events(group, [e.id for e in events])
-            leads = []
-            for e in events:
-                # `fresh` also drops a redelivery that arrives within the same batch.
-                if e.id in fresh and e.type == LeadCaptured.event_type:
-                    fresh.discard(e.id)
-                    leads.append(handlers.CapturedLead(e.workspace, e.payload(LeadCaptured)))
-            await handlers.capture_leads(leads, uow, clock())
-
-    return Subscription(group, (topics.LEADS,), handle)
+    return ctx.batch_subscription("leads", (topics.LEADS,), handle)
 
 
 def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscription]]:

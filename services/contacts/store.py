@@ -51,7 +51,6 @@ from services.contacts.models import (
     TaskRow,
     Team,
     UtcDateTime,
-    inbox,
     outbox,
 )
 
@@ -268,33 +267,6 @@ class ContactsStore:
     def _insert(self, table: Any) -> Any:
         module = postgresql if self.dialect == "postgresql" else sqlite
         return module.insert(table)
-
-    # inbox -----------------------------------------------------------------------------------
-
-    async def claim_events(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
-        """Record a batch of event ids in the inbox at once; returns those seen the first time."""
-        ids = list(dict.fromkeys(event_ids))
-        if not ids:
-            return set()
-        now = datetime.now(UTC)
-        if self.dialect == "postgresql":
-            # One array parameter instead of a VALUES list compiled afresh for every batch.
-            claimed = await self.session.execute(
-                text(
-                    "INSERT INTO inbox (consumer, event_id, processed_at)"
-                    " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
-                    " ON CONFLICT DO NOTHING RETURNING event_id"
-                ),
-                {"consumer": consumer, "now": now, "ids": ids},
-            )
-            return set(claimed.scalars())
-        stmt = (
-            self._insert(inbox)
-            .values([{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids])
-            .on_conflict_do_nothing()
-            .returning(inbox.c.event_id)
-        )
-        return set((await self.session.execute(stmt)).scalars())
 
     async def take_sweep_lock(self) -> bool:
         """On PostgreSQL, one replica at a time sweeps segments (lock held until commit)."""

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
+
 from shared import metrics
 from shared.events.envelope import Envelope
 from shared.logs import correlation_id_var, event_id_var, workspace_var
@@ -133,9 +135,10 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    error = "".join(traceback.format_exception_only(exc)).strip()
+                    error = describe(exc)
                     log.warning("handler failed", extra={"attempt": attempt, "error": error})
-                    if attempt == self.max_retries:
+                    # A domain error (an invalid command, say) fails the same way every time.
+                    if attempt == self.max_retries or getattr(exc, "permanent", False):
                         await self._dead_letter(record, error, attempt)
                         return
                     await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -148,6 +151,18 @@ class Dispatcher:
         log.error("event dead-lettered", extra={"topic": record.topic, "error": error})
         metrics.EVENTS_DEAD_LETTERED.labels(self.subscription.group).inc()
         await self.send_to_dlq(record, error, attempts)
+
+
+def describe(exc: BaseException) -> str:
+    """The error text parked with a dead letter: a domain error's code, message and field errors."""
+    code = getattr(exc, "code", None)
+    extra = getattr(exc, "extra", None)
+    if isinstance(code, str) and isinstance(extra, dict):
+        text = f"{code}: {exc}"
+        if extra.get("errors"):
+            text += " " + orjson.dumps(extra["errors"], default=str).decode()
+        return text
+    return "".join(traceback.format_exception_only(exc)).strip()
 
 
 def dlq_headers(record: Record, group: str, error: str, attempts: int) -> dict[str, str]:

@@ -105,8 +105,11 @@ class MemoryBus:
     async def wait_for_publish(self, seen_seq: int, timeout: float) -> None:
         if self._seq != seen_seq:
             return
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+        # a publish, and then a stopping consumer never stops.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._published.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._published.wait()
 
 
 class MemoryConsumer:

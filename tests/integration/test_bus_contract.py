@@ -15,6 +15,7 @@ from shared import db
 from shared.bus import Bus, Consumer, Subscription
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBus
+from shared.errors import InvalidInput
 from shared.events.envelope import Envelope
 from shared.events.topics import dlq
 from shared.inbox import inbox_table
@@ -184,6 +185,32 @@ class TestFailures:
         assert record.headers["leadwire-group"] == group
         assert sorted(set(handled)) == [0, 1, 3, 4]
         assert poison_attempts >= 3  # the whole batch once, then the event alone, 3 tries
+
+    async def test_a_domain_error_goes_to_the_dlq_at_once_with_its_code_and_field_errors(
+        self, harness: Harness
+    ) -> None:
+        attempts = 0
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            nonlocal attempts
+            attempts += 1
+            raise InvalidInput(
+                "the command is invalid",
+                errors=[{"field": "lifecycle", "code": "not_an_option", "message": "unknown"}],
+            )
+
+        await subscribe(harness, unique("g"), handler)
+        await publish(harness.bus, [event("k", 1)])
+
+        async def parked() -> bool:
+            return len(await harness.bus.dead_letters(TOPIC)) == 1
+
+        await eventually(parked)
+        [record] = await harness.bus.dead_letters(TOPIC)
+        assert record.headers["leadwire-attempts"] == "1"
+        assert record.headers["leadwire-error"].startswith("validation_failed: the command is invalid")
+        assert '"code":"not_an_option"' in record.headers["leadwire-error"]
+        assert attempts == 2  # the batch once, then the event alone once
 
     async def test_a_message_that_is_not_an_envelope_goes_to_the_dlq(
         self, harness: Harness
