@@ -220,15 +220,18 @@ class KafkaConsumer:
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=self.bus.max_batch)
+            if not batches:
+                continue
+            # The whole poll is one batch (one transaction for the handler); each partition's
+            # records stay in order, and a key never spans partitions, so per-key order holds.
+            await self.dispatcher.dispatch([_record(m) for ms in batches.values() for m in ms])
+            try:
+                await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
+            except CommitFailedError:
+                # A partition moved to another member; it will see these events again and
+                # the inbox turns them into no-ops.
+                log.warning("commit lost to a rebalance", extra={"group": self.group})
             for tp, messages in batches.items():
-                records = [_record(m) for m in messages]
-                await self.dispatcher.dispatch(records)
-                try:
-                    await consumer.commit({tp: messages[-1].offset + 1})
-                except CommitFailedError:
-                    # The partition moved to another member; it will see these events again
-                    # and the inbox turns them into no-ops.
-                    log.warning("commit lost to a rebalance", extra={"group": self.group})
                 self._record_lag(consumer, tp, messages[-1].offset)
 
     def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: int) -> None:
