@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ from services.contacts.schemas import (
     TimelineItem,
     TimelinePage,
 )
+from services.contacts.store import Page
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
@@ -137,6 +139,17 @@ def combined_filter(
     return parts[0] if len(parts) == 1 else {"and": parts}
 
 
+def contact_page(
+    page: Page, tags: Mapping[str, list[str]], lists: Mapping[str, list[str]]
+) -> ContactPage:
+    """A page of contacts as the API shows them, with their tags and lists."""
+    items = [
+        ContactRead.model_validate(handlers.snapshot(c, tags[c.id], lists[c.id]).model_dump())
+        for c in page.items
+    ]
+    return ContactPage(items=items, next_cursor=page.next_cursor)
+
+
 def router(clock: Clock) -> APIRouter:
     """The contacts routes, reading the time from `clock` (injected, so tests can move it)."""
     api = APIRouter(prefix="/v1", tags=["contacts"])
@@ -164,11 +177,7 @@ def router(clock: Clock) -> APIRouter:
             page, tags, lists = await handlers.list_contacts(
                 who.workspace, node, sort, cursor, limit, uow, clock()
             )
-        items = [
-            ContactRead.model_validate(handlers.snapshot(c, tags[c.id], lists[c.id]).model_dump())
-            for c in page.items
-        ]
-        return ContactPage(items=items, next_cursor=page.next_cursor)
+        return contact_page(page, tags, lists)
 
     @api.post("/contacts", status_code=201)
     async def create_contact(body: ContactCreate, ctx: Context, who: Writer) -> ContactRead:
@@ -432,11 +441,7 @@ def router(clock: Clock) -> APIRouter:
             page, tags, lists = await handlers.list_contacts(
                 who.workspace, node, sort, cursor, limit, uow, clock()
             )
-        items = [
-            ContactRead.model_validate(handlers.snapshot(c, tags[c.id], lists[c.id]).model_dump())
-            for c in page.items
-        ]
-        return ContactPage(items=items, next_cursor=page.next_cursor)
+        return contact_page(page, tags, lists)
 
     @api.delete("/segments/{segment_id}", status_code=204)
     async def delete_segment(segment_id: str, ctx: Context, who: Writer) -> Response:
