@@ -208,7 +208,9 @@ class TestFailures:
         await eventually(parked)
         [record] = await harness.bus.dead_letters(TOPIC)
         assert record.headers["leadwire-attempts"] == "1"
-        assert record.headers["leadwire-error"].startswith("validation_failed: the command is invalid")
+        assert record.headers["leadwire-error"].startswith(
+            "validation_failed: the command is invalid"
+        )
         assert '"code":"not_an_option"' in record.headers["leadwire-error"]
         assert attempts == 2  # the batch once, then the event alone once
 

@@ -17,8 +17,13 @@ from shared.settings import Settings
 
 
 def lead() -> LeadCaptured:
-    return LeadCaptured(submission_id="s1", source="form", dedupe_key="email:ada@example.com",
-                        email="ada@example.com", captured_at=datetime(2026, 1, 2, tzinfo=UTC))
+    return LeadCaptured(
+        submission_id="s1",
+        source="form",
+        dedupe_key="email:ada@example.com",
+        email="ada@example.com",
+        captured_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
 
 
 class TestEnvelope:
@@ -28,7 +33,9 @@ class TestEnvelope:
         assert wire["specversion"] == "1.0"
         assert wire["type"] == "lead.captured"
         assert wire["datacontenttype"] == "application/json"
-        assert {"id", "source", "time", "subject", "data", "workspace", "correlationid"} <= set(wire)
+        assert {"id", "source", "time", "subject", "data", "workspace", "correlationid"} <= set(
+            wire
+        )
 
     def test_round_trips_through_bytes_to_the_typed_payload(self) -> None:
         env = Envelope.of(lead(), source="/leadwire/ingest", workspace="acme")
@@ -61,7 +68,9 @@ class TestTopics:
 
 
 class TestSettings:
-    def test_read_from_leadwire_variables_and_database_url(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_read_from_leadwire_variables_and_database_url(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("LEADWIRE_BUS", "kafka")
         monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://u@h/db")
         settings = Settings()
@@ -71,7 +80,9 @@ class TestSettings:
 
     def test_the_embedded_default_is_one_sqlite_file_per_service(self, tmp_path: Path) -> None:
         settings = Settings(data_dir=tmp_path)
-        assert settings.database_url_for("contacts") == f"sqlite+aiosqlite:///{tmp_path}/contacts.db"
+        assert (
+            settings.database_url_for("contacts") == f"sqlite+aiosqlite:///{tmp_path}/contacts.db"
+        )
         assert settings.should_migrate_on_start
 
     def test_a_short_auth_secret_is_refused(self) -> None:
