@@ -7,16 +7,29 @@ Both start on first use and stop at the end; set LEADWIRE_KAFKA_BOOTSTRAP or DAT
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from services.registry import SERVICES
+from tests.helpers import SECRET
 from tests.infra import fetch_kafka_jars, start_kafka, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".leadwire" / "test-infra" / str(os.getpid())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def unique(prefix: str = "t") -> str:
@@ -47,3 +60,59 @@ def postgres_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop(remove_data=True)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The five services running as processes: their ports and the topic prefix they use."""
+
+    ports: dict[str, int]
+    prefix: str
+    kafka_bootstrap: str
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+
+@pytest.fixture(scope="session")
+def distributed_processes(
+    kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Processes]:
+    """The five services as separate processes on real Kafka and PostgreSQL."""
+    prefix = unique("boot") + "."
+    env = os.environ | {
+        "LEADWIRE_BUS": "kafka",
+        "LEADWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LEADWIRE_TOPIC_PREFIX": prefix,
+        "DATABASE_URL": postgres_url,
+        "LEADWIRE_DB_SCHEMA": f"{prefix.rstrip('.')}_{{service}}",
+        "LEADWIRE_AUTH_SECRET": SECRET,
+    }
+    subprocess.run(
+        [sys.executable, "-m", "services", "migrate"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    ports = {name: free_port() for name in SERVICES}
+    logs = {name: tmp_path_factory.mktemp("logs") / f"{name}.log" for name in SERVICES}
+    children = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "services", "serve", name, "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=logs[name].open("wb"),
+        )
+        for name, port in ports.items()
+    }
+    try:
+        yield Processes(ports, prefix, kafka_bootstrap)
+    finally:
+        for child in children.values():
+            child.terminate()
+        for name, child in children.items():
+            # uvicorn re-raises the SIGTERM it handled, after a graceful shutdown.
+            assert child.wait(timeout=30) in (0, -signal.SIGTERM), name
+            assert "Application shutdown complete" in logs[name].read_text(), name

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,14 +9,8 @@ import pytest
 
 from services.registry import SERVICES, spec
 from shared.app import create_app
-from tests.conftest import ROOT, unique
-from tests.helpers import SECRET, distributed_settings, embedded_settings, eventually, running
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import Processes, free_port, unique
+from tests.helpers import distributed_settings, embedded_settings, eventually, running
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -51,58 +39,14 @@ class TestEmbeddedBoot:
             assert ready.json()["checks"]["bus"] is False
 
 
-@pytest.fixture(scope="module")
-def distributed_processes(
-    kafka_bootstrap: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, int]]:
-    """The five services as separate processes on real Kafka and PostgreSQL."""
-    prefix = unique("boot") + "."
-    env = os.environ | {
-        "LEADWIRE_BUS": "kafka",
-        "LEADWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LEADWIRE_TOPIC_PREFIX": prefix,
-        "DATABASE_URL": postgres_url,
-        "LEADWIRE_DB_SCHEMA": f"{prefix.rstrip('.')}_{{service}}",
-        "LEADWIRE_AUTH_SECRET": SECRET,
-    }
-    subprocess.run(
-        [sys.executable, "-m", "services", "migrate"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    ports = {name: free_port() for name in SERVICES}
-    logs = {name: tmp_path_factory.mktemp("logs") / f"{name}.log" for name in SERVICES}
-    children = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "services", "serve", name, "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=logs[name].open("wb"),
-        )
-        for name, port in ports.items()
-    }
-    try:
-        yield ports
-    finally:
-        for child in children.values():
-            child.terminate()
-        for name, child in children.items():
-            # uvicorn re-raises the SIGTERM it handled, after a graceful shutdown.
-            assert child.wait(timeout=30) in (0, -signal.SIGTERM), name
-            assert "Application shutdown complete" in logs[name].read_text(), name
-
-
 @pytest.mark.kafka
 @pytest.mark.postgres
 class TestDistributedBoot:
     async def test_every_service_process_becomes_ready(
-        self, distributed_processes: dict[str, int]
+        self, distributed_processes: Processes
     ) -> None:
         async with httpx.AsyncClient() as client:
-            for name, port in distributed_processes.items():
+            for name, port in distributed_processes.ports.items():
 
                 async def ready(port: int = port) -> bool:
                     try:
