@@ -185,7 +185,15 @@ def create_app(
         finally:
             await stop_context(ctx, owns_bus=bus is None)
 
-    app = FastAPI(title=f"Leadwire {spec.name}", version="0.1.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry hooks are off: Leadwire configures no OpenTelemetry
+    # provider (its metrics are Prometheus, below), yet with them on every request pays for
+    # provider look-ups (environment reads) just to find them unconfigured.
+    app = FastAPI(
+        title=f"Leadwire {spec.name}",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, service=spec.name)

@@ -21,6 +21,7 @@ from services.ingest.models import (
 from shared.uow import UnitOfWork
 
 QUARANTINED = ("rejected", "spam")
+SUBMISSIONS = Submission.metadata.tables["submissions"]
 
 
 class KeyTaken(Exception):
@@ -100,7 +101,8 @@ class IngestStore:
     async def add_submissions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert raw submissions with their outcomes (Core insert: this is the hot path)."""
         if rows:
-            await self.session.execute(insert(Submission), list(rows))
+            # The table, not the mapped class: plain executemany, no ORM bulk-insert machinery.
+            await self.session.execute(insert(SUBMISSIONS), list(rows))
 
     async def submission(self, workspace: str, submission_id: str) -> Submission | None:
         query = select(Submission).where(
