@@ -30,6 +30,8 @@ from shared.bus.base import Bus
 from shared.db import is_sqlite, sessionmaker
 
 log = logging.getLogger(__name__)
+# How long published rows are kept: long enough to re-publish after a volatile bus restarts.
+SENT_RETENTION = timedelta(days=1)
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -103,8 +105,13 @@ class OutboxRelay:
                 await self._task
 
     async def _run(self) -> None:
+        first_relay_of = getattr(self.bus, "first_relay_of", None)
+        republish = first_relay_of is not None and first_relay_of(self.service)
         while not self._stopping:
             try:
+                if republish:
+                    await self._republish_recent()
+                    republish = False
                 sent = await self.publish_pending()
             except Exception:
                 log.warning("outbox relay failed, will retry", exc_info=True)
@@ -169,6 +176,17 @@ class OutboxRelay:
             metrics.OUTBOX_BACKLOG.labels(self.service).set(backlog)
             return len(rows)
 
+    async def _republish_recent(self) -> None:
+        """The in-process bus forgets everything when the process stops, events published but
+        not yet consumed included. So on start, mark the rows sent within the retention window
+        unsent again: they go out once more, and consumers' inboxes skip what they applied."""
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(self.table)
+                .where(self.table.c.sent_at >= datetime.now(UTC) - SENT_RETENTION)
+                .values(sent_at=None)
+            )
+
     async def _purge_sent(self) -> None:
         """Forget rows published over a day ago: Kafka is the replayable log, not the outbox."""
         now = datetime.now(UTC)
@@ -177,7 +195,7 @@ class OutboxRelay:
         self._last_purge = now
         async with self.sessions() as session, session.begin():
             await session.execute(
-                delete(self.table).where(self.table.c.sent_at < now - timedelta(days=1))
+                delete(self.table).where(self.table.c.sent_at < now - SENT_RETENTION)
             )
 
     async def _take_lock(self, session: AsyncSession) -> bool:

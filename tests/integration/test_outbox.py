@@ -177,3 +177,34 @@ class TestSeveralRelays:
         for key in "012":
             of_key = [name for name in received if name.startswith(f"{key}:")]
             assert of_key == sorted(of_key)
+
+
+class TestVolatileBusRestart:
+    async def test_events_published_but_not_consumed_before_a_restart_are_delivered_after_it(
+        self, tmp_path: Path
+    ) -> None:
+        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/restart.db")
+        metadata = MetaData()
+        outbox, inbox = outbox_table(metadata), inbox_table(metadata)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        try:
+            before = MemoryBus()
+            relay = OutboxRelay(engine, outbox, before, "test", poll_interval_s=0.05)
+            relay.start()
+            async with UnitOfWork(db.sessionmaker(engine), outbox, inbox, relay.notify) as uow:
+                uow.emit(TOPIC, "k", envelope("in-flight"))
+            async with asyncio.timeout(10):
+                while not before.records(TOPIC):
+                    await asyncio.sleep(0.02)
+            await relay.stop()  # the process stops before any consumer saw the event
+
+            after = MemoryBus()
+            received = await collect(after)
+            restarted = OutboxRelay(engine, outbox, after, "test", poll_interval_s=0.05)
+            restarted.start()
+            await until(received, "in-flight")
+            await restarted.stop()
+            assert received == ["in-flight"]
+        finally:
+            await engine.dispose()
