@@ -54,7 +54,9 @@ from shared.events.contacts import (
     TaskSnapshot,
 )
 from shared.events.envelope import Envelope, EventPayload
+from shared.events.envelope import new_id as new_event_id
 from shared.events.ingest import Engagement, LeadCaptured
+from shared.logs import correlation_id_var
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,16 @@ SNAPSHOT_FIELDS: tuple[str, ...] = (
     "score",
     "custom_fields",
     "created_at",
+    "updated_at",
+    "last_interaction_at",
+)
+# The columns a capture may change on an existing contact (`domain.capture_changes` plus the
+# timestamps).
+CAPTURE_UPDATED_COLUMNS: tuple[str, ...] = (
+    "email",
+    "phone",
+    *(name for name in domain.TEXT_FIELDS if name != "source"),
+    "custom_fields",
     "updated_at",
     "last_interaction_at",
 )
@@ -128,6 +140,21 @@ async def snapshot_of(store: ContactsStore, contact: Contact) -> ContactSnapshot
 def publish(uow: UnitOfWork, workspace: str, contact_id: str, payload: EventPayload) -> None:
     """Queue an event on `leadwire.contacts.v1`, keyed so one contact's events stay in order."""
     envelope = Envelope.of(payload, source=SOURCE, workspace=workspace, subject=contact_id)
+    uow.emit(topics.CONTACTS, topics.contact_key(workspace, contact_id), envelope)
+
+
+def publish_built(uow: UnitOfWork, workspace: str, contact_id: str, payload: EventPayload) -> None:
+    """`publish` for the capture hot path, whose payload and envelope values are built from
+    data already validated: the envelope is constructed without validating it again (same
+    fields, same defaults, same bytes as `Envelope.of`)."""
+    envelope = Envelope.model_construct(
+        source=SOURCE,
+        type=payload.event_type,
+        subject=contact_id,
+        data=payload.model_dump(mode="json", exclude_none=True),
+        workspace=workspace,
+        correlationid=correlation_id_var.get() or new_event_id(),
+    )
     uow.emit(topics.CONTACTS, topics.contact_key(workspace, contact_id), envelope)
 
 
@@ -254,15 +281,16 @@ async def _capture_in_workspace(
         )
         for lead in leads
     ]
-    existing = {
-        c.id: c
-        for c in await store.contacts_by_identities(
+    states = {
+        row["id"]: row
+        for row in await store.contact_states_by_identities(
             workspace,
             [c.email for c in captures if c.email],
             [c.phone for c in captures if c.phone],
         )
     }
-    states = {cid: values_of(c) for cid, c in existing.items()}
+    existing = list(states)
+    originals = {cid: dict(state) for cid, state in states.items()}
     by_email = {s["email"]: cid for cid, s in states.items() if s["email"]}
     by_phone = {s["phone"]: cid for cid, s in states.items() if s["phone"]}
     tags = {cid: set(t) for cid, t in (await store.tags_of(existing)).items()}
@@ -289,11 +317,11 @@ async def _capture_in_workspace(
             lists[contact_id] = []
             new_tags.extend((contact_id, t) for t in capture.tags)
             stages.append(lifecycle_row(workspace, contact_id, None, "lead", now))
-            publish(
+            publish_built(
                 uow,
                 workspace,
                 contact_id,
-                ContactCreated(
+                ContactCreated.model_construct(
                     contact=snapshot_of_state(state, tags[contact_id], []),
                     cause=LeadCaptured.event_type,
                     submission_id=lead.submission_id,
@@ -327,11 +355,11 @@ async def _capture_in_workspace(
                     field_changes["tags"] = FieldChange(
                         before=before_tags, after=sorted(tags[contact_id])
                     )
-                publish(
+                publish_built(
                     uow,
                     workspace,
                     contact_id,
-                    ContactUpdated(
+                    ContactUpdated.model_construct(
                         contact_id=contact_id,
                         changes=field_changes,
                         contact=snapshot_of_state(state, tags[contact_id], lists[contact_id]),
@@ -365,12 +393,18 @@ async def _capture_in_workspace(
             )
         )
 
-    for contact_id in changed:
-        if contact_id in existing:
-            contact = existing[contact_id]
-            for name, value in states[contact_id].items():
-                if getattr(contact, name) != value:
-                    setattr(contact, name, value)
+    # Only the columns that changed are written (as the ORM did), grouped by which columns so
+    # each group is one executemany.
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for cid in sorted(changed):
+        if cid not in originals:
+            continue
+        state, original = states[cid], originals[cid]
+        names = tuple(n for n in CAPTURE_UPDATED_COLUMNS if state[n] != original[n])
+        if names:
+            updates.setdefault(names, []).append({"id": cid, **{n: state[n] for n in names}})
+    for rows in updates.values():
+        await store.update_contacts(rows)
     await store.insert_contacts(created)
     await store.add_tags(workspace, new_tags)
     await store.add_activities(activities)
