@@ -125,16 +125,19 @@ class Phase:
     started: float = 0.0
     finished: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    finished_at: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     accepted_ids: list[str] = field(default_factory=list)
     # Set when the load generator (wrk) reports these itself.
     requests: int | None = None
     latency_ms: dict[str, float] | None = None
+    server_side: dict[str, Any] = field(default_factory=dict)
 
     def record(self, status: int, body: bytes, latency: float) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         self.latencies.append(latency)
+        self.finished_at.append(time.perf_counter())
         if status == 202:
             self.accepted_ids.append(orjson.loads(body)["submission_id"])
 
@@ -147,6 +150,12 @@ class Phase:
                 return None
             return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
 
+        # Where the tail comes from: the seconds of the phase with the slowest answers.
+        worst: dict[int, float] = {}
+        for at, latency in zip(self.finished_at, self.latencies, strict=True):
+            second = int(at - self.started)
+            worst[second] = max(worst.get(second, 0.0), latency)
+        slowest = sorted(worst.items(), key=lambda kv: -kv[1])[:5]
         return {
             "phase": self.name,
             "offered_per_s": self.offered_per_s,
@@ -158,6 +167,10 @@ class Phase:
             "client_errors": self.errors,
             "latency_ms": self.latency_ms
             or {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)},
+            "server_side_latency": self.server_side,
+            "slowest_seconds": [
+                {"second": sec, "max_ms": round(worst_s * 1000, 1)} for sec, worst_s in slowest
+            ],
         }
 
 
@@ -381,6 +394,35 @@ async def outbox_drained(client: httpx.AsyncClient, timeout: float = 180) -> flo
     raise RuntimeError("the outbox did not drain")
 
 
+SUBMIT_ROUTE = 'route="/v1/forms/{form_id}/submissions"'
+
+
+async def server_buckets(client: httpx.AsyncClient) -> dict[float, float]:
+    """The server's own latency histogram of the submission route (cumulative buckets)."""
+    buckets: dict[float, float] = {}
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("leadwire_http_request_seconds_bucket{") and SUBMIT_ROUTE in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = buckets.get(float(le), 0.0) + float(line.split()[-1])
+    return buckets
+
+
+def server_side(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """Server-side latency over a phase (from request start to response end, in-process):
+    the share of answers within 50 ms and the bucket holding the 99th percentile."""
+    delta = {le: after.get(le, 0.0) - before.get(le, 0.0) for le in sorted(after)}
+    total = delta.get(float("inf"), 0.0)
+    if not total:
+        return {}
+    p99 = next(le for le, n in delta.items() if n >= 0.99 * total)
+    within = max((n for le, n in delta.items() if le <= 0.05), default=0.0)
+    return {
+        "requests": int(total),
+        "within_50ms": round(within / total, 4),
+        "p99_at_most_ms": None if p99 == float("inf") else round(p99 * 1000, 1),
+    }
+
+
 async def read_back(kafka: str, topic: str, wanted: set[str], timeout: float) -> set[str]:
     """Submission ids of `lead.captured` events on the topic, read until all wanted are seen."""
     consumer = AIOKafkaConsumer(
@@ -472,7 +514,9 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
             drains = [round(drain_after_saturation, 2)]
             for rate in args.rate:
                 phase = Phase(f"fixed-rate {rate:g}/s", rate)
+                before = await server_buckets(client)
                 await fixed_rate(load, phase, rate, args.duration)
+                phase.server_side = server_side(before, await server_buckets(client))
                 drains.append(round(await outbox_drained(client), 2))
                 steady.append(phase)
 
@@ -541,7 +585,7 @@ def main() -> None:
         print(
             f"{phase['phase']}: achieved {phase['accepted_per_s']}/s, latency p50 "
             f"{latency['p50']} ms, p99 {latency['p99']} ms, max {latency['max']} ms; "
-            f"statuses {phase['statuses']}"
+            f"statuses {phase['statuses']}; server-side {phase['server_side_latency']}"
         )
     kafka = result["kafka"]
     print(
