@@ -201,7 +201,7 @@ async def run_size(pg: str, kafka: str, size: int, count: int, batch: int) -> di
     await producer.stop()
 
     app = create_app(build_spec(sweep_interval_s=3600), settings)
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, float]] = []
     async with app.router.lifespan_context(app):
         deadline = time.perf_counter() + 600
         done = 0
@@ -215,16 +215,18 @@ async def run_size(pg: str, kafka: str, size: int, count: int, batch: int) -> di
                     )
                     or 0
                 )
-            samples.append((time.perf_counter(), done))
+            samples.append((time.perf_counter(), done, time.process_time()))
             await asyncio.sleep(0.05)
         relay_backlog = 0
         async with engine.connect() as conn:
             relay_backlog = int(
                 await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")) or 0
             )
-    first = next((t, n) for t, n in samples if n > 0)
+    first = next(s for s in samples if s[1] > 0)
     last = samples[-1]
     sustained = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else 0.0
+    # CPU of this process (the app, its relay and this sampling loop) per lead, same window.
+    cpu_us = 1e6 * (last[2] - first[2]) / (last[1] - first[1]) if last[1] > first[1] else 0.0
     async with engine.connect() as conn:
         contacts = int(await conn.scalar(text("SELECT count(*) FROM contacts")) or 0)
     segments = await segment_counts(engine)
@@ -238,6 +240,7 @@ async def run_size(pg: str, kafka: str, size: int, count: int, batch: int) -> di
         "processed": last[1],
         "publish_s": round(publish_s, 2),
         "upsert_leads_per_s": round(sustained, 1),
+        "app_process_cpu_us_per_lead": round(cpu_us, 1),
         "consumer_max_batch": batch,
         "contacts_after": contacts,
         "outbox_unsent_at_end": relay_backlog,
