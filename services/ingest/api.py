@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 
 from services.ingest import domain, handlers
 from services.ingest.handlers import (
@@ -673,13 +673,24 @@ class _LeanSubmitRoute(APIRoute):
     `submit_form` its path parameter, the service context and the runtime directly."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        async def handler(request: Request) -> Response:
-            state = request.app.state
-            found: Runtime | None = getattr(state, "ingest_runtime", None)
-            rt = found if found is not None else await runtime(request)
-            return await submit_form(request.path_params["form_id"], request, state.ctx, rt)
+        return _lean_submit
 
-        return handler
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A POST goes straight to the handler, without FastAPI's per-request exit stacks (no
+        # dependencies here) and route-level exception wrapper: an exception still reaches
+        # the app's ExceptionMiddleware, which has the same handlers and answers the same.
+        if scope["method"] != "POST":
+            await super().handle(scope, receive, send)
+            return
+        response = await _lean_submit(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+async def _lean_submit(request: Request) -> Response:
+    state = request.app.state
+    found: Runtime | None = getattr(state, "ingest_runtime", None)
+    rt = found if found is not None else await runtime(request)
+    return await submit_form(request.path_params["form_id"], request, state.ctx, rt)
 
 
 async def submit_form(form_id: str, request: Request, ctx: Context, rt: Runtime_) -> Response:
