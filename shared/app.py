@@ -25,6 +25,7 @@ from shared.events.envelope import Envelope, new_id
 from shared.logs import correlation_id_var, event_id_var, workspace_var
 from shared.migrations import upgrade
 from shared.outbox import OutboxRelay
+from shared.runtime import tune_gc
 from shared.settings import Settings
 from shared.uow import UnitOfWork
 
@@ -180,6 +181,7 @@ def create_app(
         app.state.auth_secret = settings.resolved_auth_secret()
         ctx = await start_context(spec, settings, bus)
         app.state.ctx = ctx
+        tune_gc()
         try:
             yield
         finally:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the full test suite needs on Debian 12, only those missing:
 # a JDK >= 17 and Maven (real Kafka broker from Apache jars), the PostgreSQL server,
-# Chromium + chromedriver (browser tests), and python3-venv. Idempotent: with everything
+# Chromium + chromedriver (browser tests), wrk (benchmarks), and python3-venv. Idempotent: with everything
 # present it touches nothing, so it is cheap to run first in every CI job.
 set -euo pipefail
 
@@ -25,11 +25,13 @@ if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/ini
 fi
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# wrk drives the ingest benchmark's saturation phase (bench/ingest_bench.py).
+command -v wrk >/dev/null || missing+=(wrk)
 # Debian's python3 lacks ensurepip (so `python3 -m venv` fails) until python3-venv is installed.
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
 if (( ${#missing[@]} == 0 )); then
-  echo "install-system-deps: java, mvn, postgresql, chromium, chromedriver, venv all present; nothing to do"
+  echo "install-system-deps: java, mvn, postgresql, chromium, chromedriver, wrk, venv all present; nothing to do"
   exit 0
 fi
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import zlib
 from collections.abc import Callable, Coroutine, Sequence
@@ -25,24 +24,6 @@ log = logging.getLogger(__name__)
 
 
 LEAD_LANES = 3
-GC_THRESHOLDS = (20_000, 20, 50)
-_gc_tuned = False
-
-
-def tune_gc() -> None:
-    """Once per process: move the heap built at startup out of the collector's reach and run
-    the collector less often. A polled batch allocates hundreds of thousands of short-lived
-    containers; with the default thresholds (700, 10, 10) the collector ran thousands of times
-    per second and promoted batch-lived objects until full collections of the whole heap
-    (~0.1 s each) came every couple of batches. Objects are still freed by reference counting
-    at once; only cyclic garbage waits for a (rarer) collection."""
-    global _gc_tuned
-    if _gc_tuned:
-        return
-    _gc_tuned = True
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def lane_of(event: Envelope, lanes: int) -> int:
@@ -66,13 +47,12 @@ def leads_subscription(ctx: ServiceContext, clock: Clock, lanes: int = LEAD_LANE
 
     async def handle(events: Sequence[Envelope], uow: UnitOfWork) -> None:
         leads = [
-            handlers.CapturedLead(e.workspace, e.payload(LeadCaptured))
+            handlers.CapturedLead(e.workspace, e.payload(LeadCaptured), e.correlationid)
             for e in events
             if e.type == LeadCaptured.event_type
         ]
         await handlers.capture_leads(leads, uow, clock())
 
-    tune_gc()
     single = ctx.batch_subscription("leads", (topics.LEADS,), handle)
     if ctx.engine.dialect.name != "postgresql":
         lanes = 1  # SQLite has one writer at a time: concurrent transactions would only collide

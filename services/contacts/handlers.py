@@ -143,17 +143,24 @@ def publish(uow: UnitOfWork, workspace: str, contact_id: str, payload: EventPayl
     uow.emit(topics.CONTACTS, topics.contact_key(workspace, contact_id), envelope)
 
 
-def publish_built(uow: UnitOfWork, workspace: str, contact_id: str, payload: EventPayload) -> None:
+def publish_built(
+    uow: UnitOfWork,
+    workspace: str,
+    contact_id: str,
+    payload: EventPayload,
+    correlationid: str | None = None,
+) -> None:
     """`publish` for the capture hot path, whose payload and envelope values are built from
     data already validated: the envelope is constructed without validating it again (same
-    fields, same defaults, same bytes as `Envelope.of`)."""
+    fields, same defaults, same bytes as `Envelope.of`). `correlationid` is the captured
+    lead's, so the chain that started at ingest can be followed (and timed) end to end."""
     envelope = Envelope.model_construct(
         source=SOURCE,
         type=payload.event_type,
         subject=contact_id,
         data=payload.model_dump(mode="json", exclude_none=True),
         workspace=workspace,
-        correlationid=correlation_id_var.get() or new_event_id(),
+        correlationid=correlationid or correlation_id_var.get() or new_event_id(),
     )
     uow.emit(topics.CONTACTS, topics.contact_key(workspace, contact_id), envelope)
 
@@ -237,6 +244,7 @@ async def flush_unique(store: ContactsStore) -> None:
 class CapturedLead:
     workspace: str
     lead: LeadCaptured
+    correlationid: str | None = None  # of the `lead.captured` event, carried on
 
 
 async def capture_leads(leads: Sequence[CapturedLead], uow: UnitOfWork, now: datetime) -> None:
@@ -248,20 +256,21 @@ async def capture_leads(leads: Sequence[CapturedLead], uow: UnitOfWork, now: dat
     batch is retried and then finds the contact the other transaction created.
     """
     store = ContactsStore(uow.session)
-    by_workspace: dict[str, list[LeadCaptured]] = {}
+    by_workspace: dict[str, list[CapturedLead]] = {}
     for item in leads:
-        by_workspace.setdefault(item.workspace, []).append(item.lead)
+        by_workspace.setdefault(item.workspace, []).append(item)
     for workspace, items in by_workspace.items():
         await _capture_in_workspace(workspace, items, store, uow, now)
 
 
 async def _capture_in_workspace(
     workspace: str,
-    leads: Sequence[LeadCaptured],
+    items: Sequence[CapturedLead],
     store: ContactsStore,
     uow: UnitOfWork,
     now: datetime,
 ) -> None:
+    leads = [item.lead for item in items]
     # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
     # worked through; new ones are inserted in one statement, existing ones updated at the end.
     definitions = await store.field_definitions(workspace)
@@ -301,7 +310,8 @@ async def _capture_in_workspace(
     activities: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
 
-    for lead, raw in zip(leads, captures, strict=True):
+    for item, raw in zip(items, captures, strict=True):
+        lead = item.lead
         if raw.email is None and raw.phone is None:
             log.warning("lead without a usable identity", extra={"id": lead.submission_id})
             continue
@@ -326,6 +336,7 @@ async def _capture_in_workspace(
                     cause=LeadCaptured.event_type,
                     submission_id=lead.submission_id,
                 ),
+                item.correlationid,
             )
         else:
             state = states[contact_id]
@@ -366,6 +377,7 @@ async def _capture_in_workspace(
                         cause=LeadCaptured.event_type,
                         submission_id=lead.submission_id,
                     ),
+                    item.correlationid,
                 )
         if state["email"]:
             by_email[state["email"]] = contact_id

@@ -3,9 +3,14 @@ real Kafka and PostgreSQL, with the correlation id carried through."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.events import topics
+from shared.events.envelope import Envelope
 from tests.conftest import Processes, unique
 from tests.helpers import eventually, token
 
@@ -87,3 +92,29 @@ class TestLeadToContact:
                 f"{contacts}/v1/contacts", headers=token(unique("ws"), "admin")
             )
             assert other.json()["items"] == []
+
+        created = await first_event(
+            distributed_processes, topics.CONTACTS, workspace, "contact.created"
+        )
+        assert created.correlationid == correlation, "the lead's correlation id is carried on"
+        assert created.data["contact"]["email"] == email.lower()
+
+
+async def first_event(stack: Processes, topic: str, workspace: str, event_type: str) -> Envelope:
+    """Read a topic from its start until an event of `event_type` for `workspace` shows up."""
+    name = stack.prefix + topic
+    reader = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = [TopicPartition(name, p) for p in range(4)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        async with asyncio.timeout(60):
+            while True:
+                for messages in (await reader.getmany(timeout_ms=500)).values():
+                    for message in messages:
+                        event = Envelope.from_bytes(message.value)
+                        if event.workspace == workspace and event.type == event_type:
+                            return event
+    finally:
+        await reader.stop()
