@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -44,9 +45,7 @@ class ServiceSpec:
     migrations: Path
     routers: Sequence[APIRouter] = ()
     subscriptions: Callable[[ServiceContext], Sequence[Subscription]] = lambda _: ()
-    background: Callable[[ServiceContext], Sequence[Callable[[], Coroutine[Any, Any, None]]]] = (
-        lambda _: ()
-    )
+    background: Callable[[ServiceContext], Sequence[BackgroundLoop]] = lambda _: ()
     settings_factory: Callable[[], Settings] = Settings
 
     @property
@@ -73,9 +72,6 @@ class ServiceContext:
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self.spec.outbox, self.spec.inbox, self.relay.notify)
-
-    def source(self) -> str:
-        return f"/leadwire/{self.spec.name}"
 
     def group(self, purpose: str) -> str:
         return f"{self.spec.name}.{purpose}"
@@ -237,6 +233,9 @@ def probes_router() -> APIRouter:
     return router
 
 
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 class ObservabilityMiddleware:
     """Request metrics and a correlation id per request (from `X-Correlation-Id` or new)."""
 
@@ -249,7 +248,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        correlation_id = headers.get(b"x-correlation-id", b"").decode() or new_id()
+        given = headers.get(b"x-correlation-id", b"").decode("latin-1")
+        # A caller's id travels in every event of the chain: accept only a short, plain token.
+        correlation_id = given if _CORRELATION_ID.fullmatch(given) else new_id()
         token = correlation_id_var.set(correlation_id)
         status = 500
         started = time.perf_counter()

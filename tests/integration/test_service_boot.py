@@ -30,6 +30,17 @@ class TestEmbeddedBoot:
             metrics = await client.get("/metrics")
             assert "leadwire_http_requests_total" in metrics.text
 
+    async def test_a_plain_correlation_id_is_kept_and_anything_else_replaced(
+        self, name: str, tmp_path: Path
+    ) -> None:
+        app = create_app(spec(name), embedded_settings(tmp_path))
+        async with running(app) as client:
+            kept = await client.get("/healthz", headers={"X-Correlation-Id": "web-42.a:b"})
+            assert kept.headers["x-correlation-id"] == "web-42.a:b"
+            odd = await client.get("/healthz", headers={"X-Correlation-Id": "x" * 500})
+            assert odd.headers["x-correlation-id"] != "x" * 500
+            assert len(odd.headers["x-correlation-id"]) == 36  # a fresh UUID
+
     async def test_not_ready_when_the_bus_is_down(self, name: str, tmp_path: Path) -> None:
         app = create_app(spec(name), embedded_settings(tmp_path))
         async with running(app) as client:
