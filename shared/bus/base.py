@@ -78,11 +78,11 @@ class Bus(Protocol):
 
 
 class Dispatcher:
-    """Runs a subscription's handler over one partition's batch with retries and a DLQ.
+    """Runs a subscription's handler over one polled batch with retries and a DLQ.
 
     The whole batch is tried first (one transaction per batch). If it fails, events are
-    retried one by one, so a single poison event goes to the DLQ without holding back the
-    others; order per partition is kept because the partition waits while an event retries.
+    retried one by one in their polled order, so a single poison event goes to the DLQ without
+    holding back the others; per-key order is kept because the poll waits while one retries.
     """
 
     def __init__(
