@@ -74,8 +74,6 @@ class Bus(Protocol):
         """Everything parked on a topic's DLQ, with the error headers, for inspection or replay."""
         ...
 
-    def consumers_running(self) -> bool: ...
-
 
 class Dispatcher:
     """Runs a subscription's handler over one polled batch with retries and a DLQ.

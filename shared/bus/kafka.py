@@ -134,9 +134,6 @@ class KafkaBus:
         finally:
             await reader.stop()
 
-    def consumers_running(self) -> bool:
-        return all(c.running for c in self._consumers)
-
     async def _ready_producer(self) -> AIOKafkaProducer:
         await self._connected.wait()
         assert self._producer is not None

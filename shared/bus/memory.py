@@ -72,9 +72,6 @@ class MemoryBus:
     async def ping(self) -> bool:
         return self._started
 
-    def consumers_running(self) -> bool:
-        return all(m.running for g in self._groups.values() for m in g.members)
-
     def _topic(self, name: str) -> _Topic:
         if name not in self._topics:
             self._topics[name] = _Topic([[] for _ in range(self.partitions)])
