@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -26,15 +26,7 @@ async def claim(session: AsyncSession, table: Table, consumer: str, event_id: st
     On PostgreSQL a concurrent claim of the same id waits for the first transaction and then
     finds the row, so two replicas never both apply one event.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(table)
-        .values(consumer=consumer, event_id=event_id, processed_at=datetime.now(UTC))
-        .on_conflict_do_nothing()
-    )
-    result = await session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return event_id in await claim_many(session, table, consumer, [event_id])
 
 
 async def claim_many(

@@ -493,31 +493,24 @@ class ContactsStore:
     # tags and lists --------------------------------------------------------------------------
 
     async def tags_of(self, ids: Iterable[str]) -> dict[str, list[str]]:
-        ids = list(ids)
-        result: dict[str, list[str]] = {i: [] for i in ids}
-        if not ids:
-            return result
-        rows = await self.session.execute(
-            select(ContactTag.contact_id, ContactTag.tag)
-            .where(ContactTag.contact_id.in_(ids))
-            .order_by(ContactTag.tag)
-        )
-        for contact_id, tag in rows:
-            result[contact_id].append(tag)
-        return result
+        return await self._labels_of(ContactTag.contact_id, ContactTag.tag, ids)
 
     async def lists_of(self, ids: Iterable[str]) -> dict[str, list[str]]:
+        return await self._labels_of(ContactList.contact_id, ContactList.list, ids)
+
+    async def _labels_of(
+        self, contact_id: Any, label: Any, ids: Iterable[str]
+    ) -> dict[str, list[str]]:
+        """Sorted labels (tags or list names) per contact, every id present."""
         ids = list(ids)
         result: dict[str, list[str]] = {i: [] for i in ids}
         if not ids:
             return result
         rows = await self.session.execute(
-            select(ContactList.contact_id, ContactList.list)
-            .where(ContactList.contact_id.in_(ids))
-            .order_by(ContactList.list)
+            select(contact_id, label).where(contact_id.in_(ids)).order_by(label)
         )
-        for contact_id, name in rows:
-            result[contact_id].append(name)
+        for owner, name in rows:
+            result[owner].append(name)
         return result
 
     async def add_tags(self, workspace: str, pairs: Iterable[tuple[str, str]]) -> None:
