@@ -5,7 +5,7 @@ the current time; none commits (the door's `async with uow:` does), every event 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from services.contacts import domain
+from services.contacts import capture_events, domain
 from services.contacts.domain import FieldDefinition, RuleViolation
 from services.contacts.models import (
     Contact,
@@ -23,7 +23,7 @@ from services.contacts.models import (
     TaskRow,
     Team,
 )
-from services.contacts.store import ContactsStore, Page, new_id
+from services.contacts.store import ContactsStore, Page, new_id, random_ids
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contact_commands import (
@@ -143,33 +143,40 @@ def publish(uow: UnitOfWork, workspace: str, contact_id: str, payload: EventPayl
     uow.emit(topics.CONTACTS, topics.contact_key(workspace, contact_id), envelope)
 
 
-def publish_built(
+def emit_captured(
     uow: UnitOfWork,
+    event_id: str,
+    kind: str,
     workspace: str,
     contact_id: str,
-    payload: EventPayload,
-    correlationid: str | None = None,
+    data: dict[str, Any],
+    correlationid: str | None,
 ) -> None:
-    """`publish` for the capture hot path, whose payload and envelope values are built from
-    data already validated: the envelope is constructed without validating it again (same
-    fields, same defaults, same bytes as `Envelope.of`). `correlationid` is the captured
-    lead's, so the chain that started at ingest can be followed (and timed) end to end."""
-    envelope = Envelope.model_construct(
-        source=SOURCE,
-        type=payload.event_type,
-        subject=contact_id,
-        data=payload.model_dump(mode="json", exclude_none=True),
-        workspace=workspace,
-        correlationid=correlationid or correlation_id_var.get() or new_event_id(),
+    """`publish` for the capture hot path: `data` (from `capture_events`) is the payload of a
+    `kind` event already in its JSON shape. `correlationid` is the captured lead's, so the
+    chain that started at ingest can be followed (and timed) end to end."""
+    envelope = capture_events.contact_event(
+        event_id,
+        kind,
+        SOURCE,
+        workspace,
+        contact_id,
+        data,
+        correlationid or correlation_id_var.get() or new_event_id(),
     )
     uow.emit(topics.CONTACTS, topics.contact_key(workspace, contact_id), envelope)
 
 
 def activity(
-    workspace: str, contact_id: str, kind: str, at: datetime, data: Mapping[str, Any]
+    workspace: str,
+    contact_id: str,
+    kind: str,
+    at: datetime,
+    data: Mapping[str, Any],
+    row_id: str | None = None,
 ) -> dict[str, Any]:
     return {
-        "id": new_id(),
+        "id": row_id or new_id(),
         "workspace": workspace,
         "contact_id": contact_id,
         "kind": kind,
@@ -186,9 +193,10 @@ def lifecycle_row(
     at: datetime,
     reason: str | None = None,
     text: str | None = None,
+    row_id: str | None = None,
 ) -> dict[str, Any]:
     return {
-        "id": new_id(),
+        "id": row_id or new_id(),
         "workspace": workspace,
         "contact_id": contact_id,
         "from_stage": from_stage,
@@ -271,6 +279,7 @@ async def _capture_in_workspace(
     now: datetime,
 ) -> None:
     leads = [item.lead for item in items]
+    ids = random_ids()
     # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
     # worked through; new ones are inserted in one statement, existing ones updated at the end.
     definitions = await store.field_definitions(workspace)
@@ -318,25 +327,23 @@ async def _capture_in_workspace(
         custom, rejected = domain.accept_captured_fields(raw.custom_fields, definitions)
         capture = domain.Capture(raw.email, raw.phone, raw.fields, custom, raw.tags)
         contact_id, matched_by = domain.match_contact(capture, by_email, by_phone)
+        event: tuple[str, dict[str, Any]] | None = None
         if contact_id is None:
-            contact_id = new_id()
+            contact_id = next(ids)
             state = new_contact_state(contact_id, workspace, capture, lead, now)
             created.append(state)
             states[contact_id] = state
             tags[contact_id] = set(capture.tags)
             lists[contact_id] = []
             new_tags.extend((contact_id, t) for t in capture.tags)
-            stages.append(lifecycle_row(workspace, contact_id, None, "lead", now))
-            publish_built(
-                uow,
-                workspace,
-                contact_id,
-                ContactCreated.model_construct(
-                    contact=snapshot_of_state(state, tags[contact_id], []),
-                    cause=LeadCaptured.event_type,
-                    submission_id=lead.submission_id,
+            stages.append(lifecycle_row(workspace, contact_id, None, "lead", now, row_id=next(ids)))
+            event = (
+                capture_events.CREATED,
+                capture_events.created_data(
+                    capture_events.snapshot_data(state, tags[contact_id], []),
+                    LeadCaptured.event_type,
+                    lead.submission_id,
                 ),
-                item.correlationid,
             )
         else:
             state = states[contact_id]
@@ -347,10 +354,7 @@ async def _capture_in_workspace(
                 phone_taken=by_phone.get(capture.phone or "", contact_id) != contact_id,
                 email_taken=by_email.get(capture.email or "", contact_id) != contact_id,
             )
-            field_changes = {
-                name: FieldChange(before=state.get(name), after=value)
-                for name, value in changes.items()
-            }
+            field_changes = {name: (state.get(name), value) for name, value in changes.items()}
             state.update(changes)
             added = [t for t in capture.tags if t not in tags[contact_id]]
             tags[contact_id].update(added)
@@ -363,22 +367,20 @@ async def _capture_in_workspace(
                 state["updated_at"] = now
                 changed.add(contact_id)
                 if added:
-                    field_changes["tags"] = FieldChange(
-                        before=before_tags, after=sorted(tags[contact_id])
-                    )
-                publish_built(
-                    uow,
-                    workspace,
-                    contact_id,
-                    ContactUpdated.model_construct(
-                        contact_id=contact_id,
-                        changes=field_changes,
-                        contact=snapshot_of_state(state, tags[contact_id], lists[contact_id]),
-                        cause=LeadCaptured.event_type,
-                        submission_id=lead.submission_id,
+                    field_changes["tags"] = (before_tags, sorted(tags[contact_id]))
+                event = (
+                    capture_events.UPDATED,
+                    capture_events.updated_data(
+                        contact_id,
+                        field_changes,
+                        capture_events.snapshot_data(state, tags[contact_id], lists[contact_id]),
+                        LeadCaptured.event_type,
+                        lead.submission_id,
                     ),
-                    item.correlationid,
                 )
+        if event is not None:
+            kind, data = event
+            emit_captured(uow, next(ids), kind, workspace, contact_id, data, item.correlationid)
         if state["email"]:
             by_email[state["email"]] = contact_id
         if state["phone"]:
@@ -389,7 +391,8 @@ async def _capture_in_workspace(
                 contact_id,
                 LeadCaptured.event_type,
                 lead.captured_at,
-                {
+                row_id=next(ids),
+                data={
                     "submission_id": lead.submission_id,
                     "source": lead.source,
                     "source_id": lead.source_id,
@@ -447,18 +450,6 @@ def new_contact_state(
         "last_interaction_at": lead.captured_at,
         "merged_into": None,
     }
-
-
-def snapshot_of_state(
-    state: Mapping[str, Any], tags: Iterable[str], lists: Iterable[str]
-) -> ContactSnapshot:
-    """A snapshot from a contact's values already known to be valid (no re-validation)."""
-    values = {name: state[name] for name in ("id", *SNAPSHOT_FIELDS)}
-    return ContactSnapshot.model_construct(
-        **values | {"custom_fields": dict(values["custom_fields"] or {})},
-        tags=sorted(tags),
-        lists=sorted(lists),
-    )
 
 
 # --- contacts over the API ------------------------------------------------------------------
