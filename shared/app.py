@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,14 +15,16 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from shared import db, metrics
+from shared import db
 from shared.bus import Bus, Consumer, Subscription, make_bus
 from shared.errors import install_error_handlers
-from shared.events.envelope import Envelope, new_id
+from shared.events.envelope import Envelope
+from shared.hot_routes import HotRoute, HotRoutes
 from shared.logs import correlation_id_var, event_id_var, workspace_var
 from shared.migrations import upgrade
+from shared.observability import ObservabilityMiddleware
 from shared.outbox import OutboxRelay
 from shared.runtime import tune_gc
 from shared.settings import Settings
@@ -47,6 +47,8 @@ class ServiceSpec:
     subscriptions: Callable[[ServiceContext], Sequence[Subscription]] = lambda _: ()
     background: Callable[[ServiceContext], Sequence[BackgroundLoop]] = lambda _: ()
     settings_factory: Callable[[], Settings] = Settings
+    # Served ahead of the middleware stack (see shared.hot_routes): for a hot path only.
+    hot_routes: Sequence[HotRoute] = ()
 
     @property
     def outbox(self) -> Table:
@@ -186,7 +188,7 @@ def create_app(
     # FastAPI's native OpenTelemetry hooks are off: Leadwire configures no OpenTelemetry
     # provider (its metrics are Prometheus, below), yet with them on every request pays for
     # provider look-ups (environment reads) just to find them unconfigured.
-    app = FastAPI(
+    app = ServiceApp(
         title=f"Leadwire {spec.name}",
         version="0.1.0",
         lifespan=lifespan,
@@ -198,7 +200,23 @@ def create_app(
     app.include_router(probes_router())
     for router in spec.routers:
         app.include_router(router)
+    if spec.hot_routes:
+        app.hot = HotRoutes(app, spec.hot_routes, spec.name)
     return app
+
+
+class ServiceApp(FastAPI):
+    """A service's FastAPI app: its hot routes, if any, are served ahead of the middleware."""
+
+    hot: HotRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.hot.find(scope) if self.hot is not None else None
+        if found is None:
+            await super().__call__(scope, receive, send)
+        else:
+            assert self.hot is not None
+            await self.hot.serve(found, scope, receive, send)
 
 
 def probes_router() -> APIRouter:
@@ -231,47 +249,3 @@ def probes_router() -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-class ObservabilityMiddleware:
-    """Request metrics and a correlation id per request (from `X-Correlation-Id` or new)."""
-
-    def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-correlation-id", b"").decode("latin-1")
-        # A caller's id travels in every event of the chain: accept only a short, plain token.
-        correlation_id = given if _CORRELATION_ID.fullmatch(given) else new_id()
-        token = correlation_id_var.set(correlation_id)
-        status = 500
-        started = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", []).append(
-                    (b"x-correlation-id", correlation_id.encode())
-                )
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route: Any = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
-            metrics.HTTP_SECONDS.labels(self.service, method, path).observe(
-                time.perf_counter() - started
-            )
-            correlation_id_var.reset(token)

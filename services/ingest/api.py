@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,14 +16,13 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from jinja2 import Environment, FileSystemLoader
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message
 
 from services.ingest import domain, handlers
 from services.ingest.handlers import (
@@ -667,26 +666,8 @@ async def submission_preflight(
     return Response(status_code=204, headers=headers)
 
 
-class _LeanSubmitRoute(APIRoute):
-    """The public submission route, documented from `submit_form`'s declaration like any
-    other, but served without FastAPI's dependency solving (the hot path): the handler hands
-    `submit_form` its path parameter, the service context and the runtime directly."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        return _lean_submit
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A POST goes straight to the handler, without FastAPI's per-request exit stacks (no
-        # dependencies here) and route-level exception wrapper: an exception still reaches
-        # the app's ExceptionMiddleware, which has the same handlers and answers the same.
-        if scope["method"] != "POST":
-            await super().handle(scope, receive, send)
-            return
-        response = await _lean_submit(Request(scope, receive, send))
-        await response(scope, receive, send)
-
-
-async def _lean_submit(request: Request) -> Response:
+async def submit_form_hot(request: Request) -> Response:
+    """`submit_form` as a hot route (see `main.SPEC`): no dependency solving on the hot path."""
     state = request.app.state
     found: Runtime | None = getattr(state, "ingest_runtime", None)
     rt = found if found is not None else await runtime(request)
@@ -745,7 +726,6 @@ public.add_api_route(
     status_code=202,
     response_model=SubmissionAccepted,
     responses={303: {"description": "browser post: see the redirect URL"}},
-    route_class_override=_LeanSubmitRoute,
 )
 
 

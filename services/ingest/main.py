@@ -15,6 +15,7 @@ from services.ingest.models import Base
 from services.ingest.settings import IngestSettings
 from shared.app import ServiceContext, ServiceSpec, create_app
 from shared.bus import Bus
+from shared.hot_routes import HotRoute
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ SPEC = ServiceSpec(
     port=8001,
     metadata=Base.metadata,
     migrations=Path(__file__).parent / "migrations",
-    routers=(api.public, api.router),  # the public submission route is the hot path
+    routers=(api.public, api.router),
+    # The public submission route is the hot path: served ahead of the middleware stack.
+    hot_routes=(HotRoute("POST", "/v1/forms/{form_id}/submissions", api.submit_form_hot),),
     background=background,
     settings_factory=IngestSettings,
 )

@@ -1,0 +1,62 @@
+"""Per-request observability: a correlation id and Prometheus request metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import metrics
+from shared.events.envelope import new_id
+from shared.logs import correlation_id_var
+
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def correlation_id_of(scope: Scope) -> str:
+    """The caller's `X-Correlation-Id` when it is a short, plain token (it travels in every
+    event of the chain), else a new one."""
+    for name, value in scope.get("headers") or ():
+        if name == b"x-correlation-id":
+            given = value.decode("latin-1")
+            return given if _CORRELATION_ID.fullmatch(given) else new_id()
+    return new_id()
+
+
+class ObservabilityMiddleware:
+    """Request metrics and a correlation id per request (from `X-Correlation-Id` or new)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        correlation_id = correlation_id_of(scope)
+        header = (b"x-correlation-id", correlation_id.encode())
+        token = correlation_id_var.set(correlation_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append(header)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
+            metrics.HTTP_SECONDS.labels(self.service, method, path).observe(
+                time.perf_counter() - started
+            )
+            correlation_id_var.reset(token)
