@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared import metrics
 from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
@@ -143,14 +146,32 @@ class KafkaBus:
         await self.publish_batch([(topic, key, envelope.to_bytes())])
 
     async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        """Messages packed into one record batch per partition and handed over whole: per
+        message, `producer.send` costs a future, a partitioner call through the metadata and a
+        callback when acknowledged, which made up most of the relay's time. The partition is
+        the default partitioner's (murmur2 of the key), so a key lands where `send` puts it."""
         producer = await self._ready_producer()
-        futures = [
-            await producer.send(self.prefix + topic, value, key=key.encode())
-            for topic, key, value in messages
-        ]
-        await asyncio.gather(*futures)
-        for topic, _, _ in messages:
-            metrics.EVENTS_PUBLISHED.labels(topic).inc()
+        partitions: dict[str, list[int]] = {}
+        open_batches: dict[tuple[str, int], BatchBuilder] = {}
+        acks: list[asyncio.Future[Any]] = []
+        for topic, key, value in messages:
+            name, key_bytes = self.prefix + topic, key.encode()
+            if name not in partitions:
+                partitions[name] = sorted(await producer.partitions_for(name))
+            partition = partition_of(key_bytes, partitions[name])
+            builder = open_batches.get((name, partition))
+            if builder is None:
+                builder = open_batches[(name, partition)] = producer.create_batch()
+            if builder.append(key=key_bytes, value=value, timestamp=None) is None:
+                acks.append(await producer.send_batch(builder, name, partition=partition))
+                builder = open_batches[(name, partition)] = producer.create_batch()
+                if builder.append(key=key_bytes, value=value, timestamp=None) is None:
+                    raise MessageSizeTooLargeError(f"a message of {len(value)} bytes on {name}")
+        for (name, partition), builder in open_batches.items():
+            acks.append(await producer.send_batch(builder, name, partition=partition))
+        await asyncio.gather(*acks)
+        for topic, count in Counter(topic for topic, _, _ in messages).items():
+            metrics.EVENTS_PUBLISHED.labels(topic).inc(count)
 
     async def send_raw(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
         producer = await self._ready_producer()
@@ -247,6 +268,12 @@ class KafkaConsumer:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The default partitioner's choice (Kafka's own, murmur2) among a topic's partitions."""
+    hashed: int = murmur2(key)
+    return partitions[(hashed & 0x7FFFFFFF) % len(partitions)]
 
 
 def _record(message: Any) -> Record:
