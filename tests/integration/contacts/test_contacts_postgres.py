@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from services.contacts import domain, handlers
 from services.contacts.main import SPEC, build_spec
 from services.contacts.models import Activity, Contact, ContactList, ContactTag, outbox
-from services.contacts.store import ContactsStore
+from services.contacts.store import CONTACTS, ContactsStore
 from shared import db
 from shared.app import create_app
 from shared.events import topics
@@ -221,6 +221,96 @@ class TestSegmentLanguage:
             count = await store.count(workspace, node, NOW)
         assert {ids[c.id] for c in page.items} == expected
         assert count == len(expected)
+
+
+def contact_row(workspace: str, **values: Any) -> dict[str, Any]:
+    """A whole `contacts` row (every column), as the capture path inserts them."""
+    row: dict[str, Any] = {column.name: None for column in CONTACTS.c}
+    row |= {"id": str(uuid.uuid4()), "workspace": workspace, "lifecycle_stage": "lead"}
+    row |= {"subscription_status": "subscribed", "custom_fields": {}}
+    row |= {"created_at": NOW, "updated_at": NOW}
+    return row | values
+
+
+class TestBulkWrites:
+    """The bulk insert of the capture path stores every value as the ORM would read it back."""
+
+    async def test_awkward_values_round_trip(self, database: Database) -> None:
+        workspace = unique("ws-")
+        tricky = {
+            "quote": 'say "hi" \\ back\\slash',
+            "nothing": None,
+            "nested": {"list": [1, 2.5, None, "x"], "empty": {}},
+            "looks_like_json": '{"a": 1}',
+            "unicode": "Zoë ✓ 日本",
+        }
+        rows = [
+            contact_row(
+                workspace,
+                email=f"{uuid.uuid4().hex[:8]}@example.com",
+                first_name='O\'Brien \\ "Q"',
+                score=0.1,
+                custom_fields=tricky,
+                # naive means UTC, as `UtcDateTime` stores it
+                last_interaction_at=datetime(2026, 2, 1, 9, 30, 15, 123456, tzinfo=UTC).replace(
+                    tzinfo=None
+                ),
+                updated_at=datetime(2026, 2, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))),
+            ),
+            contact_row(workspace, phone="+4930901829", company="Ünïcødé GmbH"),
+        ]
+        activities = [
+            {
+                "id": str(uuid.uuid4()),
+                "workspace": workspace,
+                "contact_id": rows[0]["id"],
+                "kind": "lead.captured",
+                "occurred_at": NOW,
+                "data": {"utm": {}, "page_url": None, "tags": ["a"], "text": "line\nbreak"},
+            }
+        ]
+        async with database.uow() as uow:
+            store = ContactsStore(uow.session)
+            await store.insert_contacts(rows)
+            await store.add_activities(activities)
+        async with database.uow() as uow:
+            found = {
+                c.id: c
+                for c in (
+                    await uow.session.execute(select(Contact).where(Contact.workspace == workspace))
+                ).scalars()
+            }
+            activity = (
+                await uow.session.execute(
+                    select(Activity).where(Activity.contact_id == rows[0]["id"])
+                )
+            ).scalar_one()
+        first, second = found[rows[0]["id"]], found[rows[1]["id"]]
+        assert first.first_name == rows[0]["first_name"]
+        assert first.score == 0.1
+        assert first.custom_fields == tricky
+        assert first.last_interaction_at == datetime(2026, 2, 1, 9, 30, 15, 123456, tzinfo=UTC)
+        assert first.updated_at == datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
+        assert first.phone is None
+        assert second.company == "Ünïcødé GmbH"
+        assert second.custom_fields == {}
+        assert second.email is None
+        assert second.last_interaction_at is None
+        assert activity.data == activities[0]["data"]
+
+    async def test_a_bulk_insert_of_an_email_already_taken_fails_on_the_unique_constraint(
+        self, database: Database
+    ) -> None:
+        """What makes a capture racing another one for the same person retry its batch."""
+        workspace = unique("ws-")
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        async with database.uow() as uow:
+            await ContactsStore(uow.session).insert_contacts([contact_row(workspace, email=email)])
+        with pytest.raises(IntegrityError):
+            async with database.uow() as uow:
+                rows = [contact_row(workspace, email=f"{uuid.uuid4().hex[:8]}@example.com")]
+                rows.append(contact_row(workspace, email=email))
+                await ContactsStore(uow.session).insert_contacts(rows)
 
 
 def captured(email: str | None, phone: str | None = None, **fields: Any) -> LeadCaptured:
