@@ -133,6 +133,8 @@ class Phase:
     requests: int | None = None
     latency_ms: dict[str, float] | None = None
     server_side: dict[str, Any] = field(default_factory=dict)
+    # The server process's CPU seconds over the phase and the outbox drain after it.
+    server_cpu_s: float | None = None
 
     def record(self, status: int, body: bytes, latency: float) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -168,6 +170,11 @@ class Phase:
             "latency_ms": self.latency_ms
             or {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)},
             "server_side_latency": self.server_side,
+            "server_cpu_ms_per_accepted": (
+                round(self.server_cpu_s * 1000 / len(self.accepted_ids), 3)
+                if self.server_cpu_s is not None and self.accepted_ids
+                else None
+            ),
             "slowest_seconds": [
                 {"second": sec, "max_ms": round(worst_s * 1000, 1)} for sec, worst_s in slowest
             ],
@@ -397,6 +404,19 @@ async def outbox_drained(client: httpx.AsyncClient, timeout: float = 180) -> flo
 SUBMIT_ROUTE = 'route="/v1/forms/{form_id}/submissions"'
 
 
+def cpu_spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def server_buckets(client: httpx.AsyncClient) -> dict[float, float]:
     """The server's own latency histogram of the submission route (cumulative buckets)."""
     buckets: dict[float, float] = {}
@@ -507,17 +527,21 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
             await closed_loop(load, warmup, args.concurrency, 3)
             await outbox_drained(client)
             saturation = Phase("saturation", None)
+            cpu_before = cpu_seconds(server.pid)
             await closed_loop(load, saturation, args.concurrency, args.duration)
             # The relay catches up before the next phase, so phases do not share the CPU.
             drain_after_saturation = await outbox_drained(client)
+            saturation.server_cpu_s = cpu_spent(cpu_before, cpu_seconds(server.pid))
             steady: list[Phase] = []
             drains = [round(drain_after_saturation, 2)]
             for rate in args.rate:
                 phase = Phase(f"fixed-rate {rate:g}/s", rate)
                 before = await server_buckets(client)
+                cpu_before = cpu_seconds(server.pid)
                 await fixed_rate(load, phase, rate, args.duration)
                 phase.server_side = server_side(before, await server_buckets(client))
                 drains.append(round(await outbox_drained(client), 2))
+                phase.server_cpu_s = cpu_spent(cpu_before, cpu_seconds(server.pid))
                 steady.append(phase)
 
         phases = [warmup, saturation, *steady]
@@ -578,7 +602,8 @@ def main() -> None:
     print(
         f"saturation: {saturation['accepted_per_s']} accepted submissions/s "
         f"({saturation['accepted']} in {saturation['seconds']} s, "
-        f"p99 {saturation['latency_ms']['p99']} ms at {args.concurrency} connections)"
+        f"p99 {saturation['latency_ms']['p99']} ms at {args.concurrency} connections; "
+        f"server CPU {saturation['server_cpu_ms_per_accepted']} ms per accepted submission)"
     )
     for phase in steady:
         latency = phase["latency_ms"]

@@ -6,11 +6,14 @@ connection's search_path), on SQLite in the service's own file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import JSON, MetaData, Table, event, insert, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -80,3 +83,59 @@ async def ping(engine: AsyncEngine, timeout: float = 2.0) -> bool:
     except Exception:
         return False
     return True
+
+
+async def insert_rows(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert `rows` (all with the same keys) in the session's transaction.
+
+    On PostgreSQL this is one `INSERT … SELECT FROM unnest(…)` with one array per column: the
+    driver encodes each array in C, where an executemany costs SQLAlchemy's parameter
+    processing and a protocol round of its own per row. Elsewhere, a Core executemany.
+    """
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    if (
+        session.bind is None
+        or session.bind.dialect.name != "postgresql"
+        or not _unnest_ok(table, columns)
+    ):
+        await session.execute(insert(table), list(rows))
+        return
+    statement, json_columns = _unnest_insert(table, columns)
+    params: dict[str, list[Any]] = {}
+    for i, name in enumerate(columns):
+        values = [row[name] for row in rows]
+        if name in json_columns:  # as SQLAlchemy's JSON type stores them (None as JSON null)
+            none_as_null = json_columns[name]
+            values = [
+                None if v is None and none_as_null else orjson.dumps(v).decode() for v in values
+            ]
+        params[f"c{i}"] = values
+    await session.execute(statement, params)
+
+
+def _unnest_ok(table: Table, columns: tuple[str, ...]) -> bool:
+    """Every named column exists and no omitted one needs a Python-side default."""
+    names = set(columns)
+    return names <= set(table.c.keys()) and all(
+        c.default is None for c in table.c if c.key not in names
+    )
+
+
+@cache
+def _unnest_insert(table: Table, columns: tuple[str, ...]) -> tuple[Any, dict[str, bool]]:
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    quote = dialect.identifier_preparer.quote
+    casts, json_columns = [], {}
+    for i, name in enumerate(columns):
+        column_type = table.c[name].type
+        if isinstance(column_type, JSON):
+            json_columns[name] = bool(column_type.none_as_null)
+        casts.append(f"CAST(:c{i} AS {column_type.compile(dialect=dialect)}[])")
+    target = ", ".join(quote(table.c[name].name) for name in columns)
+    name = f"{quote(table.schema)}.{quote(table.name)}" if table.schema else quote(table.name)
+    sql = f"INSERT INTO {name} ({target}) SELECT * FROM unnest({', '.join(casts)})"
+    return text(sql), json_columns

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db import insert_rows
 from shared.events.envelope import Envelope
 from shared.inbox import claim, claim_many
 
@@ -57,7 +58,7 @@ class UnitOfWork:
         try:
             if exc_type is None:
                 if self._pending:
-                    await session.execute(insert(self._outbox), self._pending)
+                    await insert_rows(session, self._outbox, self._pending)
                 await session.commit()
                 if self._pending:
                     self._on_commit()

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from services.ingest import domain
 from services.ingest.domain import Accepted, CleanLead, FieldProblem, Rejected, Spam, Verdict
+from services.ingest.lead_event import lead_captured_data
 from services.ingest.models import Form, IdempotencyKey, Submission, WebhookSource
 from services.ingest.schemas import (
     RULE_KEYS,
@@ -32,8 +33,8 @@ from services.ingest.schemas import (
 from services.ingest.store import store_of
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
 from shared.events import topics
-from shared.events.envelope import Envelope
-from shared.events.ingest import Consent, LeadCaptured, Utm
+from shared.events.envelope import Envelope, PreparedEnvelope
+from shared.events.ingest import LeadCaptured
 from shared.uow import UnitOfWork
 
 SOURCE = "/leadwire/ingest"
@@ -340,35 +341,9 @@ def emit_lead(
     correlation_id: str | None = None,
 ) -> str:
     """Write `lead.captured` to the outbox, keyed by the lead's identity; its correlation id."""
-    consent = None
-    if lead.consent_granted is not None:
-        consent = Consent(
-            granted=lead.consent_granted,
-            text=lead.consent_text,
-            granted_at=now if lead.consent_granted else None,
-        )
-    payload = LeadCaptured(
-        submission_id=submission_id,
-        source=source,
-        source_id=source_id,
-        dedupe_key=lead.dedupe_key,
-        email=lead.email,
-        phone=lead.phone,
-        first_name=lead.first_name,
-        last_name=lead.last_name,
-        company=lead.company,
-        job_title=lead.job_title,
-        country=lead.country,
-        custom_fields=lead.custom_fields,
-        tags=lead.tags,
-        utm=Utm(**lead.utm),
-        referrer=lead.referrer,
-        page_url=lead.page_url,
-        consent=consent,
-        captured_at=now,
-    )
-    envelope = Envelope.of(
-        payload,
+    envelope = PreparedEnvelope.prepare(
+        LeadCaptured.event_type,
+        lead_captured_data(submission_id, source, source_id, lead, now),
         source=SOURCE,
         workspace=workspace,
         subject=submission_id,

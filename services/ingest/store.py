@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from services.ingest.models import (
     WebhookMessage,
     WebhookSource,
 )
+from shared.db import insert_rows
 from shared.uow import UnitOfWork
 
 QUARANTINED = ("rejected", "spam")
@@ -101,8 +102,8 @@ class IngestStore:
     async def add_submissions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert raw submissions with their outcomes (Core insert: this is the hot path)."""
         if rows:
-            # The table, not the mapped class: plain executemany, no ORM bulk-insert machinery.
-            await self.session.execute(insert(SUBMISSIONS), list(rows))
+            # The table, not the mapped class: no ORM bulk-insert machinery.
+            await insert_rows(self.session, SUBMISSIONS, rows)
 
     async def submission(self, workspace: str, submission_id: str) -> Submission | None:
         query = select(Submission).where(
