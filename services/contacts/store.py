@@ -7,7 +7,7 @@ import base64
 import functools
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -82,19 +82,39 @@ LIVE = Contact.merged_into.is_(None)
 CONTACTS = cast(Table, Contact.__table__)
 ACTIVITIES = cast(Table, Activity.__table__)
 LIFECYCLE_CHANGES = cast(Table, LifecycleChangeRow.__table__)
+CONTACT_TAGS = cast(Table, ContactTag.__table__)
+
+
+def _json_rows(table: str) -> str:
+    """A batch of `table` rows given as one JSON array parameter, typed by the table itself.
+
+    orjson encodes the whole batch in C and PostgreSQL decodes it into the columns' own types;
+    one array per column instead made asyncpg encode and type-check every value one by one in
+    Python, and an executemany sent (and PostgreSQL ran) one statement per row."""
+    return f'json_populate_recordset(NULL::"{table}", CAST(:rows AS json))'
 
 
 @functools.lru_cache(maxsize=64)
-def _json_insert(table: str, columns: tuple[str, ...]) -> Any:
-    """`INSERT … SELECT … FROM json_populate_recordset(NULL::<table>, :rows)`: a whole batch as
-    one JSON parameter, encoded by orjson in C and decoded by PostgreSQL into the table's own
-    column types. Arrays per column made asyncpg encode and type-check every value one by one
-    in Python, which cost more than PostgreSQL spent on the insert itself."""
+def _json_insert(table: str, columns: tuple[str, ...], ignore_conflicts: bool) -> Any:
     names = ", ".join(f'"{name}"' for name in columns)
+    conflicts = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     return text(
-        f'INSERT INTO "{table}" ({names}) SELECT {names}'
-        f' FROM json_populate_recordset(NULL::"{table}", CAST(:rows AS json))'
+        f'INSERT INTO "{table}" ({names}) SELECT {names} FROM {_json_rows(table)}{conflicts}'
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _json_update(table: str, columns: tuple[str, ...]) -> Any:
+    """Set `columns` of each row found by `id` to the values of its JSON row."""
+    values = ", ".join(f'"{name}" = v."{name}"' for name in columns)
+    return text(
+        f'UPDATE "{table}" AS t SET {values} FROM {_json_rows(table)} AS v WHERE t.id = v.id'
+    )
+
+
+def _json_document(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    # Naive datetimes are UTC here (as `UtcDateTime` stores them), never the session's zone.
+    return {"rows": orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()}
 
 
 # --- the segment filter compiler ------------------------------------------------------------
@@ -391,12 +411,15 @@ class ContactsStore:
                 found[row["id"]] = dict(row)
         return list(found.values())
 
-    async def update_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Many contacts updated in one executemany: each row is `id` plus the same columns to
+    async def update_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Many contacts updated in one statement: each row is `id` plus the same columns to
         set (the caller locked the rows beforehand)."""
         if not rows:
             return
-        names = [n for n in rows[0] if n not in ("id", "workspace")]
+        names = tuple(n for n in rows[0] if n not in ("id", "workspace"))
+        if self.dialect == "postgresql":
+            await self.session.execute(_json_update(CONTACTS.name, names), _json_document(rows))
+            return
         stmt = (
             update(CONTACTS)
             .where(CONTACTS.c.id == bindparam("_id"))
@@ -405,19 +428,23 @@ class ContactsStore:
         params = [{"_id": r["id"], **{n: r[n] for n in names}} for r in rows]
         await self.session.execute(stmt, params)
 
-    async def _insert_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        """Many rows (all with the same keys) in one statement: one JSON document of rows on
-        PostgreSQL, a Core executemany elsewhere."""
+    async def _insert_many(
+        self, table: Table, rows: Sequence[dict[str, Any]], ignore_conflicts: bool = False
+    ) -> None:
+        """Many rows (all with the same keys) in one statement on PostgreSQL, a Core
+        executemany elsewhere; with `ignore_conflicts`, rows whose key exists (in the table or
+        earlier in `rows`) are skipped."""
         if not rows:
             return
         columns = tuple(rows[0])
         whole = len(columns) == len(table.c) and all(len(row) == len(columns) for row in rows)
-        if self.dialect != "postgresql" or not whole:  # partial rows need the Core defaults
+        if self.dialect == "postgresql" and whole:  # partial rows need the Core defaults
+            stmt = _json_insert(table.name, columns, ignore_conflicts)
+            await self.session.execute(stmt, _json_document(rows))
+        elif ignore_conflicts:
+            await self.session.execute(self._insert(table).on_conflict_do_nothing(), list(rows))
+        else:
             await self.session.execute(insert(table), list(rows))
-            return
-        # Naive datetimes are UTC here (as `UtcDateTime` stores them), never the session's zone.
-        document = orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
-        await self.session.execute(_json_insert(table.name, columns), {"rows": document})
 
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many new contacts in one statement (Core insert: no ORM bookkeeping per row)."""
@@ -509,9 +536,9 @@ class ContactsStore:
         return result
 
     async def add_tags(self, workspace: str, pairs: Iterable[tuple[str, str]]) -> None:
+        """Tag contacts; a tag a contact already has (or is given twice) is kept once."""
         rows = [{"contact_id": c, "tag": t, "workspace": workspace} for c, t in pairs]
-        if rows:
-            await self.session.execute(self._insert(ContactTag).on_conflict_do_nothing(), rows)
+        await self._insert_many(CONTACT_TAGS, rows, ignore_conflicts=True)
 
     async def remove_tag(self, contact_id: str, tag: str) -> None:
         await self.session.execute(

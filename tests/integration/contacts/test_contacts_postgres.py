@@ -312,6 +312,60 @@ class TestBulkWrites:
                 rows.append(contact_row(workspace, email=email))
                 await ContactsStore(uow.session).insert_contacts(rows)
 
+    async def test_tags_given_twice_in_a_batch_or_already_held_are_kept_once(
+        self, database: Database
+    ) -> None:
+        workspace = unique("ws-")
+        row = contact_row(workspace, email=f"{uuid.uuid4().hex[:8]}@example.com")
+        async with database.uow() as uow:
+            store = ContactsStore(uow.session)
+            await store.insert_contacts([row])
+            await store.add_tags(workspace, [(row["id"], "vip")])
+        async with database.uow() as uow:
+            store = ContactsStore(uow.session)
+            await store.add_tags(workspace, [(row["id"], t) for t in ("vip", "new", "new")])
+            tags = await store.tags_of([row["id"]])
+        assert tags == {row["id"]: ["new", "vip"]}
+
+    async def test_a_bulk_update_sets_only_its_columns_of_each_row(
+        self, database: Database
+    ) -> None:
+        workspace = unique("ws-")
+        rows = [
+            contact_row(workspace, email=f"{i}-{uuid.uuid4().hex[:8]}@example.com", company="Old")
+            for i in range(3)
+        ]
+        async with database.uow() as uow:
+            await ContactsStore(uow.session).insert_contacts(rows)
+        later = NOW + timedelta(hours=1)
+        async with database.uow() as uow:
+            await ContactsStore(uow.session).update_contacts(
+                [
+                    {
+                        "id": r["id"],
+                        "first_name": f"N{i}",
+                        "custom_fields": {"k": i},
+                        "updated_at": later,
+                    }
+                    for i, r in enumerate(rows[:2])
+                ]
+            )
+        async with database.uow() as uow:
+            found = {
+                c.id: c
+                for c in (
+                    await uow.session.execute(select(Contact).where(Contact.workspace == workspace))
+                ).scalars()
+            }
+        for i, row in enumerate(rows[:2]):
+            assert found[row["id"]].first_name == f"N{i}"
+            assert found[row["id"]].custom_fields == {"k": i}
+            assert found[row["id"]].updated_at == later
+            assert found[row["id"]].company == "Old"
+        untouched = found[rows[2]["id"]]
+        assert untouched.first_name is None
+        assert untouched.updated_at == NOW
+
 
 def captured(email: str | None, phone: str | None = None, **fields: Any) -> LeadCaptured:
     return LeadCaptured(
