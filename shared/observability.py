@@ -31,6 +31,19 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        # Labelled metric children, looked up once per (method, route, status): `labels()`
+        # validates and locks on every call, a cost paid per request otherwise.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _metrics(self, method: str, path: str, status: int) -> tuple[Any, Any]:
+        key = (method, path, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (
+                metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)),
+                metrics.HTTP_SECONDS.labels(self.service, method, path),
+            )
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,10 +66,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
-            metrics.HTTP_SECONDS.labels(self.service, method, path).observe(
-                time.perf_counter() - started
+            requests, seconds = self._metrics(
+                scope["method"], getattr(route, "path", "unmatched"), status
             )
+            requests.inc()
+            seconds.observe(time.perf_counter() - started)
             correlation_id_var.reset(token)

@@ -64,6 +64,7 @@ class OutboxRelay:
         service: str,
         poll_interval_s: float = 0.2,
         batch: int = 500,
+        linger_s: float = 0.02,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -71,6 +72,7 @@ class OutboxRelay:
         self.service = service
         self.poll_interval_s = poll_interval_s
         self.batch = batch
+        self.linger_s = linger_s
         self.sessions = sessionmaker(engine)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,6 +123,11 @@ class OutboxRelay:
                 await self._purge_sent()
             if sent < self.batch:
                 await self._sleep(self.poll_interval_s)
+                # Woken by a commit: let the next few commits land too, so that under a
+                # steady stream of small transactions one relay round (lock, claim, publish,
+                # commit) carries many rows instead of one commit's worth.
+                if not self._stopping and self.linger_s:
+                    await asyncio.sleep(self.linger_s)
 
     async def _sleep(self, seconds: float) -> None:
         """Wait for a commit's notification, a stop request or the poll interval."""
@@ -159,9 +166,8 @@ class OutboxRelay:
             rows = sorted(claimed.all(), key=lambda r: r.id)
             if rows:
                 # Bounded, so an unreachable broker never pins a transaction open for long.
-                await asyncio.wait_for(
-                    self.bus.publish_batch([(r.topic, r.key, r.payload) for r in rows]), 30
-                )
+                batch = [(topic, key, payload) for _, topic, key, payload in rows]
+                await asyncio.wait_for(self.bus.publish_batch(batch), 30)
             # A short batch drained the backlog; only a full one needs counting what is left.
             backlog = 0
             if len(rows) == self.batch:
