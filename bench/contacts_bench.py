@@ -2,7 +2,8 @@
 
 1. Upsert throughput: `--leads` captured leads are published to Kafka first; then one contacts
    process (the real app: Kafka consumer, one transaction per polled batch, outbox relay) is
-   started and the rate at which the inbox fills is measured, from the first batch committed
+   started and the rate at which its consumer commits them is measured (read from its own
+   events-handled counter; the inbox is checked at the end), from the first batch committed
    to the last (sustained, consumer-group join excluded). Run at each `--sizes` table size
    (contacts already present), so the throughput at 1,000,000 can be compared with 10,000.
 2. Segment count: a three-condition filter compiled to SQL over the table of that size.
@@ -26,7 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.contacts import domain
 from services.contacts.main import build_spec
@@ -45,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
+GROUP = "contacts.leads"
 SEGMENT = {
     "and": [
         {"field": "lifecycle_stage", "op": "eq", "value": "lead"},
@@ -59,6 +63,13 @@ SEGMENT_WITH_TAG = {
         {"field": "subscription_end_date", "op": "within_next_days", "value": 30},
     ]
 }
+
+
+def handled() -> int:
+    """Leads the app's consumer has handled and committed so far (its own counter: polling the
+    inbox's size from here took a tenth of PostgreSQL's time during the measurement)."""
+    value = REGISTRY.get_sample_value("leadwire_events_consumed_total", {"group": GROUP})
+    return int(value or 0)
 
 
 def servers(state: Path) -> tuple[str, str, list[Any]]:
@@ -79,7 +90,7 @@ def servers(state: Path) -> tuple[str, str, list[Any]]:
     return pg, kafka, started
 
 
-async def preload(engine: db.AsyncEngine, size: int) -> float:
+async def preload(engine: AsyncEngine, size: int) -> float:
     """`size` contacts (plus tags) written set-wise by PostgreSQL itself."""
     started = time.perf_counter()
     async with engine.begin() as conn:
@@ -148,7 +159,7 @@ def leads(count: int, size: int) -> list[tuple[str, str, bytes]]:
     return messages
 
 
-async def segment_counts(engine: db.AsyncEngine, runs: int = 5) -> dict[str, Any]:
+async def segment_counts(engine: AsyncEngine, runs: int = 5) -> dict[str, Any]:
     now = datetime.now(UTC)
     definitions = domain.DEFAULT_FIELDS
     out: dict[str, Any] = {}
@@ -202,25 +213,24 @@ async def run_size(pg: str, kafka: str, size: int, count: int, batch: int) -> di
 
     app = create_app(build_spec(sweep_interval_s=3600), settings)
     samples: list[tuple[float, int, float]] = []
+    baseline = handled()
     async with app.router.lifespan_context(app):
         deadline = time.perf_counter() + 600
         done = 0
         while done < count and time.perf_counter() < deadline:
-            async with engine.connect() as conn:
-                done = int(
-                    await conn.scalar(
-                        select(func.count())
-                        .select_from(inbox)
-                        .where(inbox.c.consumer == "contacts.leads")
-                    )
-                    or 0
-                )
+            done = handled() - baseline
             samples.append((time.perf_counter(), done, time.process_time()))
             await asyncio.sleep(0.05)
         relay_backlog = 0
         async with engine.connect() as conn:
             relay_backlog = int(
                 await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")) or 0
+            )
+            in_inbox = int(
+                await conn.scalar(
+                    select(func.count()).select_from(inbox).where(inbox.c.consumer == GROUP)
+                )
+                or 0
             )
     first = next(s for s in samples if s[1] > 0)
     last = samples[-1]
@@ -237,7 +247,7 @@ async def run_size(pg: str, kafka: str, size: int, count: int, batch: int) -> di
         "contacts_before": size,
         "preload_s": round(preload_s, 2),
         "leads": count,
-        "processed": last[1],
+        "processed": in_inbox,
         "publish_s": round(publish_s, 2),
         "upsert_leads_per_s": round(sustained, 1),
         "app_process_cpu_us_per_lead": round(cpu_us, 1),
