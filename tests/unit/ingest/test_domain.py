@@ -106,6 +106,18 @@ class TestFormDefinition:
         with pytest.raises(ValueError, match="does not compile"):
             FormField(name="code", label="Code", pattern="([a-z]")
 
+    def test_a_backreference_is_refused_as_re2_cannot_bound_it(self) -> None:
+        with pytest.raises(ValueError, match="does not compile"):
+            FormField(name="code", label="Code", pattern=r"(a)\1")
+
+    def test_a_catastrophic_pattern_still_answers_at_once(self) -> None:
+        # `(a+)+$` backtracks exponentially in a backtracking engine on "aaa…b"; RE2 does not.
+        form = rules(email_field(), FormField(name="code", label="Code", pattern=r"(a+)+$"))
+        values = {"email": ["ada@example.com"], "code": ["a" * 200 + "b"]}
+        assert codes(domain.check_form_submission(form, values)) == {"code": "pattern"}
+        values["code"] = ["a" * 200]
+        assert isinstance(domain.check_form_submission(form, values), domain.Accepted)
+
     def test_a_field_named_like_a_tracking_field_is_refused(self) -> None:
         with pytest.raises(ValueError, match="reserved"):
             rules(email_field(), FormField(name="utm_source", label="Source"))
