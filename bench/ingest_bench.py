@@ -17,7 +17,7 @@ Afterwards the leads topic is read back from Kafka and every accepted submission
 phase, whichever client sent it) must be there.
 
 Usage: `.venv/bin/python -m bench.ingest_bench [--duration 20] [--rate 1000] [--concurrency 64]
-[--client wrk|python]`.
+[--warmup 15] [--client wrk|python]`.
 Uses DATABASE_URL (postgresql+asyncpg) and LEADWIRE_KAFKA_BOOTSTRAP when set, otherwise
 starts throwaway servers like the test session does. Writes bench/results/ingest-<ts>.json.
 """
@@ -524,7 +524,7 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
 
             closed_loop = saturate_wrk if args.client == "wrk" else saturate
             warmup = Phase("warm-up", None)
-            await closed_loop(load, warmup, args.concurrency, 3)
+            await closed_loop(load, warmup, args.concurrency, args.warmup)
             await outbox_drained(client)
             saturation = Phase("saturation", None)
             cpu_before = cpu_seconds(server.pid)
@@ -564,6 +564,7 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
             "platform": platform.platform(),
         },
         "concurrency": args.concurrency,
+        "warmup_seconds": args.warmup,
         "saturation_client": args.client,
         "fixed_rate_client": "python (open loop)",
         "phases": [p.summary() for p in phases[1:]],
@@ -585,6 +586,13 @@ def main() -> None:
         "--rate", type=float, nargs="+", default=[1000.0], help="fixed-rate phases, per s"
     )
     parser.add_argument("--concurrency", type=int, default=64, help="saturation connections")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=15.0,
+        help="seconds of load before measuring: a broker just started spends a third of a "
+        "core compiling its hot paths (JIT) during its first minute, on this 2-core machine",
+    )
     parser.add_argument(
         "--client",
         choices=("wrk", "python"),
