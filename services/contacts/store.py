@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
-import uuid
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -59,23 +59,33 @@ from services.contacts.models import (
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))  # the variant and version bits
-_UUID_SET = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
+    """A new row id: a UUID version 7 (RFC 9562), time-ordered (see `random_ids`)."""
+    return _uuid7(os.urandom(10).hex())
 
 
 def random_ids(chunk: int = 256) -> Iterator[str]:
-    """Endless random UUID strings like `new_id`'s, for bulk work: the randomness is drawn
-    `chunk` ids at a time and formatted directly, instead of one system call and one `UUID`
-    object per id."""
+    """Endless new ids like `new_id`'s, for bulk work: the randomness is drawn `chunk` ids at a
+    time, instead of one system call per id.
+
+    Ids are time-ordered (UUID version 7: milliseconds, then random bits) so that the rows one
+    batch creates sit together at the right end of every index keyed by them (contacts, tags,
+    timeline): a random UUID sends each insert to a random page of a large index, and with a
+    million contacts those pages no longer stay in PostgreSQL's buffers.
+    """
     while True:
-        pool = os.urandom(16 * chunk)
-        for start in range(0, 16 * chunk, 16):
-            value = int.from_bytes(pool[start : start + 16]) & _UUID_CLEAR | _UUID_SET
-            h = f"{value:032x}"
-            yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        pool = os.urandom(10 * chunk).hex()
+        for start in range(0, 20 * chunk, 20):
+            yield _uuid7(pool[start : start + 20])
+
+
+_VARIANT = "89ab" * 4  # a hex digit's low two bits under the RFC 9562 variant bits (10)
+
+
+def _uuid7(randomness: str) -> str:
+    """The UUID version 7 string of now and 20 random hex digits (74 of their bits kept)."""
+    ms = f"{time.time_ns() // 1_000_000:012x}"
+    r = randomness
+    return f"{ms[:8]}-{ms[8:]}-7{r[1:4]}-{_VARIANT[int(r[4], 16)]}{r[5:8]}-{r[8:]}"
 
 
 LIVE = Contact.merged_into.is_(None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.contacts import capture_events
-from services.contacts.store import random_ids
+from services.contacts.store import new_id, random_ids
 from shared.events.contacts import ContactCreated, ContactSnapshot, ContactUpdated, FieldChange
 from shared.events.envelope import Envelope, EventPayload
 
@@ -145,11 +146,14 @@ def test_the_encoded_envelope_reads_back_as_a_valid_envelope_and_payload() -> No
     assert created.contact.last_interaction_at == STATES[1]["last_interaction_at"]
 
 
-def test_random_ids_are_distinct_version_4_uuids() -> None:
-    ids = list(itertools.islice(random_ids(chunk=7), 1000))
+def test_new_ids_are_distinct_time_ordered_version_7_uuids() -> None:
+    ids = [*itertools.islice(random_ids(chunk=7), 1000), *(new_id() for _ in range(100))]
     assert len(set(ids)) == len(ids)
     for value in ids:
         parsed = uuid.UUID(value)
         assert str(parsed) == value
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
+    millis = [int(value.replace("-", "")[:12], 16) for value in ids]
+    assert millis == sorted(millis), "ids made later sort later (to the millisecond)"
+    assert abs(millis[-1] - time.time() * 1000) < 60_000
