@@ -2,12 +2,15 @@
 
 Topics are split into partitions by key hash, consumer groups share partitions, offsets are
 committed only after the handler returns, failing events are retried then dead-lettered.
+Each partition keeps its newest `retention` records, as a Kafka topic keeps what its size
+limit allows: a long-running embedded process does not grow without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,10 +20,32 @@ from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
 from shared.events.envelope import Envelope
 from shared.events.topics import dlq
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Partition:
+    """A partition's retained records; `base` is the offset of the first one."""
+
+    records: list[Record] = field(default_factory=list)
+    base: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.records)
+
+    def trim(self, retention: int) -> None:
+        # Trimmed in steps of a tenth, so that deleting from the head of the list (a copy of
+        # what remains) stays rare.
+        excess = len(self.records) - retention
+        if excess > retention // 10:
+            del self.records[:excess]
+            self.base += excess
+
 
 @dataclass
 class _Topic:
-    partitions: list[list[Record]]
+    partitions: list[_Partition]
 
 
 @dataclass
@@ -39,8 +64,10 @@ class MemoryBus:
         max_retries: int = 5,
         backoff_s: float = 0.2,
         max_batch: int = 500,
+        retention: int = 100_000,
     ) -> None:
         self.partitions = partitions
+        self.retention = retention
         self.prefix = prefix
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -74,7 +101,7 @@ class MemoryBus:
 
     def _topic(self, name: str) -> _Topic:
         if name not in self._topics:
-            self._topics[name] = _Topic([[] for _ in range(self.partitions)])
+            self._topics[name] = _Topic([_Partition() for _ in range(self.partitions)])
         return self._topics[name]
 
     async def publish(self, topic: str, key: str, envelope: Envelope) -> None:
@@ -88,14 +115,28 @@ class MemoryBus:
     def _append(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
         parts = self._topic(topic).partitions
         p = zlib.crc32(key.encode()) % len(parts)
-        parts[p].append(Record(topic, p, len(parts[p]), key, value, headers))
+        part = parts[p]
+        part.records.append(Record(topic, p, part.end, key, value, headers))
+        part.trim(self.retention)
         self._seq += 1
         self._published.set()
         self._published = asyncio.Event()
 
     def records(self, topic: str) -> list[Record]:
-        """Every record ever published on a topic (logical name)."""
-        return [r for part in self._topic(self.prefix + topic).partitions for r in part]
+        """Every record still retained on a topic (logical name)."""
+        return [r for part in self._topic(self.prefix + topic).partitions for r in part.records]
+
+    def consumed(self, group: str) -> list[Record]:
+        """The retained records a consumer group has committed past."""
+        found = self._groups.get(self.prefix + group)
+        if found is None:
+            return []
+        return [
+            record
+            for (topic, p), offset in found.committed.items()
+            for record in self._topics[topic].partitions[p].records
+            if record.offset < offset
+        ]
 
     async def dead_letters(self, topic: str) -> list[Record]:
         return self.records(dlq(topic))
@@ -158,9 +199,18 @@ class MemoryConsumer:
         async with lock:
             if (topic, p) not in self._assigned():
                 return False
-            log = self.bus._topic(topic).partitions[p]
-            start = self.group.committed.get((topic, p), 0)
-            batch = log[start : start + self.bus.max_batch]
+            part = self.bus._topic(topic).partitions[p]
+            start = self.group.committed.get((topic, p), part.base)
+            if start < part.base:  # fell behind retention: resume at the oldest kept, as Kafka
+                log.warning(
+                    "group %s lost %d records of %s[%d] to retention",
+                    self.subscription.group,
+                    part.base - start,
+                    topic,
+                    p,
+                )
+                start = part.base
+            batch = part.records[start - part.base : start - part.base + self.bus.max_batch]
             if not batch:
                 return False
             await self.dispatcher.dispatch(batch)

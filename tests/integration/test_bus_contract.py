@@ -288,3 +288,37 @@ class TestAtLeastOnceWithInbox:
         assert set(seen_a) | set(seen_b) == {e.id for e in events}
         assert seen_a, "both members should have handled part of the stream"
         assert seen_b, "both members should have handled part of the stream"
+
+
+class TestMemoryRetention:
+    """The in-process bus keeps each partition's newest records only, as a Kafka topic does."""
+
+    async def test_old_records_are_dropped_and_offsets_keep_counting(self) -> None:
+        bus = MemoryBus(partitions=1, retention=100)
+        await bus.start()
+        await publish(bus, [event("k", seq) for seq in range(250)])
+        kept = bus.records(TOPIC)
+        assert 100 <= len(kept) <= 110
+        assert [r.offset for r in kept] == list(range(250 - len(kept), 250))
+        assert [Envelope.from_bytes(r.value).data["seq"] for r in kept][-1] == 249
+        await bus.stop()
+
+    async def test_a_group_behind_retention_resumes_at_the_oldest_record_kept(self) -> None:
+        bus = MemoryBus(partitions=1, retention=100)
+        await bus.start()
+        await publish(bus, [event("k", seq) for seq in range(250)])
+        received: list[int] = []
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            received.extend(e.data["seq"] for e in events)
+
+        await bus.subscribe(Subscription("late", (TOPIC,), handler))
+
+        async def caught_up() -> bool:
+            return bool(received) and received[-1] == 249
+
+        await eventually(caught_up)
+        oldest = bus.records(TOPIC)[0].offset
+        assert received == list(range(oldest, 250))
+        assert len(bus.consumed("late")) == 250 - oldest
+        await bus.stop()

@@ -82,14 +82,8 @@ class Service:
         bus = self.bus
 
         async def done() -> bool:
-            g = bus._groups.get(f"contacts.{group}")
-            if g is None:
-                return False
-            for (topic, partition), offset in g.committed.items():
-                records = bus._topics[topic].partitions[partition][:offset]
-                if any(Envelope.from_bytes(r.value).id == envelope.id for r in records):
-                    return True
-            return False
+            consumed = bus.consumed(f"contacts.{group}")
+            return any(Envelope.from_bytes(r.value).id == envelope.id for r in consumed)
 
         await eventually(done, timeout=20)
 
