@@ -399,7 +399,7 @@ async def _capture_in_workspace(
                     "matched_by": matched_by,
                     "email": lead.email,
                     "phone": lead.phone,
-                    "utm": lead.utm.model_dump(exclude_none=True),
+                    "utm": {name: value for name, value in lead.utm if value is not None},
                     "page_url": lead.page_url,
                     "referrer": lead.referrer,
                     "tags": list(capture.tags),

@@ -60,12 +60,12 @@ from services.contacts.models import (
 
 def new_id() -> str:
     """A new row id: a UUID version 7 (RFC 9562), time-ordered (see `random_ids`)."""
-    return _uuid7(os.urandom(10).hex())
+    return _uuid7(_unix_ms_hex(), os.urandom(10).hex())
 
 
 def random_ids(chunk: int = 256) -> Iterator[str]:
-    """Endless new ids like `new_id`'s, for bulk work: the randomness is drawn `chunk` ids at a
-    time, instead of one system call per id.
+    """Endless new ids like `new_id`'s, for bulk work: the randomness (and the millisecond) is
+    drawn once per `chunk` ids, instead of one system call per id.
 
     Ids are time-ordered (UUID version 7: milliseconds, then random bits) so that the rows one
     batch creates sit together at the right end of every index keyed by them (contacts, tags,
@@ -73,18 +73,21 @@ def random_ids(chunk: int = 256) -> Iterator[str]:
     million contacts those pages no longer stay in PostgreSQL's buffers.
     """
     while True:
+        ms = _unix_ms_hex()
         pool = os.urandom(10 * chunk).hex()
-        for start in range(0, 20 * chunk, 20):
-            yield _uuid7(pool[start : start + 20])
+        yield from [_uuid7(ms, pool[start : start + 20]) for start in range(0, 20 * chunk, 20)]
 
 
 _VARIANT = "89ab" * 4  # a hex digit's low two bits under the RFC 9562 variant bits (10)
 
 
-def _uuid7(randomness: str) -> str:
-    """The UUID version 7 string of now and 20 random hex digits (74 of their bits kept)."""
-    ms = f"{time.time_ns() // 1_000_000:012x}"
-    r = randomness
+def _unix_ms_hex() -> str:
+    return f"{time.time_ns() // 1_000_000:012x}"
+
+
+def _uuid7(ms: str, r: str) -> str:
+    """The UUID version 7 string of a millisecond timestamp (12 hex digits) and 20 random hex
+    digits (74 of their bits kept)."""
     return f"{ms[:8]}-{ms[8:]}-7{r[1:4]}-{_VARIANT[int(r[4], 16)]}{r[5:8]}-{r[8:]}"
 
 
