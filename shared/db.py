@@ -7,14 +7,20 @@ connection's search_path), on SQLite in the service's own file.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, MetaData, Table, event, insert, text
+from sqlalchemy import JSON, MetaData, Table, TextClause, event, insert, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
@@ -86,9 +92,9 @@ async def ping(engine: AsyncEngine, timeout: float = 2.0) -> bool:
 
 
 async def insert_rows(
-    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+    session: AsyncSession | AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """Insert `rows` (all with the same keys) in the session's transaction.
+    """Insert `rows` (all with the same keys) in the session's (or connection's) transaction.
 
     On PostgreSQL this is one `INSERT … SELECT FROM unnest(…)` with one array per column: the
     driver encodes each array in C, where an executemany costs SQLAlchemy's parameter
@@ -97,24 +103,41 @@ async def insert_rows(
     if not rows:
         return
     columns = tuple(rows[0])
-    if (
-        session.bind is None
-        or session.bind.dialect.name != "postgresql"
-        or not _unnest_ok(table, columns)
-    ):
+    bind = session.bind if isinstance(session, AsyncSession) else session
+    if bind is None or bind.dialect.name != "postgresql" or not _unnest_ok(table, columns):
         await session.execute(insert(table), list(rows))
         return
-    statement, json_columns = _unnest_insert(table, columns)
-    params: dict[str, list[Any]] = {}
-    for i, name in enumerate(columns):
-        values = [row[name] for row in rows]
-        if name in json_columns:  # as SQLAlchemy's JSON type stores them (None as JSON null)
-            none_as_null = json_columns[name]
-            values = [
-                None if v is None and none_as_null else orjson.dumps(v).decode() for v in values
-            ]
-        params[f"c{i}"] = values
-    await session.execute(statement, params)
+    unnest = _unnest_insert(table, columns)
+    arrays = unnest.arrays(rows)
+    await session.execute(unnest.statement, {f"c{i}": a for i, a in enumerate(arrays)})
+
+
+async def append_rows(
+    conn: AsyncConnection, writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+) -> None:
+    """Insert rows into several tables in one transaction on a connection the caller holds
+    (a hot path's writer; `conn` must not be in a transaction).
+
+    On PostgreSQL the transaction runs on the driver itself, each table's rows one unnest
+    insert: SQLAlchemy's per-statement machinery cost ~0.7 ms of CPU per transaction of two
+    inserts (measured), about twice the driver's own. Every column with a Python-side default
+    must be given. Elsewhere, Core inserts in a Core transaction.
+    """
+    writes = [(table, rows) for table, rows in writes if rows]
+    for table, rows in writes:
+        if not _unnest_ok(table, tuple(rows[0])):
+            raise ValueError(f"rows for {table.name} miss a column that has a default")
+    if conn.dialect.name != "postgresql":
+        async with conn.begin():
+            for table, rows in writes:
+                await insert_rows(conn, table, rows)
+        return
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None  # a live connection, held by the caller
+    async with driver.transaction():
+        for table, rows in writes:
+            unnest = _unnest_insert(table, tuple(rows[0]))
+            await driver.execute(unnest.sql, *unnest.arrays(rows))
 
 
 def _unnest_ok(table: Table, columns: tuple[str, ...]) -> bool:
@@ -125,17 +148,43 @@ def _unnest_ok(table: Table, columns: tuple[str, ...]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class _Unnest:
+    """`INSERT INTO t (cols) SELECT * FROM unnest(<one typed array per column>)`, as SQL for
+    the driver (`$n` placeholders) and as a SQLAlchemy statement (`:cn` parameters)."""
+
+    columns: tuple[str, ...]
+    sql: str
+    statement: TextClause
+    # JSON columns → whether None is SQL NULL (else JSON null, as SQLAlchemy's JSON type does).
+    json_columns: dict[str, bool]
+
+    def arrays(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        arrays = []
+        for name in self.columns:
+            values = [row[name] for row in rows]
+            if name in self.json_columns:
+                none_as_null = self.json_columns[name]
+                values = [
+                    None if v is None and none_as_null else orjson.dumps(v).decode() for v in values
+                ]
+            arrays.append(values)
+        return arrays
+
+
 @cache
-def _unnest_insert(table: Table, columns: tuple[str, ...]) -> tuple[Any, dict[str, bool]]:
+def _unnest_insert(table: Table, columns: tuple[str, ...]) -> _Unnest:
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
-    casts, json_columns = [], {}
-    for i, name in enumerate(columns):
+    types, json_columns = [], {}
+    for name in columns:
         column_type = table.c[name].type
         if isinstance(column_type, JSON):
             json_columns[name] = bool(column_type.none_as_null)
-        casts.append(f"CAST(:c{i} AS {column_type.compile(dialect=dialect)}[])")
+        types.append(f"{column_type.compile(dialect=dialect)}[]")
     target = ", ".join(quote(table.c[name].name) for name in columns)
     name = f"{quote(table.schema)}.{quote(table.name)}" if table.schema else quote(table.name)
-    sql = f"INSERT INTO {name} ({target}) SELECT * FROM unnest({', '.join(casts)})"
-    return text(sql), json_columns
+    head = f"INSERT INTO {name} ({target}) SELECT * FROM unnest"
+    positional = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
+    named = ", ".join(f"CAST(:c{i} AS {t})" for i, t in enumerate(types))
+    return _Unnest(columns, f"{head}({positional})", text(f"{head}({named})"), json_columns)

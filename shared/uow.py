@@ -70,15 +70,7 @@ class UnitOfWork:
 
     def emit(self, topic: str, key: str, envelope: Envelope) -> None:
         """Queue an event for publication when (and only if) this transaction commits."""
-        self._pending.append(
-            {
-                "topic": topic,
-                "key": key,
-                "event_id": envelope.id,
-                "payload": envelope.to_bytes(),
-                "created_at": datetime.now(UTC),
-            }
-        )
+        self._pending.append(outbox_row(topic, key, envelope))
 
     async def first_times(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
         """Inbox check for a batch: the ids `consumer` sees for the first time (recorded here)."""
@@ -87,3 +79,14 @@ class UnitOfWork:
     async def first_time(self, consumer: str, event_id: str) -> bool:
         """Inbox check: True the first time `consumer` sees `event_id` (recorded in this tx)."""
         return await claim(self.session, self._inbox, consumer, event_id)
+
+
+def outbox_row(topic: str, key: str, envelope: Envelope) -> dict[str, object]:
+    """The outbox row of an event: written in the transaction of the change it describes."""
+    return {
+        "topic": topic,
+        "key": key,
+        "event_id": envelope.id,
+        "payload": envelope.to_bytes(),
+        "created_at": datetime.now(UTC),
+    }

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.security import HTTPBearer
 from jinja2 import Environment, FileSystemLoader
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
@@ -56,9 +56,9 @@ from services.ingest.settings import IngestSettings, ingest_settings
 from services.ingest.store import KeyTaken
 from shared.app import Context, ServiceContext
 from shared.auth import Principal, require_scope
+from shared.db import append_rows
 from shared.errors import InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
 from shared.logs import correlation_id_var
-from shared.uow import UnitOfWork
 
 API_MAX_BODY = 8 * 1024 * 1024  # a batch of 500 leads
 EVENTS_MAX_BODY = 8 * 1024 * 1024  # a batch of 1,000 events
@@ -245,11 +245,15 @@ class SubmissionWriter:
         conn: AsyncConnection,
         batch: list[tuple[handlers.FormPost, asyncio.Future[handlers.Outcome]]],
     ) -> None:
-        """The batch in one transaction on the writer's own connection; raises on failure."""
-        ctx = self.ctx
-        sessions = async_sessionmaker(bind=conn, expire_on_commit=False)
-        async with UnitOfWork(sessions, ctx.spec.outbox, ctx.spec.inbox, ctx.relay.notify) as uow:
-            outcomes = await handlers.capture_form_submissions([p for p, _ in batch], uow)
+        """The batch in one transaction on the writer's own connection; raises on failure.
+
+        Only inserts (submissions and their outbox rows), so it goes through `append_rows`
+        rather than a unit of work: the ORM session's cost per transaction was a third of a
+        submission's CPU time at 1,000 posts/s, when batches are small."""
+        outcomes, capture = handlers.judge_form_submissions([p for p, _ in batch])
+        await append_rows(conn, capture.writes(self.ctx.spec.outbox))
+        if capture.events:
+            self.ctx.relay.notify()
         for (_, done), outcome in zip(batch, outcomes, strict=True):
             if not done.done():
                 done.set_result(outcome)

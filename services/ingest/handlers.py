@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
+from sqlalchemy import Table
 
 from services.ingest import domain
 from services.ingest.domain import Accepted, CleanLead, FieldProblem, Rejected, Spam, Verdict
@@ -30,12 +31,12 @@ from services.ingest.schemas import (
     WebhookSourceCreate,
     WebhookSourceUpdate,
 )
-from services.ingest.store import store_of
+from services.ingest.store import SUBMISSIONS, store_of
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
 from shared.events import topics
 from shared.events.envelope import Envelope, PreparedEnvelope
 from shared.events.ingest import LeadCaptured
-from shared.uow import UnitOfWork
+from shared.uow import UnitOfWork, outbox_row
 
 SOURCE = "/leadwire/ingest"
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -254,16 +255,17 @@ class Outcome:
 
 
 @dataclass
-class _Capture:
-    """Rows and events of one transaction, written together at the end."""
+class Capture:
+    """Submissions judged together: their rows and `lead.captured` events, written in one
+    transaction (`flush` through a unit of work, or `writes` for `shared.db.append_rows`)."""
 
-    uow: UnitOfWork
-    workspace: str
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     rows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, str, Envelope]] = field(default_factory=list)
 
     def record(
         self,
+        workspace: str,
         source: Literal["form", "webhook", "api"],
         source_id: str | None,
         raw: Raw,
@@ -281,16 +283,12 @@ class _Capture:
             status = status or "accepted"
             dedupe_key = verdict.lead.dedupe_key
             if status == "accepted":
-                correlation = emit_lead(
-                    self.uow,
-                    self.workspace,
-                    submission_id,
-                    source,
-                    source_id,
-                    verdict.lead,
-                    self.now,
-                    correlation_id,
+                lead = verdict.lead
+                event = lead_event(
+                    workspace, submission_id, source, source_id, lead, self.now, correlation_id
                 )
+                self.events.append(event)
+                correlation = event[2].correlationid
         elif isinstance(verdict, Rejected):
             status, reason, problems = (
                 status or "rejected",
@@ -302,7 +300,7 @@ class _Capture:
         self.rows.append(
             {
                 "id": submission_id,
-                "workspace": self.workspace,
+                "workspace": workspace,
                 "source": source,
                 "source_id": source_id,
                 "status": status,
@@ -326,12 +324,16 @@ class _Capture:
             public_status = "spam"
         return Outcome(submission_id, public_status, problems, dedupe_key, reason)
 
-    async def flush(self) -> None:
-        await store_of(self.uow).add_submissions(self.rows)
+    async def flush(self, uow: UnitOfWork) -> None:
+        for topic, key, envelope in self.events:
+            uow.emit(topic, key, envelope)
+        await store_of(uow).add_submissions(self.rows)
+
+    def writes(self, outbox: Table) -> list[tuple[Table, list[dict[str, Any]]]]:
+        return [(SUBMISSIONS, self.rows), (outbox, [outbox_row(*e) for e in self.events])]
 
 
-def emit_lead(
-    uow: UnitOfWork,
+def lead_event(
     workspace: str,
     submission_id: str,
     source: Literal["form", "webhook", "api"],
@@ -339,8 +341,8 @@ def emit_lead(
     lead: CleanLead,
     now: datetime,
     correlation_id: str | None = None,
-) -> str:
-    """Write `lead.captured` to the outbox, keyed by the lead's identity; its correlation id."""
+) -> tuple[str, str, Envelope]:
+    """`lead.captured` for the leads topic, keyed by the lead's identity."""
     envelope = PreparedEnvelope.prepare(
         LeadCaptured.event_type,
         lead_captured_data(submission_id, source, source_id, lead, now),
@@ -349,8 +351,7 @@ def emit_lead(
         subject=submission_id,
         correlationid=correlation_id,
     )
-    uow.emit(topics.LEADS, topics.contact_key(workspace, lead.dedupe_key), envelope)
-    return envelope.correlationid
+    return topics.LEADS, topics.contact_key(workspace, lead.dedupe_key), envelope
 
 
 @dataclass(frozen=True)
@@ -398,20 +399,28 @@ async def capture_form_submission(cmd: FormPost, uow: UnitOfWork) -> Outcome:
     return outcome
 
 
+def judge_form_submissions(cmds: Sequence[FormPost]) -> tuple[list[Outcome], Capture]:
+    """Each form post judged on its own (no I/O): the outcomes, and what to write."""
+    capture = Capture()
+    outcomes = [
+        capture.record(
+            cmd.form.workspace,
+            "form",
+            cmd.form.id,
+            cmd.raw,
+            cmd.values,
+            domain.check_form_submission(cmd.form.rules, cmd.values),
+            correlation_id=cmd.correlation_id,
+        )
+        for cmd in cmds
+    ]
+    return outcomes, capture
+
+
 async def capture_form_submissions(cmds: Sequence[FormPost], uow: UnitOfWork) -> list[Outcome]:
     """Several form posts in one transaction (group commit); each is judged on its own."""
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    outcomes = []
-    for cmd in cmds:
-        capture = _Capture(uow, cmd.form.workspace, now, rows)
-        verdict = domain.check_form_submission(cmd.form.rules, cmd.values)
-        outcomes.append(
-            capture.record(
-                "form", cmd.form.id, cmd.raw, cmd.values, verdict, correlation_id=cmd.correlation_id
-            )
-        )
-    await store_of(uow).add_submissions(rows)
+    outcomes, capture = judge_form_submissions(cmds)
+    await capture.flush(uow)
     return outcomes
 
 
@@ -433,10 +442,10 @@ async def capture_webhook(cmd: WebhookPost, uow: UnitOfWork) -> Outcome:
     now = await _verify(source.secret, source.id, cmd.signed, cmd.raw.body, uow)
     payload = parse_json(cmd.raw.body)
     values = domain.map_payload(payload, source.mapping)
-    capture = _Capture(uow, source.workspace, now)
+    capture = Capture(now)
     verdict = domain.build_lead(values, source.default_region)
-    outcome = capture.record("webhook", source.id, cmd.raw, payload, verdict)
-    await capture.flush()
+    outcome = capture.record(source.workspace, "webhook", source.id, cmd.raw, payload, verdict)
+    await capture.flush(uow)
     return outcome
 
 
@@ -494,7 +503,7 @@ async def capture_leads(cmd: LeadsPost, uow: UnitOfWork) -> Answer:
         if seen is not None:
             await store.drop_idempotency_key(seen)
 
-    capture = _Capture(uow, cmd.workspace, now)
+    capture = Capture(now)
     verdicts: list[Accepted | Rejected] = []
     for index, lead in enumerate(cmd.leads):
         prefix = f"leads.{index}." if cmd.batch else ""
@@ -513,9 +522,11 @@ async def capture_leads(cmd: LeadsPost, uow: UnitOfWork) -> Answer:
         status = "discarded" if failed and isinstance(verdict, Accepted) else None
         reason = "batch_rejected" if status else None
         outcomes.append(
-            capture.record("api", None, item_raw, data, verdict, status=status, reason=reason)
+            capture.record(
+                cmd.workspace, "api", None, item_raw, data, verdict, status=status, reason=reason
+            )
         )
-    await capture.flush()
+    await capture.flush(uow)
 
     if failed:
         problems = [p for o in outcomes for p in o.problems]
@@ -634,7 +645,7 @@ async def release_submission(
     assert isinstance(verdict, Accepted)
     lead = verdict.lead
     source: Literal["form", "webhook", "api"] = row.source  # type: ignore[assignment]
-    emit_lead(uow, workspace, row.id, source, row.source_id, lead, now)
+    uow.emit(*lead_event(workspace, row.id, source, row.source_id, lead, now))
     await store.mark_submission(row.id, "released", dedupe_key=lead.dedupe_key, released_at=now)
     return Released(row.id, lead.dedupe_key)
 

@@ -112,3 +112,30 @@ async def test_a_python_side_default_is_applied(engine: db.AsyncEngine) -> None:
     async with sessions() as session:
         kinds = (await session.execute(select(WITH_DEFAULT.c.kind))).scalars().all()
     assert sorted(kinds) == ["given", "plain", "plain"]
+
+
+async def test_append_rows_writes_several_tables_in_one_transaction(
+    engine: db.AsyncEngine,
+) -> None:
+    async with engine.connect() as conn:
+        await db.append_rows(conn, [(ROWS, [row(1, {"a": 1})]), (WITH_DEFAULT, [])])
+        await db.append_rows(
+            conn, [(ROWS, [row(2, None)]), (WITH_DEFAULT, [{"id": "a", "kind": "given"}])]
+        )
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+            # The second table's rows collide: the first table's rows are rolled back too.
+            await db.append_rows(
+                conn, [(ROWS, [row(3, None)]), (WITH_DEFAULT, [{"id": "a", "kind": "again"}])]
+            )
+    sessions = db.sessionmaker(engine)
+    async with sessions() as session:
+        ids = (await session.execute(select(ROWS.c.id).order_by(ROWS.c.id))).scalars().all()
+        kinds = (await session.execute(select(WITH_DEFAULT.c.kind))).scalars().all()
+    assert ids == ["r1", "r2"]
+    assert kinds == ["given"]
+
+
+async def test_append_rows_wants_every_column_that_has_a_default(engine: db.AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        with pytest.raises(ValueError, match="default"):
+            await db.append_rows(conn, [(WITH_DEFAULT, [{"id": "a"}])])
