@@ -20,7 +20,7 @@ import pytest
 
 from services.registry import SERVICES
 from tests.helpers import SECRET
-from tests.infra import fetch_kafka_jars, start_kafka, start_postgres
+from tests.infra import KafkaServer, fetch_kafka_jars, start_kafka, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".leadwire" / "test-infra" / str(os.getpid())
@@ -38,15 +38,29 @@ def unique(prefix: str = "t") -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    if bootstrap := os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP"):
-        yield bootstrap
+def kafka_server() -> Iterator[KafkaServer | None]:
+    """The session's broker; None when LEADWIRE_KAFKA_BOOTSTRAP names one run elsewhere."""
+    if os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP"):
+        yield None
         return
     server = start_kafka(STATE / "kafka", fetch_kafka_jars(ROOT))
     try:
-        yield server.bootstrap
+        yield server
     finally:
         server.stop(remove_data=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_server: KafkaServer | None) -> str:
+    return kafka_server.bootstrap if kafka_server else os.environ["LEADWIRE_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_bootstrap(kafka_server: KafkaServer | None) -> str:
+    """The session broker's SASL/PLAIN listener (user KAFKA_SASL_USER)."""
+    if kafka_server is None or kafka_server.sasl_bootstrap is None:
+        pytest.skip("the broker named by LEADWIRE_KAFKA_BOOTSTRAP has no known SASL listener")
+    return kafka_server.sasl_bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,20 @@ _infra = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = _infra  # dataclasses look their module up in sys.modules
 _spec.loader.exec_module(_infra)
 
+KAFKA_SASL_USER: str = _infra.KAFKA_SASL_USER
+KAFKA_SASL_PASSWORD: str = _infra.KAFKA_SASL_PASSWORD
 KafkaServer = _infra.KafkaServer
 PostgresServer = _infra.PostgresServer
 fetch_kafka_jars = _infra.fetch_kafka_jars
 start_kafka = _infra.start_kafka
 start_postgres = _infra.start_postgres
 
-__all__ = ["KafkaServer", "PostgresServer", "fetch_kafka_jars", "start_kafka", "start_postgres"]
+__all__ = [
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SASL_USER",
+    "KafkaServer",
+    "PostgresServer",
+    "fetch_kafka_jars",
+    "start_kafka",
+    "start_postgres",
+]

@@ -183,6 +183,13 @@ class KafkaServer:
     state_dir: Path
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """The SASL/PLAIN listener (user `KAFKA_SASL_USER`), when the broker has one."""
+        props = (self.state_dir / "server.properties").read_text()
+        found = re.search(r"^listeners=.*SASL_PLAINTEXT://([^,\s]+)", props, re.M)
+        return found.group(1) if found else None
+
     def running(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
             return False
@@ -230,17 +237,28 @@ def running_kafka(state_dir: Path) -> KafkaServer | None:
     return KafkaServer(bootstrap, int(pid), state_dir)
 
 
-def _kafka_properties(state_dir: Path, port: int, controller_port: int) -> str:
+# The broker's SASL/PLAIN listener accepts this one user (local and test use only).
+KAFKA_SASL_USER = "leadwire"
+KAFKA_SASL_PASSWORD = "leadwire-local-only"
+
+
+def _kafka_properties(state_dir: Path, port: int, controller_port: int, sasl_port: int) -> str:
+    ports = f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}"
     return f"""\
 # Single-node KRaft: this process is both broker and the only controller (tests, local dev).
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+listeners={ports},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={ports},CONTROLLER://127.0.0.1:{controller_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+# A second listener with SASL/PLAIN, so clients' authentication is tested against a real broker.
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required \
+user_{KAFKA_SASL_USER}="{KAFKA_SASL_PASSWORD}";
 log.dirs={state_dir / "data"}
 num.partitions=4
 auto.create.topics.enable=true
@@ -277,10 +295,10 @@ def start_kafka(state_dir: Path, libs: Path) -> KafkaServer:
     classpath = f"{libs.resolve()}/*"
     props = state_dir / "server.properties"
     if not (state_dir / "data" / "meta.properties").exists():
-        port, controller_port = _free_port(), _free_port()
-        while controller_port == port:
-            controller_port = _free_port()
-        props.write_text(_kafka_properties(state_dir, port, controller_port))
+        port, controller_port, sasl_port = _free_port(), _free_port(), _free_port()
+        while len({port, controller_port, sasl_port}) < 3:
+            controller_port, sasl_port = _free_port(), _free_port()
+        props.write_text(_kafka_properties(state_dir, port, controller_port, sasl_port))
         storage = [java, "-cp", classpath, "kafka.tools.StorageTool"]
         cluster_id = _run([*storage, "random-uuid"], "kafka-storage random-uuid").strip()
         _run(

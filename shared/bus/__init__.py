@@ -8,9 +8,21 @@ def make_bus(settings: Settings, client_id: str = "leadwire") -> Bus:
     """The transport the settings choose: `memory` (embedded) or `kafka`."""
     if settings.bus == "kafka":
         from shared.bus.kafka import KafkaBus
+        from shared.bus.kafka_security import KafkaSecurity
 
+        password = settings.kafka_sasl_password
+        security = KafkaSecurity(
+            protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_username=settings.kafka_sasl_username,
+            sasl_password=password.get_secret_value() if password else None,
+            ssl_cafile=settings.kafka_ssl_cafile,
+            ssl_certfile=settings.kafka_ssl_certfile,
+            ssl_keyfile=settings.kafka_ssl_keyfile,
+        )
         return KafkaBus(
             settings.kafka_bootstrap,
+            security=security,
             prefix=settings.topic_prefix,
             partitions=settings.topic_partitions,
             max_retries=settings.consumer_max_retries,

@@ -17,6 +17,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared import metrics
 from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
+from shared.bus.kafka_security import KafkaSecurity
 from shared.events.envelope import Envelope
 from shared.events.topics import all_topics_with_dlq, dlq
 
@@ -36,8 +37,14 @@ class KafkaBus:
         max_batch: int = 500,
         client_id: str = "leadwire",
         topics: Sequence[str] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        # Connection options every client gets: bootstrap servers, TLS and SASL.
+        self.connection: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            **(security or KafkaSecurity()).client_options(),
+        }
         self.prefix = prefix
         self.partitions = partitions
         self.replication = replication
@@ -61,7 +68,7 @@ class KafkaBus:
     async def _connect(self) -> None:
         while True:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
+                **self.connection,
                 client_id=self.client_id,
                 acks="all",
                 enable_idempotence=True,
@@ -82,7 +89,7 @@ class KafkaBus:
             return
 
     async def _ensure_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        admin = AIOKafkaAdminClient(**self.connection, client_id=self.client_id)
         await admin.start()
         try:
             new = [
@@ -121,7 +128,7 @@ class KafkaBus:
         producer = await self._ready_producer()
         name = self.prefix + dlq(topic)
         partitions = [TopicPartition(name, p) for p in await producer.partitions_for(name)]
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        reader = AIOKafkaConsumer(**self.connection, enable_auto_commit=False)
         await reader.start()
         try:
             reader.assign(partitions)
@@ -214,7 +221,7 @@ class KafkaConsumer:
         while True:
             consumer = AIOKafkaConsumer(
                 *[self.bus.prefix + t for t in self.subscription.topics],
-                bootstrap_servers=self.bus.bootstrap,
+                **self.bus.connection,
                 client_id=self.bus.client_id,
                 group_id=self.group,
                 enable_auto_commit=False,

@@ -3,6 +3,20 @@
   value: kafka
 - name: LEADWIRE_KAFKA_BOOTSTRAP
   value: {{ .Values.kafka.bootstrap | quote }}
+- name: LEADWIRE_KAFKA_SECURITY_PROTOCOL
+  value: {{ .Values.kafka.securityProtocol | quote }}
+{{- if .Values.kafka.sasl.secret }}
+- name: LEADWIRE_KAFKA_SASL_MECHANISM
+  value: {{ .Values.kafka.sasl.mechanism | quote }}
+- name: LEADWIRE_KAFKA_SASL_USERNAME
+  valueFrom: {secretKeyRef: {name: {{ .Values.kafka.sasl.secret }}, key: LEADWIRE_KAFKA_SASL_USERNAME}}
+- name: LEADWIRE_KAFKA_SASL_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ .Values.kafka.sasl.secret }}, key: LEADWIRE_KAFKA_SASL_PASSWORD}}
+{{- end }}
+{{- if .Values.kafka.caSecret }}
+- name: LEADWIRE_KAFKA_SSL_CAFILE
+  value: /etc/leadwire/kafka-ca/ca.crt
+{{- end }}
 - name: LEADWIRE_TOPIC_PARTITIONS
   value: {{ .Values.kafka.topicPartitions | quote }}
 - name: LEADWIRE_HOST
