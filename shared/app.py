@@ -211,12 +211,12 @@ class ServiceApp(FastAPI):
     hot: HotRoutes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.hot.find(scope) if self.hot is not None else None
-        if found is None:
+        hot = self.hot
+        found = hot.find(scope) if hot is not None else None
+        if hot is None or found is None:
             await super().__call__(scope, receive, send)
         else:
-            assert self.hot is not None
-            await self.hot.serve(found, scope, receive, send)
+            await hot.serve(found, scope, receive, send)
 
 
 def probes_router() -> APIRouter:

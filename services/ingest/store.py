@@ -100,10 +100,9 @@ class IngestStore:
     # submissions ------------------------------------------------------------------------------
 
     async def add_submissions(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert raw submissions with their outcomes (Core insert: this is the hot path)."""
-        if rows:
-            # The table, not the mapped class: no ORM bulk-insert machinery.
-            await insert_rows(self.session, SUBMISSIONS, rows)
+        """Insert raw submissions with their outcomes (the table, not the mapped class: no ORM
+        bulk-insert machinery). The public form route's group commit appends them directly."""
+        await insert_rows(self.session, SUBMISSIONS, rows)
 
     async def submission(self, workspace: str, submission_id: str) -> Submission | None:
         query = select(Submission).where(
