@@ -21,6 +21,8 @@
   value: {{ .Values.kafka.topicPartitions | quote }}
 - name: LEADWIRE_HOST
   value: "0.0.0.0"
+- name: FORWARDED_ALLOW_IPS
+  value: {{ .Values.forwardedAllowIps | quote }}
 - name: DATABASE_URL
   valueFrom: {secretKeyRef: {name: {{ .Values.database.urlSecret }}, key: DATABASE_URL}}
 - name: LEADWIRE_AUTH_SECRET
