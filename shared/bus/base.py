@@ -35,11 +35,16 @@ class Record:
 
 @dataclass(frozen=True)
 class Subscription:
-    """A consumer group (`<service>.<purpose>`) reading some topics with a batch handler."""
+    """A consumer group (`<service>.<purpose>`) reading some topics with a batch handler.
+
+    `decode` turns a message's bytes into its envelope; a subscription that knows its payload
+    type can validate the payload in the same pass (a `ValueError` dead-letters the message).
+    """
 
     group: str
     topics: tuple[str, ...]
     handler: BatchHandler
+    decode: Callable[[bytes], Envelope] = Envelope.from_bytes
 
 
 class Consumer(Protocol):
@@ -99,7 +104,7 @@ class Dispatcher:
         parsed: list[tuple[Record, Envelope]] = []
         for record in records:
             try:
-                parsed.append((record, Envelope.from_bytes(record.value)))
+                parsed.append((record, self.subscription.decode(record.value)))
             except ValueError as exc:
                 await self._dead_letter(record, f"invalid_envelope: {exc}", 1)
         if not parsed:
