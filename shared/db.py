@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, MetaData, Table, TextClause, event, insert, text
+from sqlalchemy import JSON, MetaData, Table, TextClause, TypeDecorator, event, insert, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -155,6 +155,9 @@ def _unnest_ok(table: Table, columns: tuple[str, ...]) -> bool:
     )
 
 
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
 @dataclass(frozen=True)
 class _Unnest:
     """`INSERT INTO t (cols) SELECT * FROM unnest(<one typed array per column>)`."""
@@ -164,6 +167,8 @@ class _Unnest:
     types: tuple[str, ...]  # each column's array type
     # JSON columns → whether None is SQL NULL (else JSON null, as SQLAlchemy's JSON type does).
     json_columns: dict[str, bool]
+    # Columns of a custom type: their values go through its `process_bind_param` first.
+    decorated: dict[str, TypeDecorator[Any]]
 
     @cached_property
     def statement(self) -> TextClause:
@@ -181,6 +186,9 @@ class _Unnest:
         arrays = []
         for name in self.columns:
             values = [row[name] for row in rows]
+            if name in self.decorated:
+                process = self.decorated[name].process_bind_param
+                values = [process(v, _PG) for v in values]
             if name in self.json_columns:
                 none_as_null = self.json_columns[name]
                 values = [
@@ -192,18 +200,21 @@ class _Unnest:
 
 @cache
 def _unnest_insert(table: Table, columns: tuple[str, ...]) -> _Unnest:
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    quote = dialect.identifier_preparer.quote
-    types, json_columns = [], {}
+    quote = _PG.identifier_preparer.quote
+    types, json_columns, decorated = [], {}, {}
     for name in columns:
         column_type = table.c[name].type
-        if isinstance(column_type, JSON):
-            json_columns[name] = bool(column_type.none_as_null)
-        types.append(f"{column_type.compile(dialect=dialect)}[]")
+        base = column_type
+        if isinstance(column_type, TypeDecorator):
+            decorated[name] = column_type
+            base = column_type.impl_instance
+        if isinstance(base, JSON):
+            json_columns[name] = bool(base.none_as_null)
+        types.append(f"{column_type.compile(dialect=_PG)}[]")
     target = ", ".join(quote(table.c[name].name) for name in columns)
     name = f"{quote(table.schema)}.{quote(table.name)}" if table.schema else quote(table.name)
     head = f"INSERT INTO {name} ({target}) SELECT * FROM unnest"
-    return _Unnest(columns, head, tuple(types), json_columns)
+    return _Unnest(columns, head, tuple(types), json_columns, decorated)
 
 
 @cache

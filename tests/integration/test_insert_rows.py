@@ -17,14 +17,27 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    TypeDecorator,
     func,
     insert,
     select,
     text,
 )
+from sqlalchemy.engine import Dialect
 
 from shared import db
 from tests.conftest import unique
+
+
+class Shouting(TypeDecorator[str]):
+    """A custom type whose bind step changes the value: bulk paths must not skip it."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value.upper() if value is not None else None
+
 
 metadata = MetaData()
 ROWS = Table(
@@ -38,6 +51,7 @@ ROWS = Table(
     Column("strict", JSON(none_as_null=True), nullable=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("note", String(20), nullable=False, server_default="none"),
+    Column("loud", Shouting, nullable=True),
 )
 WITH_DEFAULT = Table(
     "bulk_defaults",
@@ -57,6 +71,7 @@ def row(i: int, data: object) -> dict[str, object]:
         "data": data,
         "strict": data,
         "at": AT,
+        "loud": f"row {i}",
     }
 
 
@@ -89,7 +104,7 @@ async def test_stores_what_an_executemany_stores(engine: db.AsyncEngine) -> None
             select(func.count()).where(ROWS.c.data.is_(None)).select_from(ROWS)
         )
     assert json_nulls == 0  # None in a plain JSON column is JSON null, as SQLAlchemy stores it
-    assert [{**r, "note": "none"} for r in rows] == [
+    assert [{**r, "note": "none", "loud": str(r["loud"]).upper()} for r in rows] == [
         {**dict(r), "at": r["at"].replace(tzinfo=UTC)} for r in stored
     ]
 
