@@ -20,6 +20,8 @@ from shared.events.contacts import ContactCreated, ContactSnapshot, ContactUpdat
 from shared.events.envelope import Envelope
 
 SNAPSHOT_ORDER: tuple[str, ...] = tuple(ContactSnapshot.model_fields)
+CREATED = ContactCreated.event_type
+UPDATED = ContactUpdated.event_type
 
 
 class EncodedEnvelope(Envelope):
@@ -104,7 +106,3 @@ def _change(before: Any, after: Any) -> dict[str, Any]:
     if after is not None:
         change["after"] = after
     return change
-
-
-CREATED = ContactCreated.event_type
-UPDATED = ContactUpdated.event_type
