@@ -109,6 +109,7 @@ def _json_rows(table: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _json_insert(table: str, columns: tuple[str, ...], ignore_conflicts: bool) -> Any:
+    """Insert the JSON rows; with `ignore_conflicts`, a row whose key exists is skipped."""
     names = ", ".join(f'"{name}"' for name in columns)
     conflicts = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     return text(
@@ -460,7 +461,7 @@ class ContactsStore:
             await self.session.execute(insert(table), list(rows))
 
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Many new contacts in one statement (Core insert: no ORM bookkeeping per row)."""
+        """Many new contacts in one statement (no ORM bookkeeping per row)."""
         await self._insert_many(CONTACTS, rows)
 
     def add(self, row: Any) -> None:
