@@ -12,8 +12,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
+from murmurhash2 import murmurhash2
 
 from shared import metrics
 from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
@@ -277,9 +277,14 @@ class KafkaConsumer:
                 await self.task
 
 
+# Kafka's murmur2 seed. The C implementation gives the same hashes as aiokafka's pure-Python
+# one (a unit test holds it to it) about 30 times faster: 3% of ingest's CPU at saturation.
+KAFKA_MURMUR2_SEED = 0x9747B28C
+
+
 def partition_of(key: bytes, partitions: Sequence[int]) -> int:
     """The default partitioner's choice (Kafka's own, murmur2) among a topic's partitions."""
-    hashed: int = murmur2(key)
+    hashed: int = murmurhash2(key, KAFKA_MURMUR2_SEED)
     return partitions[(hashed & 0x7FFFFFFF) % len(partitions)]
 
 

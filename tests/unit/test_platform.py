@@ -110,3 +110,21 @@ class TestJsonLogs:
         assert line["event_id"] == "e1"
         assert line["correlation_id"] == "c1"
         assert line["topic"] == "leadwire.leads.v1"
+
+
+class TestKafkaPartitioner:
+    def test_partitions_as_kafkas_default_partitioner_does(self) -> None:
+        import random
+
+        from aiokafka.partitioner import murmur2
+
+        from shared.bus.kafka import partition_of
+
+        chooser = random.Random(7)
+        keys = [chooser.randbytes(chooser.randint(0, 120)) for _ in range(3000)]
+        keys += [b"", b"a", "ws:email:zoë@bücher.example".encode()]
+        partitions = list(range(12))
+        for key in keys:
+            assert partition_of(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % 12
+        # Known value of Kafka's murmur2 (Utils.murmur2 in the Java client).
+        assert murmur2(b"21") == -973932308 & 0xFFFFFFFF
