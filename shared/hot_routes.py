@@ -4,7 +4,7 @@ A public endpoint taking thousands of posts a second pays, on every request, for
 of Starlette and FastAPI middleware (error, exception, body-limit, exit-stack, routing
 middleware: coroutine frames resumed at every await, `send` wrapped at every level). A hot
 route skips those layers but keeps what they give it: the correlation id and the request
-metrics (the same `ObservabilityMiddleware`), and the app's exception handlers, so an error
+metrics (as `ObservabilityMiddleware` gives them), and the app's exception handlers, so an error
 answers the same problem+json as on any other route. The route should also be declared on a
 router as usual (with `include_in_schema` as wanted), so it stays documented in OpenAPI.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.types import Receive, Scope, Send
 
-from shared.observability import ObservabilityMiddleware
+from shared.logs import correlation_id_var
+from shared.observability import RequestMetrics, correlation_id_of
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 _PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
@@ -51,12 +53,16 @@ class HotRoute:
 
 
 class HotRoutes:
-    """A service's hot routes, served for its app (see `shared.app.ServiceApp`)."""
+    """A service's hot routes, served for its app (see `shared.app.ServiceApp`).
+
+    What `ObservabilityMiddleware` does for other routes is done inline here: a hot endpoint
+    returns its `Response`, so the correlation id goes on its headers and its status into
+    the metrics without wrapping `send`."""
 
     def __init__(self, app: FastAPI, routes: Sequence[HotRoute], service: str) -> None:
         self.app = app
         self.routes = tuple(routes)
-        self.observed = ObservabilityMiddleware(self._serve, service)
+        self.metrics = RequestMetrics(service)
 
     def find(self, scope: Scope) -> tuple[HotRoute, dict[str, str]] | None:
         if scope["type"] != "http":
@@ -70,18 +76,25 @@ class HotRoutes:
     async def serve(
         self, found: tuple[HotRoute, dict[str, str]], scope: Scope, receive: Receive, send: Send
     ) -> None:
+        route, scope["path_params"] = found
         scope["app"] = self.app
-        scope["route"], scope["path_params"] = found
-        await self.observed(scope, receive, send)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        route: HotRoute = scope["route"]
+        scope["route"] = route
+        correlation_id = correlation_id_of(scope)
+        token = correlation_id_var.set(correlation_id)
+        started = time.perf_counter()
+        status = 500
         try:
-            response = await route.endpoint(request)
-        except Exception as exc:
-            response = await self._handled(request, exc)
-        await response(scope, receive, send)
+            request = Request(scope, receive, send)
+            try:
+                response = await route.endpoint(request)
+            except Exception as exc:
+                response = await self._handled(request, exc)
+            status = response.status_code
+            response.raw_headers.append((b"x-correlation-id", correlation_id.encode()))
+            await response(scope, receive, send)
+        finally:
+            self.metrics.record(route.method, route.path, status, time.perf_counter() - started)
+            correlation_id_var.reset(token)
 
     async def _handled(self, request: Request, exc: Exception) -> Response:
         """The app's own answer to `exc`: its most specific registered handler."""

@@ -25,25 +25,34 @@ def correlation_id_of(scope: Scope) -> str:
     return new_id()
 
 
+class RequestMetrics:
+    """A service's request counter and latency histogram.
+
+    Labelled children are looked up once per (method, route, status): `labels()` validates
+    and locks on every call, a cost otherwise paid per request."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (
+                metrics.HTTP_REQUESTS.labels(self.service, method, route, str(status)),
+                metrics.HTTP_SECONDS.labels(self.service, method, route),
+            )
+        found[0].inc()
+        found[1].observe(seconds)
+
+
 class ObservabilityMiddleware:
     """Request metrics and a correlation id per request (from `X-Correlation-Id` or new)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
-        self.service = service
-        # Labelled metric children, looked up once per (method, route, status): `labels()`
-        # validates and locks on every call, a cost paid per request otherwise.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def _metrics(self, method: str, path: str, status: int) -> tuple[Any, Any]:
-        key = (method, path, status)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = (
-                metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)),
-                metrics.HTTP_SECONDS.labels(self.service, method, path),
-            )
-        return found
+        self.metrics = RequestMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,9 +75,6 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            requests, seconds = self._metrics(
-                scope["method"], getattr(route, "path", "unmatched"), status
-            )
-            requests.inc()
-            seconds.observe(time.perf_counter() - started)
+            path = getattr(route, "path", "unmatched")
+            self.metrics.record(scope["method"], path, status, time.perf_counter() - started)
             correlation_id_var.reset(token)
