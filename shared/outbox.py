@@ -49,11 +49,15 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 class OutboxRelay:
-    """Publishes unsent outbox rows in id order and marks them sent.
+    """Publishes unsent outbox rows in id order, then deletes them (durable bus) or marks them
+    sent (volatile bus).
 
     Several replicas may run a relay: a PostgreSQL advisory lock lets one publish at a time, so
     per-key order is kept. A crash between publish and mark re-publishes; consumers' inboxes
-    absorb the duplicate.
+    absorb the duplicate. Kafka keeps the log, so published rows go at once: deleting a row
+    writes a few bytes where marking it rewrote the whole row, its event included, and its
+    index entries. The in-process bus forgets everything with the process, so there published
+    rows are kept a day, to be re-published after a restart.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class OutboxRelay:
         self.batch = batch
         self.linger_s = linger_s
         self.sessions = sessionmaker(engine)
+        self.keep_sent = getattr(bus, "first_relay_of", None) is not None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -119,7 +124,7 @@ class OutboxRelay:
                 log.warning("outbox relay failed, will retry", exc_info=True)
                 sent = 0
                 await self._sleep(1)
-            if sent == 0 and not self._stopping:
+            if sent == 0 and self.keep_sent and not self._stopping:
                 await self._purge_sent()
             if sent < self.batch:
                 await self._sleep(self.poll_interval_s)
@@ -141,8 +146,8 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were published.
 
-        The rows are claimed by marking them sent first; the mark only commits once the bus
-        has acknowledged them, so a failed publish leaves them unsent. The claim also takes
+        The rows are claimed first (deleted or marked sent); the claim only commits once the
+        bus has acknowledged them, so a failed publish leaves them unsent. The claim also takes
         SQLite's write lock, which keeps two relays on one file from publishing a row twice.
         """
         async with self.sessions() as session, session.begin():
@@ -155,13 +160,14 @@ class OutboxRelay:
                 .limit(self.batch)
                 .scalar_subquery()
             )
+            claim = (
+                update(self.table).values(sent_at=datetime.now(UTC))
+                if self.keep_sent
+                else delete(self.table)
+            )
+            c = self.table.c
             claimed = await session.execute(
-                update(self.table)
-                .where(self.table.c.id.in_(unsent))
-                .values(sent_at=datetime.now(UTC))
-                .returning(
-                    self.table.c.id, self.table.c.topic, self.table.c.key, self.table.c.payload
-                )
+                claim.where(c.id.in_(unsent)).returning(c.id, c.topic, c.key, c.payload)
             )
             rows = sorted(claimed.all(), key=lambda r: r.id)
             if rows:

@@ -482,12 +482,11 @@ class TestOnKafkaAndPostgres:
         engine = distributed.app.state.ctx.engine
 
         async def relayed() -> bool:
+            # Both captures committed their events (the contact shows company B); with Kafka
+            # the relay deletes a row only once the broker acknowledged its event.
             async with engine.connect() as conn:
-                pending = await conn.scalar(
-                    select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-                )
-                sent = await conn.scalar(select(func.count()).select_from(outbox))
-            return pending == 0 and sent == 2
+                left = await conn.scalar(select(func.count()).select_from(outbox))
+            return left == 0
 
         await eventually(relayed, timeout=60)
 
