@@ -8,7 +8,8 @@
    (contacts already present), so the throughput at 1,000,000 can be compared with 10,000.
 2. Segment count: a three-condition filter compiled to SQL over the table of that size.
 
-Usage: `.venv/bin/python -m bench.contacts_bench [--sizes 10000 1000000] [--leads 50000]`.
+Usage: `.venv/bin/python -m bench.contacts_bench [--sizes 10000 1000000] [--leads 50000]
+[--warmup-leads 20000]`.
 Uses DATABASE_URL (postgresql+asyncpg) and LEADWIRE_KAFKA_BOOTSTRAP when set, otherwise
 starts throwaway servers like the test session does. Writes bench/results/contacts-<ts>.json.
 """
@@ -266,10 +267,20 @@ async def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--leads", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500, help="consumer_max_batch")
+    parser.add_argument(
+        "--warmup-leads",
+        type=int,
+        default=20_000,
+        help="an unreported round first: a broker just started spends a third of a core "
+        "compiling its hot paths (JIT) during its first minute, on this 2-core machine",
+    )
     args = parser.parse_args()
     state = ROOT / ".leadwire" / "bench" / str(os.getpid())
     pg, kafka, started = servers(state)
     try:
+        warmup = None
+        if args.warmup_leads:
+            warmup = await run_size(pg, kafka, 0, args.warmup_leads, args.batch)
         results = [await run_size(pg, kafka, size, args.leads, args.batch) for size in args.sizes]
     finally:
         for server in started:
@@ -292,9 +303,12 @@ async def main() -> None:
                 str(args.leads),
                 "--batch",
                 str(args.batch),
+                "--warmup-leads",
+                str(args.warmup_leads),
             ]
         ),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "warmup": warmup,
         "results": results,
         "throughput_ratio_largest_to_smallest": ratio,
         "targets": {
