@@ -78,7 +78,7 @@ class OutboxRelay:
         self.batch = batch
         self.linger_s = linger_s
         self.sessions = sessionmaker(engine)
-        self.keep_sent = getattr(bus, "first_relay_of", None) is not None
+        self.keep_sent = not bus.durable
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

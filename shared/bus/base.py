@@ -61,6 +61,9 @@ class Consumer(Protocol):
 class Bus(Protocol):
     """Publish keyed envelopes; consume them in groups, at least once, in order per key."""
 
+    # Whether published messages outlive this process (Kafka) or vanish with it (in-process).
+    durable: bool
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

@@ -26,6 +26,8 @@ TOPIC_EXISTS = 36
 
 
 class KafkaBus:
+    durable = True
+
     def __init__(
         self,
         bootstrap: str,

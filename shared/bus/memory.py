@@ -57,6 +57,8 @@ class _Group:
 
 
 class MemoryBus:
+    durable = False  # everything goes with the process
+
     def __init__(
         self,
         partitions: int = 4,
