@@ -66,7 +66,7 @@ class MemoryBus:
         max_retries: int = 5,
         backoff_s: float = 0.2,
         max_batch: int = 500,
-        retention: int = 100_000,
+        retention: int = 20_000,  # ~20 MB of 1 KB events per partition
     ) -> None:
         self.partitions = partitions
         self.retention = retention
