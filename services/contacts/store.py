@@ -374,40 +374,15 @@ class ContactsStore:
             return None
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def contacts_by_identities(
-        self, workspace: str, emails: Iterable[str], phones: Iterable[str]
-    ) -> list[Contact]:
-        """The contacts holding any of these emails or phones, locked for this transaction."""
-        emails, phones = sorted(set(emails)), sorted(set(phones))
-        if not emails and not phones:
-            return []
-        found: dict[str, Contact] = {}
-        # One query per identity (an OR of both would defeat the indexes), each with a single
-        # array parameter on PostgreSQL so the plan is reused whatever the batch size.
-        for column, values in ((Contact.email, emails), (Contact.phone, phones)):
-            if not values:
-                continue
-            if self.dialect == "postgresql":
-                match = column == any_(literal(values, ARRAY(String)))
-            else:
-                match = column.in_(values)
-            stmt = (
-                select(Contact)
-                .where(Contact.workspace == workspace, match)
-                .order_by(Contact.id)  # one lock order, so two batches never deadlock
-                .with_for_update()
-            )
-            for contact in (await self.session.execute(stmt)).scalars():
-                found[contact.id] = contact
-        return list(found.values())
-
     async def contact_states_by_identities(
         self, workspace: str, emails: Iterable[str], phones: Iterable[str]
     ) -> list[dict[str, Any]]:
-        """Like `contacts_by_identities` (same lookups, same locks), as plain column dicts:
-        no ORM objects to build and track on the bulk capture path."""
+        """The contacts holding any of these emails or phones, locked for this transaction, as
+        plain column dicts (no ORM objects to build and track on the bulk capture path)."""
         emails, phones = sorted(set(emails)), sorted(set(phones))
         found: dict[str, dict[str, Any]] = {}
+        # One query per identity (an OR of both would defeat the indexes), each with a single
+        # array parameter on PostgreSQL so the plan is reused whatever the batch size.
         for column, values in ((CONTACTS.c.email, emails), (CONTACTS.c.phone, phones)):
             if not values:
                 continue
