@@ -37,8 +37,9 @@ lint: setup
 schemas: setup  ## regenerate the published event contracts under schemas/
 	$(PY) -m scripts.export_schemas
 
-bench: setup
-	$(PY) -m bench
+bench: setup  ## both benchmarks on throwaway Kafka and PostgreSQL; figures under bench/results/
+	$(PY) -m bench.ingest_bench
+	$(PY) -m bench.contacts_bench
 
 clean:  ## stop local servers and forget every local state
 	-deploy/local/kafka.sh stop

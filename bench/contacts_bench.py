@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import statistics
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.infra import infrastructure
 from services.contacts import domain
 from services.contacts.main import build_spec
 from services.contacts.models import inbox
@@ -74,24 +74,6 @@ def handled() -> int:
             if sample.name.endswith("_total") and sample.labels.get("group") == GROUP:
                 return int(sample.value)
     return 0
-
-
-def servers(state: Path) -> tuple[str, str, list[Any]]:
-    started: list[Any] = []
-    pg = os.environ.get("DATABASE_URL", "")
-    kafka = os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP", "")
-    if not pg.startswith("postgresql") or not kafka:
-        from tests.infra import fetch_kafka_jars, start_kafka, start_postgres
-
-        if not pg.startswith("postgresql"):
-            server = start_postgres(state / "postgres")
-            started.append(server)
-            pg = server.url
-        if not kafka:
-            broker = start_kafka(state / "kafka", fetch_kafka_jars(ROOT))
-            started.append(broker)
-            kafka = broker.bootstrap
-    return pg, kafka, started
 
 
 async def preload(engine: AsyncEngine, size: int) -> float:
@@ -275,18 +257,11 @@ async def main() -> None:
         "compiling its hot paths (JIT) during its first minute, on this 2-core machine",
     )
     args = parser.parse_args()
-    state = ROOT / ".leadwire" / "bench" / str(os.getpid())
-    pg, kafka, started = servers(state)
-    try:
+    with infrastructure() as (kafka, pg):
         warmup = None
         if args.warmup_leads:
             warmup = await run_size(pg, kafka, 0, args.warmup_leads, args.batch)
         results = [await run_size(pg, kafka, size, args.leads, args.batch) for size in args.sizes]
-    finally:
-        for server in started:
-            server.stop()
-        # Throwaway servers leave gigabytes behind (a million contacts, their Kafka log).
-        shutil.rmtree(state, ignore_errors=True)
     by_size = {r["contacts_before"]: r for r in results}
     ratio = None
     if len(results) >= 2 and results[0]["upsert_leads_per_s"]:

@@ -36,8 +36,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +47,7 @@ import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer
 
+from bench.infra import infrastructure
 from shared.auth import issue_token
 from shared.events import topics
 
@@ -56,32 +55,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
-
-
-@contextmanager
-def infrastructure() -> Iterator[tuple[str, str]]:
-    """(kafka bootstrap, postgres url): the ones in the environment, or throwaway servers."""
-    kafka = os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP")
-    postgres = os.environ.get("DATABASE_URL", "")
-    started: list[Any] = []
-    if not kafka or not postgres.startswith("postgresql"):
-        sys.path.insert(0, str(ROOT))
-        from tests.infra import fetch_kafka_jars, start_kafka, start_postgres
-
-        state = ROOT / ".leadwire" / "bench-infra" / str(os.getpid())
-        if not kafka:
-            server = start_kafka(state / "kafka", fetch_kafka_jars(ROOT))
-            started.append(server)
-            kafka = server.bootstrap
-        if not postgres.startswith("postgresql"):
-            pg = start_postgres(state / "postgres")
-            started.append(pg)
-            postgres = pg.url
-    try:
-        yield kafka, postgres
-    finally:
-        for server in reversed(started):
-            server.stop(remove_data=True)
 
 
 def free_port() -> int:

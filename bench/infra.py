@@ -1,0 +1,40 @@
+"""Where a benchmark's Kafka and PostgreSQL come from: the environment, or throwaway servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def infrastructure() -> Iterator[tuple[str, str]]:
+    """(kafka bootstrap, postgres url): LEADWIRE_KAFKA_BOOTSTRAP and DATABASE_URL (a
+    postgresql URL) when set, otherwise servers started like the test session's, stopped and
+    deleted afterwards (a run can leave gigabytes: a million contacts, a Kafka log)."""
+    kafka = os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP", "")
+    postgres = os.environ.get("DATABASE_URL", "")
+    state = ROOT / ".leadwire" / "bench" / str(os.getpid())
+    started: list[Any] = []
+    try:
+        if not kafka or not postgres.startswith("postgresql"):
+            from tests.infra import fetch_kafka_jars, start_kafka, start_postgres
+
+            if not kafka:
+                broker = start_kafka(state / "kafka", fetch_kafka_jars(ROOT))
+                started.append(broker)
+                kafka = broker.bootstrap
+            if not postgres.startswith("postgresql"):
+                server = start_postgres(state / "postgres")
+                started.append(server)
+                postgres = server.url
+        yield kafka, postgres
+    finally:
+        for server in reversed(started):
+            server.stop(remove_data=True)
+        shutil.rmtree(state, ignore_errors=True)
