@@ -9,12 +9,19 @@ from shared.events.contact_commands import COMMAND_TYPES
 from shared.events.contacts import CONTACT_EVENT_TYPES
 from shared.events.envelope import Envelope, EventPayload
 from shared.events.ingest import ENGAGEMENT_TYPES, LeadCaptured
+from shared.events.notifications import NOTIFICATION_EVENT_TYPES, REQUEST_TYPES
+from shared.events.scores import SCORE_EVENT_TYPES
+from shared.events.workflows import RUN_EVENT_TYPES
 
 TOPIC_EVENTS: dict[str, tuple[type[EventPayload], ...]] = {
     topics.LEADS: (LeadCaptured,),
     topics.ENGAGEMENT: tuple(ENGAGEMENT_TYPES.values()),
     topics.CONTACTS: tuple(CONTACT_EVENT_TYPES.values()),
     topics.CONTACT_COMMANDS: tuple(COMMAND_TYPES.values()),
+    topics.SCORES: tuple(SCORE_EVENT_TYPES.values()),
+    topics.WORKFLOW_RUNS: tuple(RUN_EVENT_TYPES.values()),
+    topics.NOTIFICATION_REQUESTS: tuple(REQUEST_TYPES.values()),
+    topics.NOTIFICATIONS: tuple(NOTIFICATION_EVENT_TYPES.values()),
 }
 
 
