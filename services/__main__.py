@@ -181,7 +181,9 @@ async def dead_letters(settings: Settings, topic: str, replay: bool) -> None:
             )
             if replay:
                 original = record.headers.get("leadwire-original-topic", settings.topic(topic))
-                await bus.send_raw(original, record.key, record.value, {})
+                # Back with the headers it was published with (content type, trace context).
+                kept = {k: v for k, v in record.headers.items() if not k.startswith("leadwire-")}
+                await bus.send_raw(original, record.key, record.value, kept)
     finally:
         await bus.stop()
 

@@ -13,12 +13,15 @@ from typing import Protocol
 import orjson
 
 from shared import metrics
-from shared.events.envelope import Envelope
+from shared.events.envelope import CLOUDEVENTS_JSON, Envelope
 from shared.logs import correlation_id_var, event_id_var, workspace_var
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[Sequence[Envelope]], Awaitable[None]]
+# Every published event is a structured-mode CloudEvent (Kafka protocol binding): without this
+# header a CloudEvents receiver assumes binary mode and finds no event.
+EVENT_HEADERS: dict[str, str] = {"content-type": CLOUDEVENTS_JSON}
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,10 @@ def describe(exc: BaseException) -> str:
 
 
 def dlq_headers(record: Record, group: str, error: str, attempts: int) -> dict[str, str]:
-    """Headers that tell an operator why and where an event was dead-lettered."""
+    """The record's own headers (content type, trace context) and headers that tell an
+    operator why and where it was dead-lettered."""
     return {
+        **record.headers,
         "leadwire-error": error[:2000],
         "leadwire-attempts": str(attempts),
         "leadwire-group": group,

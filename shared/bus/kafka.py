@@ -16,13 +16,14 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from murmurhash2 import murmurhash2
 
 from shared import metrics
-from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
+from shared.bus.base import EVENT_HEADERS, Dispatcher, Record, Subscription, dlq_headers
 from shared.bus.kafka_security import KafkaSecurity
 from shared.events.envelope import Envelope
 from shared.events.topics import all_topics_with_dlq, dlq
 
 log = logging.getLogger(__name__)
 TOPIC_EXISTS = 36
+_EVENT_HEADERS = [(name, value.encode()) for name, value in EVENT_HEADERS.items()]
 
 
 class KafkaBus:
@@ -165,16 +166,18 @@ class KafkaBus:
         acks: list[asyncio.Future[Any]] = []
         for topic, key, value in messages:
             name, key_bytes = self.prefix + topic, key.encode()
+            headers = _EVENT_HEADERS
             if name not in partitions:
                 partitions[name] = sorted(await producer.partitions_for(name))
             partition = partition_of(key_bytes, partitions[name])
             builder = open_batches.get((name, partition))
             if builder is None:
                 builder = open_batches[(name, partition)] = producer.create_batch()
-            if builder.append(key=key_bytes, value=value, timestamp=None) is None:
+            record = {"key": key_bytes, "value": value, "timestamp": None, "headers": headers}
+            if builder.append(**record) is None:
                 acks.append(await producer.send_batch(builder, name, partition=partition))
                 builder = open_batches[(name, partition)] = producer.create_batch()
-                if builder.append(key=key_bytes, value=value, timestamp=None) is None:
+                if builder.append(**record) is None:
                     raise MessageSizeTooLargeError(f"a message of {len(value)} bytes on {name}")
         for (name, partition), builder in open_batches.items():
             acks.append(await producer.send_batch(builder, name, partition=partition))

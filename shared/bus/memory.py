@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shared import metrics
-from shared.bus.base import Dispatcher, Record, Subscription, dlq_headers
+from shared.bus.base import EVENT_HEADERS, Dispatcher, Record, Subscription, dlq_headers
 from shared.events.envelope import Envelope
 from shared.events.topics import dlq
 
@@ -111,7 +111,7 @@ class MemoryBus:
 
     async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
         for topic, key, value in messages:
-            self._append(self.prefix + topic, key, value, {})
+            self._append(self.prefix + topic, key, value, EVENT_HEADERS)
             metrics.EVENTS_PUBLISHED.labels(topic).inc()
 
     def _append(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from shared.events import topics
 from shared.events.contact_commands import COMMAND_TYPES
 from shared.events.contacts import CONTACT_EVENT_TYPES
-from shared.events.envelope import Envelope, EventPayload
+from shared.events.envelope import CLOUDEVENTS_JSON, Envelope, EventPayload
 from shared.events.ingest import ENGAGEMENT_TYPES, LeadCaptured
 from shared.events.notifications import NOTIFICATION_EVENT_TYPES, REQUEST_TYPES
 from shared.events.scores import SCORE_EVENT_TYPES
@@ -22,6 +22,21 @@ TOPIC_EVENTS: dict[str, tuple[type[EventPayload], ...]] = {
     topics.WORKFLOW_RUNS: tuple(RUN_EVENT_TYPES.values()),
     topics.NOTIFICATION_REQUESTS: tuple(REQUEST_TYPES.values()),
     topics.NOTIFICATIONS: tuple(NOTIFICATION_EVENT_TYPES.values()),
+}
+
+
+# The Kafka headers of every record: the CloudEvents structured-mode content type, and the W3C
+# trace context of the publish (the envelope's `traceparent` is the producer's).
+KAFKA_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "content-type": {"type": "string", "const": CLOUDEVENTS_JSON},
+        "traceparent": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        },
+    },
+    "required": ["content-type"],
 }
 
 
@@ -48,7 +63,8 @@ def asyncapi() -> dict[str, Any]:
             messages[message_id] = {
                 "name": cls.event_type,
                 "summary": (cls.__doc__ or "").strip().splitlines()[0],
-                "contentType": "application/json",
+                "contentType": CLOUDEVENTS_JSON,
+                "headers": {"$ref": "#/components/schemas/KafkaHeaders"},
                 "payload": {
                     "allOf": [
                         {"$ref": "#/components/schemas/Envelope"},
@@ -77,9 +93,14 @@ def asyncapi() -> dict[str, Any]:
             "title": "Leadwire events",
             "version": "1.0.0",
             "description": "CloudEvents 1.0 envelopes with workspace, correlationid and "
-            "traceparent extensions, JSON on the wire.",
+            "traceparent extensions, in the structured mode of the CloudEvents Kafka binding: "
+            "each record's value is the JSON event and its `content-type` header is "
+            f"`{CLOUDEVENTS_JSON}`.",
         },
         "channels": channels,
         "operations": operations,
-        "components": {"schemas": {"Envelope": envelope}, "messages": messages},
+        "components": {
+            "schemas": {"Envelope": envelope, "KafkaHeaders": KAFKA_HEADERS},
+            "messages": messages,
+        },
     }

@@ -12,6 +12,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.logs import correlation_id_var
 
+# The structured mode of the CloudEvents Kafka (and HTTP) binding: the whole event, attributes
+# and data, is the record's value, and this `content-type` header says so to any receiver.
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+# Attributes every envelope carries: CloudEvents' required four, and what Leadwire always sets.
+REQUIRED_ATTRIBUTES = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "datacontenttype",
+    "data",
+    "workspace",
+    "correlationid",
+)
+
 
 class EventPayload(BaseModel):
     """Base of typed payloads; `event_type` is the CloudEvents `type` this payload travels as."""
@@ -30,7 +46,10 @@ def new_id() -> str:
 class Envelope(BaseModel):
     """A CloudEvents 1.0 event in structured JSON mode, with Leadwire's extension attributes."""
 
-    model_config = ConfigDict(extra="allow")
+    # Defaults make a field optional in the generated schema; on the wire these are always set.
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"required": list(REQUIRED_ATTRIBUTES)}
+    )
 
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(default_factory=new_id)
