@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import asyncpg  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.transient import is_transient
+
 PROBLEM_JSON = "application/problem+json"
+# What a client is told to wait before retrying while a dependency is down: about the time a
+# database or broker takes to restart.
+RETRY_AFTER_S = 5
 log = logging.getLogger(__name__)
 
 
@@ -105,7 +114,38 @@ def install_error_handlers(app: FastAPI) -> None:
         }.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
-    @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            log.warning("dependency unavailable", extra={"error": str(exc) or type(exc).__name__})
+            return dependency_unavailable()
         log.exception("unhandled error", exc_info=exc)
         return problem(500, "internal_error", "An unexpected error occurred.")
+
+    # The failures of a dependency are registered by class as well as under `Exception`:
+    # Starlette sends `Exception` to its outermost middleware, which answers and then re-raises
+    # to the server, and uvicorn logs it and drops the keep-alive connection. A handler for a
+    # specific class answers from inside the stack, and the connection stays open.
+    for cls in (*DEPENDENCY_ERRORS, Exception):
+        app.add_exception_handler(cls, on_unexpected)
+
+
+def dependency_unavailable() -> JSONResponse:
+    """503 with `Retry-After`: the request was fine, a database or broker is not reachable."""
+    return problem(
+        503,
+        "dependency_unavailable",
+        "A service this request needs is unavailable; retry later.",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+# Exception classes a database or broker outage raises (see shared.transient for which of
+# their instances count as an outage).
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, timed out
+    SQLAlchemyError,
+    KafkaError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+)

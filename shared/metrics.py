@@ -22,3 +22,13 @@ CONSUMER_LAG = Gauge(
     "leadwire_consumer_lag", "Messages behind the end of the partition", ["group", "topic"]
 )
 OUTBOX_BACKLOG = Gauge("leadwire_outbox_backlog", "Outbox rows not yet published", ["service"])
+CONSUMER_WAITING = Gauge(
+    "leadwire_consumer_waiting_on_dependency",
+    "1 while a consumer holds its events because a dependency (database, broker) is down",
+    ["group"],
+)
+CONSUMER_TRANSIENT_FAILURES = Counter(
+    "leadwire_consumer_transient_failures_total",
+    "Handler failures caused by an unavailable dependency (retried, never dead-lettered)",
+    ["group"],
+)

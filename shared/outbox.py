@@ -83,6 +83,8 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_purge = datetime.now(UTC)
+        # Unsent rows as last counted: grows while the bus is down (readiness reports it).
+        self.backlog = 0
         self._lock_id = zlib.crc32(f"leadwire-outbox-{service}".encode())
 
     def notify(self) -> None:
@@ -123,6 +125,8 @@ class OutboxRelay:
             except Exception:
                 log.warning("outbox relay failed, will retry", exc_info=True)
                 sent = 0
+                with contextlib.suppress(Exception):  # the database may be the one down
+                    await self._count_backlog()
                 await self._sleep(1)
             if sent == 0 and self.keep_sent and not self._stopping:
                 await self._purge_sent()
@@ -177,16 +181,21 @@ class OutboxRelay:
             # A short batch drained the backlog; only a full one needs counting what is left.
             backlog = 0
             if len(rows) == self.batch:
-                backlog = (
-                    await session.scalar(
-                        select(func.count())
-                        .select_from(self.table)
-                        .where(self.table.c.sent_at.is_(None))
-                    )
-                    or 0
-                )
-            metrics.OUTBOX_BACKLOG.labels(self.service).set(backlog)
+                backlog = await self._unsent(session)
+            self._set_backlog(backlog)
             return len(rows)
+
+    async def _unsent(self, session: AsyncSession) -> int:
+        unsent = select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
+        return int(await session.scalar(unsent) or 0)
+
+    async def _count_backlog(self) -> None:
+        async with self.sessions() as session:
+            self._set_backlog(await self._unsent(session))
+
+    def _set_backlog(self, backlog: int) -> None:
+        self.backlog = backlog
+        metrics.OUTBOX_BACKLOG.labels(self.service).set(backlog)
 
     async def _republish_recent(self) -> None:
         """The in-process bus forgets everything when the process stops, events published but

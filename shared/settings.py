@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     consumer_max_retries: int = 5
     consumer_retry_backoff_s: float = 0.2
+    # The longest wait between two tries while a dependency is down (the backoff doubles up
+    # to it): how soon a consumer resumes after its database or broker is back.
+    consumer_max_backoff_s: float = 2.0
     consumer_max_batch: int = 500
     outbox_poll_interval_s: float = 0.2
     outbox_batch: int = 500

@@ -27,6 +27,7 @@ def make_bus(settings: Settings, client_id: str = "leadwire") -> Bus:
             partitions=settings.topic_partitions,
             max_retries=settings.consumer_max_retries,
             backoff_s=settings.consumer_retry_backoff_s,
+            max_backoff_s=settings.consumer_max_backoff_s,
             max_batch=settings.consumer_max_batch,
             client_id=client_id,
         )
@@ -37,6 +38,7 @@ def make_bus(settings: Settings, client_id: str = "leadwire") -> Bus:
         prefix=settings.topic_prefix,
         max_retries=settings.consumer_max_retries,
         backoff_s=settings.consumer_retry_backoff_s,
+        max_backoff_s=settings.consumer_max_backoff_s,
         max_batch=settings.consumer_max_batch,
     )
 

@@ -15,6 +15,7 @@ import orjson
 from shared import metrics
 from shared.events.envelope import CLOUDEVENTS_JSON, Envelope
 from shared.logs import correlation_id_var, event_id_var, workspace_var
+from shared.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ class Consumer(Protocol):
     @property
     def running(self) -> bool: ...
 
+    @property
+    def ready(self) -> bool:
+        """Can do its job now: running, a member of its group with partitions assigned, and not
+        waiting out an outage of a dependency its handler needs."""
+        ...
+
     def assignment(self) -> set[tuple[str, int]]:
         """The (topic, partition) pairs this group member currently owns."""
         ...
@@ -92,6 +99,12 @@ class Dispatcher:
     The whole batch is tried first (one transaction per batch). If it fails, events are
     retried one by one in their polled order, so a single poison event goes to the DLQ without
     holding back the others; per-key order is kept because the poll waits while one retries.
+
+    A failure of the infrastructure (`shared.transient`: database or broker unreachable,
+    connection reset, timeout, serialization conflict) is not the event's fault: the same
+    events are tried again after a capped backoff for as long as the outage lasts, the consumer
+    reports itself not ready meanwhile, and none of it counts toward the poison limit. Only
+    failures the same event would cause again reach the DLQ, after `max_retries` tries.
     """
 
     def __init__(
@@ -100,11 +113,19 @@ class Dispatcher:
         send_to_dlq: Callable[[Record, str, int], Awaitable[None]],
         max_retries: int,
         backoff_s: float,
+        max_backoff_s: float = 5.0,
     ) -> None:
         self.subscription = subscription
         self.send_to_dlq = send_to_dlq
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        # While set, the handler's dependencies are down: the consumer waits and is not ready.
+        self.outage_since: float | None = None
+
+    @property
+    def waiting_on_dependency(self) -> bool:
+        return self.outage_since is not None
 
     async def dispatch(self, records: Sequence[Record]) -> None:
         parsed: list[tuple[Record, Envelope]] = []
@@ -117,18 +138,60 @@ class Dispatcher:
             return
         started = time.perf_counter()
         try:
-            await self.subscription.handler([env for _, env in parsed])
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("batch failed, retrying events one by one", exc_info=True)
-            for record, envelope in parsed:
-                await self._dispatch_one(record, envelope)
+            failure = await self._attempt([env for _, env in parsed])
+            if failure is not None:
+                log.warning("batch failed, retrying events one by one", exc_info=failure)
+                for record, envelope in parsed:
+                    await self._dispatch_one(record, envelope)
         finally:
             metrics.HANDLER_SECONDS.labels(self.subscription.group).observe(
                 time.perf_counter() - started
             )
         metrics.EVENTS_CONSUMED.labels(self.subscription.group).inc(len(parsed))
+
+    async def _attempt(self, envelopes: Sequence[Envelope]) -> Exception | None:
+        """Run the handler until it succeeds (None) or fails for a reason of its own (the
+        error); an unavailable dependency is waited out, however long it stays away."""
+        outage = 0
+        while True:
+            try:
+                await self.subscription.handler(envelopes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    self._dependencies_back()
+                    return exc
+                outage += 1
+                self._dependency_down(exc, outage)
+                await asyncio.sleep(min(self.backoff_s * 2 ** (outage - 1), self.max_backoff_s))
+            else:
+                self._dependencies_back()
+                return None
+
+    def _dependency_down(self, exc: Exception, failures: int) -> None:
+        group = self.subscription.group
+        metrics.CONSUMER_TRANSIENT_FAILURES.labels(group).inc()
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            metrics.CONSUMER_WAITING.labels(group).set(1)
+        # The first failure and then every tenth: an outage of minutes stays readable.
+        if failures % 10 == 1:
+            log.warning(
+                "dependency unavailable, holding the events",
+                extra={"group": group, "failures": failures, "error": describe(exc)},
+            )
+
+    def _dependencies_back(self) -> None:
+        if self.outage_since is None:
+            return
+        group = self.subscription.group
+        log.info(
+            "dependency back, resuming",
+            extra={"group": group, "outage_s": round(time.monotonic() - self.outage_since, 3)},
+        )
+        self.outage_since = None
+        metrics.CONSUMER_WAITING.labels(group).set(0)
 
     async def _dispatch_one(self, record: Record, envelope: Envelope) -> None:
         tokens = (
@@ -138,19 +201,16 @@ class Dispatcher:
         )
         try:
             for attempt in range(1, self.max_retries + 1):
-                try:
-                    await self.subscription.handler([envelope])
+                exc = await self._attempt([envelope])
+                if exc is None:
                     return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    error = describe(exc)
-                    log.warning("handler failed", extra={"attempt": attempt, "error": error})
-                    # A domain error (an invalid command, say) fails the same way every time.
-                    if attempt == self.max_retries or getattr(exc, "permanent", False):
-                        await self._dead_letter(record, error, attempt)
-                        return
-                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                error = describe(exc)
+                log.warning("handler failed", extra={"attempt": attempt, "error": error})
+                # A domain error (an invalid command, say) fails the same way every time.
+                if attempt == self.max_retries or getattr(exc, "permanent", False):
+                    await self._dead_letter(record, error, attempt)
+                    return
+                await asyncio.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
         finally:
             workspace_var.reset(tokens[0])
             event_id_var.reset(tokens[1])

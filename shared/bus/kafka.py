@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -41,6 +41,7 @@ class KafkaBus:
         client_id: str = "leadwire",
         topics: Sequence[str] | None = None,
         security: KafkaSecurity | None = None,
+        max_backoff_s: float = 5.0,
     ) -> None:
         self.bootstrap = bootstrap
         # Connection options every client gets: bootstrap servers, TLS and SASL.
@@ -53,6 +54,7 @@ class KafkaBus:
         self.replication = replication
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self.max_batch = max_batch
         self.client_id = client_id
         self.topics = list(topics) if topics is not None else all_topics_with_dlq()
@@ -210,11 +212,18 @@ class KafkaConsumer:
         self.group = bus.prefix + subscription.group
         self.task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self.dispatcher = Dispatcher(subscription, self._to_dlq, bus.max_retries, bus.backoff_s)
+        self._joined = False  # the group gave this member its partitions (maybe none)
+        self.dispatcher = Dispatcher(
+            subscription, self._to_dlq, bus.max_retries, bus.backoff_s, bus.max_backoff_s
+        )
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    @property
+    def ready(self) -> bool:
+        return self.running and self._joined and not self.dispatcher.waiting_on_dependency
 
     def assignment(self) -> set[tuple[str, int]]:
         if self._consumer is None:
@@ -225,7 +234,6 @@ class KafkaConsumer:
         await self.bus._connected.wait()
         while True:
             consumer = AIOKafkaConsumer(
-                *[self.bus.prefix + t for t in self.subscription.topics],
                 **self.bus.connection,
                 client_id=self.bus.client_id,
                 group_id=self.group,
@@ -238,6 +246,10 @@ class KafkaConsumer:
             self._consumer = consumer
             try:
                 await consumer.start()
+                consumer.subscribe(
+                    [self.bus.prefix + t for t in self.subscription.topics],
+                    listener=_Membership(self),
+                )
                 await self._poll(consumer)
             except (KafkaError, OSError) as exc:
                 log.warning("consumer lost kafka", extra={"group": self.group, "error": str(exc)})
@@ -245,6 +257,7 @@ class KafkaConsumer:
             finally:
                 # Leaving the group without committing: in-flight events are redelivered.
                 self._consumer = None
+                self._joined = False
                 await consumer.stop()
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
@@ -280,6 +293,19 @@ class KafkaConsumer:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+
+class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells a consumer when the group has (or has taken back) its partitions."""
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.consumer._joined = False
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.consumer._joined = True
 
 
 # Kafka's murmur2 seed. The C implementation gives the same hashes as aiokafka's pure-Python

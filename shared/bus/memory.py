@@ -67,12 +67,14 @@ class MemoryBus:
         backoff_s: float = 0.2,
         max_batch: int = 500,
         retention: int = 20_000,  # ~20 MB of 1 KB events per partition
+        max_backoff_s: float = 5.0,
     ) -> None:
         self.partitions = partitions
         self.retention = retention
         self.prefix = prefix
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self.max_batch = max_batch
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
@@ -166,11 +168,18 @@ class MemoryConsumer:
         self.group = group
         self.subscription = subscription
         self.task: asyncio.Task[None] | None = None
-        self.dispatcher = Dispatcher(subscription, self._to_dlq, bus.max_retries, bus.backoff_s)
+        self.dispatcher = Dispatcher(
+            subscription, self._to_dlq, bus.max_retries, bus.backoff_s, bus.max_backoff_s
+        )
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    @property
+    def ready(self) -> bool:
+        # In-process partitions are assigned the moment a consumer joins.
+        return self.running and not self.dispatcher.waiting_on_dependency
 
     def assignment(self) -> set[tuple[str, int]]:
         return set(self._assigned())

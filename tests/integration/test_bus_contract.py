@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
 
-from shared import db
+from shared import db, metrics
 from shared.bus import Bus, Consumer, Subscription
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBus
@@ -21,7 +21,7 @@ from shared.events.topics import dlq
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 from shared.uow import UnitOfWork
-from tests.conftest import unique
+from tests.conftest import free_port, unique
 from tests.helpers import eventually
 
 TOPIC = "leadwire.contract.v1"
@@ -232,6 +232,82 @@ class TestFailures:
         await eventually(done)
         [record] = await harness.bus.dead_letters(TOPIC)
         assert record.headers["leadwire-error"].startswith("invalid_envelope")
+
+
+class TestDependencyOutages:
+    """A database that is down is waited out, however long: never a dead letter."""
+
+    async def test_an_outage_longer_than_the_retry_limit_holds_the_events_until_it_ends(
+        self, harness: Harness
+    ) -> None:
+        # A real driver failing for real: PostgreSQL on a port where nothing listens.
+        dead = db.create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/leadwire")
+        down = True
+        tries = 0
+        handled: list[int] = []
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            nonlocal tries
+            tries += 1
+            if down:
+                async with dead.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            handled.extend(e.data["seq"] for e in events)
+
+        group = unique("g")
+        consumer = await subscribe(harness, group, handler)
+
+        async def ready() -> bool:
+            return consumer.ready
+
+        await eventually(ready)
+        await publish(harness.bus, [event("k", i) for i in range(3)])
+
+        async def many_tries() -> bool:
+            return tries >= 3 * 3  # three times the poison limit
+
+        await eventually(many_tries)
+        assert not consumer.ready
+        assert metrics.CONSUMER_WAITING.labels(group)._value.get() == 1
+        assert handled == []
+        down = False
+
+        async def resumed() -> bool:
+            return handled == [0, 1, 2] and consumer.ready
+
+        await eventually(resumed)
+        assert await harness.bus.dead_letters(TOPIC) == []
+        assert metrics.CONSUMER_WAITING.labels(group)._value.get() == 0
+        assert metrics.CONSUMER_TRANSIENT_FAILURES.labels(group)._value.get() >= 9
+        await dead.dispose()
+
+    async def test_a_poison_event_after_an_outage_still_reaches_the_dlq(
+        self, harness: Harness
+    ) -> None:
+        outage_left = 4
+        handled: list[int] = []
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            nonlocal outage_left
+            if outage_left:
+                outage_left -= 1
+                raise ConnectionResetError("connection reset by peer")
+            if any(e.data["seq"] == 1 for e in events):
+                raise KeyError("seq 1 is a bug")
+            handled.extend(e.data["seq"] for e in events)
+
+        await subscribe(harness, unique("g"), handler)
+        await publish(harness.bus, [event("k", i) for i in range(3)])
+
+        async def done() -> bool:
+            return len(await harness.bus.dead_letters(TOPIC)) == 1 and 2 in handled
+
+        await eventually(done)
+        [record] = await harness.bus.dead_letters(TOPIC)
+        assert Envelope.from_bytes(record.value).data["seq"] == 1
+        assert record.headers["leadwire-attempts"] == "3"  # the outage counted for nothing
+        assert "KeyError" in record.headers["leadwire-error"]
+        assert handled == [0, 2]
 
 
 class TestAtLeastOnceWithInbox:
