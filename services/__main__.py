@@ -24,9 +24,10 @@ from shared.auth import issue_token
 from shared.bus import make_bus
 from shared.logs import configure_logging
 from shared.migrations import upgrade
-from shared.settings import Settings
+from shared.settings import Settings, write_private
 
 ROOT = Path(__file__).resolve().parent.parent
+DEV_TOKEN_TTL = timedelta(days=7)
 
 
 class _Server(uvicorn.Server):
@@ -37,11 +38,18 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: FastAPI, settings: Settings, port: int) -> uvicorn.Config:
+    """uvicorn's settings for one service. Forwarded headers (X-Forwarded-For, -Proto) are
+    believed only from the proxies the operator lists in LEADWIRE_FORWARDED_ALLOW_IPS (default:
+    none; uvicorn's own default trusts 127.0.0.1, so any local client could choose its address,
+    and with it its rate-limit bucket and the recorded `client_address`)."""
+    trusted = settings.forwarded_allow_ips.strip()
     return uvicorn.Config(
         app,
-        host=host,
+        host=settings.host,
         port=port,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or [],
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -67,6 +75,15 @@ def create_workspace(
     return issue_token(settings.resolved_auth_secret(), workspace, scopes, ttl=ttl)
 
 
+def write_dev_token(settings: Settings) -> Path:
+    """An admin token for the `demo` workspace in `<data dir>/dev-token`, owner-only (0600) and
+    expiring after DEV_TOKEN_TTL: `run` and `stack` write a fresh one at every start."""
+    path = settings.data_dir / "dev-token"
+    token = issue_token(settings.resolved_auth_secret(), "demo", ["admin"], ttl=DEV_TOKEN_TTL)
+    write_private(path, token + "\n")
+    return path
+
+
 async def run_embedded(settings: Settings, names: list[str]) -> None:
     """All services in one process on the in-process bus and SQLite files."""
     bus = make_bus(settings)
@@ -74,15 +91,13 @@ async def run_embedded(settings: Settings, names: list[str]) -> None:
     # Each service reads its own settings class (its knobs on top of the shared ones).
     servers = [
         _Server(
-            _uvicorn_config(
-                create_app(spec(n), spec(n).settings_factory(), bus), settings.host, spec(n).port
+            uvicorn_config(
+                create_app(spec(n), spec(n).settings_factory(), bus), settings, spec(n).port
             )
         )
         for n in names
     ]
-    token = create_workspace(settings, "demo", ["admin"], None)
-    token_file = settings.data_dir / "dev-token"
-    token_file.write_text(token + "\n")
+    token_file = write_dev_token(settings)
     print(f"Leadwire (embedded) — admin token for workspace 'demo' in {token_file}")
     for n in names:
         print(f"  {n:<10} http://{settings.host}:{spec(n).port}")
@@ -106,7 +121,7 @@ async def migrate(settings: Settings, names: list[str]) -> None:
 
 def serve(settings: Settings, name: str, port: int | None) -> None:
     app = create_app(spec(name), spec(name).settings_factory())
-    server = uvicorn.Server(_uvicorn_config(app, settings.host, port or spec(name).port))
+    server = uvicorn.Server(uvicorn_config(app, settings, port or spec(name).port))
     # uvicorn shuts down gracefully on Ctrl-C, then re-raises it; that is not an error.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
@@ -137,8 +152,7 @@ def stack(settings: Settings) -> None:
             children.append(
                 subprocess.Popen([sys.executable, "-m", "services", "serve", name], env=env)
             )
-        token = create_workspace(settings, "demo", ["admin"], None)
-        (settings.data_dir / "dev-token").write_text(token + "\n")
+        write_dev_token(settings)
         print(f"Leadwire (distributed) — Kafka {kafka.bootstrap}, PostgreSQL {postgres.url}")
         for name in SERVICES:
             print(f"  {name:<10} http://{settings.host}:{spec(name).port}")

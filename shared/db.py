@@ -6,6 +6,7 @@ connection's search_path), on SQLite in the service's own file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -53,7 +54,7 @@ def create_engine(url: str, schema: str | None = None, **kwargs: Any) -> AsyncEn
     if is_sqlite(url):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(path))
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -66,6 +67,14 @@ def create_engine(url: str, schema: str | None = None, **kwargs: Any) -> AsyncEn
     return create_async_engine(url, connect_args=connect_args, **kwargs)
 
 
+def _create_private(path: Path) -> None:
+    """Create the SQLite file owner-only (0600): it holds people's data. SQLite gives its
+    `-wal` and `-shm` files the mode of the database file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    path.chmod(0o600)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     # WAL lets readers run beside the writer; busy_timeout waits instead of failing on a lock.
     cursor = dbapi_conn.cursor()
@@ -73,6 +82,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted rows (an erased person) are overwritten with zeros, not left in free pages.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

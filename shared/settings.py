@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,16 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///{data_dir}/{service}.db"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret to a file only its owner may read (0600 from the first byte on: the file
+    is created with that mode, never readable by others even for an instant)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    path.chmod(0o600)  # a file that existed before keeps its old mode through os.open
 
 
 class Settings(BaseSettings):
@@ -42,6 +53,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     host: str = "127.0.0.1"
+    # Proxies whose X-Forwarded-For/-Proto are believed: comma-separated addresses or CIDR
+    # ranges (the ingress controller's), or "*". Empty (the default): none, the peer is the client.
+    forwarded_allow_ips: str = ""
     consumer_max_retries: int = 5
     consumer_retry_backoff_s: float = 0.2
     # The longest wait between two tries while a dependency is down (the backoff doubles up
@@ -83,8 +97,6 @@ class Settings(BaseSettings):
         if not path.exists():
             import secrets
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+            write_private(path, secrets.token_urlsafe(32))
         self.auth_secret = path.read_text().strip()
         return self.auth_secret
