@@ -32,6 +32,7 @@ from services.ingest.handlers import (
     UnsupportedMediaType,
 )
 from services.ingest.models import Form, Submission, WebhookSource
+from services.ingest.page_headers import new_nonce, page_headers
 from services.ingest.schemas import (
     EngagementAccepted,
     EngagementBatch,
@@ -454,7 +455,9 @@ def render_form(
     status_code: int = 200,
 ) -> HTMLResponse:
     settings = form.settings
+    nonce = new_nonce()
     html = rt.templates.get_template("form.html").render(
+        nonce=nonce,
         title=settings.title or "Contact us",
         description=settings.description,
         action=f"/v1/forms/{form.id}/submissions",
@@ -468,7 +471,10 @@ def render_form(
         input_types=INPUT_TYPES,
         autocomplete=AUTOCOMPLETE,
     )
-    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+    headers = page_headers(nonce, settings.allowed_origins, settings.redirect_url)
+    return HTMLResponse(
+        html, status_code=status_code, headers=headers | {"Cache-Control": "no-store"}
+    )
 
 
 def webhook_read(source: WebhookSource, request: Request) -> dict[str, Any]:
@@ -640,7 +646,7 @@ async def form_embed(form_id: str, request: Request, ctx: Context, rt: Runtime_)
     return Response(
         script,
         media_type="application/javascript",
-        headers={"Cache-Control": "public, max-age=60"},
+        headers={"Cache-Control": "public, max-age=60", "X-Content-Type-Options": "nosniff"},
     )
 
 
@@ -648,10 +654,13 @@ async def form_embed(form_id: str, request: Request, ctx: Context, rt: Runtime_)
 async def form_thanks(form_id: str, ctx: Context, rt: Runtime_) -> HTMLResponse:
     """The built-in thank-you page, for forms without a redirect URL."""
     form = await rt.form(ctx, form_id)
+    nonce = new_nonce()
     html = rt.templates.get_template("thanks.html").render(
-        title=form.settings.title or "Contact us", message=form.settings.success_message
+        nonce=nonce,
+        title=form.settings.title or "Contact us",
+        message=form.settings.success_message,
     )
-    return HTMLResponse(html)
+    return HTMLResponse(html, headers=page_headers(nonce, form.settings.allowed_origins))
 
 
 @public.options("/v1/forms/{form_id}/submissions", status_code=204)
