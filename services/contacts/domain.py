@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+import idna
 import phonenumbers
 from rapidfuzz import fuzz
 
@@ -85,7 +86,17 @@ def normalise_email(raw: str | None) -> str | None:
         return None
     if email.count("@") != 1 or email.startswith("@") or email.endswith("@") or " " in email:
         raise violation("email", "invalid_email", f"{raw!r} is not an email address")
-    return email
+    local, _, host = email.partition("@")
+    # An internationalised domain in the form ingest stores it (email-validator's rule): IDNA
+    # (ASCII) beside an ASCII local part, Unicode beside an internationalised local part.
+    try:
+        if local.isascii() and not host.isascii():
+            host = idna.encode(host, uts46=True).decode()
+        elif not local.isascii() and "xn--" in host:
+            host = idna.decode(host)
+    except idna.IDNAError as exc:
+        raise violation("email", "invalid_email", f"{raw!r} has an invalid domain") from exc
+    return f"{local}@{host}"
 
 
 def normalise_phone(raw: str | None, region: str | None = None) -> str | None:

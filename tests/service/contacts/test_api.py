@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from tests.helpers import token
@@ -66,6 +67,20 @@ class TestContactCrud:
             "/v1/contacts/lookup", params={"email": random_email()}, headers=service.headers
         )
         assert missing.status_code == 404
+
+    async def test_lookup_by_an_internationalised_domain_finds_its_ascii_form(
+        self, service: Service
+    ) -> None:
+        # ingest stores `ann@xn--bcher-kva.example` for `Ann@Bücher.example`.
+        email = f"ann.{uuid.uuid4().hex[:6]}@xn--bcher-kva.example"
+        contact = await service.captured(email=email)
+        local = email.split("@")[0]
+        for written in (f"{local}@bücher.example", f"{local.upper()}@BÜCHER.example"):
+            found = await service.client.get(
+                "/v1/contacts/lookup", params={"email": written}, headers=service.headers
+            )
+            assert found.status_code == 200, found.text
+            assert found.json()["id"] == contact["id"]
 
     async def test_setting_churned_without_a_reason_is_rejected(self, service: Service) -> None:
         contact = await create(service, email=random_email(), lifecycle_stage="customer")
