@@ -21,7 +21,7 @@
   value: {{ .Values.kafka.topicPartitions | quote }}
 - name: LEADWIRE_HOST
   value: "0.0.0.0"
-- name: FORWARDED_ALLOW_IPS
+- name: LEADWIRE_FORWARDED_ALLOW_IPS
   value: {{ .Values.forwardedAllowIps | quote }}
 - name: DATABASE_URL
   valueFrom: {secretKeyRef: {name: {{ .Values.database.urlSecret }}, key: DATABASE_URL}}
