@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from shared.json_limits import LimitedJsonObject
+
 Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "churned"]
 ChurnReason = Literal["budget", "missing_feature", "competitor", "service", "other"]
 SubscriptionStatus = Literal["subscribed", "unsubscribed", "bounced"]
@@ -30,7 +32,7 @@ class ContactCreate(_In):
     churn_reason_text: str | None = Field(default=None, max_length=2000)
     subscription_status: SubscriptionStatus | None = None
     owner_id: str | None = None
-    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    custom_fields: LimitedJsonObject = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list, max_length=100)
     lists: list[str] = Field(default_factory=list, max_length=100)
 
@@ -51,7 +53,7 @@ class ContactUpdate(_In):
     churn_reason_text: str | None = Field(default=None, max_length=2000)
     subscription_status: SubscriptionStatus | None = None
     owner_id: str | None = None
-    custom_fields: dict[str, Any] | None = None
+    custom_fields: LimitedJsonObject | None = None
 
 
 class ContactRead(BaseModel):

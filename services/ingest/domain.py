@@ -74,6 +74,8 @@ MAX_TEXT = 10_000
 MAX_TRACKING = 2048
 MAX_CUSTOM_FIELDS = 100
 MAX_TAGS = 50
+MAX_TAG = 100  # contacts' own limit on a tag
+MAX_CUSTOM_KEY = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,11 +420,14 @@ def build_lead(
         raw = text_of(name)
         if raw is None:
             continue
-        tracked = raw.strip()[:MAX_TRACKING]
         if name in UTM_FIELDS:
-            lead.utm[name.removeprefix("utm_")] = tracked
+            if len(raw.strip()) > MAX_TRACKING:
+                fail(name, "too_long", f"at most {MAX_TRACKING} characters")
+                continue
+            lead.utm[name.removeprefix("utm_")] = raw.strip()
         else:
-            setattr(lead, name, tracked)
+            # A referrer or page address is context, not campaign data: a long one is cut.
+            setattr(lead, name, raw.strip()[:MAX_TRACKING])
 
     custom: dict[str, Any] = {}
     declared = values.get("custom_fields")
@@ -437,6 +442,13 @@ def build_lead(
     if len(custom) > MAX_CUSTOM_FIELDS:
         fail("custom_fields", "too_many", f"at most {MAX_CUSTOM_FIELDS} custom fields")
     for key, value in custom.items():
+        if len(str(key)) > MAX_CUSTOM_KEY:
+            fail(
+                "custom_fields",
+                "key_too_long",
+                f"a custom field name has at most {MAX_CUSTOM_KEY} characters",
+            )
+            continue
         if isinstance(value, str):
             if len(value) > MAX_TEXT:
                 fail(f"custom.{key}", "too_long", f"at most {MAX_TEXT} characters")
@@ -452,6 +464,8 @@ def build_lead(
             fail("tags", "not_a_list", "expected a list of strings")
         elif len(tags) > MAX_TAGS:
             fail("tags", "too_many", f"at most {MAX_TAGS} tags")
+        elif any(len(collapse(t)) > MAX_TAG for t in tags):
+            fail("tags", "too_long", f"a tag has at most {MAX_TAG} characters")
         else:
             lead.tags = sorted({collapse(t).lower() for t in tags if t.strip()})
 

@@ -36,6 +36,7 @@ from shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unautho
 from shared.events import topics
 from shared.events.envelope import Envelope, PreparedEnvelope
 from shared.events.ingest import LeadCaptured
+from shared.json_limits import JsonLimitExceeded, check_json
 from shared.uow import UnitOfWork, outbox_row
 
 SOURCE = "/leadwire/ingest"
@@ -450,15 +451,24 @@ async def capture_webhook(cmd: WebhookPost, uow: UnitOfWork) -> Outcome:
 
 
 def parse_json(body: bytes) -> Any:
+    """A JSON body within the door's limits (`shared.json_limits`), or 422 saying why not."""
     import orjson
 
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(
             "The body is not valid JSON.",
             errors=[{"field": "body", "code": "invalid_json", "message": str(exc)}],
         ) from exc
+    try:
+        check_json(document)
+    except JsonLimitExceeded as exc:
+        raise InvalidInput(
+            exc.message,
+            errors=[{"field": exc.path or "body", "code": exc.code, "message": exc.message}],
+        ) from exc
+    return document
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.ingest import domain
 from services.ingest.domain import ConsentSpec, FormField
+from shared.json_limits import LimitedJsonObject
 
 MAX_LEADS = 500
 MAX_EVENTS = 1000
@@ -217,7 +218,7 @@ class LeadIn(BaseModel):
     job_title: str | None = None
     country: str | None = None
     default_region: str | None = None
-    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    custom_fields: LimitedJsonObject = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     utm: UtmIn = Field(default_factory=UtmIn)
     referrer: str | None = None
@@ -263,7 +264,7 @@ class EngagementIn(BaseModel):
     email: str | None = None
     contact_id: str | None = Field(default=None, max_length=64)
     occurred_at: datetime | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: LimitedJsonObject = Field(default_factory=dict)
     url: str | None = Field(default=None, max_length=2048)
     amount: Decimal | None = None
     currency: str | None = None

@@ -82,6 +82,18 @@ class TestContactCrud:
             assert found.status_code == 200, found.text
             assert found.json()["id"] == contact["id"]
 
+    async def test_custom_fields_nested_too_deep_are_refused(self, service: Service) -> None:
+        deep: dict[str, Any] = {}
+        for _ in range(300):
+            deep = {"x": deep}
+        response = await service.client.post(
+            "/v1/contacts",
+            json={"email": random_email(), "custom_fields": {"deep": deep}},
+            headers=service.headers,
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "json_too_deep"
+
     async def test_setting_churned_without_a_reason_is_rejected(self, service: Service) -> None:
         contact = await create(service, email=random_email(), lifecycle_stage="customer")
         response = await service.client.patch(
