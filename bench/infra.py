@@ -30,7 +30,8 @@ def infrastructure() -> Iterator[tuple[str, str]]:
                 started.append(broker)
                 kafka = broker.bootstrap
             if not postgres.startswith("postgresql"):
-                server = start_postgres(state / "postgres")
+                # As the test session's (and as the benchmarks were always measured).
+                server = start_postgres(state / "postgres", durable=False)
                 started.append(server)
                 postgres = server.url
         yield kafka, postgres

@@ -69,7 +69,9 @@ def postgres_url() -> Iterator[str]:
     if url.startswith("postgresql"):
         yield url
         return
-    server = start_postgres(STATE / "postgres")
+    # The session's cluster is throwaway: it trades crash safety for speed (see
+    # FAST_UNSAFE_SETTINGS). The fault suite starts durable servers of its own.
+    server = start_postgres(STATE / "postgres", durable=False)
     try:
         yield server.url
     finally:

@@ -264,6 +264,12 @@ num.partitions=4
 auto.create.topics.enable=true
 # Consumer groups start at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
+# After a SIGKILL the restarted broker registers a new incarnation, which the controller
+# accepts only once the old one's session has expired: 9 s by default, here 2 s (heartbeats
+# every 0.5 s). A multi-broker production cluster keeps the defaults; there the other
+# brokers lead the partitions meanwhile.
+broker.session.timeout.ms=2000
+broker.heartbeat.interval.ms=500
 # One broker: every internal topic has one replica.
 default.replication.factor=1
 min.insync.replicas=1
@@ -410,6 +416,15 @@ class PostgresServer:
         cmd = _as_postgres([pg_ctl, "status", "-D", str(self.home / "data")])
         return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
 
+    def crash(self) -> None:
+        """Immediate shutdown, as a power loss looks to PostgreSQL: no checkpoint, the next
+        start replays the WAL (fault tests)."""
+        pg_ctl = str(_pg_bin() / "pg_ctl")
+        _run(
+            _as_postgres([pg_ctl, "stop", "-w", "-m", "immediate", "-D", str(self.home / "data")]),
+            "pg_ctl stop -m immediate",
+        )
+
     def stop(self, remove_data: bool = False) -> None:
         """Fast shutdown (rolls back open transactions); keeps the data unless ``remove_data``."""
         if self.running():
@@ -434,11 +449,19 @@ def running_postgres(state_dir: Path) -> PostgresServer | None:
     return server if server.running() else None
 
 
-def start_postgres(state_dir: Path) -> PostgresServer:
+# What the test session trades for speed, and the only place it does (tests/conftest.py asks
+# for it): without fsync, synchronous commit and full-page writes a crash of the server or the
+# machine may lose acknowledged commits or corrupt the cluster. Fine for throwaway test data;
+# never for `make stack` or the fault suite, which crash PostgreSQL on purpose and count leads.
+FAST_UNSAFE_SETTINGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
+def start_postgres(state_dir: Path, durable: bool = True) -> PostgresServer:
     """Start a throwaway PostgreSQL cluster with database ``leadwire``; wait until it accepts.
 
     Trust authentication, listening on 127.0.0.1 and a private Unix socket only. A folder
-    from an earlier run keeps its data and, if still free, its port.
+    from an earlier run keeps its data and, if still free, its port. ``durable`` keeps
+    PostgreSQL's own crash safety (its defaults); ``durable=False`` adds FAST_UNSAFE_SETTINGS.
     """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -472,12 +495,9 @@ def start_postgres(state_dir: Path) -> PostgresServer:
 
     previous = _read(state_dir / "port")
     port = int(previous) if previous and _port_free(int(previous)) else _free_port()
-    # fsync, synchronous_commit and full_page_writes off: much faster, and fine because the
-    # cluster is disposable; a crash may lose or corrupt it, which tests never care about.
-    options = (
-        f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    )
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not durable:
+        options += " " + FAST_UNSAFE_SETTINGS
     _run(
         _as_postgres(
             [
