@@ -1198,11 +1198,8 @@ async def create_task(
             "a task needs a title",
             errors=[{"field": "title", "code": "required", "message": "empty title"}],
         )
-    if assignee_id is not None and await store.owner(workspace, assignee_id) is None:
-        raise InvalidInput(
-            "unknown assignee",
-            errors=[{"field": "assignee_id", "code": "unknown_owner", "message": "no such owner"}],
-        )
+    if assignee_id is not None:
+        await _check_assignee(store, workspace, assignee_id)
     task = TaskRow(
         id=new_id(),
         workspace=workspace,
@@ -1225,6 +1222,15 @@ async def create_task(
     return task
 
 
+async def _check_assignee(store: ContactsStore, workspace: str, assignee_id: str) -> None:
+    """An assignee is an owner of the same workspace (another's answers as unknown)."""
+    if await store.owner(workspace, assignee_id) is None:
+        raise InvalidInput(
+            "unknown assignee",
+            errors=[{"field": "assignee_id", "code": "unknown_owner", "message": "no such owner"}],
+        )
+
+
 async def update_task(
     workspace: str, task_id: str, data: Mapping[str, Any], uow: UnitOfWork, now: datetime
 ) -> TaskRow:
@@ -1233,6 +1239,8 @@ async def update_task(
     task = await store.task(workspace, task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
+    if data.get("assignee_id") is not None:
+        await _check_assignee(store, workspace, data["assignee_id"])
     for name in ("title", "description", "due_date", "assignee_id"):
         if name in data:
             setattr(task, name, data[name])

@@ -119,6 +119,9 @@ class MergeIn(_In):
     choices: dict[str, Literal["survivor", "merged"]] = Field(default_factory=dict)
 
 
+MAX_FIELD_LENGTH = 1_000_000
+
+
 class FieldIn(_In):
     name: str = Field(min_length=1, max_length=63)
     type: Literal["text", "number", "date", "boolean", "select", "multi_select"]
@@ -127,7 +130,9 @@ class FieldIn(_In):
     options: list[str] = Field(default_factory=list, max_length=500)
     min: float | None = None
     max: float | None = None
-    max_length: int | None = Field(default=None, ge=1)
+    # Bounded by the column (a 32-bit integer) with room to spare: a text value past a
+    # million characters is no field of a contact.
+    max_length: int | None = Field(default=None, ge=1, le=MAX_FIELD_LENGTH)
     pattern: str | None = Field(default=None, max_length=500)
 
 

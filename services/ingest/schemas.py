@@ -170,7 +170,11 @@ class WebhookSourceUpdate(BaseModel):
     @field_validator("mapping")
     @classmethod
     def _targets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return None if value is None else WebhookSourceCreate._targets(value)
+        # Runs only for a mapping that was sent: an explicit null is refused (a source always
+        # has a mapping; `{}` empties it), not stored to break every later read.
+        if value is None:
+            raise ValueError("mapping cannot be null; send {} for no mapping")
+        return WebhookSourceCreate._targets(value)
 
     @field_validator("default_region")
     @classmethod
