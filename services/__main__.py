@@ -1,4 +1,4 @@
-"""Leadwire's command line: run, serve, migrate, create-workspace, stack."""
+"""Leadwire's command line: run, serve, migrate, create-workspace, stack, dlq, scoring-rules."""
 
 from __future__ import annotations
 
@@ -220,6 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     dlq_p = commands.add_parser("dlq", help="inspect (and replay) a topic's dead letters on Kafka")
     dlq_p.add_argument("topic", help="e.g. leadwire.contact-commands.v1")
     dlq_p.add_argument("--replay", action="store_true", help="re-publish them to the topic")
+    rules_p = commands.add_parser("scoring-rules", help="load a workspace's scoring rules (YAML)")
+    rules_p.add_argument("workspace")
+    rules_p.add_argument("file", type=Path)
+    rules_p.add_argument("--check", action="store_true", help="validate only, save nothing")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -239,6 +243,13 @@ def main(argv: list[str] | None = None) -> None:
         stack(settings)
     elif args.command == "dlq":
         asyncio.run(dead_letters(settings, args.topic, args.replay))
+    elif args.command == "scoring-rules":
+        from services.scoring import cli
+
+        try:
+            print(cli.run(settings, args.workspace, args.file, check_only=args.check))
+        except cli.RulesFileError as exc:
+            parser.exit(2, f"{exc}\n")
 
 
 if __name__ == "__main__":

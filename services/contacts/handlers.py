@@ -56,6 +56,7 @@ from shared.events.contacts import (
 from shared.events.envelope import Envelope, EventPayload
 from shared.events.envelope import new_id as new_event_id
 from shared.events.ingest import Engagement, LeadCaptured
+from shared.events.scores import ScoreChanged
 from shared.logs import correlation_id_var
 from shared.uow import UnitOfWork
 
@@ -1404,19 +1405,21 @@ async def record_engagement(
 async def record_score(
     workspace: str, event_type: str, data: Mapping[str, Any], uow: UnitOfWork, now: datetime
 ) -> None:
-    """The contact's current score, from `leadwire.scores.v1` (not republished: scoring owns it)."""
+    """The contact's current score: the `overall` group's `after` of `score.changed` on
+    `leadwire.scores.v1` (not republished: scoring owns it)."""
     contact_id = data.get("contact_id")
-    score = data.get("score", data.get("total"))
     if not isinstance(contact_id, str):
         return
+    score = None
+    if event_type == ScoreChanged.event_type and data.get("group") == "overall":
+        score = ScoreChanged.model_validate(data).after
     store = ContactsStore(uow.session)
     try:
         contact = await resolve_contact(store, workspace, contact_id)
     except NotFound:
         return
-    is_number = isinstance(score, int | float) and not isinstance(score, bool)
-    if is_number and contact.score != float(score):
-        contact.score = float(score)
+    if score is not None and contact.score != score:
+        contact.score = score
         await store.flush()
         await refresh_segments({contact.id}, workspace, uow, now)
     if "threshold" in event_type:

@@ -1,31 +1,154 @@
-"""scoring's bus subscriptions: envelope in, handler call."""
+"""scoring's bus subscriptions and time-driven loops: thin, envelope in → handler call."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
+from pydantic import PrivateAttr
+
+from services.scoring import handlers
+from services.scoring.scores.domain import Clock
+from services.scoring.settings import scoring_settings
+from services.scoring.store import SqlStore
 from shared.app import ServiceContext
 from shared.bus import Subscription
 from shared.events import topics
-from shared.events.envelope import Envelope
+from shared.events.contacts import (
+    CONTACT_EVENT_TYPES,
+    ContactDeleted,
+    ContactMerged,
+    ContactSnapshot,
+)
+from shared.events.envelope import Envelope, EventPayload
+from shared.events.ingest import ENGAGEMENT_TYPES, Engagement
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+# Identity and time travel beside the ledger row, not inside its data.
+_NOT_DATA = {"engagement_id", "email", "contact_id", "occurred_at"}
 
 
-async def on_contacts(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+class ParsedEnvelope(Envelope):
+    """An envelope whose payload was validated when it was decoded (None: a type we skip)."""
+
+    _parsed: EventPayload | None = PrivateAttr(default=None)
+
+    @property
+    def parsed(self) -> EventPayload | None:
+        return self._parsed
 
 
-async def on_engagement(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+def decoder(types: Mapping[str, type[EventPayload]]) -> Callable[[bytes], Envelope]:
+    """Decode and validate a known event type in one place: a malformed payload raises
+    ValueError there, which parks the message in the DLQ with the reason."""
+
+    def decode(raw: bytes) -> Envelope:
+        envelope = ParsedEnvelope.model_validate_json(raw)
+        model = types.get(envelope.type)
+        if model is not None:
+            payload = envelope.payload(model)
+            if isinstance(payload, Engagement) and not (payload.contact_id or payload.email):
+                raise ValueError("engagement names neither contact_id nor email")
+            envelope._parsed = payload
+        return envelope
+
+    return decode
 
 
-def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
-    return [
-        ctx.subscription("contacts", [topics.CONTACTS], on_contacts),
-        ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
-    ]
+def engagement_in(event: Envelope) -> handlers.EngagementIn | None:
+    payload = event.parsed if isinstance(event, ParsedEnvelope) else None
+    if not isinstance(payload, Engagement):
+        return None  # an engagement type scoring does not know: not ours to judge
+    data = {k: v for k, v in event.data.items() if k not in _NOT_DATA}
+    return handlers.EngagementIn(
+        event.workspace,
+        event.type,
+        payload.contact_id,
+        payload.email,
+        payload.occurred_at,
+        data,
+    )
+
+
+def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscription]]:
+    """Engagement (a polled batch per transaction) and contact changes."""
+
+    async def on_engagement(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+        batch = [e for e in map(engagement_in, events) if e is not None]
+        if batch:
+            await handlers.score_engagement(batch, SqlStore(uow.session), uow, clock())
+
+    async def on_contact(event: Envelope, uow: UnitOfWork) -> None:
+        payload = event.parsed if isinstance(event, ParsedEnvelope) else None
+        store, now = SqlStore(uow.session), clock()
+        if isinstance(payload, ContactMerged):
+            await handlers.on_contact_merged(event.workspace, payload, store, uow, now)
+        elif isinstance(payload, ContactDeleted):
+            await handlers.on_contact_deleted(event.workspace, payload, store)
+        elif isinstance(snapshot := getattr(payload, "contact", None), ContactSnapshot):
+            await handlers.on_contact_snapshot(event.workspace, snapshot, store, uow, now)
+
+    def build(ctx: ServiceContext) -> Sequence[Subscription]:
+        engagement = ctx.batch_subscription("engagement", [topics.ENGAGEMENT], on_engagement)
+        contacts = ctx.subscription("contacts", [topics.CONTACTS], on_contact)
+        return [
+            Subscription(
+                engagement.group, engagement.topics, engagement.handler, decoder(ENGAGEMENT_TYPES)
+            ),
+            Subscription(
+                contacts.group, contacts.topics, contacts.handler, decoder(CONTACT_EVENT_TYPES)
+            ),
+        ]
+
+    return build
+
+
+async def fire_timers_once(ctx: ServiceContext, now: datetime, limit: int) -> int:
+    async with ctx.uow() as uow:
+        return await handlers.fire_due_timers(SqlStore(uow.session), uow, now, limit)
+
+
+async def rescore_once(ctx: ServiceContext, now: datetime, chunk: int) -> bool:
+    async with ctx.uow() as uow:
+        return await handlers.rescore_next_chunk(SqlStore(uow.session), uow, now, chunk)
+
+
+def background(
+    clock: Clock,
+) -> Callable[[ServiceContext], Sequence[Callable[[], Coroutine[Any, Any, None]]]]:
+    """The timer loop (decay crossings, RFM reassessments) and the rescore loop."""
+
+    def build(ctx: ServiceContext) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        settings = scoring_settings(ctx.settings)
+
+        async def timers_forever() -> None:
+            while True:
+                try:
+                    fired = await fire_timers_once(ctx, clock(), settings.scoring_timer_batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("timer round failed, will retry", exc_info=True)
+                    fired = 0
+                if fired < settings.scoring_timer_batch:
+                    await asyncio.sleep(settings.scoring_timer_poll_s)
+
+        async def rescores_forever() -> None:
+            while True:
+                try:
+                    busy = await rescore_once(ctx, clock(), settings.scoring_rescore_chunk)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("rescore chunk failed, will retry", exc_info=True)
+                    busy = False
+                if not busy:
+                    await asyncio.sleep(settings.scoring_rescore_poll_s)
+
+        return [timers_forever, rescores_forever]
+
+    return build

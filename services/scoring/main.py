@@ -6,19 +6,31 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.scoring.consumers import subscriptions
+from services.scoring.api import router
+from services.scoring.consumers import background, subscriptions
 from services.scoring.models import Base
+from services.scoring.scores.domain import Clock, system_clock
+from services.scoring.settings import ScoringSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
 from shared.settings import Settings
 
-SPEC = ServiceSpec(
-    name="scoring",
-    port=8005,
-    metadata=Base.metadata,
-    migrations=Path(__file__).parent / "migrations",
-    subscriptions=subscriptions,
-)
+
+def build_spec(clock: Clock = system_clock) -> ServiceSpec:
+    """The service, reading the time from `clock` (tests inject one they can move)."""
+    return ServiceSpec(
+        name="scoring",
+        port=8005,
+        metadata=Base.metadata,
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router(clock)],
+        subscriptions=subscriptions(clock),
+        background=background(clock),
+        settings_factory=ScoringSettings,
+    )
+
+
+SPEC = build_spec()
 
 
 def app(settings: Settings | None = None, bus: Bus | None = None) -> FastAPI:

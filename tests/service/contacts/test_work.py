@@ -20,6 +20,7 @@ from shared.events.contact_commands import (
 )
 from shared.events.envelope import Envelope, EventPayload
 from shared.events.ingest import PageViewed
+from shared.events.scores import ScoreChanged
 from tests.service.contacts.conftest import Service, random_email
 from tests.service.contacts.test_api import create
 
@@ -123,15 +124,17 @@ class TestEngagementAndScores:
 
     async def test_a_score_event_sets_the_score_on_the_record(self, service: Service) -> None:
         contact = await create(service, email=random_email())
-        envelope = Envelope(
-            source="/leadwire/scoring",
-            type="score.changed",
-            workspace=service.workspace,
-            correlationid="c",
-            data={"contact_id": contact["id"], "score": 42},
-        )
-        await service.publish(topics.SCORES, envelope)
-        await service.processed("scores", envelope)
+        for group, after in (("overall", 42.0), ("product_a", 7.0)):
+            envelope = Envelope.of(
+                ScoreChanged(
+                    contact_id=contact["id"], group=group, before=0, after=after, cause="demo"
+                ),
+                source="/leadwire/scoring",
+                workspace=service.workspace,
+            )
+            await service.publish(topics.SCORES, envelope)
+            await service.processed("scores", envelope)
+        # The record shows the `overall` group; other groups leave it alone.
         assert (await read(service, contact["id"]))["score"] == 42
 
 

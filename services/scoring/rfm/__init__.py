@@ -1,0 +1,1 @@
+"""scoring's RFM stats and churn risk."""

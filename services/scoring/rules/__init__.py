@@ -1,0 +1,1 @@
+"""scoring's rule sets: their language, validation and evaluation."""

@@ -1,0 +1,1 @@
+"""scoring's scores: per-group state, exact decay, thresholds with hysteresis, explain."""

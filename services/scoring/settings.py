@@ -1,0 +1,21 @@
+"""Settings of the scoring service (`LEADWIRE_SCORING_*` beside the platform's own)."""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+
+
+class ScoringSettings(Settings):
+    """The platform settings plus how often the timer and rescore loops look for work."""
+
+    scoring_timer_poll_s: float = 0.2
+    scoring_timer_batch: int = 2000
+    scoring_rescore_poll_s: float = 0.5
+    scoring_rescore_chunk: int = 2000
+
+
+def scoring_settings(settings: Settings) -> ScoringSettings:
+    """This service's knobs, also when the app was given plain platform settings."""
+    if isinstance(settings, ScoringSettings):
+        return settings
+    return ScoringSettings()

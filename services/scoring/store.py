@@ -1,0 +1,512 @@
+"""The scoring repository: the only module that builds queries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.scoring.models import (
+    BreakpointsRow,
+    ContactRow,
+    LedgerRow,
+    RescoreRow,
+    RfmRow,
+    RuleSetRow,
+    ScoreRow,
+    SetAsideRow,
+    TimerRow,
+)
+from shared.db import insert_rows
+
+CHUNK = 1000  # rows per multi-row statement (well under both databases' parameter limits)
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What scoring knows of a contact."""
+
+    id: str
+    email: str | None
+    attributes: dict[str, Any]
+    erased: bool
+
+    @property
+    def merged_into(self) -> str | None:
+        value = self.attributes.get("merged_into")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Timer:
+    workspace: str
+    contact_id: str
+    kind: str
+    group: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    contact_id: str
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetAside:
+    contact_id: str | None
+    email: str | None
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rescore:
+    id: str
+    workspace: str
+    version: int
+    status: str
+    total: int
+    done: int
+    changed: int
+    cursor: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+class SqlStore:
+    """Queries over one unit of work's session, on PostgreSQL or SQLite."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+
+    # --- helpers --------------------------------------------------------------------------
+
+    async def _upsert(
+        self, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
+    ) -> None:
+        if not rows:
+            return
+        dialect = postgresql if self.postgres else sqlite
+        for part in _chunks(rows):
+            stmt = dialect.insert(table).values(list(part))
+            updates = {c: stmt.excluded[c] for c in part[0] if c not in keys}
+            await self.session.execute(
+                stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+            )
+
+    # --- rule sets --------------------------------------------------------------------------
+
+    async def latest_rule_set(self, workspace: str) -> tuple[int, dict[str, Any]] | None:
+        row = (
+            await self.session.execute(
+                select(RuleSetRow.version, RuleSetRow.body)
+                .where(RuleSetRow.workspace == workspace)
+                .order_by(RuleSetRow.version.desc())
+                .limit(1)
+            )
+        ).first()
+        return (row.version, row.body) if row else None
+
+    async def rule_set(self, workspace: str, version: int) -> dict[str, Any] | None:
+        body: dict[str, Any] | None = await self.session.scalar(
+            select(RuleSetRow.body).where(
+                RuleSetRow.workspace == workspace, RuleSetRow.version == version
+            )
+        )
+        return body
+
+    async def add_rule_set(
+        self, workspace: str, version: int, body: dict[str, Any], now: datetime
+    ) -> None:
+        self.session.add(
+            RuleSetRow(workspace=workspace, version=version, body=body, created_at=now)
+        )
+        await self.session.flush()
+
+    # --- contacts projection ----------------------------------------------------------------
+
+    async def contacts(self, workspace: str, ids: Iterable[str]) -> dict[str, Contact]:
+        wanted = sorted(set(ids))
+        found: dict[str, Contact] = {}
+        for part in _chunks(wanted):
+            rows = await self.session.execute(
+                select(ContactRow).where(
+                    ContactRow.workspace == workspace, ContactRow.contact_id.in_(part)
+                )
+            )
+            for row in rows.scalars():
+                found[row.contact_id] = Contact(
+                    row.contact_id, row.email, row.attributes, row.erased
+                )
+        return found
+
+    async def contact_ids_by_email(self, workspace: str, emails: Iterable[str]) -> dict[str, str]:
+        wanted = sorted(set(emails))
+        found: dict[str, str] = {}
+        for part in _chunks(wanted):
+            rows = await self.session.execute(
+                select(ContactRow.email, ContactRow.contact_id).where(
+                    ContactRow.workspace == workspace,
+                    ContactRow.email.in_(part),
+                    ContactRow.erased.is_(False),
+                )
+            )
+            found.update({r.email: r.contact_id for r in rows})
+        return found
+
+    async def save_contact(self, workspace: str, contact: Contact) -> None:
+        await self._upsert(
+            ContactRow.__table__,  # type: ignore[arg-type]
+            [
+                {
+                    "workspace": workspace,
+                    "contact_id": contact.id,
+                    "email": contact.email,
+                    "attributes": contact.attributes,
+                    "erased": contact.erased,
+                }
+            ],
+            ["workspace", "contact_id"],
+        )
+
+    async def count_contacts(self, workspace: str) -> int:
+        return int(
+            await self.session.scalar(
+                select(func.count())
+                .select_from(ContactRow)
+                .where(ContactRow.workspace == workspace, ContactRow.erased.is_(False))
+            )
+            or 0
+        )
+
+    async def contacts_after(self, workspace: str, cursor: str, limit: int) -> list[Contact]:
+        rows = await self.session.execute(
+            select(ContactRow)
+            .where(
+                ContactRow.workspace == workspace,
+                ContactRow.contact_id > cursor,
+                ContactRow.erased.is_(False),
+            )
+            .order_by(ContactRow.contact_id)
+            .limit(limit)
+        )
+        return [Contact(r.contact_id, r.email, r.attributes, r.erased) for r in rows.scalars()]
+
+    # --- score states -----------------------------------------------------------------------
+
+    async def lock_scores(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Score states, locked until the transaction ends (in id order: no deadlocks)."""
+        return await self._scores(workspace, ids, skip_locked=False)
+
+    async def try_lock_scores(
+        self, workspace: str, ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Like `lock_scores`, but states another transaction holds are left out."""
+        return await self._scores(workspace, ids, skip_locked=True)
+
+    async def _scores(
+        self, workspace: str, ids: Iterable[str], skip_locked: bool
+    ) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        wanted = sorted(set(ids))
+        if not self.postgres:
+            await self.write_lock()
+        elif not skip_locked:
+            # A row to lock for every contact, also one without a score yet: so a rescore and
+            # a live event can never both build a first score from what each saw.
+            for part in _chunks(wanted):
+                await self.session.execute(
+                    postgresql.insert(ScoreRow)
+                    .values(
+                        [
+                            {"workspace": workspace, "contact_id": c, "version": 0, "state": {}}
+                            for c in part
+                        ]
+                    )
+                    .on_conflict_do_nothing()
+                )
+        for part in _chunks(wanted):
+            query = (
+                select(ScoreRow.contact_id, ScoreRow.state)
+                .where(ScoreRow.workspace == workspace, ScoreRow.contact_id.in_(part))
+                .order_by(ScoreRow.contact_id)
+            )
+            if self.postgres:
+                query = query.with_for_update(skip_locked=skip_locked)
+            found.update({r.contact_id: r.state for r in await self.session.execute(query)})
+        return found
+
+    async def write_lock(self) -> None:
+        """On SQLite, take the database's write lock now, before reading what this transaction
+        will rewrite (the driver otherwise reads outside any transaction until the first write,
+        so two read-modify-write transactions could interleave). PostgreSQL locks rows instead."""
+        if not self.postgres:
+            await self.session.execute(
+                update(ScoreRow).where(ScoreRow.workspace == "").values(version=ScoreRow.version)
+            )
+
+    async def save_scores(self, workspace: str, states: Mapping[str, tuple[int, Any]]) -> None:
+        rows = [
+            {"workspace": workspace, "contact_id": cid, "version": version, "state": state}
+            for cid, (version, state) in sorted(states.items())
+        ]
+        await self._upsert(ScoreRow.__table__, rows, ["workspace", "contact_id"])  # type: ignore[arg-type]
+
+    async def erase_contact(self, workspace: str, contact_id: str) -> None:
+        """Everything held on a contact: ledger, scores, timers, RFM, engagement set aside."""
+        for model in (LedgerRow, ScoreRow, TimerRow, RfmRow):
+            await self.session.execute(
+                delete(model).where(model.workspace == workspace, model.contact_id == contact_id)
+            )
+        await self.session.execute(
+            delete(SetAsideRow).where(
+                SetAsideRow.workspace == workspace, SetAsideRow.contact_id == contact_id
+            )
+        )
+
+    # --- ledger -----------------------------------------------------------------------------
+
+    async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_rows(self.session, LedgerRow.__table__, rows)  # type: ignore[arg-type]
+
+    async def ledger_of(self, workspace: str, ids: Iterable[str]) -> dict[str, list[LedgerRecord]]:
+        found: dict[str, list[LedgerRecord]] = {}
+        for part in _chunks(sorted(set(ids))):
+            rows = await self.session.execute(
+                select(
+                    LedgerRow.contact_id, LedgerRow.type, LedgerRow.occurred_at, LedgerRow.data
+                ).where(LedgerRow.workspace == workspace, LedgerRow.contact_id.in_(part))
+            )
+            for r in rows:
+                found.setdefault(r.contact_id, []).append(
+                    LedgerRecord(r.contact_id, r.type, r.occurred_at, r.data)
+                )
+        return found
+
+    async def ledger_since(self, workspace: str, since: datetime) -> list[LedgerRecord]:
+        rows = await self.session.execute(
+            select(
+                LedgerRow.contact_id, LedgerRow.type, LedgerRow.occurred_at, LedgerRow.data
+            ).where(LedgerRow.workspace == workspace, LedgerRow.occurred_at >= since)
+        )
+        return [LedgerRecord(r.contact_id, r.type, r.occurred_at, r.data) for r in rows]
+
+    async def move_ledger(self, workspace: str, source: str, target: str) -> None:
+        await self.session.execute(
+            update(LedgerRow)
+            .where(LedgerRow.workspace == workspace, LedgerRow.contact_id == source)
+            .values(contact_id=target)
+        )
+
+    # --- engagement set aside ---------------------------------------------------------------
+
+    async def set_aside(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_rows(self.session, SetAsideRow.__table__, rows)  # type: ignore[arg-type]
+
+    async def take_set_aside(
+        self, workspace: str, contact_id: str, email: str | None
+    ) -> list[SetAside]:
+        """Engagement kept for a contact unknown at the time (by id or email), removed here."""
+        match = SetAsideRow.contact_id == contact_id
+        if email:
+            match = match | (SetAsideRow.email == email)
+        where = and_(
+            SetAsideRow.workspace == workspace, SetAsideRow.reason == "unknown_contact", match
+        )
+        rows = (await self.session.execute(select(SetAsideRow).where(where))).scalars().all()
+        if rows:
+            await self.session.execute(delete(SetAsideRow).where(where))
+        return [SetAside(r.contact_id, r.email, r.type, r.occurred_at, r.data) for r in rows]
+
+    async def count_set_aside(self, workspace: str) -> int:
+        return int(
+            await self.session.scalar(
+                select(func.count())
+                .select_from(SetAsideRow)
+                .where(SetAsideRow.workspace == workspace)
+            )
+            or 0
+        )
+
+    # --- timers -----------------------------------------------------------------------------
+
+    async def set_timers(self, timers: Sequence[Timer]) -> None:
+        rows = [
+            {
+                "workspace": t.workspace,
+                "contact_id": t.contact_id,
+                "kind": t.kind,
+                "group": t.group,
+                "due_at": t.due_at,
+            }
+            for t in timers
+        ]
+        await self._upsert(
+            TimerRow.__table__,  # type: ignore[arg-type]
+            rows,
+            ["workspace", "contact_id", "kind", "group"],
+        )
+
+    async def clear_timers(self, keys: Sequence[tuple[str, str, str, str]]) -> None:
+        """Drop timers by (workspace, contact_id, kind, group)."""
+        for part in _chunks(keys):
+            await self.session.execute(
+                delete(TimerRow).where(
+                    tuple_(
+                        TimerRow.workspace, TimerRow.contact_id, TimerRow.kind, TimerRow.group
+                    ).in_(list(part))
+                )
+            )
+
+    async def timers_of(self, workspace: str, contact_id: str) -> list[Timer]:
+        rows = await self.session.execute(
+            select(TimerRow).where(
+                TimerRow.workspace == workspace, TimerRow.contact_id == contact_id
+            )
+        )
+        return [Timer(r.workspace, r.contact_id, r.kind, r.group, r.due_at) for r in rows.scalars()]
+
+    async def claim_due_timers(self, now: datetime, limit: int) -> list[Timer]:
+        """Timers due by `now`, earliest first; on PostgreSQL locked with SKIP LOCKED so that
+        replicas share them. The caller deletes or moves each one in the same transaction."""
+        query = (
+            select(TimerRow).where(TimerRow.due_at <= now).order_by(TimerRow.due_at).limit(limit)
+        )
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = await self.session.execute(query)
+        return [Timer(r.workspace, r.contact_id, r.kind, r.group, r.due_at) for r in rows.scalars()]
+
+    async def next_due(self) -> datetime | None:
+        due: datetime | None = await self.session.scalar(select(func.min(TimerRow.due_at)))
+        return due
+
+    # --- rescores ---------------------------------------------------------------------------
+
+    async def add_rescore(self, job: Rescore) -> None:
+        await self.session.execute(
+            update(RescoreRow)
+            .where(
+                RescoreRow.workspace == job.workspace,
+                RescoreRow.status.in_(("pending", "running")),
+            )
+            .values(status="superseded", finished_at=job.created_at)
+        )
+        self.session.add(
+            RescoreRow(
+                id=job.id,
+                workspace=job.workspace,
+                version=job.version,
+                status=job.status,
+                total=job.total,
+                done=job.done,
+                changed=job.changed,
+                cursor=job.cursor,
+                created_at=job.created_at,
+            )
+        )
+        await self.session.flush()
+
+    async def rescore(self, workspace: str, job_id: str) -> Rescore | None:
+        row = await self.session.scalar(
+            select(RescoreRow).where(RescoreRow.workspace == workspace, RescoreRow.id == job_id)
+        )
+        return _rescore(row) if row else None
+
+    async def claim_rescore(self) -> Rescore | None:
+        """The oldest unfinished rescore, locked (SKIP LOCKED) for one chunk of work."""
+        query = (
+            select(RescoreRow)
+            .where(RescoreRow.status.in_(("pending", "running")))
+            .order_by(RescoreRow.created_at)
+            .limit(1)
+        )
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        row = await self.session.scalar(query)
+        return _rescore(row) if row else None
+
+    async def update_rescore(self, job_id: str, **values: Any) -> None:
+        await self.session.execute(
+            update(RescoreRow).where(RescoreRow.id == job_id).values(**values)
+        )
+
+    # --- RFM --------------------------------------------------------------------------------
+
+    async def rfm_rows(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        table = RfmRow.__table__
+        await self.write_lock()
+        for part in _chunks(sorted(set(ids))):
+            query = select(table).where(
+                table.c.workspace == workspace, table.c.contact_id.in_(part)
+            )
+            if self.postgres:
+                query = query.with_for_update()
+            for row in await self.session.execute(query):
+                found[row.contact_id] = dict(row._mapping)
+        return found
+
+    async def save_rfm(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await self._upsert(RfmRow.__table__, rows, ["workspace", "contact_id"])  # type: ignore[arg-type]
+
+    async def rfm_stats(self, workspace: str) -> list[tuple[float, int, float]]:
+        """(last_at, count, monetary) of every customer of a workspace, for its breakpoints."""
+        rows = await self.session.execute(
+            select(RfmRow.last_at, RfmRow.count, RfmRow.monetary).where(
+                RfmRow.workspace == workspace
+            )
+        )
+        return [(float(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    async def breakpoints(self, workspace: str) -> BreakpointsRow | None:
+        return await self.session.get(BreakpointsRow, workspace)
+
+    async def save_breakpoints(self, row: Mapping[str, Any]) -> None:
+        await self._upsert(BreakpointsRow.__table__, [row], ["workspace"])  # type: ignore[arg-type]
+
+    async def rfm_summary(self, workspace: str) -> tuple[dict[str, int], dict[str, int]]:
+        segments = await self.session.execute(
+            select(RfmRow.segment, func.count())
+            .where(RfmRow.workspace == workspace)
+            .group_by(RfmRow.segment)
+        )
+        bands = await self.session.execute(
+            select(RfmRow.band, func.count())
+            .where(RfmRow.workspace == workspace)
+            .group_by(RfmRow.band)
+        )
+        return (
+            {str(s): int(n) for s, n in segments},
+            {str(b): int(n) for b, n in bands},
+        )
+
+
+def _rescore(row: RescoreRow) -> Rescore:
+    return Rescore(
+        row.id,
+        row.workspace,
+        row.version,
+        row.status,
+        row.total,
+        row.done,
+        row.changed,
+        row.cursor,
+        row.created_at,
+        row.finished_at,
+    )
