@@ -1,43 +1,169 @@
-"""workflows's bus subscriptions: envelope in, handler call."""
+"""workflows's bus subscriptions: envelopes in, trigger and engine handlers called."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
+from prometheus_client import Gauge
+from pydantic import ValidationError
+
+from services.workflows.doors import Doors, limits_of, workflows_settings
+from services.workflows.engine.handlers import RunBook
+from services.workflows.engine.timers import run_timers
+from services.workflows.store import WorkflowsStore
+from services.workflows.triggers import handlers
+from services.workflows.triggers.handlers import Incoming
 from shared.app import ServiceContext
 from shared.bus import Subscription
+from shared.errors import InvalidInput
 from shared.events import topics
-from shared.events.envelope import Envelope
+from shared.events.contacts import CONTACT_EVENT_TYPES
+from shared.events.envelope import Envelope, EventPayload
+from shared.events.ingest import ENGAGEMENT_TYPES
+from shared.events.notifications import NOTIFICATION_EVENT_TYPES
+from shared.events.scores import SCORE_EVENT_TYPES
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-
-async def on_contacts(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
-
-
-async def on_scores(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+RUNS = Gauge(
+    "leadwire_workflow_runs",
+    "Runs of each workflow by status (refreshed periodically from the database)",
+    ["workspace", "workflow", "status"],
+)
 
 
-async def on_engagement(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+class MalformedEvent(InvalidInput):
+    """A consumed event whose data does not fit its type: it goes to the DLQ with the reason."""
 
 
-async def on_notifications(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+def incoming(event: Envelope, models: dict[str, type[EventPayload]]) -> Incoming | None:
+    """The event's data checked against its type's model; None for a type we do not read."""
+    model = models.get(event.type)
+    if model is None:
+        return None
+    try:
+        data = model.model_validate(event.data).model_dump(mode="json")
+    except ValidationError as exc:
+        raise MalformedEvent(
+            f"{event.type} {event.id}: {exc.error_count()} invalid field(s)",
+            errors=exc.errors(include_url=False, include_context=False, include_input=False),
+        ) from exc
+    return Incoming(event.type, data, event.correlationid)
 
 
-def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
-    return [
-        ctx.subscription("contacts", [topics.CONTACTS], on_contacts),
-        ctx.subscription("scores", [topics.SCORES], on_scores),
-        ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
-        ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notifications),
-    ]
+CONTACT_MODELS: dict[str, type[EventPayload]] = dict(CONTACT_EVENT_TYPES)
+
+
+def _contact_models() -> dict[str, type[EventPayload]]:
+    try:
+        from shared.events.contacts import ContactCommandRejected  # type: ignore[attr-defined]
+    except ImportError:
+        return CONTACT_MODELS
+    return {**CONTACT_MODELS, ContactCommandRejected.event_type: ContactCommandRejected}
+
+
+def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscription]]:
+    def build(ctx: ServiceContext) -> Sequence[Subscription]:
+        contact_models = _contact_models()
+
+        def book_of(uow: UnitOfWork) -> tuple[RunBook, WorkflowsStore]:
+            store = WorkflowsStore(uow.session)
+            return RunBook(store, uow, doors.clock(), limits_of(ctx.settings)), store
+
+        async def on_contacts(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+            by_workspace: dict[str, list[Incoming]] = defaultdict(list)
+            for event in events:
+                item = incoming(event, contact_models)
+                if item is not None:
+                    by_workspace[event.workspace].append(item)
+            book, store = book_of(uow)
+            for workspace, items in by_workspace.items():
+                await handlers.on_contact_events(book, store, workspace, items)
+            await book.flush()
+            doors.wakeup.poke(store.earliest_timer)
+
+        async def on_engagement(event: Envelope, uow: UnitOfWork) -> None:
+            item = incoming(event, dict(ENGAGEMENT_TYPES))
+            if item is None:
+                return
+            book, store = book_of(uow)
+            await handlers.on_engagement(book, store, event.workspace, item)
+            await book.flush()
+            doors.wakeup.poke(store.earliest_timer)
+
+        async def on_scores(event: Envelope, uow: UnitOfWork) -> None:
+            item = incoming(event, SCORE_EVENT_TYPES)
+            if item is None:
+                return
+            book, store = book_of(uow)
+            await handlers.on_score_event(book, store, event.workspace, item)
+            await book.flush()
+            doors.wakeup.poke(store.earliest_timer)
+
+        async def on_notifications(event: Envelope, uow: UnitOfWork) -> None:
+            item = incoming(event, NOTIFICATION_EVENT_TYPES)
+            if item is None:
+                return
+            book, store = book_of(uow)
+            await handlers.on_notification_outcome(book, store, event.workspace, item)
+            await book.flush()
+            doors.wakeup.poke(store.earliest_timer)
+
+        return [
+            ctx.batch_subscription("contacts", [topics.CONTACTS], on_contacts),
+            ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
+            ctx.subscription("scores", [topics.SCORES], on_scores),
+            ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notifications),
+        ]
+
+    return build
+
+
+def background(
+    doors: Doors, timer_loop: bool = True
+) -> Callable[[ServiceContext], Sequence[Callable[[], Coroutine[Any, Any, None]]]]:
+    """The timer loop (tests that move a fake clock fire timers themselves), and the refresh
+    of the per-workflow run counts in /metrics."""
+
+    def build(ctx: ServiceContext) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        own = workflows_settings(ctx.settings)
+        # SQLite has no SKIP LOCKED: one claimer, as the embedded mode is one process.
+        workers = own.workflows_timer_workers if ctx.engine.dialect.name == "postgresql" else 1
+
+        async def timers() -> None:
+            await run_timers(
+                ctx,
+                doors.clock,
+                limits_of(ctx.settings),
+                doors.wakeup,
+                own.workflows_timer_batch,
+                workers,
+                own.workflows_timer_poll_s,
+            )
+
+        async def counts() -> None:
+            while True:
+                try:
+                    await refresh_run_gauges(ctx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("refreshing run counts failed", exc_info=True)
+                await asyncio.sleep(own.workflows_metrics_interval_s)
+
+        return [timers, counts] if timer_loop else [counts]
+
+    return build
+
+
+async def refresh_run_gauges(ctx: ServiceContext) -> None:
+    async with ctx.sessions() as session:
+        rows = await WorkflowsStore(session).all_counts()
+    RUNS.clear()
+    for workspace, workflow, status, count in rows:
+        RUNS.labels(workspace, workflow, status).set(count)

@@ -6,19 +6,36 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.workflows.consumers import subscriptions
+from services.workflows.consumers import background, subscriptions
+from services.workflows.definitions.api import router as definitions_router
+from services.workflows.doors import Clock, Doors, system_clock
 from services.workflows.models import Base
+from services.workflows.runs.api import router as runs_router
+from services.workflows.settings import WorkflowsSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
 from shared.settings import Settings
 
-SPEC = ServiceSpec(
-    name="workflows",
-    port=8003,
-    metadata=Base.metadata,
-    migrations=Path(__file__).parent / "migrations",
-    subscriptions=subscriptions,
-)
+
+def build_spec(
+    clock: Clock = system_clock, doors: Doors | None = None, timer_loop: bool = True
+) -> ServiceSpec:
+    """The service, reading the time from `clock` (tests inject one they can move and fire
+    the timers themselves, `timer_loop=False`)."""
+    doors = doors or Doors(clock)
+    return ServiceSpec(
+        name="workflows",
+        port=8003,
+        metadata=Base.metadata,
+        migrations=Path(__file__).parent / "migrations",
+        routers=[definitions_router(doors), runs_router(doors)],
+        subscriptions=subscriptions(doors),
+        background=background(doors, timer_loop),
+        settings_factory=WorkflowsSettings,
+    )
+
+
+SPEC = build_spec()
 
 
 def app(settings: Settings | None = None, bus: Bus | None = None) -> FastAPI:

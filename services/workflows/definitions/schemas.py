@@ -1,0 +1,60 @@
+"""Request and response models of the definitions API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class WorkflowRead(BaseModel):
+    id: str
+    name: str
+    enabled: bool
+    version: int
+    trigger: str
+    created_at: datetime
+    updated_at: datetime
+    document: dict[str, Any]
+
+
+class WorkflowSummary(BaseModel):
+    id: str
+    name: str
+    enabled: bool
+    version: int
+    trigger: str
+    updated_at: datetime
+
+
+class WorkflowList(BaseModel):
+    items: list[WorkflowSummary]
+
+
+class VersionRead(BaseModel):
+    version: int
+    created_at: datetime
+    document: dict[str, Any]
+
+
+class VersionList(BaseModel):
+    items: list[VersionRead]
+
+
+class DryRunIn(BaseModel):
+    """A contact id from the projection, or a contact given inline (its fields)."""
+
+    contact_id: str | None = None
+    contact: dict[str, Any] | None = None
+    version: int | None = None
+    # Events a wait-for-event step should take as arrived; other waits time out.
+    events: list[str] = Field(default_factory=list)
+
+
+class DryRunOut(BaseModel):
+    workflow_id: str
+    version: int
+    status: str
+    error: str | None = None
+    path: list[dict[str, Any]]

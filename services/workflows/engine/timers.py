@@ -1,0 +1,146 @@
+"""The engine's third door, after HTTP and the bus: time. A loop sleeps until the next due
+timer (woken early when a sooner one is scheduled in this process, and polling briefly for
+timers other replicas schedule), then claims due timers with `FOR UPDATE SKIP LOCKED` in
+batches, so several loops and replicas share them without firing one twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from prometheus_client import Counter, Histogram
+
+from services.workflows.engine.handlers import Limits, RunBook, fire_due_timers
+from services.workflows.store import DueTimer, WorkflowsStore
+from shared.app import ServiceContext
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+TIMERS_FIRED = Counter("leadwire_workflow_timers_fired_total", "Durable timers fired", ["kind"])
+TIMER_LATENESS = Histogram(
+    "leadwire_workflow_timer_lateness_seconds",
+    "How long after its due time a timer fired",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 300),
+)
+
+
+class Wakeup:
+    """Tells the timer loop that a timer sooner than the one it sleeps towards exists."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.sleeping_until: datetime | None = None
+
+    def poke(self, due: datetime | None) -> None:
+        if due is None:
+            return
+        if self.sleeping_until is None or due < self.sleeping_until:
+            self._event.set()
+
+    async def sleep(self, until: datetime | None, now: datetime, longest: float) -> None:
+        seconds = longest if until is None else min(longest, (until - now).total_seconds())
+        if seconds <= 0:
+            return
+        self.sleeping_until = until
+        self._event.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
+        self.sleeping_until = None
+
+
+async def fire_once(
+    ctx: ServiceContext, clock: Clock, limits: Limits, batch: int, wakeup: Wakeup | None = None
+) -> int:
+    """One claim of due timers in one transaction; returns how many fired.
+
+    When the batch fails, its timers are fired one by one, and a timer that fails alone is
+    postponed with backoff (never dropped), so one bad run cannot hold back the others.
+    """
+    try:
+        fired = await _fire(ctx, clock, limits, batch, wakeup)
+    except Exception:
+        if batch == 1:
+            raise
+        log.warning("timer batch failed, firing one by one", exc_info=True)
+        fired = []
+        for _ in range(batch):
+            claimed: list[str] = []
+            try:
+                one = await _fire(ctx, clock, limits, 1, wakeup, claimed)
+            except Exception:
+                log.error("timer failed, postponed", exc_info=True, extra={"timer": claimed})
+                async with ctx.uow() as uow:
+                    await WorkflowsStore(uow.session).postpone_timers(claimed, clock())
+                continue
+            if not one:
+                break
+            fired += one
+    now = clock()
+    for timer in fired:
+        TIMERS_FIRED.labels(timer.kind).inc()
+        TIMER_LATENESS.observe(max(0.0, (now - timer.due_at).total_seconds()))
+    return len(fired)
+
+
+async def _fire(
+    ctx: ServiceContext,
+    clock: Clock,
+    limits: Limits,
+    batch: int,
+    wakeup: Wakeup | None,
+    claimed: list[str] | None = None,
+) -> list[DueTimer]:
+    async with ctx.uow() as uow:
+        store = WorkflowsStore(uow.session)
+        book = RunBook(store, uow, clock(), limits)
+        fired = await fire_due_timers(book, store, batch, claimed)
+    if wakeup is not None:
+        wakeup.poke(store.earliest_timer)
+    return fired
+
+
+async def next_due(ctx: ServiceContext) -> datetime | None:
+    async with ctx.sessions() as session:
+        return await WorkflowsStore(session).next_due()
+
+
+async def run_timers(
+    ctx: ServiceContext,
+    clock: Clock,
+    limits: Limits,
+    wakeup: Wakeup,
+    batch: int,
+    workers: int,
+    poll_s: float,
+) -> None:
+    """Fire timers as they come due, for as long as the service runs."""
+
+    async def claim_until_drained() -> int:
+        total = 0
+        while True:
+            fired = await fire_once(ctx, clock, limits, batch, wakeup)
+            total += fired
+            if fired < batch:
+                return total
+
+    while True:
+        try:
+            started = time.perf_counter()
+            # Several claimers drain a burst side by side; SKIP LOCKED keeps them apart.
+            await asyncio.gather(*(claim_until_drained() for _ in range(max(1, workers))))
+            due = await next_due(ctx)
+            if due is None or due > clock():
+                await wakeup.sleep(due, clock(), poll_s)
+            elif time.perf_counter() - started < 0.001:
+                await asyncio.sleep(0.01)  # due but claimed by another replica: let it work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("timer loop failed, will retry", exc_info=True)
+            await asyncio.sleep(1)

@@ -1,0 +1,406 @@
+"""Repositories of the workflows service: the only module that builds queries.
+
+Runs are read and written as plain rows in bulk (one statement per kind of write per
+transaction), because a polled batch of events or a batch of due timers touches hundreds of
+runs at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.workflows.models import (
+    ContactView,
+    Enrollment,
+    SentEffect,
+    StepRun,
+    Timer,
+    Workflow,
+    WorkflowVersion,
+)
+from shared.db import insert_rows
+
+ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
+STEPS: Table = StepRun.__table__  # type: ignore[assignment]
+TIMERS: Table = Timer.__table__  # type: ignore[assignment]
+CONTACTS: Table = ContactView.__table__  # type: ignore[assignment]
+EFFECTS: Table = SentEffect.__table__  # type: ignore[assignment]
+WORKFLOWS: Table = Workflow.__table__  # type: ignore[assignment]
+VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[assignment]
+RUN_STATE = (
+    "status",
+    "step",
+    "outcomes",
+    "seq",
+    "attempt",
+    "wait_event",
+    "wait_until",
+    "error",
+    "updated_at",
+    "ended_at",
+)
+ENDED = ("completed", "goal_met", "exited", "failed")
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    id: str
+    workspace: str
+    kind: str
+    due_at: datetime
+    contact_id: str
+    enrollment_id: str | None
+    workflow_id: str | None
+    step: str | None
+    failures: int
+
+
+class WorkflowsStore:
+    """Queries over this service's tables, in the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        # The earliest timer this transaction scheduled: the door wakes the timer loop with it.
+        self.earliest_timer: datetime | None = None
+
+    @property
+    def postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    def _insert(self, table: Table) -> Any:
+        return postgresql.insert(table) if self.postgres else sqlite.insert(table)
+
+    # --- workflows ----------------------------------------------------------------------------
+
+    async def workflow(
+        self, workspace: str, workflow_id: str, lock: bool = False
+    ) -> Workflow | None:
+        query = select(Workflow).where(Workflow.workspace == workspace, Workflow.id == workflow_id)
+        if lock:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def workflows(self, workspace: str) -> list[Workflow]:
+        query = (
+            select(Workflow)
+            .where(Workflow.workspace == workspace)
+            .order_by(Workflow.created_at, Workflow.id)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def workflow_ids(self, workspace: str) -> set[str]:
+        query = select(WORKFLOWS.c.id).where(WORKFLOWS.c.workspace == workspace)
+        return set((await self.session.execute(query)).scalars())
+
+    def add(self, row: Workflow | WorkflowVersion) -> None:
+        self.session.add(row)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def versions(self, workspace: str, workflow_id: str) -> list[WorkflowVersion]:
+        query = (
+            select(WorkflowVersion)
+            .where(
+                WorkflowVersion.workspace == workspace, WorkflowVersion.workflow_id == workflow_id
+            )
+            .order_by(WorkflowVersion.version)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def documents(
+        self, keys: Iterable[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], dict[str, Any]]:
+        """Documents by (workspace, workflow, version)."""
+        wanted = list(set(keys))
+        if not wanted:
+            return {}
+        v = VERSIONS.c
+        query = select(v.workspace, v.workflow_id, v.version, v.document).where(
+            tuple_(v.workspace, v.workflow_id, v.version).in_(wanted)
+        )
+        return {(r[0], r[1], r[2]): r[3] for r in (await self.session.execute(query)).all()}
+
+    async def enabled(self, workspace: str) -> list[tuple[str, int]]:
+        """(workflow id, current version) of the workspace's enabled workflows."""
+        w = WORKFLOWS.c
+        query = select(w.id, w.version).where(w.workspace == workspace, w.enabled.is_(True))
+        return [(r[0], r[1]) for r in (await self.session.execute(query)).all()]
+
+    # --- contact projection -------------------------------------------------------------------
+
+    async def contacts(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        c = CONTACTS.c
+        query = select(c.id, c.data).where(
+            c.workspace == workspace, c.id.in_(wanted), c.merged_into.is_(None)
+        )
+        return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
+
+    async def contact_by_email(self, workspace: str, email: str) -> str | None:
+        c = CONTACTS.c
+        query = (
+            select(c.id)
+            .where(c.workspace == workspace, c.email == email, c.merged_into.is_(None))
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def merged_into(self, workspace: str, contact_id: str) -> str | None:
+        c = CONTACTS.c
+        query = select(c.merged_into).where(c.workspace == workspace, c.id == contact_id)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def save_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert projection rows (workspace, id, email, data, merged_into, updated_at)."""
+        if not rows:
+            return
+        stmt = self._insert(CONTACTS)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[CONTACTS.c.workspace, CONTACTS.c.id],
+            set_={n: stmt.excluded[n] for n in ("email", "data", "merged_into", "updated_at")},
+        )
+        await self.session.execute(stmt, list(rows))
+
+    async def contact_ids(
+        self, workspace: str, after: str | None, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        c = CONTACTS.c
+        query = select(c.id, c.data).where(c.workspace == workspace, c.merged_into.is_(None))
+        if after is not None:
+            query = query.where(c.id > after)
+        query = query.order_by(c.id).limit(limit)
+        return [(r[0], r[1]) for r in (await self.session.execute(query)).all()]
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_rows(self.session, ENROLLMENTS, rows)
+
+    async def save_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write back the state of runs (`id` plus the RUN_STATE columns)."""
+        if not rows:
+            return
+        e = ENROLLMENTS.c
+        stmt = (
+            update(ENROLLMENTS)
+            .where(e.id == bindparam("b_id"))
+            .values({n: bindparam(f"b_{n}") for n in RUN_STATE})
+            .execution_options(synchronize_session=False)
+        )
+        params = [{"b_id": r["id"], **{f"b_{n}": r[n] for n in RUN_STATE}} for r in rows]
+        await self.session.execute(stmt, params)
+
+    async def runs(
+        self, workspace: str | None, ids: Iterable[str], lock: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        query = select(ENROLLMENTS).where(ENROLLMENTS.c.id.in_(wanted))
+        if workspace is not None:
+            query = query.where(ENROLLMENTS.c.workspace == workspace)
+        if lock and self.postgres:
+            query = query.with_for_update()
+        return {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
+
+    async def open_runs(
+        self, workspace: str, contact_ids: Iterable[str], lock: bool = False
+    ) -> list[dict[str, Any]]:
+        """Runs not ended of the contacts (active or waiting)."""
+        wanted = list(set(contact_ids))
+        if not wanted:
+            return []
+        e = ENROLLMENTS.c
+        query = select(ENROLLMENTS).where(
+            e.workspace == workspace, e.contact_id.in_(wanted), e.status.in_(("active", "waiting"))
+        )
+        if lock and self.postgres:
+            query = query.with_for_update()
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    async def last_runs(
+        self, workspace: str, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[datetime, bool]]:
+        """For (workflow, contact) pairs: the latest run's start and whether it ended."""
+        wanted = list(set(pairs))
+        if not wanted:
+            return {}
+        e = ENROLLMENTS.c
+        query = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status).where(
+            e.workspace == workspace, tuple_(e.workflow_id, e.contact_id).in_(wanted)
+        )
+        latest: dict[tuple[str, str], tuple[datetime, bool]] = {}
+        for wf, cid, at, status in (await self.session.execute(query)).all():
+            key = (wf, cid)
+            if key not in latest or latest[key][0] < at or status not in ENDED:
+                if key in latest and not latest[key][1] and status in ENDED:
+                    continue
+                latest[key] = (at, status in ENDED)
+        return latest
+
+    async def run_page(
+        self, workspace: str, workflow_id: str, status: str | None, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        e = ENROLLMENTS.c
+        query = select(ENROLLMENTS).where(e.workspace == workspace, e.workflow_id == workflow_id)
+        if status:
+            query = query.where(e.status == status)
+        if after:
+            query = query.where(e.id < after)
+        query = query.order_by(e.id.desc()).limit(limit)
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    async def counts(
+        self, workspace: str, workflow_id: str | None = None
+    ) -> dict[str, dict[str, int]]:
+        e = ENROLLMENTS.c
+        query = select(e.workflow_id, e.status, func.count()).where(e.workspace == workspace)
+        if workflow_id:
+            query = query.where(e.workflow_id == workflow_id)
+        query = query.group_by(e.workflow_id, e.status)
+        result: dict[str, dict[str, int]] = {}
+        for wf, status, n in (await self.session.execute(query)).all():
+            result.setdefault(wf, {})[status] = n
+        return result
+
+    async def all_counts(self) -> list[tuple[str, str, str, int]]:
+        e = ENROLLMENTS.c
+        query = select(e.workspace, e.workflow_id, e.status, func.count()).group_by(
+            e.workspace, e.workflow_id, e.status
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in (await self.session.execute(query)).all()]
+
+    async def add_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_rows(self.session, STEPS, rows)
+
+    async def steps(self, enrollment_id: str) -> list[dict[str, Any]]:
+        s = STEPS.c
+        query = select(STEPS).where(s.enrollment_id == enrollment_id).order_by(s.id)
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    # --- timers -------------------------------------------------------------------------------
+
+    async def put_timers(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Schedule timers; a timer with the same id is moved to the new time."""
+        if not rows:
+            return
+        unique = list({r["id"]: r for r in rows}.values())
+        stmt = self._insert(TIMERS)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[TIMERS.c.id],
+            set_={
+                n: stmt.excluded[n]
+                for n in ("due_at", "step", "enrollment_id", "contact_id", "failures")
+            },
+        )
+        await self.session.execute(stmt, unique)
+        earliest = min(r["due_at"] for r in unique)
+        if self.earliest_timer is None or earliest < self.earliest_timer:
+            self.earliest_timer = earliest
+
+    async def delete_timers(self, ids: Iterable[str]) -> None:
+        wanted = list(set(ids))
+        if wanted:
+            await self.session.execute(delete(TIMERS).where(TIMERS.c.id.in_(wanted)))
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        """Timers due by `now`, locked for this transaction; replicas skip each other's."""
+        t = TIMERS.c
+        query = select(TIMERS).where(t.due_at <= now).order_by(t.due_at).limit(limit)
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = (await self.session.execute(query)).mappings()
+        return [DueTimer(**{k: r[k] for k in DueTimer.__dataclass_fields__}) for r in rows]
+
+    async def next_due(self) -> datetime | None:
+        value: datetime | None = await self.session.scalar(select(func.min(TIMERS.c.due_at)))
+        return value
+
+    async def postpone_timers(self, ids: Sequence[str], now: datetime) -> None:
+        """Timers whose firing failed come back later (1 s, 2 s, 4 s … up to an hour)."""
+        t = TIMERS.c
+        for timer_id in ids:
+            failures = await self.session.scalar(select(t.failures).where(t.id == timer_id)) or 0
+            delay = timedelta(seconds=min(3600, 2**failures))
+            await self.session.execute(
+                update(TIMERS)
+                .where(t.id == timer_id)
+                .values(failures=failures + 1, due_at=now + delay)
+            )
+
+    async def trigger_timers_of(self, workspace: str, contact_id: str) -> list[str]:
+        t = TIMERS.c
+        query = select(t.id).where(
+            t.workspace == workspace, t.contact_id == contact_id, t.kind == "trigger"
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    # --- effects ------------------------------------------------------------------------------
+
+    async def add_effects(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        stmt = self._insert(EFFECTS).on_conflict_do_nothing(index_elements=[EFFECTS.c.id])
+        await self.session.execute(stmt, list(rows))
+
+    async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None:
+        f = EFFECTS.c
+        query = select(EFFECTS).where(f.workspace == workspace, f.id == effect_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return dict(row) if row else None
+
+    # --- merge and erase ----------------------------------------------------------------------
+
+    async def repoint(self, workspace: str, merged_id: str, survivor_id: str) -> None:
+        """A merged contact's runs, history and effects now belong to the survivor."""
+        for table in (ENROLLMENTS, STEPS, EFFECTS):
+            await self.session.execute(
+                update(table)
+                .where(table.c.workspace == workspace, table.c.contact_id == merged_id)
+                .values(contact_id=survivor_id)
+            )
+        t = TIMERS.c
+        await self.session.execute(
+            update(TIMERS)
+            .where(and_(t.workspace == workspace, t.contact_id == merged_id, t.kind == "run"))
+            .values(contact_id=survivor_id)
+        )
+        await self.session.execute(
+            delete(TIMERS).where(
+                t.workspace == workspace, t.contact_id == merged_id, t.kind == "trigger"
+            )
+        )
+
+    async def erase(self, workspace: str, contact_id: str) -> list[dict[str, Any]]:
+        """Forget a contact: its runs (returned, to announce their end), history, timers,
+        effects and projection row."""
+        runs = [
+            dict(r)
+            for r in (
+                await self.session.execute(
+                    select(ENROLLMENTS).where(
+                        ENROLLMENTS.c.workspace == workspace, ENROLLMENTS.c.contact_id == contact_id
+                    )
+                )
+            ).mappings()
+        ]
+        for table in (STEPS, EFFECTS, TIMERS, ENROLLMENTS):
+            await self.session.execute(
+                delete(table).where(
+                    table.c.workspace == workspace, table.c.contact_id == contact_id
+                )
+            )
+        await self.session.execute(
+            delete(CONTACTS).where(CONTACTS.c.workspace == workspace, CONTACTS.c.id == contact_id)
+        )
+        return runs

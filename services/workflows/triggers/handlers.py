@@ -1,0 +1,376 @@
+"""Use cases of the consumed events: keep the contact projection, start the workflows whose
+trigger an event matches, move runs waiting for that event, end runs whose goal is met or
+whose contact entered the exclusion segment, and keep time-based triggers scheduled."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from services.workflows.conditions.domain import to_datetime
+from services.workflows.engine import domain as engine
+from services.workflows.engine.handlers import OPEN, RunBook, Store
+from services.workflows.store import DueTimer
+from services.workflows.triggers import domain
+from services.workflows.triggers.domain import Fact
+
+# A date-relative due time further back than this is history, not something to act on now.
+PAST_GRACE = timedelta(minutes=1)
+TIME_TRIGGERS = ("date_relative", "inactivity")
+
+
+class ProjectionStore(Store, Protocol):
+    async def save_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    async def contact_by_email(self, workspace: str, email: str) -> str | None: ...
+    async def merged_into(self, workspace: str, contact_id: str) -> str | None: ...
+    async def repoint(self, workspace: str, merged_id: str, survivor_id: str) -> None: ...
+    async def erase(self, workspace: str, contact_id: str) -> list[dict[str, Any]]: ...
+    async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed event, reduced to what the handlers read."""
+
+    type: str
+    data: Mapping[str, Any]
+    correlation: str
+
+
+def _projection_row(
+    workspace: str, contact: dict[str, Any], now: datetime, merged_into: str | None = None
+) -> dict[str, Any]:
+    return {
+        "workspace": workspace,
+        "id": contact["id"],
+        "email": contact.get("email"),
+        "data": contact,
+        "merged_into": merged_into,
+        "updated_at": now,
+    }
+
+
+async def on_contact_events(
+    book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
+) -> None:
+    """A polled batch of `leadwire.contacts.v1` events of one workspace, in order."""
+    part: list[Incoming] = []
+    for event in events:
+        if event.type in ("contact.merged", "contact.deleted"):
+            await _apply_contact_part(book, store, workspace, part)
+            part = []
+            await book.flush()
+            if event.type == "contact.merged":
+                await _merge(book, store, workspace, event)
+            else:
+                await _erase(book, store, workspace, event)
+            continue
+        part.append(event)
+    await _apply_contact_part(book, store, workspace, part)
+
+
+async def _apply_contact_part(
+    book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
+) -> None:
+    if not events:
+        return
+    facts: list[tuple[Fact, str]] = []
+    for event in events:
+        if event.type == "contact.command_rejected":
+            await _command_rejected(book, store, workspace, event)
+            continue
+        facts += [
+            (f, event.correlation) for f in domain.facts_of_contact_event(event.type, event.data)
+        ]
+    ids = {f.contact_id for f, _ in facts}
+    contacts = await store.contacts(workspace, ids)
+    changed: dict[str, dict[str, Any]] = {}
+    for event in events:
+        snapshot = event.data.get("contact")
+        contact_id = (
+            snapshot.get("id") if isinstance(snapshot, dict) else event.data.get("contact_id")
+        )
+        if isinstance(snapshot, dict) and contact_id:
+            previous = changed.get(contact_id) or contacts.get(contact_id) or {}
+            changed[contact_id] = {**snapshot, "segments": list(previous.get("segments") or [])}
+            contacts[contact_id] = changed[contact_id]
+        if event.type in ("segment.entered", "segment.exited") and contact_id in contacts:
+            current = dict(changed.get(contact_id) or contacts[contact_id])
+            segments = set(current.get("segments") or [])
+            segment = event.data["segment_id"]
+            segments = (
+                segments | {segment} if event.type == "segment.entered" else segments - {segment}
+            )
+            current["segments"] = sorted(segments)
+            changed[contact_id] = contacts[contact_id] = current
+    await store.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
+    await reschedule_time_triggers(book, workspace, changed)
+    await handle_facts(book, store, workspace, facts, contacts)
+
+
+async def handle_facts(
+    book: RunBook,
+    store: Store,
+    workspace: str,
+    facts: Sequence[tuple[Fact, str]],
+    contacts: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """Start what the facts trigger; move, end or leave alone the contacts' open runs."""
+    if not facts:
+        return
+    enabled = await book.enabled(workspace)
+    triggered = [
+        (fact, corr, wf, version, doc)
+        for fact, corr in facts
+        for wf, version, doc in enabled
+        if doc.trigger.type == fact.kind
+        and domain.fact_matches(doc.trigger, fact, contacts.get(fact.contact_id), book.now)
+    ]
+    last = await store.last_runs(workspace, {(wf, f.contact_id) for f, _, wf, _, _ in triggered})
+    open_runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in await store.open_runs(workspace, {f.contact_id for f, _ in facts}, lock=True):
+        open_runs[row["contact_id"]].append(row)
+    await book.documents(
+        (workspace, r["workflow_id"], r["version"]) for rows in open_runs.values() for r in rows
+    )
+    starts = defaultdict(list)
+    for item in triggered:
+        starts[id(item[0])].append(item)
+    for fact, corr in facts:
+        contact = contacts.get(fact.contact_id)
+        book.correlation = corr
+        for _, _, wf, version, doc in starts.get(id(fact), []):
+            past = last.get((wf, fact.contact_id))
+            previous = domain.PastEnrollment(past[0], past[1]) if past else None
+            if domain.may_enroll(doc, contact, previous, book.now) is None:
+                row = await book.start(
+                    workspace, wf, version, fact.contact_id, contact, doc.trigger.type
+                )
+                last[(wf, fact.contact_id)] = (book.now, row["status"] not in OPEN)
+                if row["status"] in OPEN:
+                    open_runs[fact.contact_id].append(row)
+        await _touch_open_runs(book, workspace, fact, contact, open_runs[fact.contact_id])
+
+
+async def _touch_open_runs(
+    book: RunBook,
+    workspace: str,
+    fact: Fact,
+    contact: Mapping[str, Any] | None,
+    rows: list[dict[str, Any]],
+) -> None:
+    for row in rows:
+        if row["status"] not in OPEN:
+            continue
+        doc = await book.document(workspace, row["workflow_id"], row["version"])
+        if (
+            fact.kind == "segment_entered"
+            and doc.exclusion_segment is not None
+            and fact.data.get("segment_id") == doc.exclusion_segment
+        ):
+            book.end(row, "exited", "excluded")
+            continue
+        if engine.goal_met(doc, contact, book.now):
+            book.end(row, "goal_met", None)
+            continue
+        awaited = fact.event_type
+        if row["status"] == "waiting" and awaited and row["wait_event"] == awaited:
+            key = str(fact.data.get("idempotency_key", ""))
+            if awaited.startswith("notification.") and engine.enrollment_of_key(key) != row["id"]:
+                continue  # a notification outcome moves only the run that asked for it
+            step = doc.step(row["step"])
+            if domain.event_awaited(step, awaited, fact.data, book.now):
+                await book.move(
+                    row, engine.EventArrived(step.id, awaited, dict(fact.data)), contact
+                )
+
+
+async def reschedule_time_triggers(
+    book: RunBook, workspace: str, contacts: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Date-relative and inactivity timers follow the contact's date fields and interactions."""
+    if not contacts:
+        return
+    timed = [
+        (wf, doc)
+        for wf, _, doc in await book.enabled(workspace)
+        if doc.trigger.type in TIME_TRIGGERS
+    ]
+    for wf, doc in timed:
+        zone = doc.timezone or book.limits.timezone
+        for contact_id, contact in contacts.items():
+            due = domain.trigger_due(doc.trigger, contact, zone)
+            if due is not None and due < book.now - PAST_GRACE:
+                due = None
+            book.schedule_trigger(workspace, wf, contact_id, due)
+
+
+async def fire_trigger_timer(
+    book: RunBook, store: Store, timer: DueTimer, contact: Mapping[str, Any] | None
+) -> None:
+    """A date-relative or inactivity trigger came due: enroll the contact if it may enter."""
+    if contact is None or timer.workflow_id is None:
+        return
+    enabled = {wf: (v, doc) for wf, v, doc in await book.enabled(timer.workspace)}
+    if timer.workflow_id not in enabled:
+        return
+    version, doc = enabled[timer.workflow_id]
+    past = (await store.last_runs(timer.workspace, [(timer.workflow_id, timer.contact_id)])).get(
+        (timer.workflow_id, timer.contact_id)
+    )
+    previous = domain.PastEnrollment(past[0], past[1]) if past else None
+    if domain.may_enroll(doc, contact, previous, book.now) is None:
+        book.correlation = timer.id
+        await book.start(
+            timer.workspace, timer.workflow_id, version, timer.contact_id, contact, doc.trigger.type
+        )
+
+
+# --- other topics ---------------------------------------------------------------------------
+
+
+async def resolve_contact(
+    store: ProjectionStore, workspace: str, contact_id: str | None, email: str | None
+) -> str | None:
+    """The projection's contact for an event naming an id (perhaps merged away) or an email."""
+    if contact_id:
+        survivor = await store.merged_into(workspace, contact_id)
+        return survivor or contact_id
+    if email:
+        return await store.contact_by_email(workspace, email.strip().lower())
+    return None
+
+
+async def on_engagement(
+    book: RunBook, store: ProjectionStore, workspace: str, event: Incoming
+) -> None:
+    """An engagement event: the contact's last interaction moves (inactivity timers with it),
+    engagement triggers fire and runs waiting for it move on."""
+    data = event.data
+    contact_id = await resolve_contact(store, workspace, data.get("contact_id"), data.get("email"))
+    if contact_id is None:
+        return
+    contacts = await store.contacts(workspace, [contact_id])
+    contact = contacts.get(contact_id)
+    if contact is None:
+        return
+    occurred = to_datetime(data.get("occurred_at"))
+    seen = to_datetime(contact.get("last_interaction_at"))
+    if occurred is not None and (seen is None or occurred > seen):
+        contact = {**contact, "last_interaction_at": occurred.isoformat()}
+        contacts[contact_id] = contact
+        await store.save_contacts([_projection_row(workspace, contact, book.now)])
+        await reschedule_time_triggers(book, workspace, {contact_id: contact})
+    fact = Fact("engagement", contact_id, {**data, "type": event.type}, event.type)
+    await handle_facts(book, store, workspace, [(fact, event.correlation)], contacts)
+
+
+async def on_score_event(
+    book: RunBook, store: ProjectionStore, workspace: str, event: Incoming
+) -> None:
+    data = event.data
+    contact_id = await resolve_contact(store, workspace, data.get("contact_id"), None)
+    if contact_id is None:
+        return
+    contacts = await store.contacts(workspace, [contact_id])
+    contact = contacts.get(contact_id)
+    if contact is None:
+        return
+    if event.type == "score.changed" and data.get("group", "overall") == "overall":
+        contact = {**contact, "score": data.get("after")}
+        contacts[contact_id] = contact
+        await store.save_contacts([_projection_row(workspace, contact, book.now)])
+    facts = domain.facts_of_score_event(event.type, {**data, "contact_id": contact_id})
+    facts.append(Fact("score_event", contact_id, data, event.type))
+    await handle_facts(book, store, workspace, [(f, event.correlation) for f in facts], contacts)
+
+
+async def on_notification_outcome(
+    book: RunBook, store: ProjectionStore, workspace: str, event: Incoming
+) -> None:
+    """A failed notification fails the step that asked for it; any outcome may end a wait."""
+    data = event.data
+    key = str(data.get("idempotency_key", ""))
+    enrollment_id = engine.enrollment_of_key(key)
+    if enrollment_id is None:
+        return
+    if event.type == "notification.failed":
+        effect = await store.effect(workspace, engine.effect_id(key))
+        await _fail_step(
+            book, store, workspace, enrollment_id, effect, str(data.get("reason", "failed"))
+        )
+        return
+    row = (await store.runs(workspace, [enrollment_id])).get(enrollment_id)
+    if row is None:
+        return
+    contacts = await store.contacts(workspace, [row["contact_id"]])
+    fact = Fact("notification", row["contact_id"], data, event.type)
+    await handle_facts(book, store, workspace, [(fact, event.correlation)], contacts)
+
+
+async def _command_rejected(
+    book: RunBook, store: ProjectionStore, workspace: str, event: Incoming
+) -> None:
+    command_id = str(event.data.get("command_id", ""))
+    effect = await store.effect(workspace, command_id)
+    if effect is None:
+        return  # a command some other service sent
+    reason = f"{event.data.get('code', 'rejected')}: {event.data.get('reason', '')}".strip()
+    await _fail_step(book, store, workspace, effect["enrollment_id"], effect, reason)
+
+
+async def _fail_step(
+    book: RunBook,
+    store: Store,
+    workspace: str,
+    enrollment_id: str,
+    effect: Mapping[str, Any] | None,
+    reason: str,
+) -> None:
+    row = (await store.runs(workspace, [enrollment_id], lock=True)).get(enrollment_id)
+    if row is None or row["status"] in ("exited",):
+        return
+    step = effect["step"] if effect else row["step"] or "?"
+    book.end(row, "failed", reason, step)
+
+
+async def _merge(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:
+    """Runs of the merged contact now run for the survivor; a workflow both were in keeps the
+    older run."""
+    survivor, merged = event.data["survivor_id"], event.data["merged_id"]
+    existing = await store.contacts(workspace, [survivor, merged])
+    segments = sorted(
+        set(existing.get(survivor, {}).get("segments") or [])
+        | set(existing.get(merged, {}).get("segments") or [])
+    )
+    snapshot = {**event.data["contact"], "segments": segments}
+    gone = {**existing.get(merged, {"id": merged}), "id": merged, "email": None}
+    await store.save_contacts(
+        [
+            _projection_row(workspace, snapshot, book.now),
+            {**_projection_row(workspace, gone, book.now), "merged_into": survivor},
+        ]
+    )
+    await store.repoint(workspace, merged, survivor)
+    rows = sorted(
+        await store.open_runs(workspace, [survivor], lock=True),
+        key=lambda r: (r["enrolled_at"], r["id"]),
+    )
+    kept: set[str] = set()
+    for row in rows:
+        if row["workflow_id"] in kept:
+            book.end(row, "exited", "merged_duplicate")
+        kept.add(row["workflow_id"])
+    await reschedule_time_triggers(book, workspace, {survivor: snapshot})
+    await book.flush()
+
+
+async def _erase(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:
+    """A deleted contact: its runs stop, and its projection, runs and history are erased."""
+    contact_id = event.data["contact_id"]
+    for row in await store.erase(workspace, contact_id):
+        if row["status"] in OPEN:
+            book.announce_end(row, "exited", "contact_deleted")
