@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-import yaml  # type: ignore[import-untyped]
+import yaml
 from fastapi import APIRouter, Depends, Request
 
 from services.workflows.definitions import handlers

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from services.workflows.engine.domain import effect_id
 from shared.events import topics
