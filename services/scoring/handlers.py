@@ -41,6 +41,7 @@ class Store(Protocol):
     async def contact_ids_by_email(
         self, workspace: str, emails: Iterable[str]
     ) -> dict[str, str]: ...
+    async def lock_identities(self, workspace: str, keys: Iterable[str]) -> None: ...
     async def save_contact(self, workspace: str, contact: Contact) -> None: ...
     async def count_contacts(self, workspace: str) -> int: ...
     async def contacts_after(self, workspace: str, cursor: str, limit: int) -> list[Contact]: ...
@@ -304,10 +305,21 @@ async def _resolve(
     return resolved, aside
 
 
+def _identities(events: Iterable[EngagementIn]) -> set[str]:
+    return {
+        key for e in events for key in (e.contact_id, e.email.lower() if e.email else None) if key
+    }
+
+
 async def _score_in_workspace(
     workspace: str, batch: Sequence[EngagementIn], store: Store, outbox: Outbox, now: datetime
 ) -> None:
     resolved, aside = await _resolve(workspace, batch, store)
+    if aside:
+        # Look again under the identities' locks: the contact may have arrived meanwhile.
+        await store.lock_identities(workspace, _identities(e for e, _ in aside))
+        late, aside = await _resolve(workspace, [e for e, _ in aside], store)
+        resolved += late
     if aside:
         await store.set_aside(
             [
@@ -399,6 +411,7 @@ async def on_contact_snapshot(
         return  # a late snapshot of an erased contact must not bring it back
     attributes = attributes_of(snapshot)
     email = snapshot.email.lower() if snapshot.email else None
+    await store.lock_identities(workspace, {snapshot.id, email} - {None})  # type: ignore[arg-type]
     await store.save_contact(workspace, Contact(snapshot.id, email, attributes, False))
     scored = Scored(workspace, await current_rules(store, workspace))
     await scored.load(store, [snapshot.id])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, select, tuple_, update
+from sqlalchemy import Table, and_, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -168,6 +168,18 @@ class SqlStore:
             )
             found.update({r.email: r.contact_id for r in rows})
         return found
+
+    async def lock_identities(self, workspace: str, keys: Iterable[str]) -> None:
+        """Hold, until the transaction ends, a lock per contact id or email: a contact's arrival
+        and engagement set aside for it take turns, so none is left aside forever."""
+        if not self.postgres:
+            await self.write_lock()
+            return
+        for key in sorted(set(keys)):
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"leadwire-scoring:{workspace}:{key}"},
+            )
 
     async def save_contact(self, workspace: str, contact: Contact) -> None:
         await self._upsert(
