@@ -17,7 +17,7 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from shared import db
+from shared import db, tracing
 from shared.bus import Bus, Consumer, Subscription, make_bus
 from shared.errors import install_error_handlers
 from shared.events.envelope import Envelope
@@ -91,7 +91,8 @@ class ServiceContext:
                     correlation_id_var.set(event.correlationid),
                 )
                 try:
-                    await handle(event, uow)
+                    with tracing.handling_event(event.correlationid):
+                        await handle(event, uow)
                 finally:
                     workspace_var.reset(tokens[0])
                     event_id_var.reset(tokens[1])
@@ -177,6 +178,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.auth_secret = settings.resolved_auth_secret()
+        # All services of the embedded mode share one process and so one trace resource.
+        tracing.configure("leadwire" if settings.embedded else spec.name, settings.otlp_endpoint)
         ctx = await start_context(spec, settings, bus)
         app.state.ctx = ctx
         tune_gc()
@@ -185,9 +188,9 @@ def create_app(
         finally:
             await stop_context(ctx, owns_bus=bus is None)
 
-    # FastAPI's native OpenTelemetry hooks are off: Leadwire configures no OpenTelemetry
-    # provider (its metrics are Prometheus, below), yet with them on every request pays for
-    # provider look-ups (environment reads) just to find them unconfigured.
+    # FastAPI's native OpenTelemetry hooks are off: with them on every request pays for
+    # provider look-ups (environment reads), and hot routes bypass them anyway. The request
+    # span comes from `ObservabilityMiddleware` (and `HotRoutes`); metrics are Prometheus.
     app = ServiceApp(
         title=f"Leadwire {spec.name}",
         version="0.1.0",

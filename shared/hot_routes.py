@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.types import Receive, Scope, Send
 
+from shared import tracing
 from shared.logs import correlation_id_var
 from shared.observability import RequestMetrics, correlation_id_of
 
@@ -83,17 +84,20 @@ class HotRoutes:
         token = correlation_id_var.set(correlation_id)
         started = time.perf_counter()
         status = 500
+        span = tracing.start_request_span(route.method, scope["headers"])
         try:
-            request = Request(scope, receive, send)
-            try:
-                response = await route.endpoint(request)
-            except Exception as exc:
-                response = await self._handled(request, exc)
-            status = response.status_code
-            response.raw_headers.append((b"x-correlation-id", correlation_id.encode()))
-            await response(scope, receive, send)
+            with tracing.use_span(span):
+                request = Request(scope, receive, send)
+                try:
+                    response = await route.endpoint(request)
+                except Exception as exc:
+                    response = await self._handled(request, exc)
+                status = response.status_code
+                response.raw_headers.append((b"x-correlation-id", correlation_id.encode()))
+                await response(scope, receive, send)
         finally:
             self.metrics.record(route.method, route.path, status, time.perf_counter() - started)
+            tracing.end_request_span(span, route.method, route.path, status)
             correlation_id_var.reset(token)
 
     async def _handled(self, request: Request, exc: Exception) -> Response:

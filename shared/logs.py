@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from shared.tracing import trace_ids
+
 workspace_var: ContextVar[str | None] = ContextVar("workspace", default=None)
 event_id_var: ContextVar[str | None] = ContextVar("event_id", default=None)
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
@@ -38,6 +40,9 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value is not None:
                 entry[key] = value
+        ids = trace_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value

@@ -1,4 +1,4 @@
-"""Per-request observability: a correlation id and Prometheus request metrics."""
+"""Per-request observability: a correlation id, a trace span and Prometheus request metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.events.envelope import new_id
 from shared.logs import correlation_id_var
 
@@ -63,6 +63,7 @@ class ObservabilityMiddleware:
         token = correlation_id_var.set(correlation_id)
         status = 500
         started = time.perf_counter()
+        span = tracing.start_request_span(scope["method"], scope.get("headers") or ())
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -72,9 +73,11 @@ class ObservabilityMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            with tracing.use_span(span):
+                await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.record(scope["method"], path, status, time.perf_counter() - started)
+            tracing.end_request_span(span, scope["method"], path, status)
             correlation_id_var.reset(token)

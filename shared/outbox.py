@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from shared import metrics
 from shared.bus.base import Bus
 from shared.db import is_sqlite, sessionmaker
+from shared.tracing import publish_spans
 
 log = logging.getLogger(__name__)
 # How long published rows are kept: long enough to re-publish after a volatile bus restarts.
@@ -177,7 +178,8 @@ class OutboxRelay:
             if rows:
                 # Bounded, so an unreachable broker never pins a transaction open for long.
                 batch = [(topic, key, payload) for _, topic, key, payload in rows]
-                await asyncio.wait_for(self.bus.publish_batch(batch), 30)
+                with publish_spans(batch) as traceparents:
+                    await asyncio.wait_for(self.bus.publish_batch(batch, traceparents), 30)
             # A short batch drained the backlog; only a full one needs counting what is left.
             backlog = 0
             if len(rows) == self.batch:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     auth_secret: str | None = None
     log_level: str = "INFO"
     log_json: bool = True
+    # OTLP/HTTP collector (e.g. http://collector:4318) receiving spans; unset, none are recorded
+    # (the standard OTEL_EXPORTER_OTLP_ENDPOINT works too).
+    otlp_endpoint: str | None = None
     host: str = "127.0.0.1"
     # Proxies whose X-Forwarded-For/-Proto are believed: comma-separated addresses or CIDR
     # ranges (the ingress controller's), or "*". Empty (the default): none, the peer is the client.

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.db import insert_rows
 from shared.events.envelope import Envelope
 from shared.inbox import claim, claim_many
+from shared.tracing import traceparent_for, tracer
 
 
 class UnitOfWork:
@@ -58,10 +59,13 @@ class UnitOfWork:
         try:
             if exc_type is None:
                 if self._pending:
-                    await insert_rows(session, self._outbox, self._pending)
-                await session.commit()
-                if self._pending:
+                    with tracer().start_as_current_span("outbox write") as span:
+                        span.set_attribute("leadwire.outbox.rows", len(self._pending))
+                        await insert_rows(session, self._outbox, self._pending)
+                        await session.commit()
                     self._on_commit()
+                else:
+                    await session.commit()
             else:
                 await session.rollback()
         finally:
@@ -70,6 +74,8 @@ class UnitOfWork:
 
     def emit(self, topic: str, key: str, envelope: Envelope) -> None:
         """Queue an event for publication when (and only if) this transaction commits."""
+        if envelope.traceparent is None:
+            envelope.traceparent = traceparent_for(envelope.correlationid)
         self._pending.append(outbox_row(topic, key, envelope))
 
     async def first_times(self, consumer: str, event_ids: Sequence[str]) -> set[str]:

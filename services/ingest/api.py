@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from services.ingest.schemas import (
 )
 from services.ingest.settings import IngestSettings, ingest_settings
 from services.ingest.store import KeyTaken
+from shared import tracing
 from shared.app import Context, ServiceContext
 from shared.auth import Principal, require_scope
 from shared.db import append_rows
@@ -197,9 +199,13 @@ class SubmissionWriter:
 
     async def capture(self, post: handlers.FormPost) -> handlers.Outcome:
         if not self.started:
-            # Registered as the service's tasks, so the platform cancels them at shutdown.
+            # Registered as the service's tasks, so the platform cancels them at shutdown. Their
+            # own empty context: a copy of this request's would leave its trace (and correlation
+            # id) current in the writers for good.
             self.ctx.tasks.extend(
-                asyncio.create_task(self._run(), name="ingest:submission-writer")
+                asyncio.create_task(
+                    self._run(), name="ingest:submission-writer", context=contextvars.Context()
+                )
                 for _ in range(self.writers)
             )
             self.started = True
@@ -252,7 +258,11 @@ class SubmissionWriter:
         rather than a unit of work: the ORM session's cost per transaction was a third of a
         submission's CPU time at 1,000 posts/s, when batches are small."""
         outcomes, capture = handlers.judge_form_submissions([p for p, _ in batch])
-        await append_rows(conn, capture.writes(self.ctx.spec.outbox))
+        # One transaction for many requests' leads: a span of its own, linked to each request.
+        with tracing.tracer().start_as_current_span(
+            "outbox write", links=tracing.links([p.traceparent for p, _ in batch])
+        ):
+            await append_rows(conn, capture.writes(self.ctx.spec.outbox))
         if capture.events:
             self.ctx.relay.notify()
         for (_, done), outcome in zip(batch, outcomes, strict=True):
@@ -707,7 +717,9 @@ async def submit_form(form_id: str, request: Request, ctx: Context, rt: Runtime_
     body = await read_limited(request, rt.settings.ingest_max_body_bytes, headers, received)
     values = await parse_form_body(request, body, received)
     raw = Raw(received.get("content-type", ""), body, peer, received.get("origin"))
-    post = handlers.FormPost(form, values, raw, signed, correlation_id_var.get())
+    post = handlers.FormPost(
+        form, values, raw, signed, correlation_id_var.get(), tracing.current_traceparent()
+    )
     if signed is None:
         outcome = await rt.writer.capture(post)
     else:

@@ -276,6 +276,7 @@ class Capture:
         status: str | None = None,
         reason: str | None = None,
         correlation_id: str | None = None,
+        traceparent: str | None = None,
     ) -> Outcome:
         submission_id = new_id("sub")
         problems: tuple[FieldProblem, ...] = ()
@@ -286,7 +287,14 @@ class Capture:
             if status == "accepted":
                 lead = verdict.lead
                 event = lead_event(
-                    workspace, submission_id, source, source_id, lead, self.now, correlation_id
+                    workspace,
+                    submission_id,
+                    source,
+                    source_id,
+                    lead,
+                    self.now,
+                    correlation_id,
+                    traceparent,
                 )
                 self.events.append(event)
                 correlation = event[2].correlationid
@@ -342,6 +350,7 @@ def lead_event(
     lead: CleanLead,
     now: datetime,
     correlation_id: str | None = None,
+    traceparent: str | None = None,
 ) -> tuple[str, str, Envelope]:
     """`lead.captured` for the leads topic, keyed by the lead's identity."""
     envelope = PreparedEnvelope.prepare(
@@ -351,6 +360,7 @@ def lead_event(
         workspace=workspace,
         subject=submission_id,
         correlationid=correlation_id,
+        traceparent=traceparent,
     )
     return topics.LEADS, topics.contact_key(workspace, lead.dedupe_key), envelope
 
@@ -373,6 +383,8 @@ class FormPost:
     raw: Raw
     signed: Signature | None = None
     correlation_id: str | None = None
+    # The request's trace: posts are judged and written by a writer task, outside the request.
+    traceparent: str | None = None
 
 
 async def _verify(
@@ -412,6 +424,7 @@ def judge_form_submissions(cmds: Sequence[FormPost]) -> tuple[list[Outcome], Cap
             cmd.values,
             domain.check_form_submission(cmd.form.rules, cmd.values),
             correlation_id=cmd.correlation_id,
+            traceparent=cmd.traceparent,
         )
         for cmd in cmds
     ]

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
+from opentelemetry.trace import Span
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.events.envelope import CLOUDEVENTS_JSON, Envelope
 from shared.logs import correlation_id_var, event_id_var, workspace_var
 from shared.transient import is_transient
@@ -80,8 +81,13 @@ class Bus(Protocol):
 
     async def publish(self, topic: str, key: str, envelope: Envelope) -> None: ...
 
-    async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
-        """Publish already-encoded (topic, key, value) messages and wait until all are acked."""
+    async def publish_batch(
+        self,
+        messages: Sequence[tuple[str, str, bytes]],
+        traceparents: Sequence[str | None] | None = None,
+    ) -> None:
+        """Publish already-encoded (topic, key, value) messages and wait until all are acked;
+        `traceparents` (one per message) go on the records' `traceparent` header."""
         ...
 
     async def subscribe(self, subscription: Subscription) -> Consumer: ...
@@ -137,13 +143,24 @@ class Dispatcher:
         if not parsed:
             return
         started = time.perf_counter()
+        # A `process` span per event, continuing the publish that sent it (header, else the
+        # envelope's own trace context); events the handler emits join their cause's trace.
+        spans = tracing.start_consumer_spans(
+            [record.topic for record, _ in parsed],
+            [record.headers.get("traceparent") or env.traceparent for record, env in parsed],
+            self.subscription.group,
+        )
+        causes = {env.correlationid: span for (_, env), span in zip(parsed, spans, strict=True)}
         try:
-            failure = await self._attempt([env for _, env in parsed])
-            if failure is not None:
-                log.warning("batch failed, retrying events one by one", exc_info=failure)
-                for record, envelope in parsed:
-                    await self._dispatch_one(record, envelope)
+            with tracing.handling(causes):
+                failure = await self._attempt([env for _, env in parsed])
+                if failure is not None:
+                    log.warning("batch failed, retrying events one by one", exc_info=failure)
+                    for (record, envelope), span in zip(parsed, spans, strict=True):
+                        await self._dispatch_one(record, envelope, span)
         finally:
+            for span in spans:
+                span.end()
             metrics.HANDLER_SECONDS.labels(self.subscription.group).observe(
                 time.perf_counter() - started
             )
@@ -193,7 +210,11 @@ class Dispatcher:
         self.outage_since = None
         metrics.CONSUMER_WAITING.labels(group).set(0)
 
-    async def _dispatch_one(self, record: Record, envelope: Envelope) -> None:
+    async def _dispatch_one(self, record: Record, envelope: Envelope, span: Span) -> None:
+        with tracing.use_span(span):
+            await self._retry_one(record, envelope, span)
+
+    async def _retry_one(self, record: Record, envelope: Envelope, span: Span) -> None:
         tokens = (
             workspace_var.set(envelope.workspace),
             event_id_var.set(envelope.id),
@@ -208,6 +229,7 @@ class Dispatcher:
                 log.warning("handler failed", extra={"attempt": attempt, "error": error})
                 # A domain error (an invalid command, say) fails the same way every time.
                 if attempt == self.max_retries or getattr(exc, "permanent", False):
+                    tracing.failed(span, error)
                     await self._dead_letter(record, error, attempt)
                     return
                 await asyncio.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))

@@ -157,7 +157,11 @@ class KafkaBus:
     async def publish(self, topic: str, key: str, envelope: Envelope) -> None:
         await self.publish_batch([(topic, key, envelope.to_bytes())])
 
-    async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+    async def publish_batch(
+        self,
+        messages: Sequence[tuple[str, str, bytes]],
+        traceparents: Sequence[str | None] | None = None,
+    ) -> None:
         """Messages packed into one record batch per partition and handed over whole: per
         message, `producer.send` costs a future, a partitioner call through the metadata and a
         callback when acknowledged, which made up most of the relay's time. The partition is
@@ -166,9 +170,14 @@ class KafkaBus:
         partitions: dict[str, list[int]] = {}
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
         acks: list[asyncio.Future[Any]] = []
-        for topic, key, value in messages:
+        for i, (topic, key, value) in enumerate(messages):
             name, key_bytes = self.prefix + topic, key.encode()
-            headers = _EVENT_HEADERS
+            traceparent = traceparents[i] if traceparents else None
+            headers = (
+                [*_EVENT_HEADERS, ("traceparent", traceparent.encode())]
+                if traceparent
+                else _EVENT_HEADERS
+            )
             if name not in partitions:
                 partitions[name] = sorted(await producer.partitions_for(name))
             partition = partition_of(key_bytes, partitions[name])

@@ -111,9 +111,15 @@ class MemoryBus:
     async def publish(self, topic: str, key: str, envelope: Envelope) -> None:
         await self.publish_batch([(topic, key, envelope.to_bytes())])
 
-    async def publish_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
-        for topic, key, value in messages:
-            self._append(self.prefix + topic, key, value, EVENT_HEADERS)
+    async def publish_batch(
+        self,
+        messages: Sequence[tuple[str, str, bytes]],
+        traceparents: Sequence[str | None] | None = None,
+    ) -> None:
+        for i, (topic, key, value) in enumerate(messages):
+            traceparent = traceparents[i] if traceparents else None
+            headers = EVENT_HEADERS | {"traceparent": traceparent} if traceparent else EVENT_HEADERS
+            self._append(self.prefix + topic, key, value, headers)
             metrics.EVENTS_PUBLISHED.labels(topic).inc()
 
     def _append(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.logs import correlation_id_var
+from shared.tracing import traceparent_for
 
 # The structured mode of the CloudEvents Kafka (and HTTP) binding: the whole event, attributes
 # and data, is the record's value, and this `content-type` header says so to any receiver.
@@ -61,6 +62,8 @@ class Envelope(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     workspace: str
     correlationid: str
+    # W3C trace context of the span that produced the event. Kept the last attribute: the outbox
+    # relay reads it from the tail of the encoded event (`shared.tracing.traceparent_in`).
     traceparent: str | None = None
 
     @classmethod
@@ -74,15 +77,16 @@ class Envelope(BaseModel):
         correlationid: str | None = None,
         traceparent: str | None = None,
     ) -> Envelope:
-        """Wrap a typed payload; the correlation id defaults to the one of the work in progress."""
+        """Wrap a typed payload; correlation id and trace default to the work in progress's."""
+        correlationid = correlationid or correlation_id_var.get() or new_id()
         return cls(
             source=source,
             type=payload.event_type,
             subject=subject,
             data=payload.model_dump(mode="json", exclude_none=True),
             workspace=workspace,
-            correlationid=correlationid or correlation_id_var.get() or new_id(),
-            traceparent=traceparent,
+            correlationid=correlationid,
+            traceparent=traceparent or traceparent_for(correlationid),
         )
 
     def payload(self, model: builtins.type[P]) -> P:
@@ -120,7 +124,9 @@ class PreparedEnvelope(Envelope):
         correlationid: str | None = None,
         event_id: str | None = None,
         time: datetime | None = None,
+        traceparent: str | None = None,
     ) -> PreparedEnvelope:
+        correlationid = correlationid or correlation_id_var.get() or new_id()
         return cls.model_construct(
             specversion="1.0",
             id=event_id or new_id(),
@@ -131,6 +137,6 @@ class PreparedEnvelope(Envelope):
             datacontenttype="application/json",
             data=data,
             workspace=workspace,
-            correlationid=correlationid or correlation_id_var.get() or new_id(),
-            traceparent=None,
+            correlationid=correlationid,
+            traceparent=traceparent or traceparent_for(correlationid),
         )

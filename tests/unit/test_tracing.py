@@ -1,0 +1,71 @@
+"""Trace context: read from encoded envelopes, carried into log lines."""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import orjson
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from shared import tracing
+from shared.events.envelope import Envelope, EventPayload, PreparedEnvelope
+from shared.logs import JsonFormatter
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+class TestTraceparentInEnvelopes:
+    def test_read_from_the_tail_of_a_prepared_envelope(self) -> None:
+        envelope = PreparedEnvelope.prepare(
+            "lead.captured", {"traceparent": "not this one"}, source="s", workspace="w"
+        )
+        envelope.traceparent = TRACEPARENT
+        assert tracing.traceparent_in(envelope.to_bytes()) == TRACEPARENT
+
+    def test_read_from_an_envelope_with_extension_attributes_after_it(self) -> None:
+        envelope = Envelope(source="s", type="t", workspace="w", correlationid="c")
+        envelope.traceparent = TRACEPARENT
+        raw = orjson.loads(envelope.to_bytes()) | {"partnerext": "x"}
+        assert tracing.traceparent_in(orjson.dumps(raw)) == TRACEPARENT
+
+    def test_none_when_the_envelope_has_none(self) -> None:
+        envelope = Envelope(source="s", type="t", workspace="w", correlationid="c")
+        assert tracing.traceparent_in(envelope.to_bytes()) is None
+        assert tracing.traceparent_in(b"{not json") is None
+
+    def test_a_malformed_traceparent_starts_a_new_trace(self) -> None:
+        assert tracing.parse_traceparent("00-zz-b7ad6b7169203331-01") is None
+        assert tracing.parse_traceparent("00-" + "0" * 32 + "-b7ad6b7169203331-01") is None
+        assert tracing.parse_traceparent(TRACEPARENT) is not None
+
+
+class TestEventsContinueTheCurrentTrace:
+    def test_an_envelope_made_in_a_span_carries_it(self) -> None:
+        tracing.install(TracerProvider(sampler=ALWAYS_OFF))
+        try:
+            with tracing.tracer().start_as_current_span("request") as span:
+                envelope = Envelope.of(_Payload(), source="s", workspace="w", correlationid="corr")
+            assert envelope.traceparent == tracing.format_traceparent(span.get_span_context())
+        finally:
+            tracing.shutdown()
+
+
+class TestLogLines:
+    def test_a_line_logged_in_a_span_has_its_trace_and_span_id(self) -> None:
+        tracing.install(TracerProvider(sampler=ALWAYS_OFF))
+        try:
+            record = logging.LogRecord("x", logging.INFO, "f", 1, "hello", None, None)
+            with tracing.tracer().start_as_current_span("work") as span:
+                line = orjson.loads(JsonFormatter().format(record))
+            context = span.get_span_context()
+            assert line["trace_id"] == f"{context.trace_id:032x}"
+            assert line["span_id"] == f"{context.span_id:016x}"
+            assert "trace_id" not in orjson.loads(JsonFormatter().format(record))
+        finally:
+            tracing.shutdown()
+
+
+class _Payload(EventPayload):
+    event_type: ClassVar[str] = "thing.happened"
