@@ -1,4 +1,5 @@
-"""Leadwire's command line: run, serve, migrate, create-workspace, stack, dlq, scoring-rules."""
+"""Leadwire's command line: run, serve, migrate, create-workspace, stack, dlq, scoring-rules,
+workflows-apply."""
 
 from __future__ import annotations
 
@@ -224,6 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     rules_p.add_argument("workspace")
     rules_p.add_argument("file", type=Path)
     rules_p.add_argument("--check", action="store_true", help="validate only, save nothing")
+    wf_p = commands.add_parser("workflows-apply", help="save a workflow from a JSON/YAML file")
+    wf_p.add_argument("workspace")
+    wf_p.add_argument("file", type=Path)
+    wf_p.add_argument("--enable", action="store_true", help="enable it once saved")
+    wf_p.add_argument("--check", action="store_true", help="validate only, save nothing")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -249,6 +255,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             print(cli.run(settings, args.workspace, args.file, check_only=args.check))
         except cli.RulesFileError as exc:
+            parser.exit(2, f"{exc}\n")
+    elif args.command == "workflows-apply":
+        from services.workflows import cli as workflows_cli
+
+        try:
+            print(workflows_cli.run(settings, args.workspace, args.file, args.enable, args.check))
+        except workflows_cli.WorkflowFileError as exc:
             parser.exit(2, f"{exc}\n")
 
 

@@ -16,6 +16,7 @@ from services.contacts.settings import sweep_interval
 from services.contacts.store import ContactsStore
 from shared.app import ServiceContext
 from shared.bus import Subscription
+from shared.errors import DomainError
 from shared.events import topics
 from shared.events.contact_commands import parse_command
 from shared.events.envelope import Envelope
@@ -107,9 +108,6 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
             return
         await handlers.record_engagement(event.workspace, event.payload(model), uow, clock())
 
-    async def on_command(event: Envelope, uow: UnitOfWork) -> None:
-        await handlers.handle_command(event.workspace, parse_command(event), uow, clock())
-
     async def on_score(event: Envelope, uow: UnitOfWork) -> None:
         await handlers.record_score(event.workspace, event.type, event.data, uow, clock())
 
@@ -117,6 +115,17 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
         await handlers.record_notification(event.workspace, event.type, event.data, uow, clock())
 
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
+        async def on_command(event: Envelope, uow: UnitOfWork) -> None:
+            try:
+                await handlers.handle_command(event.workspace, parse_command(event), uow, clock())
+            except (DomainError, ValueError) as exc:
+                # Tell the sender before the command is dead-lettered: straight on the bus, as
+                # the DLQ itself is written, because this transaction rolls back. A crash in
+                # between redelivers the command and repeats both; the id is the same each time.
+                rejected = handlers.command_rejected(event, exc)
+                await ctx.bus.publish(topics.CONTACTS, rejected[0], rejected[1])
+                raise
+
         return [
             leads_subscription(ctx, clock),
             ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),

@@ -5,6 +5,7 @@ the current time; none commits (the door's `async with uow:` does), every event 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from shared.events.contact_commands import (
     SetSubscriptionStatus,
 )
 from shared.events.contacts import (
+    ContactCommandRejected,
     ContactCreated,
     ContactDeleted,
     ContactLifecycleChanged,
@@ -1354,6 +1356,26 @@ async def handle_command(
             )
         case _:
             raise InvalidInput(f"unsupported command {command.event_type}")
+
+
+def command_rejected(envelope: Envelope, error: Exception) -> tuple[str, Envelope]:
+    """The key and `contact.command_rejected` event telling a command's sender why it was
+    refused; its id follows from the command's, so a repeated refusal is one event."""
+    contact_id = envelope.data.get("contact_id")
+    rejected = ContactCommandRejected(
+        command_id=envelope.id,
+        command_type=envelope.type,
+        contact_id=contact_id if isinstance(contact_id, str) else None,
+        code=getattr(error, "code", "invalid_command"),
+        reason=str(error)[:1000],
+    )
+    out = Envelope.of(
+        rejected, source=SOURCE, workspace=envelope.workspace, subject=rejected.contact_id
+    )
+    out.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"rejected:{envelope.id}"))
+    out.correlationid = envelope.correlationid
+    key = topics.contact_key(envelope.workspace, rejected.contact_id or envelope.id)
+    return key, out
 
 
 def _field_write(command: SetField) -> dict[str, Any]:

@@ -56,20 +56,9 @@ def incoming(event: Envelope, models: dict[str, type[EventPayload]]) -> Incoming
     return Incoming(event.type, data, event.correlationid)
 
 
-CONTACT_MODELS: dict[str, type[EventPayload]] = dict(CONTACT_EVENT_TYPES)
-
-
-def _contact_models() -> dict[str, type[EventPayload]]:
-    try:
-        from shared.events.contacts import ContactCommandRejected  # type: ignore[attr-defined]
-    except ImportError:
-        return CONTACT_MODELS
-    return {**CONTACT_MODELS, ContactCommandRejected.event_type: ContactCommandRejected}
-
-
 def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscription]]:
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
-        contact_models = _contact_models()
+        contact_models = dict(CONTACT_EVENT_TYPES)
 
         def book_of(uow: UnitOfWork) -> tuple[RunBook, WorkflowsStore]:
             store = WorkflowsStore(uow.session)

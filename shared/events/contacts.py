@@ -166,6 +166,20 @@ class TaskCompleted(EventPayload):
     task: TaskSnapshot
 
 
+class ContactCommandRejected(EventPayload):
+    """Emitted when contacts refuses a command from `leadwire.contact-commands.v1` (unknown
+    contact, invalid value); the command is also dead-lettered. Its sender (a workflow run)
+    learns why from `command_id`, the refused envelope's id."""
+
+    event_type: ClassVar[str] = "contact.command_rejected"
+
+    command_id: str
+    command_type: str
+    contact_id: str | None = None
+    code: str
+    reason: str
+
+
 CONTACT_EVENT_TYPES: dict[str, type[EventPayload]] = {
     cls.event_type: cls
     for cls in (
@@ -179,6 +193,7 @@ CONTACT_EVENT_TYPES: dict[str, type[EventPayload]] = {
         SegmentExited,
         TaskCreated,
         TaskCompleted,
+        ContactCommandRejected,
     )
 }
 

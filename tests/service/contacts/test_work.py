@@ -89,6 +89,15 @@ class TestCommands:
         dead = await service.bus.dead_letters(topics.CONTACT_COMMANDS)
         assert [Envelope.from_bytes(r.value).id for r in dead] == [envelope.id]
         assert reason in dead[0].headers["leadwire-error"]
+        # The sender hears why, on the contacts topic, with the refused command's id.
+        rejected = [
+            e
+            for e in (Envelope.from_bytes(r.value) for r in service.bus.records(topics.CONTACTS))
+            if e.type == "contact.command_rejected"
+        ]
+        assert {e.data["command_id"] for e in rejected} == {envelope.id}
+        assert reason in rejected[0].data["reason"]
+        assert len({e.id for e in rejected}) == 1
 
     async def test_an_unknown_command_type_is_dead_lettered(self, service: Service) -> None:
         envelope = Envelope(

@@ -10,7 +10,12 @@ import yaml
 
 from services.workflows.engine.domain import effect_id
 from shared.events import topics
-from shared.events.contacts import ContactDeleted, ContactMerged, SegmentEntered
+from shared.events.contacts import (
+    ContactCommandRejected,
+    ContactDeleted,
+    ContactMerged,
+    SegmentEntered,
+)
 from shared.events.ingest import EmailOpened
 from shared.events.notifications import NotificationFailed, NotificationSent
 from tests.helpers import token
@@ -294,6 +299,42 @@ class TestWaitsForEvents:
         ]
         assert len(keys_b) == 2
         assert keys_b[0] != keys_b[1]
+
+
+class TestRefusedCommands:
+    async def test_a_command_contacts_refuses_fails_the_step_with_its_reason(
+        self, service: Service
+    ) -> None:
+        w = await service.workflow(
+            manual(
+                [
+                    {
+                        "id": "life",
+                        "type": "set_field",
+                        "field": "custom_fields.shoe",
+                        "value": "x",
+                        "next": "w",
+                    },
+                    {"id": "w", "type": "wait", "duration": {"days": 1}},
+                ]
+            )
+        )
+        a = await service.create_contact()
+        run = await enroll(service, w, a)
+        command = (await service.commands("contact.set_field"))[0]
+        rejected = ContactCommandRejected(
+            command_id=command.id,
+            command_type=command.type,
+            contact_id=a,
+            code="validation_failed",
+            reason="no custom field shoe",
+        )
+        await service.publish(topics.CONTACTS, rejected, a)
+        failed = await service.run(run["id"])
+        assert failed["status"] == "failed"
+        assert failed["error"] == "validation_failed: no custom field shoe"
+        assert (failed["steps"][-1]["step"], failed["steps"][-1]["outcome"]) == ("life", "failed")
+        assert await service.advance(days=1) == 0  # its wait was cancelled
 
 
 class TestVersions:
