@@ -34,7 +34,7 @@ lint: setup
 	$(VENV)/bin/mypy shared services scripts
 	$(PY) scripts/check_layers.py
 
-schemas: setup  ## regenerate the published event contracts under schemas/
+schemas: setup  ## regenerate the published contracts under schemas/ (events, AsyncAPI, OpenAPI)
 	$(PY) -m scripts.export_schemas
 
 bench: setup  ## both benchmarks on throwaway Kafka and PostgreSQL; figures under bench/results/

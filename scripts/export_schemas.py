@@ -1,6 +1,8 @@
-"""Write the published event contracts: schemas/events/<type>.json and schemas/asyncapi.json.
+"""Write the published contracts: schemas/events/<type>.json, schemas/asyncapi.json and each
+service's HTTP API, schemas/openapi/<service>.json.
 
-`make schemas` after changing an event model; review the diff (add optional fields only).
+`make schemas` after changing an event model or an API; review the diff (add optional fields
+only).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from services.registry import SERVICES, spec
+from shared.app import create_app
 from shared.events.catalog import asyncapi, event_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +25,14 @@ def rendered() -> dict[Path, str]:
         for event_type, schema in event_schemas().items()
     }
     files[SCHEMAS / "asyncapi.json"] = asyncapi()
+    for name in SERVICES:
+        files[SCHEMAS / "openapi" / f"{name}.json"] = service_openapi(name)
     return {path: json.dumps(doc, indent=2, sort_keys=True) + "\n" for path, doc in files.items()}
+
+
+def service_openapi(name: str) -> dict[str, object]:
+    """A service's OpenAPI document as its app serves it on `/openapi.json`."""
+    return create_app(spec(name)).openapi()
 
 
 def main() -> int:

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from shared import db, tracing
+from shared import db, openapi, tracing
 from shared.bus import Bus, Consumer, Subscription, make_bus
 from shared.errors import install_error_handlers
 from shared.events.envelope import Envelope
@@ -199,6 +199,7 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
+    openapi.install(app)
     app.add_middleware(ObservabilityMiddleware, service=spec.name)
     app.include_router(probes_router())
     for router in spec.routers:
@@ -250,7 +251,11 @@ def probes_router() -> APIRouter:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def prometheus_metrics() -> Response:
         """Prometheus metrics of this process."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

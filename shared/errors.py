@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shared.transient import is_transient
 
@@ -105,14 +106,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, "validation_failed", "The request is invalid.", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         code = {
             404: "not_found",
             405: "method_not_allowed",
             413: PayloadTooLarge.code,
             429: TooManyRequests.code,
         }.get(exc.status_code, "http_error")
-        return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         if is_transient(exc):
@@ -127,6 +131,23 @@ def install_error_handlers(app: FastAPI) -> None:
     # specific class answers from inside the stack, and the connection stays open.
     for cls in (*DEPENDENCY_ERRORS, Exception):
         app.add_exception_handler(cls, on_unexpected)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method served on the request's path: Starlette's 405 names only those of the
+    first route matching it, though one path often has a route per method."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def dependency_unavailable() -> JSONResponse:

@@ -62,6 +62,7 @@ from shared.auth import Principal, require_scope
 from shared.db import append_rows
 from shared.errors import InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
 from shared.logs import correlation_id_var
+from shared.openapi import problems
 
 API_MAX_BODY = 8 * 1024 * 1024  # a batch of 500 leads
 EVENTS_MAX_BODY = 8 * 1024 * 1024  # a batch of 1,000 events
@@ -750,7 +751,10 @@ public.add_api_route(
     methods=["POST"],
     status_code=202,
     response_model=SubmissionAccepted,
-    responses={303: {"description": "browser post: see the redirect URL"}},
+    responses={
+        303: {"description": "browser post: see the redirect URL"},
+        **problems(403, 409, 413, 415, 429),
+    },
 )
 
 
@@ -822,7 +826,12 @@ async def delete_webhook_source(
     return Response(status_code=204)
 
 
-@public.post("/v1/webhooks/{source_id}", status_code=202, response_model=SubmissionAccepted)
+@public.post(
+    "/v1/webhooks/{source_id}",
+    status_code=202,
+    response_model=SubmissionAccepted,
+    responses=problems(403, 409, 413, 415, 429),
+)
 async def receive_webhook(
     source_id: str,
     request: Request,
@@ -879,6 +888,7 @@ LEADS_BODY_SCHEMA = inline_schema(TypeAdapter(LeadIn | LeadBatch).json_schema())
     "/v1/leads",
     status_code=202,
     response_model=LeadsAccepted | SubmissionAccepted,
+    responses=problems(409, 413, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -928,7 +938,12 @@ async def post_leads(
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
-@router.post("/v1/events", status_code=202, max_body_size=EVENTS_MAX_BODY)
+@router.post(
+    "/v1/events",
+    status_code=202,
+    max_body_size=EVENTS_MAX_BODY,
+    responses=problems(413, 429),
+)
 async def post_events(
     body: EngagementBatch,
     ctx: Context,
