@@ -71,6 +71,7 @@ def engagement_in(event: Envelope) -> handlers.EngagementIn | None:
         payload.email,
         payload.occurred_at,
         data,
+        event.correlationid,
     )
 
 

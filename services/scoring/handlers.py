@@ -3,8 +3,9 @@ simulation and explain. Typed against the `Store` protocol; handlers never commi
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -13,7 +14,7 @@ from services.scoring.rfm import domain as rfm
 from services.scoring.rules.domain import InvalidRuleSet, RuleSet, default_rule_set, parse_rule_set
 from services.scoring.scores import domain as scores
 from services.scoring.scores.domain import ContactScore, Crossing, LedgerEntry
-from services.scoring.store import Contact, LedgerRecord, Rescore, SetAside, Timer
+from services.scoring.store import Contact, Identity, Rescore, SetAside, Timer
 from shared.errors import InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contacts import (
@@ -21,12 +22,13 @@ from shared.events.contacts import (
     ContactMerged,
     ContactSnapshot,
 )
-from shared.events.envelope import Envelope, EventPayload
+from shared.events.envelope import Envelope, EventPayload, PreparedEnvelope
 from shared.events.scores import ChurnRiskChanged, ScoreChanged, ScoreThresholdCrossed
 
 SOURCE = "/leadwire/scoring"
 RFM_KINDS = {"purchase.completed": "purchase", "product.login": "login"}
 BREAKPOINTS_MAX_AGE = timedelta(seconds=60)
+SMALL_WORKSPACE = 1000  # customers up to which every new one recomputes the breakpoints
 
 
 class Store(Protocol):
@@ -38,6 +40,7 @@ class Store(Protocol):
         self, workspace: str, version: int, body: dict[str, Any], now: datetime
     ) -> None: ...
     async def contacts(self, workspace: str, ids: Iterable[str]) -> dict[str, Contact]: ...
+    async def identities(self, workspace: str, ids: Iterable[str]) -> dict[str, Identity]: ...
     async def contact_ids_by_email(
         self, workspace: str, emails: Iterable[str]
     ) -> dict[str, str]: ...
@@ -56,8 +59,10 @@ class Store(Protocol):
     async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
     async def ledger_of(
         self, workspace: str, ids: Iterable[str]
-    ) -> dict[str, list[LedgerRecord]]: ...
-    async def ledger_since(self, workspace: str, since: datetime) -> list[LedgerRecord]: ...
+    ) -> dict[str, list[LedgerEntry]]: ...
+    async def ledger_since(
+        self, workspace: str, since: datetime
+    ) -> dict[str, list[LedgerEntry]]: ...
     async def move_ledger(self, workspace: str, source: str, target: str) -> None: ...
     async def set_aside(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
     async def take_set_aside(
@@ -92,12 +97,60 @@ class RescoreNotFound(NotFound):
     code = "rescore_not_found"
 
 
-def publish(outbox: Outbox, workspace: str, contact_id: str, payload: EventPayload) -> None:
-    outbox.emit(
-        topics.SCORES,
-        topics.contact_key(workspace, contact_id),
-        Envelope.of(payload, source=SOURCE, workspace=workspace, subject=contact_id),
+def _random_ids(chunk: int = 256) -> Iterator[str]:
+    """Random (version 4) event ids, drawing the randomness once per `chunk` ids instead of a
+    system call per id (uuid4's cost showed on the engagement hot path)."""
+    while True:
+        pool = os.urandom(16 * chunk)
+        for start in range(0, 16 * chunk, 16):
+            yield str(uuid.UUID(bytes=pool[start : start + 16], version=4))
+
+
+_ids = _random_ids()
+
+
+def publish(
+    outbox: Outbox,
+    workspace: str,
+    contact_id: str,
+    payload: EventPayload,
+    correlationid: str | None = None,
+) -> None:
+    envelope = Envelope.of(
+        payload, source=SOURCE, workspace=workspace, subject=contact_id, correlationid=correlationid
     )
+    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
+
+
+def publish_score_changed(
+    outbox: Outbox,
+    workspace: str,
+    contact_id: str,
+    change: scores.Change,
+    cause: str,
+    version: int,
+    correlationid: str | None,
+) -> None:
+    """`score.changed` on the hot path: its data written in the shape `ScoreChanged` gives it
+    (a test holds the two to the same JSON), without a model validation per event."""
+    data = {
+        "contact_id": contact_id,
+        "group": change.group,
+        "before": float(change.before),
+        "after": float(change.after),
+        "cause": cause,
+        "rule_set_version": version,
+    }
+    envelope = PreparedEnvelope.prepare(
+        ScoreChanged.event_type,
+        data,
+        source=SOURCE,
+        workspace=workspace,
+        subject=contact_id,
+        correlationid=correlationid,
+        event_id=next(_ids),
+    )
+    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
 
 
 def ts(value: datetime) -> float:
@@ -210,6 +263,36 @@ class Scored:
         await store.set_timers(timers)
 
 
+def publish_crossing(
+    outbox: Outbox,
+    workspace: str,
+    contact_id: str,
+    crossing: Crossing,
+    correlationid: str | None,
+) -> None:
+    """`score.threshold_crossed`, written like `publish_score_changed` (10,000 crossings due at
+    once must all be out within seconds)."""
+    data = {
+        "contact_id": contact_id,
+        "group": crossing.group,
+        "threshold": crossing.threshold,
+        "value": float(crossing.level),
+        "score": float(crossing.score),
+        "direction": crossing.direction,
+        "crossed_at": at(crossing.at),
+    }
+    envelope = PreparedEnvelope.prepare(
+        ScoreThresholdCrossed.event_type,
+        data,
+        source=SOURCE,
+        workspace=workspace,
+        subject=contact_id,
+        correlationid=correlationid,
+        event_id=next(_ids),
+    )
+    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
+
+
 def report(
     outbox: Outbox,
     workspace: str,
@@ -218,37 +301,13 @@ def report(
     crossings: Sequence[Crossing],
     cause: str,
     version: int,
+    correlationid: str | None = None,
 ) -> None:
     """Publish the visible score changes and threshold crossings of one contact."""
     for change in changes:
-        publish(
-            outbox,
-            workspace,
-            contact_id,
-            ScoreChanged(
-                contact_id=contact_id,
-                group=change.group,
-                before=change.before,
-                after=change.after,
-                cause=cause,
-                rule_set_version=version,
-            ),
-        )
+        publish_score_changed(outbox, workspace, contact_id, change, cause, version, correlationid)
     for crossing in crossings:
-        publish(
-            outbox,
-            workspace,
-            contact_id,
-            ScoreThresholdCrossed(
-                contact_id=contact_id,
-                group=crossing.group,
-                threshold=crossing.threshold,
-                value=crossing.level,
-                score=crossing.score,
-                direction=crossing.direction,
-                crossed_at=at(crossing.at),
-            ),
-        )
+        publish_crossing(outbox, workspace, contact_id, crossing, correlationid)
 
 
 # --- engagement -------------------------------------------------------------------------------
@@ -264,6 +323,7 @@ class EngagementIn:
     email: str | None
     occurred_at: datetime
     data: dict[str, Any]
+    correlationid: str | None = None
 
 
 async def score_engagement(
@@ -286,10 +346,10 @@ async def _resolve(
     emails = {e.email.lower() for e in batch if e.contact_id is None and e.email}
     by_email = await store.contact_ids_by_email(workspace, emails) if emails else {}
     wanted = {e.contact_id or by_email.get((e.email or "").lower(), "") for e in batch} - {""}
-    known = await store.contacts(workspace, wanted)
+    known = await store.identities(workspace, wanted)
     merged = {c.merged_into for c in known.values() if c.merged_into} - set(known)
     if merged:
-        known |= await store.contacts(workspace, merged)
+        known |= await store.identities(workspace, merged)
     resolved, aside = [], []
     for event in batch:
         cid = event.contact_id or by_email.get((event.email or "").lower())
@@ -354,7 +414,9 @@ async def _score_in_workspace(
         ]
     )
     for cid, event in resolved:
-        apply_engagement(scored, cid, event.type, event.data, event.occurred_at, outbox, now)
+        apply_engagement(
+            scored, cid, event.type, event.data, event.occurred_at, outbox, now, event.correlationid
+        )
     await scored.save(store)
     purchases = [(cid, e) for cid, e in resolved if e.type in RFM_KINDS]
     if purchases:
@@ -369,6 +431,7 @@ def apply_engagement(
     occurred_at: datetime,
     outbox: Outbox,
     now: datetime,
+    correlationid: str | None = None,
 ) -> None:
     rules = scored.rules
     matched = rules.matching_engagement(event_type, data)
@@ -391,6 +454,7 @@ def apply_engagement(
         crossings,
         event_type,
         rules.version,
+        correlationid,
     )
 
 
@@ -487,24 +551,33 @@ async def on_contact_merged(
 def rebuild(
     scored: Scored,
     contact_id: str,
-    ledger: Sequence[LedgerRecord],
+    entries: Sequence[LedgerEntry],
     attributes: Mapping[str, Any],
     outbox: Outbox,
     now: datetime,
     cause: str,
+    correlationid: str | None = None,
 ) -> bool:
     """Replace a contact's score by its replay from the ledger; True when it changed visibly."""
     rules, seconds = scored.rules, ts(now)
     previous = scored.states.get(contact_id)
     before = scores.scores_at(previous, rules, seconds) if previous else {}
-    entries = [LedgerEntry(r.type, ts(r.occurred_at), r.data) for r in ledger]
     fresh = scores.replay(rules, entries, attributes, seconds, previous)
     scored.states[contact_id] = fresh
     scored.touched.add(contact_id)
     after = scores.scores_at(fresh, rules, seconds)
     crossings = scores.check_thresholds(fresh, rules, seconds)
     changes = scores.changes_between(before, after)
-    report(outbox, scored.workspace, contact_id, changes, crossings, cause, rules.version)
+    report(
+        outbox,
+        scored.workspace,
+        contact_id,
+        changes,
+        crossings,
+        cause,
+        rules.version,
+        correlationid,
+    )
     return bool(changes)
 
 
@@ -579,7 +652,8 @@ async def rescore_next_chunk(store: Store, outbox: Outbox, now: datetime, size: 
     await scored.load(store, ids)
     ledgers = await store.ledger_of(job.workspace, ids)
     changed = sum(
-        rebuild(scored, c.id, ledgers.get(c.id, []), c.attributes, outbox, now, "rescore")
+        # Every event of a rescore carries its id as correlation id.
+        rebuild(scored, c.id, ledgers.get(c.id, []), c.attributes, outbox, now, "rescore", job.id)
         for c in contacts
     )
     await scored.save(store)
@@ -619,15 +693,13 @@ async def simulate(
         contacts = {contact_id: contact}
     else:
         since = now - timedelta(days=days or 30)
-        ledgers = {}
-        for record in await store.ledger_since(workspace, since):
-            ledgers.setdefault(record.contact_id, []).append(record)
+        ledgers = await store.ledger_since(workspace, since)
         contacts = await store.contacts(workspace, ledgers)
     results = []
     for cid, contact in sorted(contacts.items()):
         if contact.erased:
             continue
-        entries = [LedgerEntry(r.type, ts(r.occurred_at), r.data) for r in ledgers.get(cid, [])]
+        entries = ledgers.get(cid, [])
         was = scores.replay(current, entries, contact.attributes, seconds)
         will = scores.replay(proposed, entries, contact.attributes, seconds)
         results.append(
@@ -730,11 +802,13 @@ def _rfm_view(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 
 
 async def _breakpoints(
-    workspace: str, store: Store, now: datetime, refresh: bool
+    workspace: str, store: Store, now: datetime, new_customers: bool
 ) -> rfm.Breakpoints:
-    """The workspace's quintile breakpoints, recomputed when asked or a minute old."""
+    """The workspace's quintile breakpoints, recomputed once a minute as events arrive, and at
+    once when new customers join a small workspace (where each one moves the quintiles)."""
     row = await store.breakpoints(workspace)
-    if row is not None and not refresh and now - row.computed_at < BREAKPOINTS_MAX_AGE:
+    fresh = row is not None and now - row.computed_at < BREAKPOINTS_MAX_AGE
+    if row is not None and fresh and not (new_customers and row.customers < SMALL_WORKSPACE):
         return rfm.Breakpoints(row.recency_days, row.frequency, row.monetary)
     stats = await store.rfm_stats(workspace)
     customers = [rfm.Activity(last, last, count, 0, money) for last, count, money in stats]
@@ -774,7 +848,7 @@ async def record_customer_activity(
     new = set(stats) - set(rows)
     # Stats first (so the breakpoints see them), then the assessment.
     await store.save_rfm([_rfm_row(workspace, cid, s, rows.get(cid)) for cid, s in stats.items()])
-    points = await _breakpoints(workspace, store, now, refresh=bool(new))
+    points = await _breakpoints(workspace, store, now, new_customers=bool(new))
     await _assess(workspace, stats, rows, points, store, outbox, now)
 
 
@@ -784,7 +858,7 @@ async def reassess_customers(
     """Reassess customers whose timer fired: time alone moves recency and churn risk."""
     rows = await store.rfm_rows(workspace, ids)
     stats = {cid: _activity(row) for cid, row in rows.items()}
-    points = await _breakpoints(workspace, store, now, refresh=False)
+    points = await _breakpoints(workspace, store, now, new_customers=False)
     await _assess(workspace, stats, rows, points, store, outbox, now)
     stale = [(workspace, cid, "rfm", "") for cid in ids if cid not in rows]
     await store.clear_timers(stale)
@@ -816,7 +890,7 @@ async def merge_customer(
     )
     stats = {survivor: combined}
     await store.save_rfm([_rfm_row(workspace, survivor, combined, rows.get(survivor))])
-    points = await _breakpoints(workspace, store, now, refresh=True)
+    points = await _breakpoints(workspace, store, now, new_customers=True)
     await _assess(workspace, stats, rows, points, store, outbox, now)
 
 

@@ -9,7 +9,7 @@ class ScoringSettings(Settings):
     """The platform settings plus how often the timer and rescore loops look for work."""
 
     scoring_timer_poll_s: float = 0.2
-    scoring_timer_batch: int = 2000
+    scoring_timer_batch: int = 500
     scoring_rescore_poll_s: float = 0.5
     scoring_rescore_chunk: int = 2000
 

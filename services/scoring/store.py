@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, select, text, tuple_, update
+import orjson
+from sqlalchemy import (
+    String,
+    Table,
+    TextClause,
+    and_,
+    any_,
+    delete,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.models import (
@@ -22,9 +38,11 @@ from services.scoring.models import (
     SetAsideRow,
     TimerRow,
 )
+from services.scoring.scores.domain import LedgerEntry
 from shared.db import insert_rows
 
 CHUNK = 1000  # rows per multi-row statement (well under both databases' parameter limits)
+_EMPTY: dict[str, Any] = {}  # the data of most ledger entries; shared, only ever read
 
 
 @dataclass(frozen=True)
@@ -43,20 +61,21 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """Just enough of a contact to route engagement to it."""
+
+    id: str
+    erased: bool
+    merged_into: str | None
+
+
+@dataclass(frozen=True)
 class Timer:
     workspace: str
     contact_id: str
     kind: str
     group: str
     due_at: datetime
-
-
-@dataclass(frozen=True)
-class LedgerRecord:
-    contact_id: str
-    type: str
-    occurred_at: datetime
-    data: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,8 @@ class Rescore:
 
 
 def _chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    if not rows:
+        return
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
@@ -99,15 +120,25 @@ class SqlStore:
     async def _upsert(
         self, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
     ) -> None:
+        """Insert rows, or update the existing ones (by `keys`) with the new values."""
         if not rows:
             return
-        dialect = postgresql if self.postgres else sqlite
+        if self.postgres:
+            statement = _unnest_upsert(table, tuple(rows[0]), tuple(keys))
+            await self.session.execute(statement, _arrays(table, rows))
+            return
         for part in _chunks(rows):
-            stmt = dialect.insert(table).values(list(part))
+            stmt = sqlite.insert(table).values(list(part))
             updates = {c: stmt.excluded[c] for c in part[0] if c not in keys}
             await self.session.execute(
                 stmt.on_conflict_do_update(index_elements=keys, set_=updates)
             )
+
+    def _among(self, column: Any, values: Sequence[str]) -> Any:
+        """`column IN values`: one array parameter on PostgreSQL (one statement for any count)."""
+        if self.postgres:
+            return column == any_(literal(list(values), ARRAY(String)))
+        return column.in_(values)
 
     # --- rule sets --------------------------------------------------------------------------
 
@@ -145,14 +176,30 @@ class SqlStore:
         found: dict[str, Contact] = {}
         for part in _chunks(wanted):
             rows = await self.session.execute(
-                select(ContactRow).where(
-                    ContactRow.workspace == workspace, ContactRow.contact_id.in_(part)
+                select(
+                    ContactRow.contact_id,
+                    ContactRow.email,
+                    ContactRow.attributes,
+                    ContactRow.erased,
+                ).where(ContactRow.workspace == workspace, self._among(ContactRow.contact_id, part))
+            )
+            for r in rows:
+                found[r.contact_id] = Contact(r.contact_id, r.email, r.attributes, r.erased)
+        return found
+
+    async def identities(self, workspace: str, ids: Iterable[str]) -> dict[str, Identity]:
+        """Whether each contact is known, erased or merged (its attributes left in the table)."""
+        wanted = sorted(set(ids))
+        found: dict[str, Identity] = {}
+        merged_into = ContactRow.attributes["merged_into"].as_string()
+        for part in _chunks(wanted):
+            rows = await self.session.execute(
+                select(ContactRow.contact_id, ContactRow.erased, merged_into).where(
+                    ContactRow.workspace == workspace, self._among(ContactRow.contact_id, part)
                 )
             )
-            for row in rows.scalars():
-                found[row.contact_id] = Contact(
-                    row.contact_id, row.email, row.attributes, row.erased
-                )
+            for cid, erased, into in rows:
+                found[cid] = Identity(cid, erased, into)
         return found
 
     async def contact_ids_by_email(self, workspace: str, emails: Iterable[str]) -> dict[str, str]:
@@ -162,7 +209,7 @@ class SqlStore:
             rows = await self.session.execute(
                 select(ContactRow.email, ContactRow.contact_id).where(
                     ContactRow.workspace == workspace,
-                    ContactRow.email.in_(part),
+                    self._among(ContactRow.email, part),
                     ContactRow.erased.is_(False),
                 )
             )
@@ -208,7 +255,7 @@ class SqlStore:
 
     async def contacts_after(self, workspace: str, cursor: str, limit: int) -> list[Contact]:
         rows = await self.session.execute(
-            select(ContactRow)
+            select(ContactRow.contact_id, ContactRow.email, ContactRow.attributes)
             .where(
                 ContactRow.workspace == workspace,
                 ContactRow.contact_id > cursor,
@@ -217,7 +264,7 @@ class SqlStore:
             .order_by(ContactRow.contact_id)
             .limit(limit)
         )
-        return [Contact(r.contact_id, r.email, r.attributes, r.erased) for r in rows.scalars()]
+        return [Contact(cid, email, attributes, False) for cid, email, attributes in rows]
 
     # --- score states -----------------------------------------------------------------------
 
@@ -241,21 +288,18 @@ class SqlStore:
         elif not skip_locked:
             # A row to lock for every contact, also one without a score yet: so a rescore and
             # a live event can never both build a first score from what each saw.
-            for part in _chunks(wanted):
-                await self.session.execute(
-                    postgresql.insert(ScoreRow)
-                    .values(
-                        [
-                            {"workspace": workspace, "contact_id": c, "version": 0, "state": {}}
-                            for c in part
-                        ]
-                    )
-                    .on_conflict_do_nothing()
-                )
+            await self.session.execute(
+                text(
+                    "INSERT INTO scores (workspace, contact_id, version, state)"
+                    " SELECT :ws, c, 0, '{}'::jsonb FROM unnest(CAST(:ids AS varchar[])) AS c"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                {"ws": workspace, "ids": wanted},
+            )
         for part in _chunks(wanted):
             query = (
                 select(ScoreRow.contact_id, ScoreRow.state)
-                .where(ScoreRow.workspace == workspace, ScoreRow.contact_id.in_(part))
+                .where(ScoreRow.workspace == workspace, self._among(ScoreRow.contact_id, part))
                 .order_by(ScoreRow.contact_id)
             )
             if self.postgres:
@@ -296,27 +340,54 @@ class SqlStore:
     async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None:
         await insert_rows(self.session, LedgerRow.__table__, rows)  # type: ignore[arg-type]
 
-    async def ledger_of(self, workspace: str, ids: Iterable[str]) -> dict[str, list[LedgerRecord]]:
-        found: dict[str, list[LedgerRecord]] = {}
-        for part in _chunks(sorted(set(ids))):
-            rows = await self.session.execute(
-                select(
-                    LedgerRow.contact_id, LedgerRow.type, LedgerRow.occurred_at, LedgerRow.data
-                ).where(LedgerRow.workspace == workspace, LedgerRow.contact_id.in_(part))
+    async def ledger_of(self, workspace: str, ids: Iterable[str]) -> dict[str, list[LedgerEntry]]:
+        """Each contact's ledger, in time order (times as epoch seconds)."""
+        found: dict[str, list[LedgerEntry]] = {}
+        if self.postgres:
+            # The rescore's bulk read (millions of rows): straight from the driver, times as
+            # epoch floats and documents as text, without a result-processing layer per row.
+            connection = await self.session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None  # a live connection of this transaction
+            rows = await driver.fetch(
+                "SELECT contact_id, type, extract(epoch FROM occurred_at)::float8, data::text"
+                " FROM ledger WHERE workspace = $1 AND contact_id = ANY($2::varchar[])"
+                " ORDER BY contact_id, occurred_at",
+                workspace,
+                sorted(set(ids)),
             )
-            for r in rows:
-                found.setdefault(r.contact_id, []).append(
-                    LedgerRecord(r.contact_id, r.type, r.occurred_at, r.data)
-                )
+            for cid, kind, seconds, data in rows:
+                document = _EMPTY if data == "{}" else orjson.loads(data)
+                found.setdefault(cid, []).append(LedgerEntry(kind, seconds, document))
+            return found
+        for part in _chunks(sorted(set(ids))):
+            where = (LedgerRow.workspace == workspace, self._among(LedgerRow.contact_id, part))
+            await self._collect(found, where)
         return found
 
-    async def ledger_since(self, workspace: str, since: datetime) -> list[LedgerRecord]:
+    async def ledger_since(self, workspace: str, since: datetime) -> dict[str, list[LedgerEntry]]:
+        found: dict[str, list[LedgerEntry]] = {}
+        await self._collect(
+            found, (LedgerRow.workspace == workspace, LedgerRow.occurred_at >= since)
+        )
+        return found
+
+    async def _collect(self, found: dict[str, list[LedgerEntry]], where: tuple[Any, ...]) -> None:
+        if self.postgres:
+            epoch = func.extract("epoch", LedgerRow.occurred_at)
+            rows = await self.session.execute(
+                select(LedgerRow.contact_id, LedgerRow.type, epoch, LedgerRow.data).where(*where)
+            )
+            for cid, kind, seconds, data in rows:
+                found.setdefault(cid, []).append(LedgerEntry(kind, float(seconds), data))
+            return
         rows = await self.session.execute(
             select(
                 LedgerRow.contact_id, LedgerRow.type, LedgerRow.occurred_at, LedgerRow.data
-            ).where(LedgerRow.workspace == workspace, LedgerRow.occurred_at >= since)
+            ).where(*where)
         )
-        return [LedgerRecord(r.contact_id, r.type, r.occurred_at, r.data) for r in rows]
+        for cid, kind, occurred, data in rows:
+            found.setdefault(cid, []).append(LedgerEntry(kind, occurred.timestamp(), data))
 
     async def move_ledger(self, workspace: str, source: str, target: str) -> None:
         await self.session.execute(
@@ -376,6 +447,26 @@ class SqlStore:
 
     async def clear_timers(self, keys: Sequence[tuple[str, str, str, str]]) -> None:
         """Drop timers by (workspace, contact_id, kind, group)."""
+        if not keys:
+            return
+        if self.postgres:
+            columns = list(zip(*keys, strict=True))
+            await self.session.execute(
+                text(
+                    "DELETE FROM timers t USING unnest(CAST(:w AS varchar[]),"
+                    " CAST(:c AS varchar[]), CAST(:k AS varchar[]), CAST(:g AS varchar[]))"
+                    " AS x(w, c, k, g)"
+                    " WHERE t.workspace = x.w AND t.contact_id = x.c AND t.kind = x.k"
+                    ' AND t."group" = x.g'
+                ),
+                {
+                    "w": list(columns[0]),
+                    "c": list(columns[1]),
+                    "k": list(columns[2]),
+                    "g": list(columns[3]),
+                },
+            )
+            return
         for part in _chunks(keys):
             await self.session.execute(
                 delete(TimerRow).where(
@@ -466,7 +557,7 @@ class SqlStore:
         await self.write_lock()
         for part in _chunks(sorted(set(ids))):
             query = select(table).where(
-                table.c.workspace == workspace, table.c.contact_id.in_(part)
+                table.c.workspace == workspace, self._among(table.c.contact_id, part)
             )
             if self.postgres:
                 query = query.with_for_update()
@@ -522,3 +613,39 @@ def _rescore(row: RescoreRow) -> Rescore:
         row.created_at,
         row.finished_at,
     )
+
+
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _unnest_upsert(table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> TextClause:
+    """`INSERT … SELECT * FROM unnest(<an array per column>) ON CONFLICT (keys) DO UPDATE`: one
+    statement for any number of rows, compiled once (a VALUES list is compiled per row count)."""
+    quote = _PG.identifier_preparer.quote
+    types = [f"{table.c[c].type.compile(dialect=_PG)}[]" for c in columns]
+    arrays = ", ".join(f"CAST(:c{i} AS {t})" for i, t in enumerate(types))
+    names = ", ".join(quote(c) for c in columns)
+    updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in columns if c not in keys)
+    conflict = ", ".join(quote(k) for k in keys)
+    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    return text(
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({arrays})"
+        f" ON CONFLICT ({conflict}) {action}"
+    )
+
+
+def _arrays(table: Table, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """One array per column; JSON documents as their text (cast to jsonb by the statement)."""
+    out = {}
+    for i, name in enumerate(rows[0]):
+        values = [row[name] for row in rows]
+        if _is_json(table, name):
+            values = [orjson.dumps(v).decode() for v in values]
+        out[f"c{i}"] = values
+    return out
+
+
+@functools.cache
+def _is_json(table: Table, name: str) -> bool:
+    return table.c[name].type.compile(dialect=_PG) in ("JSON", "JSONB")

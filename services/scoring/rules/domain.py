@@ -251,7 +251,7 @@ def lookup_in(record: Mapping[str, Any]) -> Lookup:
         head, _, tail = name.partition(".")
         if tail:
             nested = record.get(head)
-            return nested.get(tail) if isinstance(nested, Mapping) else None
+            return nested.get(tail) if isinstance(nested, dict) else None
         if name == "email_domain":
             email = record.get("email")
             return email.rsplit("@", 1)[-1].lower() if isinstance(email, str) else None
@@ -352,13 +352,25 @@ class RuleSet:
     def rules_by_id(self) -> dict[str, Rule]:
         return {r.id: r for r in self.body.rules}
 
+    @cached_property
+    def _by_event(self) -> dict[str, tuple[list[Rule], list[Rule]]]:
+        """Per event type: the rules without conditions, and those with some."""
+        return {
+            event: ([r for r in rules if not r.when], [r for r in rules if r.when])
+            for event, rules in self.engagement_rules.items()
+        }
+
     def matching_engagement(self, event_type: str, data: Mapping[str, Any]) -> list[Rule]:
-        """The engagement rules an event satisfies (frequency limits are the state's business)."""
-        rules = self.engagement_rules.get(event_type)
-        if not rules:
+        """The engagement rules an event satisfies (frequency limits are the state's business).
+        The list returned may be shared: callers only read it."""
+        found = self._by_event.get(event_type)
+        if found is None:
             return []
+        plain, conditional = found
+        if not conditional:
+            return plain
         get = lookup_in(data)
-        return [r for r in rules if all(matches(c, get) for c in r.when)]
+        return plain + [r for r in conditional if all(matches(c, get) for c in r.when)]
 
     def matching_attributes(self, attributes: Mapping[str, Any]) -> list[Rule]:
         """The fit and negative rules a contact's attributes satisfy."""

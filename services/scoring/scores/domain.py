@@ -11,6 +11,7 @@ Times are seconds since the epoch (floats) inside the domain.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -250,6 +251,9 @@ class LedgerEntry:
     data: Mapping[str, Any]
 
 
+_occurred = operator.attrgetter("occurred_at")
+
+
 def replay(
     rules: RuleSet,
     entries: Iterable[LedgerEntry],
@@ -260,14 +264,29 @@ def replay(
     """A contact's score under `rules` from its whole ledger, as of `now`. Threshold sides are
     carried over from `previous` so a rescore reports only real crossings."""
     score = ContactScore(rules.version)
-    for entry in sorted(entries, key=lambda e: e.occurred_at):
+    # `award` with `now` fixed, unrolled: every contribution is kept as its value at `now`.
+    rate = {name: 1.0 / (g.half_life_days * DAY) for name, g in rules.groups.items()}
+    for name in rules.groups:
+        score.group(name).as_of = now
+    for entry in sorted(entries, key=_occurred):
         matched = rules.matching_engagement(entry.type, entry.data)
-        if matched:
-            award(score, rules, matched, entry.occurred_at, now)
+        if not matched:
+            continue
+        occurred = min(entry.occurred_at, now)
+        for rule in matched:
+            engagement = score.groups[rule.group].engagement
+            contribution = engagement.get(rule.id)
+            if contribution is None:
+                contribution = engagement[rule.id] = RuleContribution()
+            if rule.limit is not None:
+                if _limited(rule, contribution, occurred):
+                    continue
+                _record_hit(rule, contribution, occurred)
+            contribution.value += rule.points * 2.0 ** ((occurred - now) * rate[rule.group])
+            contribution.awarded += rule.points
     apply_attributes(score, rules, attributes or {})
-    for name, group in rules.groups.items():
+    for name in rules.groups:
         state = score.group(name)
-        state.advance(now, group.half_life_days)
         if previous is not None and name in previous.groups:
             valid = {t.name for t in rules.thresholds(name)}
             state.above = {t: True for t in previous.groups[name].above if t in valid}

@@ -1,0 +1,65 @@
+"""The hot paths' score events are byte for byte what their models give."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.scoring import handlers
+from services.scoring.scores.domain import Change, Crossing
+from shared.events.envelope import Envelope, EventPayload
+from shared.events.scores import ScoreChanged, ScoreThresholdCrossed
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Envelope]] = []
+
+    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+        self.sent.append((topic, key, envelope))
+
+
+def as_model_would(prepared: Envelope, payload: EventPayload) -> bytes:
+    reference = Envelope.of(
+        payload,
+        source=handlers.SOURCE,
+        workspace=prepared.workspace,
+        subject=prepared.subject,
+        correlationid=prepared.correlationid,
+    )
+    return reference.model_copy(update={"id": prepared.id, "time": prepared.time}).to_bytes()
+
+
+class TestPreparedScoreEvents:
+    def test_score_changed_matches_its_model(self) -> None:
+        outbox = Captured()
+        change = Change("overall", 12.5, 42.0)
+        handlers.publish_score_changed(outbox, "ws", "c1", change, "demo.requested", 3, "corr")
+        [(topic, key, envelope)] = outbox.sent
+        assert (topic, key) == ("leadwire.scores.v1", "ws:c1")
+        payload = ScoreChanged(
+            contact_id="c1",
+            group="overall",
+            before=12.5,
+            after=42,
+            cause="demo.requested",
+            rule_set_version=3,
+        )
+        assert envelope.to_bytes() == as_model_would(envelope, payload)
+
+    def test_threshold_crossed_matches_its_model(self) -> None:
+        outbox = Captured()
+        instant = datetime(2026, 3, 14, 1, 2, 3, 456789, tzinfo=UTC)
+        crossing = Crossing("overall", "mql", 50, 44.999, "down", instant.timestamp())
+        handlers.publish_crossing(outbox, "ws", "c1", crossing, None)
+        [(_, _, envelope)] = outbox.sent
+        payload = ScoreThresholdCrossed(
+            contact_id="c1",
+            group="overall",
+            threshold="mql",
+            value=50,
+            score=44.999,
+            direction="down",
+            crossed_at=instant,
+        )
+        assert envelope.to_bytes() == as_model_would(envelope, payload)
+        assert envelope.payload(ScoreThresholdCrossed) == payload
