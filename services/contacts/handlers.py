@@ -676,6 +676,7 @@ async def _update(
     if "lifecycle_stage" in changes or "churn_reason" in changes:
         await _record_lifecycle(store, uow, contact, before["lifecycle_stage"], now, snap)
     if "owner_id" in changes and contact.owner_id is not None:
+        owner = await store.owner(workspace, contact.owner_id)
         publish(
             uow,
             workspace,
@@ -685,6 +686,8 @@ async def _update(
                 owner_id=contact.owner_id,
                 previous_owner_id=before["owner_id"],
                 rule="explicit",
+                owner_name=owner.name if owner else None,
+                owner_email=owner.email if owner else None,
                 contact=snap,
             ),
         )
@@ -1111,6 +1114,7 @@ async def assign_owner(
                 chosen = domain.pick_round_robin(members, team.last_owner_id)
         team.last_owner_id = chosen
         rule = team.rule
+        owner = next(o for o in owners if o.id == chosen)
     else:
         raise InvalidInput(
             "give an owner or a team",
@@ -1142,6 +1146,8 @@ async def assign_owner(
             previous_owner_id=previous,
             team_id=team_id,
             rule=rule,
+            owner_name=owner.name,
+            owner_email=owner.email,
             contact=snap,
         ),
     )

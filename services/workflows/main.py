@@ -10,6 +10,7 @@ from services.workflows.consumers import background, subscriptions
 from services.workflows.definitions.api import router as definitions_router
 from services.workflows.doors import Clock, Doors, system_clock
 from services.workflows.models import Base
+from services.workflows.recipes.api import router as recipes_router
 from services.workflows.runs.api import router as runs_router
 from services.workflows.settings import WorkflowsSettings
 from shared.app import ServiceSpec, create_app
@@ -28,7 +29,7 @@ def build_spec(
         port=8003,
         metadata=Base.metadata,
         migrations=Path(__file__).parent / "migrations",
-        routers=[definitions_router(doors), runs_router(doors)],
+        routers=[recipes_router(doors), definitions_router(doors), runs_router(doors)],
         subscriptions=subscriptions(doors),
         background=background(doors, timer_loop),
         settings_factory=WorkflowsSettings,

@@ -96,6 +96,9 @@ class ContactOwnerAssigned(EventPayload):
     previous_owner_id: str | None = None
     team_id: str | None = None
     rule: str  # `explicit`, `round_robin`, `weighted`
+    # Who the owner is, so a consumer can name them (an alert "for Ada") without a lookup.
+    owner_name: str | None = None
+    owner_email: str | None = None
     contact: ContactSnapshot
 
 

@@ -95,7 +95,13 @@ async def _apply_contact_part(
         )
         if isinstance(snapshot, dict) and contact_id:
             previous = changed.get(contact_id) or contacts.get(contact_id) or {}
-            changed[contact_id] = {**snapshot, "segments": list(previous.get("segments") or [])}
+            current = {**snapshot, "segments": list(previous.get("segments") or [])}
+            # Snapshots carry the owner's id only; `contact.owner_assigned` names the owner.
+            if event.type == "contact.owner_assigned" and event.data.get("owner_name"):
+                current["owner_name"] = event.data["owner_name"]
+            elif previous.get("owner_name") and previous.get("owner_id") == current.get("owner_id"):
+                current["owner_name"] = previous["owner_name"]
+            changed[contact_id] = current
             contacts[contact_id] = changed[contact_id]
         if event.type in ("segment.entered", "segment.exited") and contact_id in contacts:
             current = dict(changed.get(contact_id) or contacts[contact_id])

@@ -1,0 +1,1 @@
+"""Ready-made workflows from the CRM playbooks, installed as normal, editable workflows."""

@@ -1,0 +1,152 @@
+"""Recipes: listed, installed with one call as normal versioned workflows, and they run."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.workflows.recipes.domain import RECIPES
+from shared.events import topics
+from shared.events.contacts import ContactOwnerAssigned
+from shared.events.scores import ScoreThresholdCrossed
+from tests.helpers import token
+from tests.service.workflows.conftest import Service
+
+TEAM = {"team_id": "team_1"}
+
+
+async def install(service: Service, name: str, body: dict[str, object] | None = None) -> str:
+    response = await service.client.post(
+        f"/v1/workflows/recipes/{name}", json=body, headers=service.headers
+    )
+    assert response.status_code == 201, response.text
+    workflow_id: str = response.json()["id"]
+    return workflow_id
+
+
+class TestRecipesApi:
+    async def test_every_recipe_is_listed_with_its_parameters(self, service: Service) -> None:
+        response = await service.client.get("/v1/workflows/recipes", headers=service.headers)
+        assert response.status_code == 200
+        items = {r["name"]: r for r in response.json()["items"]}
+        assert set(items) == set(RECIPES)
+        assert "team_id" in items["new-lead-alert"]["parameters"]["required"]
+
+    async def test_every_recipe_installs_enabled_and_is_editable(self, service: Service) -> None:
+        for name in RECIPES:
+            workflow_id = await install(service, name, TEAM if name == "new-lead-alert" else {})
+            got = (
+                await service.client.get(f"/v1/workflows/{workflow_id}", headers=service.headers)
+            ).json()
+            assert got["enabled"] is True
+            assert got["version"] == 1
+            document = got["document"] | {"name": got["document"]["name"] + " (ours)"}
+            edited = await service.client.put(
+                f"/v1/workflows/{workflow_id}", json=document, headers=service.headers
+            )
+            assert edited.status_code == 200, edited.text
+            assert edited.json()["version"] == 2
+
+    async def test_unknown_recipes_and_bad_parameters_are_refused(self, service: Service) -> None:
+        unknown = await service.client.post(
+            "/v1/workflows/recipes/nope", json={}, headers=service.headers
+        )
+        assert unknown.status_code == 404
+        missing = await service.client.post(
+            "/v1/workflows/recipes/new-lead-alert", json={}, headers=service.headers
+        )
+        assert missing.status_code == 422
+        assert {e["field"] for e in missing.json()["errors"]} == {"team_id"}
+        injected = await service.client.post(
+            "/v1/workflows/recipes/welcome",
+            json={"link_base": "http://x/{{ 7 * 7 }}", "surprise": 1},
+            headers=service.headers,
+        )
+        assert injected.status_code == 422
+        assert {e["field"] for e in injected.json()["errors"]} == {"link_base", "surprise"}
+
+    async def test_installing_needs_the_write_scope(self, service: Service) -> None:
+        reader = token(service.workspace, "workflows:read")
+        response = await service.client.post(
+            "/v1/workflows/recipes/welcome", json={}, headers=reader
+        )
+        assert response.status_code == 403
+
+
+class TestRecipesRun:
+    async def test_new_lead_alert_assigns_then_alerts_the_owner_on_slack(
+        self, service: Service
+    ) -> None:
+        await install(service, "new-lead-alert", TEAM | {"slack_channel": "sales"})
+        contact_id = await service.create_contact(first_name="Grace", company="Navy")
+        [assign] = await service.commands("contact.assign_owner")
+        assert assign.data["team_id"] == "team_1"
+        assert assign.data["contact_id"] == contact_id
+        assert not await service.published(topics.NOTIFICATION_REQUESTS)
+        snap = service.contacts[contact_id].model_copy(update={"owner_id": "own_1"})
+        await service.publish(
+            topics.CONTACTS,
+            ContactOwnerAssigned(
+                contact_id=contact_id,
+                owner_id="own_1",
+                team_id="team_1",
+                rule="round_robin",
+                owner_name="Ada Owner",
+                contact=snap,
+            ),
+            contact_id,
+        )
+        [alert] = await service.published(topics.NOTIFICATION_REQUESTS)
+        assert alert.data["channel"] == "sales"
+        text = alert.data["content"]["text"]
+        assert "New lead for Ada Owner" in text
+        assert "Grace" in text
+        assert "Navy" in text
+        assert f"/v1/contacts/{contact_id}" in text
+
+    async def test_welcome_sends_day_0_2_and_7_and_stops_for_customers(
+        self, service: Service
+    ) -> None:
+        await install(service, "welcome", {"product": "Leadwire"})
+        stays = await service.create_contact(first_name="Ada")
+        leaves = await service.create_contact(first_name="Bob")
+
+        def subjects_for(contact: str, requests: list[object]) -> list[str]:
+            return [
+                r.data["content"]["subject"]  # type: ignore[attr-defined]
+                for r in requests
+                if r.data["contact_id"] == contact  # type: ignore[attr-defined]
+            ]
+
+        day0 = await service.published(topics.NOTIFICATION_REQUESTS)
+        assert subjects_for(stays, day0) == ["Welcome to Leadwire, Ada"]
+        await service.update_contact(leaves, lifecycle_stage="customer")
+        await service.advance(days=2, seconds=1)
+        await service.advance(days=5, seconds=1)
+        sent = await service.published(topics.NOTIFICATION_REQUESTS)
+        assert len(subjects_for(stays, sent)) == 3
+        assert len(subjects_for(leaves, sent)) == 1
+        assert all(r.data["purpose"] == "marketing" for r in sent)
+
+    async def test_high_score_makes_the_contact_sql_and_tells_the_owner(
+        self, service: Service
+    ) -> None:
+        await install(service, "high-score")
+        contact_id = await service.create_contact(first_name="Lin", owner_id="own_9")
+        await service.publish(
+            topics.SCORES,
+            ScoreThresholdCrossed(
+                contact_id=contact_id,
+                group="overall",
+                threshold="sql",
+                value=80,
+                score=84,
+                direction="up",
+                crossed_at=service.clock(),
+            ),
+            contact_id,
+        )
+        [stage] = await service.commands("contact.set_lifecycle")
+        assert (stage.data["contact_id"], stage.data["stage"]) == (contact_id, "sql")
+        [alert] = await service.published(topics.NOTIFICATION_REQUESTS)
+        assert "sales-qualified" in alert.data["content"]["text"]
+        assert uuid.UUID(alert.id)  # a deterministic effect id, not a free-form string
