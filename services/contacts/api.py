@@ -43,6 +43,7 @@ from services.contacts.schemas import (
 from services.contacts.store import Page
 from shared.app import Context
 from shared.auth import Principal, require_scope
+from shared.erasure import checkpoint
 from shared.errors import InvalidInput
 from shared.uow import UnitOfWork
 
@@ -251,6 +252,7 @@ def router(clock: Clock) -> APIRouter:
         """Erase every piece of personal data held on the contact; publishes a tombstone."""
         async with ctx.uow() as uow:
             await handlers.erase_contact(who.workspace, contact_id, uow, clock())
+        await checkpoint(ctx.engine)  # committed: leave no copy in SQLite's write-ahead log
         return Response(status_code=204)
 
     @api.get("/contacts/{contact_id}/export")

@@ -25,6 +25,7 @@ from services.contacts.models import (
     Team,
 )
 from services.contacts.store import ContactsStore, Page, new_id, random_ids
+from shared import erasure
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contact_commands import (
@@ -271,7 +272,33 @@ async def capture_leads(leads: Sequence[CapturedLead], uow: UnitOfWork, now: dat
     for item in leads:
         by_workspace.setdefault(item.workspace, []).append(item)
     for workspace, items in by_workspace.items():
-        await _capture_in_workspace(workspace, items, store, uow, now)
+        items = await _not_erased(workspace, items, store)
+        if items:
+            await _capture_in_workspace(workspace, items, store, uow, now)
+
+
+async def _not_erased(
+    workspace: str, items: Sequence[CapturedLead], store: ContactsStore
+) -> list[CapturedLead]:
+    """The leads that do not bring an erased person back: a lead captured before its person
+    was erased (a replayed dead letter, a re-published outbox row, a re-read topic) is dropped;
+    one captured afterwards is a new, consented capture."""
+    found = {
+        id(item): erasure.digests(
+            workspace, [item.lead.dedupe_key, *erasure.identities(item.lead.email, item.lead.phone)]
+        )
+        for item in items
+    }
+    erased = await store.erasures(workspace, {d for ds in found.values() for d in ds})
+    if not erased:
+        return list(items)
+    kept = []
+    for item in items:
+        if erasure.replayed_after_erasure(item.lead.captured_at, found[id(item)], erased):
+            log.info("dropping a lead of an erased person", extra={"id": item.lead.submission_id})
+        else:
+            kept.append(item)
+    return kept
 
 
 async def _capture_in_workspace(
@@ -843,8 +870,23 @@ async def erase_contact(workspace: str, contact_id: str, uow: UnitOfWork, now: d
                     at=now,
                 ),
             )
+    subject = await store.erasure_subject(contact.id)
+    digests = erasure.digests(workspace, subject.identities)
     await store.erase(workspace, contact.id, topics.contact_key(workspace, contact.id))
-    publish(uow, workspace, contact.id, ContactDeleted(contact_id=contact.id, deleted_at=now))
+    # Only digests are kept, so a replay of the person's old leads is recognised and dropped.
+    await store.record_erasures(workspace, digests, now)
+    publish(
+        uow,
+        workspace,
+        contact.id,
+        ContactDeleted(
+            contact_id=contact.id,
+            deleted_at=now,
+            merged_ids=subject.merged_ids,
+            identity_digests=digests,
+            submission_ids=subject.submission_ids,
+        ),
+    )
 
 
 async def export_contact(workspace: str, contact_id: str, uow: UnitOfWork) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from shared.db import NAMING
+from shared.erasure import erasure_table
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -36,6 +37,7 @@ class Base(DeclarativeBase):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+erasures = erasure_table(Base.metadata)
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 

@@ -54,8 +54,11 @@ from services.contacts.models import (
     TaskRow,
     Team,
     UtcDateTime,
+    erasures,
     outbox,
 )
+from shared import erasure
+from shared.events.topics import contact_key
 
 
 def new_id() -> str:
@@ -318,6 +321,15 @@ class Page:
 
 
 # --- the repository -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErasureSubject:
+    """What identifies an erased person beyond their contact id (see `erasure_subject`)."""
+
+    merged_ids: list[str]
+    identities: list[str]
+    submission_ids: list[str]
 
 
 class ContactsStore:
@@ -803,6 +815,35 @@ class ContactsStore:
 
     # erasure ---------------------------------------------------------------------------------
 
+    async def erasure_subject(self, contact_id: str) -> ErasureSubject:
+        """Who is erased with this contact: the duplicates merged into it, every e-mail and
+        phone the person was known by (their records and captured leads), their submissions."""
+        stubs = select(Contact.id).where(Contact.merged_into == contact_id)
+        ids = [contact_id, *(await self.session.execute(stubs)).scalars()]
+        found: set[str] = set()
+        rows = await self.session.execute(
+            select(Contact.email, Contact.phone).where(Contact.id.in_(ids))
+        )
+        for email, phone in rows:
+            found.update(erasure.identities(email, phone))
+        submission_ids: set[str] = set()
+        captures = await self.session.execute(
+            select(Activity.data).where(
+                Activity.contact_id.in_(ids), Activity.kind == "lead.captured"
+            )
+        )
+        for (data,) in captures:
+            found.update(erasure.identities(data.get("email"), data.get("phone")))
+            if data.get("submission_id"):
+                submission_ids.add(str(data["submission_id"]))
+        return ErasureSubject(ids[1:], sorted(found), sorted(submission_ids))
+
+    async def record_erasures(self, workspace: str, digests: list[str], at: datetime) -> None:
+        await erasure.record_erasures(self.session, erasures, workspace, digests, at)
+
+    async def erasures(self, workspace: str, digests: Iterable[str]) -> dict[str, datetime]:
+        return await erasure.erased_at(self.session, erasures, workspace, digests)
+
     async def erase(self, workspace: str, contact_id: str, event_key: str) -> None:
         """Delete every row holding this person's data, including outbox rows about them."""
         stubs = select(Contact.id).where(Contact.merged_into == contact_id)
@@ -818,7 +859,9 @@ class ContactsStore:
             )
         )
         await self.session.execute(delete(Contact).where(Contact.id.in_(merged_ids)))
-        await self.session.execute(delete(outbox).where(outbox.c.key == event_key))
+        # Events about the person and about each duplicate merged into them (keyed by its id).
+        keys = [event_key, *(contact_key(workspace, merged) for merged in merged_ids[1:])]
+        await self.session.execute(delete(outbox).where(outbox.c.key.in_(keys)))
 
     # reports ---------------------------------------------------------------------------------
 

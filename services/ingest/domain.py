@@ -293,6 +293,36 @@ def normalise_phone(raw: str, region: str | None) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
+PHONE_LIKE = re.compile(r"\+?[0-9 ().\-/]{6,40}")
+MAX_LEAVES_SEARCHED = 500
+
+
+def identities_in(data: Any, region: str | None) -> tuple[str | None, str | None]:
+    """The first e-mail address and phone number anywhere in a submission's data, normalised as
+    on an accepted lead: how a quarantined submission, which has no lead, names its person."""
+    email: str | None = None
+    phone: str | None = None
+    stack: list[Any] = [data]
+    searched = 0
+    while stack and searched < MAX_LEAVES_SEARCHED and (email is None or phone is None):
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+        elif isinstance(node, str):
+            searched += 1
+            text = node.strip()
+            try:
+                if email is None and "@" in text:
+                    email = normalise_email(text)
+                elif phone is None and PHONE_LIKE.fullmatch(text):
+                    phone = normalise_phone(text, region)
+            except InvalidValue:
+                continue
+    return email, phone
+
+
 def normalise_country(raw: str) -> str:
     """ISO 3166-1 alpha-2 from a code (alpha-2 or alpha-3) or an English name."""
     value = collapse(raw)

@@ -32,6 +32,14 @@ from services.ingest.schemas import (
     WebhookSourceUpdate,
 )
 from services.ingest.store import SUBMISSIONS, store_of
+from shared.erasure import (
+    digests,
+    email_identity,
+    identities,
+    identity_digest,
+    phone_identity,
+    replayed_after_erasure,
+)
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
 from shared.events import topics
 from shared.events.envelope import Envelope, PreparedEnvelope
@@ -64,6 +72,10 @@ class WebhookReplayed(Conflict):
 
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
+
+
+class PersonErased(Conflict):
+    code = "person_erased"
 
 
 def new_id(prefix: str) -> str:
@@ -277,10 +289,15 @@ class Capture:
         reason: str | None = None,
         correlation_id: str | None = None,
         traceparent: str | None = None,
+        region: str | None = None,
     ) -> Outcome:
         submission_id = new_id("sub")
         problems: tuple[FieldProblem, ...] = ()
         dedupe_key = correlation = None
+        if isinstance(verdict, Accepted):
+            email, phone = verdict.lead.email, verdict.lead.phone
+        else:  # no lead: whoever the data names, so an erasure of that person finds it
+            email, phone = domain.identities_in(data, region)
         if isinstance(verdict, Accepted):
             status = status or "accepted"
             dedupe_key = verdict.lead.dedupe_key
@@ -321,6 +338,8 @@ class Capture:
                 "client_address": raw.client_address,
                 "origin": raw.origin[:500] if raw.origin else None,
                 "dedupe_key": dedupe_key,
+                "email_digest": email and identity_digest(workspace, email_identity(email)),
+                "phone_digest": phone and identity_digest(workspace, phone_identity(phone)),
                 "correlation_id": correlation,
                 "created_at": self.now,
                 "released_at": None,
@@ -425,6 +444,7 @@ def judge_form_submissions(cmds: Sequence[FormPost]) -> tuple[list[Outcome], Cap
             domain.check_form_submission(cmd.form.rules, cmd.values),
             correlation_id=cmd.correlation_id,
             traceparent=cmd.traceparent,
+            region=cmd.form.rules.default_region,
         )
         for cmd in cmds
     ]
@@ -458,7 +478,15 @@ async def capture_webhook(cmd: WebhookPost, uow: UnitOfWork) -> Outcome:
     values = domain.map_payload(payload, source.mapping)
     capture = Capture(now)
     verdict = domain.build_lead(values, source.default_region)
-    outcome = capture.record(source.workspace, "webhook", source.id, cmd.raw, payload, verdict)
+    outcome = capture.record(
+        source.workspace,
+        "webhook",
+        source.id,
+        cmd.raw,
+        payload,
+        verdict,
+        region=source.default_region,
+    )
     await capture.flush(uow)
     return outcome
 
@@ -667,6 +695,13 @@ async def release_submission(
         return verdict
     assert isinstance(verdict, Accepted)
     lead = verdict.lead
+    found = digests(workspace, identities(lead.email, lead.phone))
+    erased = await store.erasures(workspace, found)
+    if replayed_after_erasure(row.created_at, found, erased):
+        raise PersonErased(
+            f"submission {submission_id} names a person erased after it came in; "
+            "only a new submission can capture them again"
+        )
     source: Literal["form", "webhook", "api"] = row.source  # type: ignore[assignment]
     uow.emit(*lead_event(workspace, row.id, source, row.source_id, lead, now))
     await store.mark_submission(row.id, "released", dedupe_key=lead.dedupe_key, released_at=now)

@@ -9,12 +9,14 @@ from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import new_base
+from shared.erasure import erasure_table
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
 Base = new_base()
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+erasures = erasure_table(Base.metadata)
 
 
 class Form(Base):  # type: ignore[misc,valid-type]
@@ -79,6 +81,10 @@ class Submission(Base):  # type: ignore[misc,valid-type]
     client_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     origin: Mapped[str | None] = mapped_column(String(500), nullable=True)
     dedupe_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    # `shared.erasure` digests of the e-mail and phone in it (for a quarantined submission, the
+    # first ones found in its data), so an erasure finds the person's submissions.
+    email_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    phone_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -17,7 +17,10 @@ from services.ingest.models import (
     Submission,
     WebhookMessage,
     WebhookSource,
+    erasures,
+    outbox,
 )
+from shared import erasure
 from shared.db import insert_rows
 from shared.uow import UnitOfWork
 
@@ -170,6 +173,58 @@ class IngestStore:
 
     async def forget_idempotency_keys(self, before: datetime) -> None:
         await self.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < before))
+
+    # erasure -----------------------------------------------------------------------------------
+
+    async def record_erasures(self, workspace: str, digests: list[str], at: datetime) -> None:
+        await erasure.record_erasures(self.session, erasures, workspace, digests, at)
+
+    async def erasures(self, workspace: str, digests: Sequence[str]) -> dict[str, datetime]:
+        return await erasure.erased_at(self.session, erasures, workspace, digests)
+
+    async def delete_person_submissions(
+        self, workspace: str, digests: Sequence[str], submission_ids: Sequence[str]
+    ) -> list[str]:
+        """Delete the submissions naming these digests or with these ids; their ids."""
+        named = (
+            Submission.email_digest.in_(digests)
+            | Submission.phone_digest.in_(digests)
+            | Submission.id.in_(submission_ids)
+        )
+        ids = list(
+            (
+                await self.session.scalars(
+                    select(Submission.id).where(Submission.workspace == workspace, named)
+                )
+            ).all()
+        )
+        if ids:
+            await self.session.execute(delete(Submission).where(Submission.id.in_(ids)))
+        return ids
+
+    async def idempotency_records(self, workspace: str) -> Sequence[IdempotencyKey]:
+        """The workspace's stored answers (kept 24 h, so a bounded set)."""
+        query = select(IdempotencyKey).where(IdempotencyKey.workspace == workspace)
+        return (await self.session.scalars(query)).all()
+
+    async def delete_idempotency_records(self, workspace: str, keys: Sequence[str]) -> None:
+        if keys:
+            await self.session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.workspace == workspace, IdempotencyKey.key.in_(keys)
+                )
+            )
+
+    async def outbox_keys(self, workspace: str) -> Sequence[tuple[int, str]]:
+        """Ids and keys of the workspace's outbox rows, unsent or kept for re-publishing."""
+        rows = await self.session.execute(
+            select(outbox.c.id, outbox.c.key).where(outbox.c.key.startswith(f"{workspace}:"))
+        )
+        return [(int(row_id), str(key)) for row_id, key in rows]
+
+    async def delete_outbox_rows(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self.session.execute(delete(outbox).where(outbox.c.id.in_(ids)))
 
 
 def store_of(uow: UnitOfWork) -> IngestStore:

@@ -78,12 +78,26 @@ class ContactMerged(EventPayload):
 
 
 class ContactDeleted(EventPayload):
-    """Tombstone emitted when a contact is erased; consumers drop everything they hold on it."""
+    """Tombstone emitted when a contact is erased (right to be forgotten): every consumer deletes
+    everything it holds on the person, its projection, history and undelivered work alike.
+
+    The person is `contact_id` and the ids in `merged_ids` (duplicates once merged into it), and
+    whoever is known by one of `identity_digests`: `shared.erasure.identity_digest(workspace,
+    identity)` of every e-mail and phone the person was known by (identities as in
+    `shared.erasure`: `email:<lower-cased address>`, `phone:<E.164>`), so rows keyed by an
+    address rather than a contact id are found without the tombstone naming anyone.
+    `submission_ids` are ingest's submissions that became this contact. A consumer keeps only
+    the digests, with `deleted_at` (`shared.erasure.record_erasures`), and drops data about them
+    captured up to `deleted_at` if it arrives again later (replays); later captures are new.
+    """
 
     event_type: ClassVar[str] = "contact.deleted"
 
     contact_id: str
     deleted_at: datetime
+    merged_ids: list[str] = Field(default_factory=list)
+    identity_digests: list[str] = Field(default_factory=list)
+    submission_ids: list[str] = Field(default_factory=list)
 
 
 class ContactOwnerAssigned(EventPayload):

@@ -1,0 +1,36 @@
+"""ingest's bus subscriptions: it reads `leadwire.contacts.v1` for erasures only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.ingest import erasure
+from shared.app import ServiceContext
+from shared.bus import Subscription
+from shared.erasure import checkpoint
+from shared.events import topics
+from shared.events.contacts import ContactDeleted
+from shared.events.envelope import Envelope
+from shared.uow import UnitOfWork
+
+
+def erasure_subscription(ctx: ServiceContext) -> Subscription:
+    """`contact.deleted` → erase the person's submissions; other contact events are skipped
+    before any database work (no inbox row for each of them)."""
+
+    async def on_deleted(event: Envelope, uow: UnitOfWork) -> None:
+        await erasure.erase_person(event.workspace, event.payload(ContactDeleted), uow)
+
+    single = ctx.subscription("erasures", (topics.CONTACTS,), on_deleted)
+
+    async def handle(events: Sequence[Envelope]) -> None:
+        tombstones = [e for e in events if e.type == ContactDeleted.event_type]
+        if tombstones:
+            await single.handler(tombstones)
+            await checkpoint(ctx.engine)  # committed: leave no copy in SQLite's write-ahead log
+
+    return Subscription(single.group, single.topics, handle)
+
+
+def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
+    return [erasure_subscription(ctx)]
