@@ -19,7 +19,9 @@ from starlette.types import Receive, Scope, Send
 
 from shared import db, openapi, tracing
 from shared.bus import Bus, Consumer, Subscription, make_bus
+from shared.erasure import checkpoint
 from shared.errors import install_error_handlers
+from shared.events.contacts import ContactDeleted
 from shared.events.envelope import Envelope
 from shared.hot_routes import HotRoute, HotRoutes
 from shared.logs import correlation_id_var, event_id_var, workspace_var
@@ -70,6 +72,7 @@ class ServiceContext:
     bus: Bus
     relay: OutboxRelay
     consumers: list[Consumer] = field(default_factory=list)
+    side_consumers: list[Consumer] = field(default_factory=list)  # not gating readiness
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def uow(self) -> UnitOfWork:
@@ -117,6 +120,9 @@ class ServiceContext:
                         todo.append(event)
                 if todo:
                     await handle(todo, uow)
+            if any(e.type == ContactDeleted.event_type for e in todo):
+                # Whatever the service erased, SQLite's write-ahead log keeps no copy of it.
+                await checkpoint(self.engine)
 
         return Subscription(group, tuple(topics), handler)
 
@@ -149,7 +155,10 @@ async def start_context(spec: ServiceSpec, settings: Settings, bus: Bus | None) 
     ctx = ServiceContext(spec, settings, engine, db.sessionmaker(engine), the_bus, relay)
     relay.start()
     for subscription in spec.subscriptions(ctx):
-        ctx.consumers.append(await the_bus.subscribe(subscription))
+        consumer = await the_bus.subscribe(subscription)
+        ctx.consumers.append(consumer)
+        if not subscription.gates_readiness:
+            ctx.side_consumers.append(consumer)
     for loop in spec.background(ctx):
         ctx.tasks.append(asyncio.create_task(loop(), name=f"{spec.name}:background"))
     return ctx
@@ -238,7 +247,7 @@ def probes_router() -> APIRouter:
         database, bus = await asyncio.gather(db.ping(ctx.engine), ctx.bus.ping())
         checks = {
             "database": database,
-            "consumers": all(c.ready for c in ctx.consumers),
+            "consumers": all(c.ready for c in ctx.consumers if c not in ctx.side_consumers),
             "outbox_relay": ctx.relay.running,
         }
         ready = all(checks.values())

@@ -44,12 +44,15 @@ class Subscription:
 
     `decode` turns a message's bytes into its envelope; a subscription that knows its payload
     type can validate the payload in the same pass (a `ValueError` dead-letters the message).
+    `gates_readiness=False` marks work beside the service's job (ingest's erasures): its
+    consumer waiting for the bus does not make the service unready.
     """
 
     group: str
     topics: tuple[str, ...]
     handler: BatchHandler
     decode: Callable[[bytes], Envelope] = Envelope.from_bytes
+    gates_readiness: bool = True
 
 
 class Consumer(Protocol):
