@@ -3,29 +3,80 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
+from services.notifier import handlers
+from services.notifier.store import NotifierStore
 from shared.app import ServiceContext
 from shared.bus import Subscription
+from shared.errors import InvalidInput
 from shared.events import topics
+from shared.events.contacts import ContactDeleted, ContactMerged
 from shared.events.envelope import Envelope
+from shared.events.notifications import NotificationRequested
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
-async def on_requests(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+def requests_subscription(
+    ctx: ServiceContext, links: handlers.Links, wake: Callable[[], None]
+) -> Subscription:
+    """Notification requests, a polled batch in one transaction; the worker is woken once the
+    new deliveries are committed, so the first attempt does not wait for its next poll."""
+    group = ctx.group("requests")
+
+    async def handle(events: Sequence[Envelope]) -> None:
+        async with ctx.uow() as uow:
+            fresh = await uow.first_times(group, [e.id for e in events])
+            requests = []
+            for event in events:
+                if event.id not in fresh or event.type != NotificationRequested.event_type:
+                    continue
+                fresh.discard(event.id)
+                try:
+                    payload = event.payload(NotificationRequested)
+                except ValidationError as exc:
+                    # Without a key and a channel there is no delivery to fail: dead-letter it.
+                    raise InvalidInput(f"invalid notification request {event.id}: {exc}") from exc
+                requests.append(handlers.Request(event.workspace, payload, event.correlationid))
+            await handlers.accept_requests(
+                requests, NotifierStore(uow.session), uow, links, datetime.now(UTC)
+            )
+        wake()
+
+    return Subscription(group, (topics.NOTIFICATION_REQUESTS,), handle)
 
 
-async def on_contacts(event: Envelope, uow: UnitOfWork) -> None:
-    """Skeleton: the event is recorded in the inbox; this service's domain handles it later."""
-    log.debug("received", extra={"type": event.type})
+def contacts_subscription(ctx: ServiceContext) -> Subscription:
+    """The contact projection: snapshots upserted, tombstones erased."""
+
+    async def handle(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+        store = NotifierStore(uow.session)
+        snapshots: dict[str, list[dict[str, object]]] = {}
+        for event in events:
+            if event.type == ContactDeleted.event_type:
+                await flush(store, snapshots)
+                deleted = event.payload(ContactDeleted)
+                await handlers.erase_contact(event.workspace, deleted.contact_id, store)
+            elif event.type == ContactMerged.event_type:
+                await flush(store, snapshots)
+                merged = event.payload(ContactMerged)
+                await handlers.erase_projection(event.workspace, merged.merged_id, store)
+                snapshots.setdefault(event.workspace, []).append(
+                    merged.contact.model_dump(mode="json")
+                )
+            elif isinstance(snap := event.data.get("contact"), dict) and "id" in snap:
+                snapshots.setdefault(event.workspace, []).append(snap)
+        await flush(store, snapshots)
+
+    return ctx.batch_subscription("contacts", (topics.CONTACTS,), handle)
 
 
-def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
-    return [
-        ctx.subscription("requests", [topics.NOTIFICATION_REQUESTS], on_requests),
-        ctx.subscription("contacts", [topics.CONTACTS], on_contacts),
-    ]
+async def flush(store: NotifierStore, snapshots: dict[str, list[dict[str, object]]]) -> None:
+    for workspace, snaps in snapshots.items():
+        await handlers.project_contacts(workspace, snaps, store)
+    snapshots.clear()

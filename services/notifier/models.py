@@ -2,10 +2,177 @@
 
 from __future__ import annotations
 
-from shared.db import new_base
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from shared.db import NAMING
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
-Base = new_base()
+
+class Base(DeclarativeBase):
+    """This service's declarative base (a class statement, so type checkers see it)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python on both databases (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Channel(Base):
+    """A place notifications go: a Slack webhook or bot, an SMTP server, a webhook, the log."""
+
+    __tablename__ = "channels"
+    __table_args__ = (UniqueConstraint("workspace", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    config: Mapped[dict[str, Any]] = mapped_column(Json)  # never holds a secret
+    sealed_secrets: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON object
+    secret_names: Mapped[list[str]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Template(Base):
+    """A message template: subject, HTML, text and Slack blocks, each a sandboxed Jinja2 text."""
+
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("workspace", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    blocks: Mapped[list[Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ContactView(Base):
+    """notifier's projection of a contact (from `leadwire.contacts.v1` snapshots), for rendering."""
+
+    __tablename__ = "contacts"
+
+    workspace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class WorkspaceSettings(Base):
+    """A workspace's delivery policy: tracking, quiet hours, daily cap, owners' addresses."""
+
+    __tablename__ = "workspace_settings"
+
+    workspace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Delivery(Base):
+    """One requested message and where it stands; the idempotency key is unique per workspace."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("workspace", "idempotency_key"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_contact", "workspace", "contact_id", "created_at"),
+        Index("ix_deliveries_workspace", "workspace", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(63))
+    idempotency_key: Mapped[str] = mapped_column(String(300))
+    contact_id: Mapped[str | None] = mapped_column(String(64))
+    channel_id: Mapped[str | None] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(100))  # as requested: id or name
+    kind: Mapped[str] = mapped_column(String(20))
+    purpose: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20))
+    # False while the message waits to be rendered (its contact not yet in the projection).
+    prepared: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[dict[str, Any]] = mapped_column(Json)  # rendered content, addresses, ids
+    provider_message_id: Mapped[str | None] = mapped_column(String(300))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Attempt(Base):
+    """One try at a delivery, written before the provider is called and completed after."""
+
+    __tablename__ = "attempts"
+
+    delivery_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(20))  # sent, retry, failed, unknown
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[str | None] = mapped_column(Text)  # the provider's answer, truncated
+
+
+class Suppression(Base):
+    """An address that gets no marketing mail: unsubscribed, bounced or complained.
+
+    Keyed by a keyed hash of the address, never the address itself, so it survives the
+    contact's erasure without keeping personal data in the clear.
+    """
+
+    __tablename__ = "suppressions"
+
+    workspace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    contact_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

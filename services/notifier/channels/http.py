@@ -1,0 +1,83 @@
+"""Outbound HTTP that cannot be pointed inside: the target's name is resolved here, every
+address it resolves to is judged, and the request goes to the judged address (so a DNS answer
+that changes between check and connect, DNS rebinding, gains nothing). No redirects."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from services.notifier.channels.domain import AllowList, IpAddress, refused_addresses
+from services.notifier.delivery.domain import Outcome, http_outcome
+
+__all__ = ["Refused", "http_outcome", "pinned", "post", "resolve"]
+
+
+class Refused(Exception):
+    """The target resolves to an address outbound requests may not reach."""
+
+
+async def resolve(host: str, port: int) -> list[IpAddress]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(
+        dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+    )
+
+
+async def pinned(url: str, allow: AllowList) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The URL rewritten to a checked address, with its Host header and TLS server name; an
+    allow-listed host is used as it is."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if allow.allows_name(host):
+        return url, {}, {}
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = await resolve(host, port)
+    if not addresses:
+        raise OSError(f"{host} does not resolve")
+    if reason := refused_addresses(addresses, allow):
+        raise Refused(f"refused target {host}: {reason}")
+    address = addresses[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    headers = {"host": parts.netloc.rpartition("@")[2]}
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), headers, extensions
+
+
+async def post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    allow: AllowList,
+    timeout: float,
+) -> tuple[Outcome, httpx.Response | None]:
+    """POST `body` to a user-given URL; the outcome (never raises for the target's answer)."""
+    try:
+        target, host_header, extensions = await pinned(url, allow)
+    except Refused as exc:
+        return Outcome("failed", str(exc)), None
+    except OSError as exc:  # DNS failure: maybe temporary
+        return Outcome("retry", f"cannot resolve: {exc}"), None
+    try:
+        response = await client.post(
+            target,
+            content=body,
+            headers={**headers, **host_header},
+            extensions=extensions,
+            timeout=timeout,
+            follow_redirects=False,
+        )
+    except httpx.TimeoutException as exc:
+        return Outcome("retry", f"timed out after {timeout:g} s ({type(exc).__name__})"), None
+    except httpx.HTTPError as exc:
+        return Outcome("retry", f"{type(exc).__name__}: {exc}"), None
+    outcome = http_outcome(response.status_code, response.text, response.headers.get("retry-after"))
+    return outcome, response

@@ -1,0 +1,134 @@
+"""Request and response models of notifier's HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from shared.events.notifications import Purpose
+
+Kind = Literal["slack", "email", "webhook", "log"]
+
+
+class ChannelIn(BaseModel):
+    """A channel to create or replace; `secrets` are write-only: stored sealed, never returned."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    kind: Kind
+    config: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+
+class ChannelRead(BaseModel):
+    id: str
+    name: str
+    kind: Kind
+    config: dict[str, Any]
+    secrets_set: list[str]  # names of the secrets stored, never their values
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateIn(BaseModel):
+    """A template: each part is a sandboxed Jinja2 text; `blocks` is Block Kit JSON whose
+    strings are templates."""
+
+    name: str = Field(min_length=1, max_length=100)
+    subject: str | None = Field(default=None, max_length=2_000)
+    html: str | None = Field(default=None, max_length=500_000)
+    text: str | None = Field(default=None, max_length=100_000)
+    blocks: list[Any] | None = None
+
+
+class TemplateRead(TemplateIn):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class PreviewIn(BaseModel):
+    """Render against a contact of the projection, or sample data when none is given."""
+
+    contact_id: str | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class Preview(BaseModel):
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    blocks: list[Any] | None = None
+
+
+class NotificationIn(BaseModel):
+    """Ask for a notification over HTTP, as `notification.requested` does over Kafka."""
+
+    idempotency_key: str = Field(min_length=1, max_length=300)
+    contact_id: str | None = None
+    channel: str
+    template: str | None = None
+    content: dict[str, Any] = Field(default_factory=dict)
+    purpose: Purpose = "transactional"
+    recipient: str | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class AttemptRead(BaseModel):
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    status_code: int | None
+    response: str | None
+
+
+class NotificationRead(BaseModel):
+    id: str
+    idempotency_key: str
+    contact_id: str | None
+    channel: str
+    channel_id: str | None
+    kind: str
+    purpose: str
+    recipient: str | None
+    status: str
+    reason: str | None
+    attempts: int
+    provider_message_id: str | None
+    created_at: datetime
+    first_attempt_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    attempt_log: list[AttemptRead]
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationRead]
+    next_cursor: str | None = None
+
+
+class OwnerAddress(BaseModel):
+    name: str | None = None
+    email: str | None = None
+    slack: str | None = None  # a Slack user or channel id for bot-token channels
+
+
+class QuietHoursIn(BaseModel):
+    start: str = Field(pattern=r"^\d{2}:\d{2}$")
+    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    timezone: str = "UTC"
+
+
+class WorkspaceSettingsIn(BaseModel):
+    """A workspace's delivery policy."""
+
+    tracking: bool = True  # open pixel and click tracking in marketing mail
+    marketing_daily_cap: int = Field(default=3, ge=0, le=1000)  # per contact, 24 h; 0 = none
+    quiet_hours: QuietHoursIn | None = None  # marketing mail waits until they end
+    owners: dict[str, OwnerAddress] = Field(default_factory=dict)  # owner id → addresses
+
+
+class UnsubscribeResult(BaseModel):
+    status: Literal["unsubscribed"]

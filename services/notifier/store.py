@@ -1,0 +1,359 @@
+"""notifier's repository: the only module that builds queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifier.models import (
+    Attempt,
+    Channel,
+    ContactView,
+    Delivery,
+    Suppression,
+    Template,
+    WorkspaceSettings,
+)
+
+deliveries = cast(Table, Delivery.__table__)
+attempts = cast(Table, Attempt.__table__)
+contacts = cast(Table, ContactView.__table__)
+WAITING = ("queued", "retrying")
+
+
+class NotifierStore:
+    """Reads and writes notifier's tables in the unit of work's session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _insert(self, table: Any) -> Any:
+        dialect = self.session.get_bind().dialect.name
+        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+    # -- channels and templates ---------------------------------------------------------------
+
+    def add(self, row: Channel | Template) -> None:
+        self.session.add(row)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def remove(self, row: Channel | Template) -> None:
+        await self.session.delete(row)
+
+    async def channel(self, workspace: str, id_or_name: str) -> Channel | None:
+        query = select(Channel).where(
+            Channel.workspace == workspace,
+            or_(Channel.id == id_or_name, Channel.name == id_or_name),
+        )
+        return (await self.session.execute(query)).scalars().first()
+
+    async def channels(self, workspace: str) -> Sequence[Channel]:
+        query = select(Channel).where(Channel.workspace == workspace).order_by(Channel.name)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def channels_by_id(self, ids: Sequence[str]) -> dict[str, Channel]:
+        if not ids:
+            return {}
+        rows = await self.session.execute(select(Channel).where(Channel.id.in_(set(ids))))
+        return {c.id: c for c in rows.scalars()}
+
+    async def template(self, workspace: str, id_or_name: str) -> Template | None:
+        query = select(Template).where(
+            Template.workspace == workspace,
+            or_(Template.id == id_or_name, Template.name == id_or_name),
+        )
+        return (await self.session.execute(query)).scalars().first()
+
+    async def templates(self, workspace: str) -> Sequence[Template]:
+        query = select(Template).where(Template.workspace == workspace).order_by(Template.name)
+        return (await self.session.execute(query)).scalars().all()
+
+    # -- workspace settings -------------------------------------------------------------------
+
+    async def workspace_settings(self, workspace: str) -> dict[str, Any]:
+        row = await self.session.get(WorkspaceSettings, workspace)
+        return dict(row.values) if row else {}
+
+    async def save_workspace_settings(
+        self, workspace: str, values: Mapping[str, Any], now: datetime
+    ) -> None:
+        row = await self.session.get(WorkspaceSettings, workspace)
+        if row is None:
+            self.session.add(
+                WorkspaceSettings(workspace=workspace, values=dict(values), updated_at=now)
+            )
+        else:
+            row.values = dict(values)
+            row.updated_at = now
+
+    # -- contact projection -------------------------------------------------------------------
+
+    async def upsert_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or replace snapshots; an older snapshot never overwrites a newer one."""
+        if not rows:
+            return
+        stmt = self._insert(contacts).values(list(rows))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[contacts.c.workspace, contacts.c.id],
+            set_={"snapshot": stmt.excluded.snapshot, "updated_at": stmt.excluded.updated_at},
+            where=contacts.c.updated_at <= stmt.excluded.updated_at,
+        )
+        await self.session.execute(stmt)
+
+    async def contacts(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        query = select(contacts.c.id, contacts.c.snapshot).where(
+            contacts.c.workspace == workspace, contacts.c.id.in_(set(ids))
+        )
+        return {row.id: dict(row.snapshot) for row in await self.session.execute(query)}
+
+    async def erase_projection(self, workspace: str, contact_id: str) -> None:
+        await self.session.execute(
+            delete(contacts).where(contacts.c.workspace == workspace, contacts.c.id == contact_id)
+        )
+
+    async def erase_contact(self, workspace: str, contact_id: str) -> None:
+        """Everything notifier holds on a contact goes; its suppressions stay, by hash only."""
+        await self.session.execute(
+            delete(contacts).where(contacts.c.workspace == workspace, contacts.c.id == contact_id)
+        )
+        owned = select(deliveries.c.id).where(
+            deliveries.c.workspace == workspace, deliveries.c.contact_id == contact_id
+        )
+        await self.session.execute(delete(attempts).where(attempts.c.delivery_id.in_(owned)))
+        await self.session.execute(
+            delete(deliveries).where(
+                deliveries.c.workspace == workspace, deliveries.c.contact_id == contact_id
+            )
+        )
+        await self.session.execute(
+            update(Suppression)
+            .where(Suppression.workspace == workspace, Suppression.contact_id == contact_id)
+            .values(contact_id=None)
+        )
+
+    # -- suppression --------------------------------------------------------------------------
+
+    async def suppressions(self, workspace: str, hashes: Sequence[str]) -> dict[str, str]:
+        if not hashes:
+            return {}
+        query = select(Suppression.address_hash, Suppression.reason).where(
+            Suppression.workspace == workspace, Suppression.address_hash.in_(set(hashes))
+        )
+        return {row.address_hash: row.reason for row in await self.session.execute(query)}
+
+    async def suppress(
+        self, workspace: str, address_hash: str, reason: str, contact_id: str | None, now: datetime
+    ) -> None:
+        stmt = self._insert(Suppression.__table__).values(
+            workspace=workspace,
+            address_hash=address_hash,
+            reason=reason,
+            contact_id=contact_id,
+            created_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["workspace", "address_hash"],
+            set_={"reason": stmt.excluded.reason},
+        )
+        await self.session.execute(stmt)
+
+    async def marketing_sent_since(
+        self, workspace: str, contact_ids: Sequence[str], since: datetime
+    ) -> dict[str, int]:
+        """Marketing e-mails per contact accepted for sending since `since` (the daily cap)."""
+        if not contact_ids:
+            return {}
+        query = (
+            select(deliveries.c.contact_id, func.count())
+            .where(
+                deliveries.c.workspace == workspace,
+                deliveries.c.contact_id.in_(set(contact_ids)),
+                deliveries.c.purpose == "marketing",
+                deliveries.c.kind == "email",
+                deliveries.c.status.in_(("queued", "sending", "sent", "retrying", "unknown")),
+                deliveries.c.created_at >= since,
+            )
+            .group_by(deliveries.c.contact_id)
+        )
+        return {row[0]: int(row[1]) for row in await self.session.execute(query)}
+
+    # -- deliveries ---------------------------------------------------------------------------
+
+    async def known_keys(self, workspace: str, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        query = select(deliveries.c.idempotency_key).where(
+            deliveries.c.workspace == workspace, deliveries.c.idempotency_key.in_(set(keys))
+        )
+        return set((await self.session.execute(query)).scalars())
+
+    async def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Insert new deliveries; a key already there (another replica) is skipped. Returns
+        the ids inserted."""
+        if not rows:
+            return set()
+        stmt = (
+            self._insert(deliveries)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["workspace", "idempotency_key"])
+            .returning(deliveries.c.id)
+        )
+        return set((await self.session.execute(stmt)).scalars())
+
+    async def update_deliveries(self, changes: Sequence[Mapping[str, Any]]) -> None:
+        """Apply per-delivery changes; each mapping has `id` and the same other keys."""
+        if not changes:
+            return
+        names = [k for k in changes[0] if k != "id"]
+        stmt = (
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"))
+            .values({n: bindparam(f"b_{n}") for n in names})
+        )
+        params = [{f"b_{k}": v for k, v in change.items()} for change in changes]
+        await self.session.execute(stmt, params)
+
+    async def list_by_key(self, workspace: str, key: str) -> Delivery:
+        query = select(Delivery).where(
+            Delivery.workspace == workspace, Delivery.idempotency_key == key
+        )
+        return (await self.session.execute(query)).scalars().one()
+
+    async def delivery(self, workspace: str, delivery_id: str) -> Delivery | None:
+        row = await self.session.get(Delivery, delivery_id)
+        return row if row is not None and row.workspace == workspace else None
+
+    async def list_deliveries(
+        self,
+        workspace: str,
+        contact_id: str | None,
+        status: str | None,
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> Sequence[Delivery]:
+        query = select(Delivery).where(Delivery.workspace == workspace)
+        if contact_id:
+            query = query.where(Delivery.contact_id == contact_id)
+        if status:
+            query = query.where(Delivery.status == status)
+        if before:
+            at, last_id = before
+            query = query.where(
+                or_(
+                    Delivery.created_at < at, and_(Delivery.created_at == at, Delivery.id < last_id)
+                )
+            )
+        query = query.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def attempts_of(self, ids: Sequence[str]) -> dict[str, list[Attempt]]:
+        found: dict[str, list[Attempt]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        query = select(Attempt).where(Attempt.delivery_id.in_(ids)).order_by(Attempt.number)
+        for attempt in (await self.session.execute(query)).scalars():
+            found[attempt.delivery_id].append(attempt)
+        return found
+
+    # -- the delivery worker ------------------------------------------------------------------
+
+    async def claim_due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Take up to `limit` prepared deliveries that are due and record the attempt about to
+        be made, before anything is sent. Replicas skip each other's rows (SKIP LOCKED)."""
+        due = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.status.in_(WAITING),
+                deliveries.c.prepared.is_(True),
+                deliveries.c.next_attempt_at <= now,
+            )
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(deliveries)
+            .where(deliveries.c.id.in_(due.scalar_subquery()))
+            .values(
+                status="sending",
+                attempts=deliveries.c.attempts + 1,
+                claimed_at=now,
+                updated_at=now,
+                first_attempt_at=func.coalesce(deliveries.c.first_attempt_at, now),
+            )
+            .returning(*deliveries.c)
+        )
+        rows = [dict(r._mapping) for r in await self.session.execute(claim)]
+        if rows:
+            await self.session.execute(
+                attempts.insert(),
+                [
+                    {"delivery_id": r["id"], "number": r["attempts"], "started_at": now}
+                    for r in rows
+                ],
+            )
+        return rows
+
+    async def unprepared_due(self, now: datetime, limit: int) -> list[Delivery]:
+        """Deliveries still waiting for their contact, due for another look."""
+        query = (
+            select(Delivery)
+            .where(
+                Delivery.status == "queued",
+                Delivery.prepared.is_(False),
+                Delivery.next_attempt_at <= now,
+            )
+            .order_by(Delivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def finish_attempts(self, results: Sequence[Mapping[str, Any]]) -> None:
+        """Complete attempt rows: `delivery_id`, `number`, `finished_at`, `outcome`,
+        `status_code`, `response`."""
+        if not results:
+            return
+        stmt = (
+            update(attempts)
+            .where(
+                attempts.c.delivery_id == bindparam("b_delivery_id"),
+                attempts.c.number == bindparam("b_number"),
+            )
+            .values(
+                finished_at=bindparam("b_finished_at"),
+                outcome=bindparam("b_outcome"),
+                status_code=bindparam("b_status_code"),
+                response=bindparam("b_response"),
+            )
+        )
+        await self.session.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in results])
+
+    async def drop_attempts(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Forget attempts that were never made (a paced message put back)."""
+        for delivery_id, number in keys:
+            await self.session.execute(
+                delete(attempts).where(
+                    attempts.c.delivery_id == delivery_id, attempts.c.number == number
+                )
+            )
+
+    async def stale_sending(self, claimed_before: datetime, limit: int) -> list[dict[str, Any]]:
+        """Deliveries claimed before `claimed_before` and never recorded: the process died
+        between sending and recording, so whether the provider got them is unknown."""
+        query = (
+            select(*deliveries.c)
+            .where(deliveries.c.status == "sending", deliveries.c.claimed_at < claimed_before)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [dict(r._mapping) for r in await self.session.execute(query)]
