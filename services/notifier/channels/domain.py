@@ -37,8 +37,8 @@ class ConfigProblem:
 
 @dataclass(frozen=True)
 class AllowList:
-    """The operator's exceptions: host names and address ranges that may be plain http and
-    private, loopback or link-local (a test receiver, an internal system)."""
+    """The operator's exceptions: host names and address ranges that URLs may name and then be
+    plain http and private, loopback or link-local (a test receiver, an internal system)."""
 
     names: frozenset[str]
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -100,12 +100,13 @@ def forbidden_reason(address: IpAddress) -> str | None:
     return None
 
 
-def refused_addresses(addresses: Sequence[IpAddress], allow: AllowList) -> str | None:
+def refused_addresses(addresses: Sequence[IpAddress]) -> str | None:
     """The verdict on every address a name resolved to: refused when any of them is not public
-    and not allowed (a name resolving to both a public and a private address is refused)."""
+    (a name resolving to both a public and a private address is refused). The allow-list is
+    not consulted here: it names the hosts an operator wrote, and a name that merely resolves
+    into an allowed range (DNS rebinding, `*.localhost`) is still refused."""
     for address in addresses:
-        reason = forbidden_reason(address)
-        if reason is not None and not allow.allows_address(address):
+        if (reason := forbidden_reason(address)) is not None:
             return f"{address} is {reason}"
     return None
 

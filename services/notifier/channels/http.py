@@ -37,11 +37,14 @@ async def pinned(url: str, allow: AllowList) -> tuple[str, dict[str, str], dict[
     host = parts.hostname or ""
     if allow.allows_name(host):
         return url, {}, {}
+    if host.rstrip(".").endswith(".localhost"):
+        # RFC 6761: every name under `localhost.` is loopback, whatever a resolver says.
+        raise Refused(f"refused target {host}: a .localhost name is loopback")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     addresses = await resolve(host, port)
     if not addresses:
         raise OSError(f"{host} does not resolve")
-    if reason := refused_addresses(addresses, allow):
+    if reason := refused_addresses(addresses):
         raise Refused(f"refused target {host}: {reason}")
     address = addresses[0]
     literal = f"[{address}]" if address.version == 6 else str(address)

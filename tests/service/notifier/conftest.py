@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from services.notifier.main import SPEC
 from services.notifier.settings import NotifierSettings
 from shared.app import ServiceContext, create_app
+from shared.bus.memory import MemoryBus
 from shared.events import topics
 from shared.events.contacts import ContactCreated, ContactSnapshot
 from shared.events.envelope import Envelope
@@ -96,6 +97,12 @@ class Notifier:
             found = await NotifierStore(uow.session).contacts(self.workspace, [contact_id])
         return contact_id in found
 
+    def published(self, topic: str) -> list[Envelope]:
+        """Envelopes on a topic of the in-process bus (notifier's outbox relayed them)."""
+        bus = self.ctx.bus
+        assert isinstance(bus, MemoryBus)
+        return [Envelope.from_bytes(r.value) for r in bus.records(topic)]
+
     async def request(self, workspace: str | None = None, **fields: Any) -> str:
         """Publish a `notification.requested` on the bus; returns its idempotency key."""
         fields.setdefault("idempotency_key", f"test:{uuid.uuid4().hex}")
@@ -166,7 +173,8 @@ def notifier_settings(tmp_path: Path, **overrides: Any) -> NotifierSettings:
 
 
 @pytest.fixture
-async def notifier(tmp_path: Path) -> AsyncIterator[Notifier]:
-    app = create_app(SPEC, notifier_settings(tmp_path))
+async def notifier(tmp_path: Path, slack: HttpReceiver) -> AsyncIterator[Notifier]:
+    settings = notifier_settings(tmp_path, notifier_slack_api_url=slack.url("/api"))
+    app = create_app(SPEC, settings)
     async with running(app) as client:
         yield Notifier(app, client, f"ws-{uuid.uuid4().hex[:8]}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 
 from tests.receivers import Answer, HttpReceiver
@@ -25,5 +27,92 @@ class TestSlackWebhook:
         body = orjson.loads(post.body)
         assert body["text"] == "New lead Grace Lovelace (87.5)"
         fields = " ".join(f["text"] for f in body["blocks"][1]["fields"])
-        assert "Navy" in fields and "87.5" in fields and contact.email in fields
+        assert "Navy" in fields
+        assert "87.5" in fields
+        assert contact.email in fields
         assert contact.id in body["blocks"][2]["elements"][0]["text"]
+
+
+class TestSlackAnswers:
+    async def test_429_waits_for_retry_after_then_sends(
+        self, notifier: Notifier, slack: HttpReceiver
+    ) -> None:
+        slack.plan("/hook/busy", Answer(429, b"rate_limited", (("retry-after", "1"),)), Answer())
+        await notifier.channel("busy", "slack", secrets={"webhook_url": slack.url("/hook/busy")})
+        key = await notifier.request(channel="busy", content={"text": "hello"})
+        item = await notifier.settled(key)
+        assert item["status"] == "sent"
+        assert item["attempts"] == 2
+        first, second = slack.at("/hook/busy")
+        assert second.at - first.at >= 0.95
+        assert [a["status_code"] for a in item["attempt_log"]] == [429, 200]
+
+    async def test_500_is_retried_with_backoff(
+        self, notifier: Notifier, slack: HttpReceiver
+    ) -> None:
+        slack.plan("/hook/flaky", Answer(500, b"oops"), Answer(503, b"oops"), Answer())
+        await notifier.channel("flaky", "slack", secrets={"webhook_url": slack.url("/hook/flaky")})
+        key = await notifier.request(channel="flaky", content={"text": "hello"})
+        item = await notifier.settled(key)
+        assert item["status"] == "sent"
+        assert [a["outcome"] for a in item["attempt_log"]] == ["retry", "retry", "sent"]
+        assert len(slack.at("/hook/flaky")) == 3
+
+    async def test_an_answer_hanging_past_the_timeout_is_retried(
+        self, notifier: Notifier, slack: HttpReceiver
+    ) -> None:
+        slack.plan("/hook/slow", Answer(200, delay_s=3.0), Answer())
+        await notifier.channel("slow", "slack", secrets={"webhook_url": slack.url("/hook/slow")})
+        key = await notifier.request(channel="slow", content={"text": "hello"})
+        item = await notifier.settled(key)
+        assert item["status"] == "sent"
+        assert item["attempt_log"][0]["outcome"] == "retry"
+        assert "timed out" in item["attempt_log"][0]["response"]
+
+    async def test_a_4xx_fails_without_retry(self, notifier: Notifier, slack: HttpReceiver) -> None:
+        slack.plan("/hook/gone", Answer(404, b"no_service"))
+        await notifier.channel("gone", "slack", secrets={"webhook_url": slack.url("/hook/gone")})
+        key = await notifier.request(channel="gone", content={"text": "hello"})
+        item = await notifier.settled(key)
+        assert item["status"] == "failed"
+        assert item["attempts"] == 1
+        assert "404" in item["reason"]
+        assert len(slack.at("/hook/gone")) == 1
+
+
+class TestSlackPacing:
+    async def test_one_channel_is_paced_without_holding_up_another(
+        self, notifier: Notifier, slack: HttpReceiver
+    ) -> None:
+        await notifier.channel("busy", "slack", secrets={"webhook_url": slack.url("/hook/busy")})
+        await notifier.channel("quiet", "slack", secrets={"webhook_url": slack.url("/hook/quiet")})
+        keys = [await notifier.request(channel="busy", content={"text": f"m{i}"}) for i in range(4)]
+        quiet = await notifier.request(channel="quiet", content={"text": "q"})
+        for key in [*keys, quiet]:
+            await notifier.settled(key)
+        busy = sorted(r.at for r in slack.at("/hook/busy"))
+        gaps = [b - a for a, b in itertools.pairwise(busy)]
+        assert len(busy) == 4
+        # The test pace is one per 0.2 s: sends start on the beat; arrivals jitter with the
+        # network path (the first one also opens the connection), never enough to double up.
+        assert all(gap >= 0.1 for gap in gaps), gaps
+        assert busy[-1] - busy[0] >= 3 * 0.2 * 0.95
+        [quiet_post] = slack.at("/hook/quiet")
+        assert quiet_post.at < busy[-1]  # not queued behind the busy channel
+
+
+class TestSlackBot:
+    async def test_posts_with_the_bot_token_to_chat_post_message(
+        self, notifier: Notifier, slack: HttpReceiver
+    ) -> None:
+        slack.plan("/api/chat.postMessage", Answer(200, b'{"ok": true, "ts": "1700.01"}'))
+        await notifier.channel(
+            "bot", "slack", config={"channel": "C123"}, secrets={"bot_token": "xoxb-secret"}
+        )
+        key = await notifier.request(channel="bot", content={"text": "hi"}, recipient="C999")
+        item = await notifier.settled(key)
+        assert item["status"] == "sent", item
+        assert item["provider_message_id"] == "1700.01"
+        [post] = slack.at("/api/chat.postMessage")
+        assert post.headers["authorization"] == "Bearer xoxb-secret"
+        assert orjson.loads(post.body)["channel"] == "C999"
