@@ -30,6 +30,7 @@ from services.notifier.delivery.domain import (
 from services.notifier.models import Attempt, Channel, Delivery, Template
 from services.notifier.schemas import ChannelIn, TemplateIn, WorkspaceSettingsIn
 from services.notifier.templates.domain import (
+    Rendered,
     RenderFailed,
     TemplateSource,
     add_open_pixel,
@@ -681,14 +682,11 @@ def _compose(
     if request.template:
         if template is None:
             raise _NoContent(f"unknown_template: no template {request.template!r}")
-        source = template
+        rendered = render(template, values)
     elif request.content:
-        source = template_source(request.content)
-        if problems := validate(source):
-            raise _NoContent(f"render_failed: {problems[0].field}: {problems[0].message}")
+        rendered = literal_content(request.content)
     else:
         raise _NoContent("no_content: neither a template nor content")
-    rendered = render(source, values)
     message: dict[str, Any] = rendered.as_dict()
     text = rendered.text or rendered.subject or ""
     message["text"] = text
@@ -710,9 +708,26 @@ def _compose(
             "contact_id": row["contact_id"],
             "contact": dict(contact) if contact else None,
             "content": rendered.as_dict(),
+            "body": request.content.get("json"),
             "variables": request.variables,
         }
     return message
+
+
+def literal_content(content: Mapping[str, Any]) -> Rendered:
+    """Inline content is final: its sender rendered it (workflows renders its own steps), so
+    it is not run through a template a second time, where text a contact typed could act as
+    template code."""
+    parts = {name: content.get(name) for name in ("subject", "html", "text")}
+    for name, value in parts.items():
+        if value is not None and not isinstance(value, str):
+            raise _NoContent(f"invalid_content: `{name}` must be text")
+    blocks = content.get("blocks")
+    if blocks is not None and not isinstance(blocks, list):
+        raise _NoContent("invalid_content: `blocks` must be a list")
+    if not any(parts.values()) and not blocks and "json" not in content:
+        raise _NoContent("no_content: the content has no subject, html, text, blocks or json")
+    return Rendered(parts["subject"], parts["html"], parts["text"], blocks)
 
 
 def _tracked(

@@ -67,8 +67,8 @@ class TestWebhooks:
         key = await notifier.request(
             contact_id=contact.id,
             channel="crm",
-            content={"text": "lead {{ contact.email }}"},
-            variables={"deal": 12},
+            content={"text": "lead {{ contact.email }}", "json": {"deal": 12}},
+            variables={"source": "test"},
         )
         item = await notifier.settled(key)
         assert item["status"] == "sent", item
@@ -76,8 +76,11 @@ class TestWebhooks:
         assert verify_standard_webhook(post.headers, post.body)
         assert post.headers["webhook-id"] == item["id"]
         data = orjson.loads(post.body)["data"]
-        assert data["content"]["text"] == f"lead {contact.email}"
-        assert data["variables"] == {"deal": 12}
+        # Inline content is final (its sender rendered it): never run as a template again.
+        assert data["content"]["text"] == "lead {{ contact.email }}"
+        assert data["body"] == {"deal": 12}
+        assert data["contact"]["email"] == contact.email
+        assert data["variables"] == {"source": "test"}
         assert data["idempotency_key"] == key
 
     async def test_retries_keep_the_webhook_id_and_408_429_are_retried(
@@ -202,13 +205,13 @@ class TestBadRequests:
         self, notifier: Notifier
     ) -> None:
         contact = await notifier.contact()
+        custom = {"name": "custom", "text": "{{ contact.custom_fields.missing }}"}
+        assert (await notifier.post("/v1/templates", custom)).status_code == 201
         cases = {
             "unknown_channel": {"channel": "nope", "content": {"text": "x"}},
             "unknown_template": {"channel": "log", "template": "missing"},
-            "render_failed": {
-                "channel": "log",
-                "content": {"text": "{{ contact.custom_fields.x }}"},
-            },
+            "render_failed": {"channel": "log", "template": "custom"},
+            "invalid_content": {"channel": "log", "content": {"text": 5}},
             "no_content": {"channel": "log"},
         }
         for reason, fields in cases.items():

@@ -15,12 +15,10 @@ class TestSlackWebhook:
         self, notifier: Notifier, slack: HttpReceiver
     ) -> None:
         await notifier.channel("sales", "slack", secrets={"webhook_url": slack.url("/hook/a")})
+        template = {"name": "alert", "text": "New lead {{ contact.name }} ({{ score }})"}
+        assert (await notifier.post("/v1/templates", template)).status_code == 201
         contact = await notifier.contact(first_name="Grace", company="Navy")
-        key = await notifier.request(
-            contact_id=contact.id,
-            channel="sales",
-            content={"text": "New lead {{ contact.name }} ({{ score }})"},
-        )
+        key = await notifier.request(contact_id=contact.id, channel="sales", template="alert")
         item = await notifier.settled(key)
         assert item["status"] == "sent", item
         [post] = slack.at("/hook/a")
