@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.ingest import api, consumers, handlers
+from services.ingest import api, consumers, handlers, tracking
 from services.ingest.models import Base
 from services.ingest.settings import IngestSettings
 from shared.app import ServiceContext, ServiceSpec, create_app
@@ -40,7 +40,7 @@ SPEC = ServiceSpec(
     port=8001,
     metadata=Base.metadata,
     migrations=Path(__file__).parent / "migrations",
-    routers=(api.public, api.router),
+    routers=(api.public, api.router, tracking.router),
     # The public submission route is the hot path: served ahead of the middleware stack.
     hot_routes=(HotRoute("POST", "/v1/forms/{form_id}/submissions", api.submit_form_hot),),
     subscriptions=consumers.subscriptions,

@@ -81,6 +81,9 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
         "log": LogSender(),
     }
     box = SecretBox(settings.encryption_keys())
+    attempt_timeout = max(timeout, settings.notifier_smtp_timeout_s) + 5.0
+    # A claim younger than the longest attempt may still be in flight in a live process.
+    lease = max(settings.notifier_sending_lease_s, attempt_timeout + 1.0)
     worker = DeliveryWorker(
         ctx.uow,
         senders,
@@ -92,10 +95,10 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
             settings.notifier_retry_window_s,
         ),
         slack_interval_s=settings.notifier_slack_interval_s,
-        sending_lease_s=settings.notifier_sending_lease_s,
+        sending_lease_s=lease,
         batch=settings.notifier_worker_batch,
         max_in_flight=settings.notifier_max_in_flight,
         poll_interval_s=settings.notifier_poll_interval_s,
-        attempt_timeout_s=max(timeout, settings.notifier_smtp_timeout_s) + 5.0,
+        attempt_timeout_s=attempt_timeout,
     )
     return Runtime(settings, box, links, allow, worker, client, smtp, senders)

@@ -35,7 +35,8 @@ class NotifierSettings(Settings):
     notifier_retry_base_s: float = 5.0
     notifier_retry_max_delay_s: float = 3600.0
     notifier_retry_window_s: float = 24 * 3600.0
-    # A delivery claimed this long ago and never recorded crashed mid-send: its outcome is unknown.
+    # A delivery claimed this long ago and never recorded crashed mid-send: its outcome is
+    # unknown. Never shorter than the longest attempt (timeouts + 6 s): it may still be in flight.
     notifier_sending_lease_s: float = 300.0
     notifier_worker_batch: int = 200
     notifier_max_in_flight: int = 2000

@@ -91,7 +91,8 @@ class DeliveryWorker:
             self._wake.clear()
             claimed = 0
             try:
-                if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+                every = min(SWEEP_EVERY_S, self._lease.total_seconds() / 2)
+                if time.monotonic() - self._last_sweep > every:
                     await self._sweep()
                 claimed = await self._claim()
             except asyncio.CancelledError:
