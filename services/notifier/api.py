@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import HTMLResponse
 
 from services.notifier import handlers
+from services.notifier.channels import handlers as channel_handlers
+from services.notifier.delivery import handlers as delivery
 from services.notifier.delivery.domain import STATUSES
 from services.notifier.models import Attempt, Channel, Delivery, Template
 from services.notifier.runtime import runtime_of
@@ -30,6 +32,7 @@ from services.notifier.schemas import (
     WorkspaceSettingsIn,
 )
 from services.notifier.store import NotifierStore
+from services.notifier.templates import handlers as template_handlers
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
@@ -113,7 +116,7 @@ async def create_channel(body: ChannelIn, principal: Writer, ctx: Context) -> Ch
     """Configure a channel; secrets are sealed and never returned."""
     rt = runtime_of(ctx)
     async with ctx.uow() as uow:
-        channel = await handlers.create_channel(
+        channel = await channel_handlers.create_channel(
             principal.workspace, body, NotifierStore(uow.session), rt.box, rt.allow, now()
         )
     return channel_read(channel)
@@ -131,7 +134,7 @@ async def list_channels(principal: Reader, ctx: Context) -> list[ChannelRead]:
 async def get_channel(channel_id: str, principal: Reader, ctx: Context) -> ChannelRead:
     """One channel (without its secrets)."""
     async with ctx.uow() as uow:
-        channel = await handlers.get_channel(
+        channel = await channel_handlers.get_channel(
             principal.workspace, channel_id, NotifierStore(uow.session)
         )
         return channel_read(channel)
@@ -144,7 +147,7 @@ async def replace_channel(
     """Replace a channel's configuration; secrets left out are kept."""
     rt = runtime_of(ctx)
     async with ctx.uow() as uow:
-        channel = await handlers.replace_channel(
+        channel = await channel_handlers.replace_channel(
             principal.workspace,
             channel_id,
             body,
@@ -160,7 +163,9 @@ async def replace_channel(
 async def delete_channel(channel_id: str, principal: Writer, ctx: Context) -> Response:
     """Remove a channel; queued deliveries on it fail."""
     async with ctx.uow() as uow:
-        await handlers.delete_channel(principal.workspace, channel_id, NotifierStore(uow.session))
+        await channel_handlers.delete_channel(
+            principal.workspace, channel_id, NotifierStore(uow.session)
+        )
     return Response(status_code=204)
 
 
@@ -171,7 +176,7 @@ async def delete_channel(channel_id: str, principal: Writer, ctx: Context) -> Re
 async def create_template(body: TemplateIn, principal: Writer, ctx: Context) -> TemplateRead:
     """Save a template; 422 when it has syntax errors, unknown variables or sandbox escapes."""
     async with ctx.uow() as uow:
-        template = await handlers.create_template(
+        template = await template_handlers.create_template(
             principal.workspace, body, NotifierStore(uow.session), now()
         )
     return template_read(template)
@@ -189,7 +194,7 @@ async def list_templates(principal: Reader, ctx: Context) -> list[TemplateRead]:
 async def get_template(template_id: str, principal: Reader, ctx: Context) -> TemplateRead:
     """One template."""
     async with ctx.uow() as uow:
-        template = await handlers.get_template(
+        template = await template_handlers.get_template(
             principal.workspace, template_id, NotifierStore(uow.session)
         )
         return template_read(template)
@@ -201,7 +206,7 @@ async def replace_template(
 ) -> TemplateRead:
     """Replace a template (checked as on creation)."""
     async with ctx.uow() as uow:
-        template = await handlers.replace_template(
+        template = await template_handlers.replace_template(
             principal.workspace, template_id, body, NotifierStore(uow.session), now()
         )
     return template_read(template)
@@ -211,7 +216,9 @@ async def replace_template(
 async def delete_template(template_id: str, principal: Writer, ctx: Context) -> Response:
     """Remove a template."""
     async with ctx.uow() as uow:
-        await handlers.delete_template(principal.workspace, template_id, NotifierStore(uow.session))
+        await template_handlers.delete_template(
+            principal.workspace, template_id, NotifierStore(uow.session)
+        )
     return Response(status_code=204)
 
 
@@ -222,7 +229,7 @@ async def preview_template(
     """Render a template against a contact of the projection, or sample data."""
     rt = runtime_of(ctx)
     async with ctx.uow() as uow:
-        rendered = await handlers.preview_template(
+        rendered = await template_handlers.preview_template(
             principal.workspace,
             template_id,
             body.contact_id,
@@ -268,8 +275,8 @@ async def request_notification(
     payload = NotificationRequested(**body.model_dump(), requested_by="api")
     async with ctx.uow() as uow:
         store = NotifierStore(uow.session)
-        await handlers.accept_requests(
-            [handlers.Request(principal.workspace, payload)], store, uow, rt.links, now()
+        await delivery.accept_requests(
+            [delivery.Request(principal.workspace, payload)], store, uow, rt.links, now()
         )
     rt.worker.wake()
     async with ctx.uow() as uow:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from services.notifier import handlers
+from services.notifier.delivery import handlers as delivery
 from services.notifier.store import NotifierStore
 from shared.app import ServiceContext
 from shared.bus import Subscription
@@ -42,8 +43,8 @@ def requests_subscription(
                 except ValidationError as exc:
                     # Without a key and a channel there is no delivery to fail: dead-letter it.
                     raise InvalidInput(f"invalid notification request {event.id}: {exc}") from exc
-                requests.append(handlers.Request(event.workspace, payload, event.correlationid))
-            await handlers.accept_requests(
+                requests.append(delivery.Request(event.workspace, payload, event.correlationid))
+            await delivery.accept_requests(
                 requests, NotifierStore(uow.session), uow, links, datetime.now(UTC)
             )
         wake()

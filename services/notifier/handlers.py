@@ -1,116 +1,34 @@
-"""notifier's use cases: channels, templates, accepting requests, recording attempts,
-suppression and erasure. Typed against the store protocol; doors commit."""
+"""notifier's common use cases: workspace settings, the contact projection, erasure and
+unsubscribe; and what the area handlers share (links, errors, the outbox protocol)."""
 
 from __future__ import annotations
 
-import random
 import secrets as random_secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from email.utils import make_msgid
+from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import quote
-
-from prometheus_client import Counter
 
 from services.notifier.channels.domain import (
-    AllowList,
     ConfigProblem,
-    address_hash,
-    check_channel,
 )
-from services.notifier.channels.secrets import SecretBox
 from services.notifier.delivery.domain import (
-    Outcome,
-    RetryPolicy,
-    marketing_decision,
     parse_quiet_hours,
 )
-from services.notifier.models import Attempt, Channel, Delivery, Template
-from services.notifier.schemas import ChannelIn, TemplateIn, WorkspaceSettingsIn
-from services.notifier.templates.domain import (
-    Rendered,
-    RenderFailed,
-    TemplateSource,
-    add_open_pixel,
-    default_blocks,
-    render,
-    rewrite_links,
-    sample_variables,
-    validate,
-    variables_for,
-)
+from services.notifier.models import Delivery
+from services.notifier.schemas import WorkspaceSettingsIn
+from services.notifier.store import Store
 from shared import signed_links
 from shared.errors import DomainError, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contact_commands import SetSubscriptionStatus
 from shared.events.envelope import Envelope, EventPayload
-from shared.events.notifications import (
-    NotificationFailed,
-    NotificationRequested,
-    NotificationSent,
-    NotificationSuppressed,
-)
 
 SOURCE = "leadwire/notifier"
-# How long a request for a contact the projection does not know yet waits for it: the
-# contact's own event may still be on its way on another topic.
-CONTACT_WAIT = timedelta(seconds=60)
-VIRTUAL_LOG = frozenset({"slack", "email", "log"})
-
-OUTCOMES = Counter("notifier_deliveries_total", "Delivery outcomes", ["kind", "outcome"])
-UNKNOWN = Counter(
-    "notifier_unknown_outcomes_total",
-    "Deliveries whose process died between the provider's answer and our record of it",
-)
 
 
 class Outbox(Protocol):
     def emit(self, topic: str, key: str, envelope: Envelope) -> None: ...
-
-
-class Store(Protocol):
-    """What the use cases need from persistence (services.notifier.store implements it)."""
-
-    def add(self, row: Channel | Template) -> None: ...
-    async def flush(self) -> None: ...
-    async def remove(self, row: Channel | Template) -> None: ...
-    async def channel(self, workspace: str, id_or_name: str) -> Channel | None: ...
-    async def channels(self, workspace: str) -> Sequence[Channel]: ...
-    async def channels_by_id(self, ids: Sequence[str]) -> dict[str, Channel]: ...
-    async def template(self, workspace: str, id_or_name: str) -> Template | None: ...
-    async def templates(self, workspace: str) -> Sequence[Template]: ...
-    async def workspace_settings(self, workspace: str) -> dict[str, Any]: ...
-    async def save_workspace_settings(
-        self, workspace: str, values: Mapping[str, Any], now: datetime
-    ) -> None: ...
-    async def upsert_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def contacts(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
-    async def erase_contact(self, workspace: str, contact_id: str) -> None: ...
-    async def erase_projection(self, workspace: str, contact_id: str) -> None: ...
-    async def suppressions(self, workspace: str, hashes: Sequence[str]) -> dict[str, str]: ...
-    async def suppress(
-        self, workspace: str, address_hash: str, reason: str, contact_id: str | None, now: datetime
-    ) -> None: ...
-    async def marketing_sent_since(
-        self, workspace: str, contact_ids: Sequence[str], since: datetime
-    ) -> dict[str, int]: ...
-    async def known_keys(self, workspace: str, keys: Sequence[str]) -> set[str]: ...
-    async def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> set[str]: ...
-    async def update_deliveries(self, changes: Sequence[Mapping[str, Any]]) -> None: ...
-    async def delivery(self, workspace: str, delivery_id: str) -> Delivery | None: ...
-    async def list_deliveries(
-        self,
-        workspace: str,
-        contact_id: str | None,
-        status: str | None,
-        limit: int,
-        before: tuple[datetime, str] | None,
-    ) -> Sequence[Delivery]: ...
-    async def attempts_of(self, ids: Sequence[str]) -> dict[str, list[Attempt]]: ...
-    async def finish_attempts(self, results: Sequence[Mapping[str, Any]]) -> None: ...
-    async def drop_attempts(self, keys: Sequence[tuple[str, int]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -149,208 +67,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{random_secrets.token_hex(10)}"
 
 
-def _problems(problems: Sequence[ConfigProblem], message: str) -> InvalidInput:
+def problems_error(problems: Sequence[ConfigProblem], message: str) -> InvalidInput:
     return InvalidInput(
         message,
         errors=[{"field": p.field, "code": p.code, "message": p.message} for p in problems],
     )
 
 
-def _emit(outbox: Outbox, workspace: str, key: str, payload: EventPayload) -> None:
+def emit_outcome(outbox: Outbox, workspace: str, key: str, payload: EventPayload) -> None:
     outbox.emit(
         topics.NOTIFICATIONS,
         topics.contact_key(workspace, key),
         Envelope.of(payload, source=SOURCE, workspace=workspace, subject=key),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Channels
-
-
-async def create_channel(
-    workspace: str, data: ChannelIn, store: Store, box: SecretBox, allow: AllowList, now: datetime
-) -> Channel:
-    """A new channel; its configuration is checked and its secrets sealed."""
-    if await store.channel(workspace, data.name) is not None:
-        raise _problems(
-            [ConfigProblem("name", "taken", f"a channel named {data.name!r} exists")],
-            "The channel is invalid.",
-        )
-    if problems := check_channel(data.kind, data.config, data.secrets, allow):
-        raise _problems(problems, "The channel is invalid; see `errors`.")
-    channel = Channel(
-        id=new_id("chn"),
-        workspace=workspace,
-        name=data.name,
-        kind=data.kind,
-        config=dict(data.config),
-        sealed_secrets=box.seal(data.secrets),
-        secret_names=sorted(data.secrets),
-        created_at=now,
-        updated_at=now,
-    )
-    store.add(channel)
-    await store.flush()
-    return channel
-
-
-async def replace_channel(
-    workspace: str,
-    channel_id: str,
-    data: ChannelIn,
-    store: Store,
-    box: SecretBox,
-    allow: AllowList,
-    now: datetime,
-) -> Channel:
-    """Replace a channel's configuration; secrets not given again are kept."""
-    channel = await get_channel(workspace, channel_id, store)
-    kept = box.open(channel.sealed_secrets) if data.kind == channel.kind else {}
-    secrets = kept | data.secrets
-    if data.kind == "slack" and data.secrets:  # a new Slack credential replaces the other kind
-        secrets = dict(data.secrets)
-    if problems := check_channel(data.kind, data.config, secrets, allow):
-        raise _problems(problems, "The channel is invalid; see `errors`.")
-    channel.name = data.name
-    channel.kind = data.kind
-    channel.config = dict(data.config)
-    channel.sealed_secrets = box.seal(secrets)
-    channel.secret_names = sorted(secrets)
-    channel.updated_at = now
-    await store.flush()
-    return channel
-
-
-async def get_channel(workspace: str, channel_id: str, store: Store) -> Channel:
-    channel = await store.channel(workspace, channel_id)
-    if channel is None:
-        raise ChannelNotFound(f"channel {channel_id} not found")
-    return channel
-
-
-async def delete_channel(workspace: str, channel_id: str, store: Store) -> None:
-    await store.remove(await get_channel(workspace, channel_id, store))
-
-
-# ---------------------------------------------------------------------------------------------
-# Templates
-
-
-def template_source(data: TemplateIn | Template | Mapping[str, Any]) -> TemplateSource:
-    if isinstance(data, Mapping):
-        blocks = data.get("blocks")
-        return TemplateSource(
-            subject=data.get("subject"),
-            html=data.get("html"),
-            text=data.get("text"),
-            blocks=list(blocks) if isinstance(blocks, list) else None,
-        )
-    return TemplateSource(data.subject, data.html, data.text, data.blocks)
-
-
-def check_template(source: TemplateSource) -> None:
-    """422 with every syntax error, unknown variable and sandbox violation."""
-    if not any(True for _ in source.parts()):
-        raise InvalidInput(
-            "A template needs a subject, html, text or blocks.",
-            errors=[{"field": "text", "code": "required", "message": "no content"}],
-        )
-    if problems := validate(source):
-        raise InvalidInput(
-            "The template does not render; see `errors`.",
-            errors=[{"field": p.field, "code": p.code, "message": p.message} for p in problems],
-        )
-
-
-async def create_template(
-    workspace: str, data: TemplateIn, store: Store, now: datetime
-) -> Template:
-    """A new template, refused (422) unless it renders against sample data."""
-    check_template(template_source(data))
-    if await store.template(workspace, data.name) is not None:
-        raise InvalidInput(
-            f"a template named {data.name!r} exists",
-            errors=[{"field": "name", "code": "taken", "message": "name taken"}],
-        )
-    template = Template(
-        id=new_id("tpl"),
-        workspace=workspace,
-        name=data.name,
-        subject=data.subject,
-        html=data.html,
-        text=data.text,
-        blocks=data.blocks,
-        created_at=now,
-        updated_at=now,
-    )
-    store.add(template)
-    await store.flush()
-    return template
-
-
-async def replace_template(
-    workspace: str, template_id: str, data: TemplateIn, store: Store, now: datetime
-) -> Template:
-    template = await get_template(workspace, template_id, store)
-    check_template(template_source(data))
-    template.name = data.name
-    template.subject, template.html, template.text = data.subject, data.html, data.text
-    template.blocks = data.blocks
-    template.updated_at = now
-    await store.flush()
-    return template
-
-
-async def get_template(workspace: str, template_id: str, store: Store) -> Template:
-    template = await store.template(workspace, template_id)
-    if template is None:
-        raise TemplateNotFound(f"template {template_id} not found")
-    return template
-
-
-async def delete_template(workspace: str, template_id: str, store: Store) -> None:
-    await store.remove(await get_template(workspace, template_id, store))
-
-
-async def preview_template(
-    workspace: str,
-    template_id: str,
-    contact_id: str | None,
-    variables: Mapping[str, Any],
-    store: Store,
-    links: Links,
-) -> dict[str, Any]:
-    """The template rendered against a contact of the projection, or sample data."""
-    template = await get_template(workspace, template_id, store)
-    if contact_id is None:
-        values = sample_variables()
-        values["vars"] = dict(variables) or values["vars"]
-    else:
-        contact = (await store.contacts(workspace, [contact_id])).get(contact_id)
-        if contact is None:
-            raise NotFound(f"contact {contact_id} is not known to notifier")
-        settings = await store.workspace_settings(workspace)
-        values = variables_for(
-            contact,
-            _owner(settings, contact),
-            variables,
-            workspace=workspace,
-            contact_url=links.contact_url.format(contact_id=contact_id),
-        )
-    try:
-        return render(template_source(template), values).as_dict()
-    except RenderFailed as exc:
-        raise InvalidInput(
-            "The template does not render with this data.",
-            errors=[
-                {
-                    "field": exc.problem.field,
-                    "code": exc.problem.code,
-                    "message": exc.problem.message,
-                }
-            ],
-        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +106,9 @@ async def read_settings(workspace: str, store: Store) -> dict[str, Any]:
     )
 
 
-def _owner(settings: Mapping[str, Any], contact: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def owner_of(
+    settings: Mapping[str, Any], contact: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
     owner_id = contact.get("owner_id") if contact else None
     if not owner_id:
         return None
@@ -422,547 +153,6 @@ async def erase_projection(workspace: str, contact_id: str, store: Store) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Accepting requests
-
-
-@dataclass(frozen=True)
-class Request:
-    """A `notification.requested` with where it came from."""
-
-    workspace: str
-    payload: NotificationRequested
-    correlation_id: str | None = None
-
-
-async def accept_requests(
-    requests: Sequence[Request], store: Store, outbox: Outbox, links: Links, now: datetime
-) -> list[str]:
-    """Record each new request as a delivery (a known idempotency key is a no-op), render it
-    and apply policy; the worker sends what is queued. Returns the new delivery ids."""
-    accepted: list[str] = []
-    by_workspace: dict[str, list[Request]] = {}
-    for request in requests:
-        by_workspace.setdefault(request.workspace, []).append(request)
-    for workspace, group in by_workspace.items():
-        known = await store.known_keys(workspace, [r.payload.idempotency_key for r in group])
-        rows: dict[str, dict[str, Any]] = {}
-        for request in group:
-            key = request.payload.idempotency_key
-            if key in known or key in rows:
-                continue
-            rows[key] = _new_row(request, now)
-        fresh = list(rows.values())
-        await prepare(workspace, fresh, store, links, now)
-        inserted = await store.insert_deliveries(fresh)
-        for row in fresh:
-            if row["id"] in inserted:
-                accepted.append(row["id"])
-                _emit_final(outbox, row)
-    return accepted
-
-
-def _new_row(request: Request, now: datetime) -> dict[str, Any]:
-    payload = request.payload
-    return {
-        "id": new_id("ntf"),
-        "workspace": request.workspace,
-        "idempotency_key": payload.idempotency_key,
-        "contact_id": payload.contact_id,
-        "channel_id": None,
-        "channel": payload.channel,
-        "kind": "log",
-        "purpose": payload.purpose,
-        "recipient": None,
-        "status": "queued",
-        "prepared": False,
-        "reason": None,
-        "attempts": 0,
-        "message": {"request": payload.model_dump(mode="json")},
-        "provider_message_id": None,
-        "correlation_id": request.correlation_id,
-        "requested_by": payload.requested_by,
-        "created_at": now,
-        "updated_at": now,
-        "next_attempt_at": now,
-        "claimed_at": None,
-        "first_attempt_at": None,
-        "finished_at": None,
-    }
-
-
-def _fail(row: dict[str, Any], status: str, reason: str, now: datetime) -> None:
-    row.update(status=status, reason=reason, prepared=True, finished_at=now, next_attempt_at=None)
-
-
-async def prepare(
-    workspace: str, rows: Sequence[dict[str, Any]], store: Store, links: Links, now: datetime
-) -> None:
-    """Resolve channel, contact and recipient, apply the marketing policy and render, in
-    place: each row ends prepared (queued, held, failed or suppressed) or, when its contact is
-    not yet known, waiting a moment for it."""
-    if not rows:
-        return
-    settings = await store.workspace_settings(workspace)
-    contacts = await store.contacts(workspace, [r["contact_id"] for r in rows if r["contact_id"]])
-    channels: dict[str, Channel | None] = {}
-    staged: list[tuple[dict[str, Any], NotificationRequested, Channel | None, Any]] = []
-    for row in rows:
-        request = NotificationRequested.model_validate(row["message"]["request"])
-        if request.channel not in channels:
-            channels[request.channel] = await store.channel(workspace, request.channel)
-        channel = channels[request.channel]
-        if channel is None and not (links.log_fallback and request.channel in VIRTUAL_LOG):
-            _fail(row, "failed", f"unknown_channel: no channel {request.channel!r}", now)
-            continue
-        row["channel_id"] = channel.id if channel else None
-        row["kind"] = channel.kind if channel else "log"
-        contact = contacts.get(request.contact_id) if request.contact_id else None
-        if request.contact_id and contact is None:
-            if now - row["created_at"] < CONTACT_WAIT:
-                row.update(
-                    reason="waiting for the contact", next_attempt_at=now + timedelta(seconds=1)
-                )
-                continue
-            _fail(row, "failed", f"unknown_contact: {request.contact_id}", now)
-            continue
-        recipient = _recipient(row["kind"], request, contact, settings)
-        if isinstance(recipient, _NoRecipient):
-            _fail(row, "failed", recipient.reason, now)
-            continue
-        row["recipient"] = recipient
-        staged.append((row, request, channel, contact))
-    await _apply_policy(workspace, staged, settings, store, links, now)
-    templates: dict[str, TemplateSource | None] = {}
-    for row, request, channel, contact in staged:
-        if row["status"] != "queued":
-            continue
-        name = request.template
-        if name and name not in templates:
-            found = await store.template(workspace, name)
-            templates[name] = template_source(found) if found else None
-        try:
-            row["message"] = _compose(
-                workspace,
-                row,
-                request,
-                channel,
-                contact,
-                templates.get(name) if name else None,
-                settings,
-                links,
-            )
-        except RenderFailed as exc:
-            _fail(row, "failed", f"render_failed: {exc}", now)
-            continue
-        except _NoContent as exc:
-            _fail(row, "failed", str(exc), now)
-            continue
-        row["prepared"] = True
-        if row["reason"] is None:
-            row["next_attempt_at"] = now
-
-
-@dataclass(frozen=True)
-class _NoRecipient:
-    reason: str
-
-
-class _NoContent(Exception):
-    pass
-
-
-def _recipient(
-    kind: str,
-    request: NotificationRequested,
-    contact: Mapping[str, Any] | None,
-    settings: Mapping[str, Any],
-) -> str | _NoRecipient | None:
-    wanted = request.recipient
-    if wanted == "owner":
-        owner = _owner(settings, contact)
-        if owner is None:
-            return _NoRecipient("no_recipient: the contact has no owner")
-        address = owner.get("email") if kind == "email" else owner.get("slack")
-        if kind in ("email", "slack") and not address:
-            return _NoRecipient(f"no_recipient: owner {owner['id']} has no {kind} address")
-        return str(address) if address else None
-    if kind == "email":
-        address = wanted or (contact or {}).get("email")
-        if not address:
-            return _NoRecipient("no_recipient: no e-mail address")
-        if "@" not in str(address):
-            return _NoRecipient(f"no_recipient: {address!r} is not an e-mail address")
-        return str(address)
-    return wanted
-
-
-async def _apply_policy(
-    workspace: str,
-    staged: Sequence[tuple[dict[str, Any], NotificationRequested, Channel | None, Any]],
-    settings: Mapping[str, Any],
-    store: Store,
-    links: Links,
-    now: datetime,
-) -> None:
-    """Marketing e-mail only: suppression, the per-contact daily cap, quiet hours."""
-    marketing = [s for s in staged if s[0]["kind"] == "email" and s[0]["purpose"] == "marketing"]
-    if not marketing:
-        return
-    hashes = {id(s[0]): address_hash(links.hash_key, s[0]["recipient"]) for s in marketing}
-    suppressed = await store.suppressions(workspace, list(hashes.values()))
-    counts = await store.marketing_sent_since(
-        workspace,
-        [s[0]["contact_id"] for s in marketing if s[0]["contact_id"]],
-        now - timedelta(hours=24),
-    )
-    cap = int(settings.get("marketing_daily_cap", 3))
-    quiet = parse_quiet_hours(settings.get("quiet_hours"))
-    taken: dict[str, int] = {}
-    for row, _, _, contact in marketing:
-        own_address = (
-            contact is not None
-            and str(contact.get("email") or "").lower() == str(row["recipient"]).lower()
-        )
-        cid = row["contact_id"]
-        sent = counts.get(cid, 0) + taken.get(cid, 0) if cid else 0
-        decision = marketing_decision(
-            suppression=suppressed.get(hashes[id(row)]),
-            subscription_status=contact.get("subscription_status") if own_address else None,
-            sent_last_24h=sent,
-            daily_cap=cap,
-            quiet_hours=quiet,
-            now=now,
-        )
-        if decision.suppress:
-            _fail(row, "suppressed", decision.suppress, now)
-        elif cid:
-            taken[cid] = taken.get(cid, 0) + 1
-        if decision.hold_until:
-            row.update(next_attempt_at=decision.hold_until, reason="held for quiet hours")
-
-
-def _compose(
-    workspace: str,
-    row: dict[str, Any],
-    request: NotificationRequested,
-    channel: Channel | None,
-    contact: Mapping[str, Any] | None,
-    template: TemplateSource | None,
-    settings: Mapping[str, Any],
-    links: Links,
-) -> dict[str, Any]:
-    """The message to send, rendered now (so a retry sends exactly the same thing)."""
-    kind = row["kind"]
-    marketing_mail = kind == "email" and request.purpose == "marketing"
-    unsubscribe_url = None
-    if marketing_mail:
-        token = signed_links.sign(
-            links.link_secret,
-            "unsubscribe",
-            {
-                "w": workspace,
-                "h": address_hash(links.hash_key, row["recipient"]),
-                "c": row["contact_id"],
-            },
-        )
-        unsubscribe_url = f"{links.public_url}/v1/unsubscribe/{token}"
-    contact_url = (
-        links.contact_url.format(contact_id=quote(row["contact_id"], safe=""))
-        if row["contact_id"]
-        else None
-    )
-    values = variables_for(
-        contact,
-        _owner(settings, contact),
-        request.variables,
-        workspace=workspace,
-        unsubscribe_url=unsubscribe_url,
-        contact_url=contact_url,
-    )
-    if request.template:
-        if template is None:
-            raise _NoContent(f"unknown_template: no template {request.template!r}")
-        rendered = render(template, values)
-    elif request.content:
-        rendered = literal_content(request.content)
-    else:
-        raise _NoContent("no_content: neither a template nor content")
-    message: dict[str, Any] = rendered.as_dict()
-    text = rendered.text or rendered.subject or ""
-    message["text"] = text
-    if kind == "slack":
-        message["blocks"] = rendered.blocks or default_blocks(text, values)
-    elif kind == "email":
-        from_address = str((channel.config if channel else {}).get("from_address", "x@localhost"))
-        message["message_id"] = make_msgid(domain=from_address.rpartition("@")[2] or None)
-        contact_email = str((contact or {}).get("email") or "").lower()
-        message["to_contact"] = contact_email == str(row["recipient"]).lower()
-        if unsubscribe_url:
-            message["unsubscribe_url"] = unsubscribe_url
-        if marketing_mail and rendered.html and settings.get("tracking", True):
-            message["html"] = _tracked(workspace, row, rendered.html, links, unsubscribe_url)
-    elif kind == "webhook":
-        message["payload"] = {
-            "notification_id": row["id"],
-            "idempotency_key": row["idempotency_key"],
-            "contact_id": row["contact_id"],
-            "contact": dict(contact) if contact else None,
-            "content": rendered.as_dict(),
-            "body": request.content.get("json"),
-            "variables": request.variables,
-        }
-    return message
-
-
-def literal_content(content: Mapping[str, Any]) -> Rendered:
-    """Inline content is final: its sender rendered it (workflows renders its own steps), so
-    it is not run through a template a second time, where text a contact typed could act as
-    template code."""
-    parts = {name: content.get(name) for name in ("subject", "html", "text")}
-    for name, value in parts.items():
-        if value is not None and not isinstance(value, str):
-            raise _NoContent(f"invalid_content: `{name}` must be text")
-    blocks = content.get("blocks")
-    if blocks is not None and not isinstance(blocks, list):
-        raise _NoContent("invalid_content: `blocks` must be a list")
-    if not any(parts.values()) and not blocks and "json" not in content:
-        raise _NoContent("no_content: the content has no subject, html, text, blocks or json")
-    return Rendered(parts["subject"], parts["html"], parts["text"], blocks)
-
-
-def _tracked(
-    workspace: str, row: Mapping[str, Any], html: str, links: Links, unsubscribe_url: str | None
-) -> str:
-    claims = {"w": workspace, "c": row["contact_id"], "d": row["id"]}
-
-    def tracked(url: str) -> str:
-        if url == unsubscribe_url:
-            return url
-        token = signed_links.sign(links.link_secret, "click", claims | {"u": url})
-        return f"{links.tracking_url}/v1/t/c/{token}"
-
-    pixel = signed_links.sign(links.link_secret, "open", claims)
-    return add_open_pixel(rewrite_links(html, tracked), f"{links.tracking_url}/v1/t/o/{pixel}")
-
-
-def _emit_final(outbox: Outbox, row: Mapping[str, Any]) -> None:
-    """The outcome event of a delivery that ended without an attempt (failed, suppressed)."""
-    common = {
-        "notification_id": row["id"],
-        "idempotency_key": row["idempotency_key"],
-        "contact_id": row["contact_id"],
-        "channel": row["channel"],
-        "kind": row["kind"],
-    }
-    key = row["contact_id"] or row["idempotency_key"]
-    if row["status"] == "failed":
-        OUTCOMES.labels(row["kind"], "failed").inc()
-        _emit(
-            outbox,
-            row["workspace"],
-            key,
-            NotificationFailed(**common, reason=row["reason"] or "", attempts=row["attempts"]),
-        )
-    elif row["status"] == "suppressed":
-        OUTCOMES.labels(row["kind"], "suppressed").inc()
-        _emit(
-            outbox,
-            row["workspace"],
-            key,
-            NotificationSuppressed(**common, reason=row["reason"] or ""),
-        )
-
-
-async def prepare_waiting(
-    rows: Sequence[Delivery], store: Store, outbox: Outbox, links: Links, now: datetime
-) -> None:
-    """Another look at deliveries whose contact was not yet known."""
-    columns = (
-        "channel_id",
-        "kind",
-        "recipient",
-        "status",
-        "prepared",
-        "reason",
-        "message",
-        "next_attempt_at",
-        "finished_at",
-    )
-    by_workspace: dict[str, list[dict[str, Any]]] = {}
-    for delivery in rows:
-        row = {c.key: getattr(delivery, c.key) for c in Delivery.__table__.c}
-        by_workspace.setdefault(delivery.workspace, []).append(row)
-    changes = []
-    for workspace, group in by_workspace.items():
-        await prepare(workspace, group, store, links, now)
-        for row in group:
-            changes.append({"id": row["id"], "updated_at": now} | {c: row[c] for c in columns})
-            _emit_final(outbox, row)
-    await store.update_deliveries(changes)
-
-
-# ---------------------------------------------------------------------------------------------
-# Recording attempts
-
-
-@dataclass(frozen=True)
-class Result:
-    """One finished attempt: the claimed delivery (as the claim returned it) and its outcome."""
-
-    delivery: Mapping[str, Any]
-    outcome: Outcome
-    finished_at: datetime
-
-
-async def record_results(
-    results: Sequence[Result],
-    store: Store,
-    outbox: Outbox,
-    links: Links,
-    policy: RetryPolicy,
-    rng: random.Random,
-) -> None:
-    """Write each attempt's outcome: sent, retried later (durably, by `next_attempt_at`),
-    failed, or bounced (failed, and the address suppressed for marketing). Emits the outcome
-    events of deliveries that are done."""
-    changes, finished, dropped = [], [], []
-    for result in results:
-        row, outcome, now = result.delivery, result.outcome, result.finished_at
-        number = int(row["attempts"])
-        change: dict[str, Any] = {
-            "id": row["id"],
-            "status": "sent",
-            "attempts": number,
-            "reason": None,
-            "next_attempt_at": None,
-            "finished_at": now,
-            "provider_message_id": outcome.provider_message_id,
-            "updated_at": now,
-        }
-        if outcome.kind == "deferred":
-            change |= {
-                "status": "queued",
-                "attempts": number - 1,
-                "next_attempt_at": now + timedelta(seconds=outcome.retry_after or 0.0),
-                "finished_at": None,
-                "reason": row["reason"],
-            }
-            dropped.append((row["id"], number))
-            changes.append(change)
-            continue
-        if outcome.kind == "retry":
-            first: datetime = row["first_attempt_at"] or now
-            again = policy.next_attempt(first, now, number, rng, outcome.retry_after)
-            if again is not None:
-                change |= {
-                    "status": "retrying",
-                    "reason": outcome.detail,
-                    "next_attempt_at": again,
-                    "finished_at": None,
-                }
-            else:
-                change |= {"status": "failed", "reason": f"gave up: {outcome.detail}"}
-        elif outcome.kind in ("failed", "bounced"):
-            change |= {"status": "failed", "reason": outcome.detail}
-        if outcome.kind == "bounced":
-            change["reason"] = f"hard bounce: {outcome.detail}"
-            await _bounce(row, store, outbox, links, now)
-        changes.append(change)
-        finished.append(
-            {
-                "delivery_id": row["id"],
-                "number": number,
-                "finished_at": now,
-                "outcome": outcome.kind if outcome.kind != "bounced" else "failed",
-                "status_code": outcome.status_code,
-                "response": outcome.detail[:2000] or None,
-            }
-        )
-        OUTCOMES.labels(row["kind"], change["status"]).inc()
-        _emit_done(outbox, row, change)
-    await store.update_deliveries(changes)
-    await store.finish_attempts(finished)
-    await store.drop_attempts(dropped)
-
-
-def _emit_done(outbox: Outbox, row: Mapping[str, Any], change: Mapping[str, Any]) -> None:
-    common = {
-        "notification_id": row["id"],
-        "idempotency_key": row["idempotency_key"],
-        "contact_id": row["contact_id"],
-        "channel": row["channel"],
-        "kind": row["kind"],
-    }
-    key = row["contact_id"] or row["idempotency_key"]
-    if change["status"] == "sent":
-        payload: EventPayload = NotificationSent(
-            **common,
-            attempts=change["attempts"],
-            provider_message_id=change["provider_message_id"],
-        )
-    elif change["status"] == "failed":
-        payload = NotificationFailed(**common, reason=change["reason"], attempts=change["attempts"])
-    else:
-        return
-    _emit(outbox, row["workspace"], key, payload)
-
-
-async def _bounce(
-    row: Mapping[str, Any], store: Store, outbox: Outbox, links: Links, now: datetime
-) -> None:
-    """A permanent refusal of the address: suppress it, and tell contacts when it is the
-    contact's own address."""
-    recipient = row["recipient"]
-    if not recipient:
-        return
-    await store.suppress(
-        row["workspace"], address_hash(links.hash_key, recipient), "bounced", row["contact_id"], now
-    )
-    if row["contact_id"] and row["message"].get("to_contact"):
-        _set_subscription(outbox, row["workspace"], row["contact_id"], "bounced")
-
-
-def _set_subscription(outbox: Outbox, workspace: str, contact_id: str, status: str) -> None:
-    command = SetSubscriptionStatus(contact_id=contact_id, status=status)
-    outbox.emit(
-        topics.CONTACT_COMMANDS,
-        topics.contact_key(workspace, contact_id),
-        Envelope.of(command, source=SOURCE, workspace=workspace, subject=contact_id),
-    )
-
-
-async def mark_unknown(rows: Sequence[Mapping[str, Any]], store: Store, now: datetime) -> None:
-    """Deliveries whose process died mid-send: never sent again (that could double them);
-    shown as `unknown` in the log and counted."""
-    await store.update_deliveries(
-        [
-            {
-                "id": r["id"],
-                "status": "unknown",
-                "reason": "the process stopped between sending and recording the answer",
-                "finished_at": now,
-                "updated_at": now,
-            }
-            for r in rows
-        ]
-    )
-    await store.finish_attempts(
-        [
-            {
-                "delivery_id": r["id"],
-                "number": r["attempts"],
-                "finished_at": now,
-                "outcome": "unknown",
-                "status_code": None,
-                "response": None,
-            }
-            for r in rows
-        ]
-    )
-    UNKNOWN.inc(len(rows))
-
-
-# ---------------------------------------------------------------------------------------------
 # Unsubscribe and the delivery log
 
 
@@ -980,7 +170,7 @@ async def unsubscribe(
     workspace, contact_id = claims["w"], claims.get("c")
     await store.suppress(workspace, claims["h"], "unsubscribed", contact_id, now)
     if contact_id:
-        _set_subscription(outbox, workspace, str(contact_id), "unsubscribed")
+        set_subscription(outbox, workspace, str(contact_id), "unsubscribed")
 
 
 def check_unsubscribe_token(token: str, links: Links) -> bool:
@@ -992,3 +182,13 @@ async def get_notification(workspace: str, delivery_id: str, store: Store) -> De
     if delivery is None:
         raise NotificationNotFound(f"notification {delivery_id} not found")
     return delivery
+
+
+def set_subscription(outbox: Outbox, workspace: str, contact_id: str, status: str) -> None:
+    """Tell contacts (`contact.set_subscription_status`) what happened to the address."""
+    command = SetSubscriptionStatus(contact_id=contact_id, status=status)
+    outbox.emit(
+        topics.CONTACT_COMMANDS,
+        topics.contact_key(workspace, contact_id),
+        Envelope.of(command, source=SOURCE, workspace=workspace, subject=contact_id),
+    )

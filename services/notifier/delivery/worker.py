@@ -18,6 +18,7 @@ from services.notifier import handlers
 from services.notifier.channels.job import Job, Sender
 from services.notifier.channels.secrets import SecretBox
 from services.notifier.channels.slack import pace_key
+from services.notifier.delivery import handlers as delivery
 from services.notifier.delivery.domain import Outcome, Pacer, RetryPolicy
 from services.notifier.models import Channel
 from services.notifier.store import NotifierStore
@@ -65,7 +66,7 @@ class DeliveryWorker:
         self._attempt_timeout_s = attempt_timeout_s
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
-        self._results: asyncio.Queue[handlers.Result] = asyncio.Queue()
+        self._results: asyncio.Queue[delivery.Result] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._secrets: dict[tuple[str, datetime], dict[str, str]] = {}
         self._rng = random.Random()
@@ -115,7 +116,7 @@ class DeliveryWorker:
             stale = await store.stale_sending(now - self._lease, 500)
             if stale:
                 log.warning("deliveries with an unknown outcome", extra={"count": len(stale)})
-                await handlers.mark_unknown(stale, store, now)
+                await delivery.mark_unknown(stale, store, now)
         self._last_sweep = time.monotonic()
 
     async def _claim(self) -> int:
@@ -129,7 +130,7 @@ class DeliveryWorker:
             store = NotifierStore(uow.session)
             waiting = await store.unprepared_due(now, self._batch)
             if waiting:
-                await handlers.prepare_waiting(waiting, store, uow, self._links, now)
+                await delivery.prepare_waiting(waiting, store, uow, self._links, now)
             rows = await store.claim_due(now, min(self._batch, room))
             channels = await store.channels_by_id(
                 [r["channel_id"] for r in rows if r["channel_id"]]
@@ -171,7 +172,7 @@ class DeliveryWorker:
         except Exception as exc:  # a bug in a sender must not lose the attempt's record
             log.exception("sender failed", extra={"delivery": row["id"]})
             outcome = Outcome("retry", f"internal error: {type(exc).__name__}")
-        await self._results.put(handlers.Result(row, outcome, utcnow()))
+        await self._results.put(delivery.Result(row, outcome, utcnow()))
 
     async def _send(self, row: Mapping[str, Any], channel: Channel | None) -> Outcome:
         if row["channel_id"] and channel is None:
@@ -203,7 +204,7 @@ class DeliveryWorker:
             while True:
                 try:
                     async with self._uow() as uow:
-                        await handlers.record_results(
+                        await delivery.record_results(
                             batch,
                             NotifierStore(uow.session),
                             uow,
