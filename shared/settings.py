@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For/-Proto are believed: comma-separated addresses or CIDR
     # ranges (the ingress controller's), or "*". Empty (the default): none, the peer is the client.
     forwarded_allow_ips: str = ""
+    # Base URLs of the other services, by name, for gathering a person's export (contacts):
+    # e.g. '{"ingest": "http://leadwire-ingest:8001", …}'; empty: their default local ports.
+    service_urls: dict[str, str] = Field(default_factory=dict)
     consumer_max_retries: int = 5
     consumer_retry_backoff_s: float = 0.2
     # The longest wait between two tries while a dependency is down (the backoff doubles up

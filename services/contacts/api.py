@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from services.contacts import handlers
@@ -41,6 +41,7 @@ from services.contacts.schemas import (
     TimelinePage,
 )
 from services.contacts.store import Page
+from shared import export
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.erasure import checkpoint
@@ -256,10 +257,22 @@ def router(clock: Clock) -> APIRouter:
         return Response(status_code=204)
 
     @api.get("/contacts/{contact_id}/export")
-    async def export_contact(contact_id: str, ctx: Context, who: Reader) -> dict[str, Any]:
-        """Everything held on the person (data subject access)."""
+    async def export_contact(
+        contact_id: str, request: Request, ctx: Context, who: Reader
+    ) -> dict[str, Any]:
+        """Everything the product holds on the person, from every service, as one document
+        (data subject access); 503 while a service holding data cannot answer."""
         async with ctx.uow() as uow:
-            return await handlers.export_contact(who.workspace, contact_id, uow)
+            document = await handlers.export_contact(who.workspace, contact_id, uow)
+            ref = await handlers.person_ref(who.workspace, contact_id, uow)
+        parts, absent = await export.gather(
+            ref,
+            export.service_urls(ctx.settings.service_urls, ctx.settings.host),
+            request.headers["authorization"],
+            # Tests route the calls to in-process apps; otherwise plain HTTP.
+            transport=getattr(request.app.state, "export_transport", None),
+        )
+        return document | {"services": parts, "not_exported": absent}
 
     @api.get("/contacts/{contact_id}/timeline")
     async def timeline(

@@ -60,6 +60,7 @@ from shared.events.envelope import Envelope, EventPayload
 from shared.events.envelope import new_id as new_event_id
 from shared.events.ingest import Engagement, LeadCaptured
 from shared.events.scores import ScoreChanged
+from shared.export import PersonRef
 from shared.logs import correlation_id_var
 from shared.uow import UnitOfWork
 
@@ -886,6 +887,19 @@ async def erase_contact(workspace: str, contact_id: str, uow: UnitOfWork, now: d
             identity_digests=digests,
             submission_ids=subject.submission_ids,
         ),
+    )
+
+
+async def person_ref(workspace: str, contact_id: str, uow: UnitOfWork) -> PersonRef:
+    """How other services find the person in their own rows (see shared.export)."""
+    store = ContactsStore(uow.session)
+    contact = await live_contact(store, workspace, contact_id)
+    subject = await store.erasure_subject(contact.id)
+    return PersonRef(
+        contact_id=contact.id,
+        merged_ids=subject.merged_ids,
+        identity_digests=erasure.digests(workspace, subject.identities),
+        submission_ids=subject.submission_ids,
     )
 
 

@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
-from services.ingest import domain, handlers
+from services.ingest import domain, erasure, handlers
 from services.ingest.handlers import (
     FormSnapshot,
     OriginNotAllowed,
@@ -61,6 +61,7 @@ from shared.app import Context, ServiceContext
 from shared.auth import Principal, require_scope
 from shared.db import append_rows
 from shared.errors import InvalidInput, NotFound, PayloadTooLarge, TooManyRequests
+from shared.export import EXPORT_PATH, PersonRef
 from shared.logs import correlation_id_var
 from shared.openapi import problems
 
@@ -994,3 +995,18 @@ async def release_submission(
     return ReleaseResult(
         submission_id=result.submission_id, status="released", dedupe_key=result.dedupe_key
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A person's data, for contacts' export (see shared.export)
+
+
+@router.post(EXPORT_PATH)
+async def export_person(
+    ref: PersonRef,
+    ctx: Context,
+    principal: Annotated[Principal, Depends(require_scope("contacts:read"))],
+) -> dict[str, Any]:
+    """Everything ingest holds on a person: submissions, idempotency records, pending events."""
+    async with ctx.uow() as uow:
+        return await erasure.export_person(principal.workspace, ref, uow)

@@ -1,15 +1,21 @@
-"""ingest's part of erasing a person: `contact.deleted` removes every submission, quarantine
-entry, stored idempotent answer and outbox row about them, and keeps only erasure markers so
-that none of it can be replayed into a new contact (see `shared.erasure`)."""
+"""ingest's part of a person's rights: erasure and export.
+
+`contact.deleted` removes every submission, quarantine entry, stored idempotent answer and
+outbox row about the person, and keeps only erasure markers so that none of it can be replayed
+into a new contact (see `shared.erasure`); an export lists the same rows (see `shared.export`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Set
 from typing import Any
 
-from services.ingest.store import store_of
+import orjson
+
+from services.ingest.store import IngestStore, store_of
 from shared.erasure import identity_digest
 from shared.events.contacts import ContactDeleted
+from shared.export import PersonRef
 from shared.uow import UnitOfWork
 
 
@@ -28,16 +34,71 @@ async def erase_person(workspace: str, tombstone: ContactDeleted, uow: UnitOfWor
         workspace,
         [a.key for a in answers if mentions(workspace, a.response, submissions, named)],
     )
-    people = {f"{workspace}:{cid}" for cid in (tombstone.contact_id, *tombstone.merged_ids)}
+    await store.delete_outbox_rows(await _outbox_rows(store, workspace, tombstone))
+
+
+async def _outbox_rows(
+    store: IngestStore, workspace: str, ref: ContactDeleted | PersonRef
+) -> list[int]:
+    """The outbox rows about the person, unsent or kept for re-publishing."""
+    named = set(ref.identity_digests)
+    people = {f"{workspace}:{cid}" for cid in (ref.contact_id, *ref.merged_ids)}
     prefix = f"{workspace}:"
-    await store.delete_outbox_rows(
-        [
-            row_id
-            for row_id, key in await store.outbox_keys(workspace)
-            # Leads are keyed by their identity (`email:…`), engagement by e-mail or contact id.
-            if key in people or identity_digest(workspace, key.removeprefix(prefix)) in named
-        ]
-    )
+    return [
+        row_id
+        for row_id, key in await store.outbox_keys(workspace)
+        # Leads are keyed by their identity (`email:…`), engagement by e-mail or contact id.
+        if key in people or identity_digest(workspace, key.removeprefix(prefix)) in named
+    ]
+
+
+async def export_person(workspace: str, ref: PersonRef, uow: UnitOfWork) -> dict[str, Any]:
+    """Everything ingest holds on the person: submissions as they came in (raw and parsed,
+    quarantined ones too), stored idempotent answers, and events about them not yet dropped."""
+    store = store_of(uow)
+    named = set(ref.identity_digests)
+    submissions = await store.person_submissions(workspace, sorted(named), ref.submission_ids)
+    ids = {s.id for s in submissions} | set(ref.submission_ids)
+    answers = [
+        a
+        for a in await store.idempotency_records(workspace)
+        if mentions(workspace, a.response, ids, named)
+    ]
+    events = await store.outbox_events(await _outbox_rows(store, workspace, ref))
+    return {
+        "submissions": [
+            {
+                "id": s.id,
+                "source": s.source,
+                "source_id": s.source_id,
+                "status": s.status,
+                "reason": s.reason,
+                "errors": s.errors,
+                "content_type": s.content_type,
+                "raw": s.raw.decode("utf-8", "replace"),
+                "data": s.data,
+                "client_address": s.client_address,
+                "origin": s.origin,
+                "dedupe_key": s.dedupe_key,
+                "created_at": s.created_at.isoformat(),
+                "released_at": s.released_at.isoformat() if s.released_at else None,
+            }
+            for s in submissions
+        ],
+        "idempotency_records": [
+            {
+                "key": a.key,
+                "status_code": a.status_code,
+                "response": a.response,
+                "created_at": a.created_at.isoformat(),
+            }
+            for a in answers
+        ],
+        "events": [
+            {"topic": topic, "published": published, "event": orjson.loads(payload)}
+            for topic, payload, published in events
+        ],
+    }
 
 
 def mentions(workspace: str, answer: Any, submissions: Set[str], named: Set[str]) -> bool:

@@ -182,6 +182,22 @@ class IngestStore:
     async def erasures(self, workspace: str, digests: Sequence[str]) -> dict[str, datetime]:
         return await erasure.erased_at(self.session, erasures, workspace, digests)
 
+    async def person_submissions(
+        self, workspace: str, digests: Sequence[str], submission_ids: Sequence[str]
+    ) -> Sequence[Submission]:
+        """The submissions naming these digests or with these ids, oldest first."""
+        named = (
+            Submission.email_digest.in_(digests)
+            | Submission.phone_digest.in_(digests)
+            | Submission.id.in_(submission_ids)
+        )
+        query = (
+            select(Submission)
+            .where(Submission.workspace == workspace, named)
+            .order_by(Submission.created_at, Submission.id)
+        )
+        return (await self.session.scalars(query)).all()
+
     async def delete_person_submissions(
         self, workspace: str, digests: Sequence[str], submission_ids: Sequence[str]
     ) -> list[str]:
@@ -221,6 +237,17 @@ class IngestStore:
             select(outbox.c.id, outbox.c.key).where(outbox.c.key.startswith(f"{workspace}:"))
         )
         return [(int(row_id), str(key)) for row_id, key in rows]
+
+    async def outbox_events(self, ids: Sequence[int]) -> Sequence[tuple[str, bytes, bool]]:
+        """Topic, event and whether it was published, of these outbox rows."""
+        if not ids:
+            return []
+        rows = await self.session.execute(
+            select(outbox.c.topic, outbox.c.payload, outbox.c.sent_at)
+            .where(outbox.c.id.in_(ids))
+            .order_by(outbox.c.id)
+        )
+        return [(str(topic), bytes(payload), sent is not None) for topic, payload, sent in rows]
 
     async def delete_outbox_rows(self, ids: Sequence[int]) -> None:
         if ids:

@@ -87,6 +87,16 @@ class Product:
         await eventually(done, timeout=30)
 
 
+class ToApps(httpx.AsyncBaseTransport):
+    """HTTP between the in-process services: `http://<service>/…` goes to that app."""
+
+    def __init__(self, apps: dict[str, Any]) -> None:
+        self.apps = {name: httpx.ASGITransport(app=app) for name, app in apps.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.apps[request.url.host].handle_async_request(request)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def product(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Product]:
     overrides: dict[str, Any] = {}
@@ -96,12 +106,14 @@ async def product(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             "db_schema": f"{unique('erase')}_{{service}}",
             "migrate_on_start": True,
         }
-    settings: Settings = embedded_settings(tmp_path, **overrides)
+    others = {name: f"http://{name}" for name in SERVICES if name != "contacts"}
+    settings: Settings = embedded_settings(tmp_path, service_urls=others, **overrides)
     bus = MemoryBus()
     await bus.start()
     try:
         async with AsyncExitStack() as stack:
             apps = {name: create_app(spec(name), settings, bus) for name in SERVICES}
+            apps["contacts"].state.export_transport = ToApps(apps)
             clients = {
                 name: await stack.enter_async_context(running(app)) for name, app in apps.items()
             }
@@ -265,6 +277,21 @@ class TestEraseEverywhere:
         for place in ("ingest.submissions", "ingest.outbox", "ingest.idempotency_keys"):
             assert any(s.startswith(place) for s in before), (place, before)
         assert any(s.startswith("contacts.contacts") for s in before)
+
+        # The export gathers every service's part into one document.
+        export = await product.contacts.get(
+            f"/v1/contacts/{contact_id}/export", headers=token(product.workspace, "contacts:read")
+        )
+        assert export.status_code == 200, export.text
+        document = export.json()
+        assert document["contact"]["email"] == person.email.lower()
+        ingest_part = document["services"]["ingest"]
+        assert {s["source"] for s in ingest_part["submissions"]} == {"form", "api", "webhook"}
+        assert {s["status"] for s in ingest_part["submissions"]} >= {"accepted", "rejected", "spam"}
+        assert any(s["id"] == doors["quarantined"] for s in ingest_part["submissions"])
+        [answer] = ingest_part["idempotency_records"]
+        assert answer["status_code"] == 202
+        assert "ingest" not in document["not_exported"]
 
         erased = await product.contacts.delete(
             f"/v1/contacts/{contact_id}", headers=product.admin()

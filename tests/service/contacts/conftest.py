@@ -131,6 +131,8 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
     spec = build_spec(clock, sweep_interval_s=3600)
     app = create_app(spec, embedded_settings(tmp_path))
+    # contacts alone: an export finds no other service (none answers its export route).
+    app.state.export_transport = httpx.MockTransport(lambda _: httpx.Response(404))
     workspace = f"ws-{uuid.uuid4().hex[:8]}"
     async with running(app) as client:
         yield Service(

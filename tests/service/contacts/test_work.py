@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -375,6 +376,22 @@ class TestErasure:
         assert export["contact"]["email"] == contact["email"]
         assert {i["kind"] for i in export["timeline"]} == {"lead.captured", "note"}
         assert export["lifecycle_history"][0]["to"] == "lead"
+        assert export["services"] == {}
+        assert sorted(export["not_exported"]) == ["ingest", "notifier", "scoring", "workflows"]
+
+    async def test_export_answers_503_while_a_service_cannot_answer(self, service: Service) -> None:
+        contact = await service.captured(email=random_email())
+
+        def ingest_down(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("connection refused", request=request)
+
+        service.app.state.export_transport = httpx.MockTransport(ingest_down)
+        response = await service.client.get(
+            f"/v1/contacts/{contact['id']}/export", headers=service.headers
+        )
+        assert response.status_code == 503
+        assert response.json()["code"] == "dependency_unavailable"
+        assert int(response.headers["retry-after"]) > 0
 
 
 class TestReports:
