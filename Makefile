@@ -37,9 +37,10 @@ lint: setup
 schemas: setup  ## regenerate the published contracts under schemas/ (events, AsyncAPI, OpenAPI)
 	$(PY) -m scripts.export_schemas
 
-bench: setup  ## both benchmarks on throwaway Kafka and PostgreSQL; figures under bench/results/
+bench: setup  ## the benchmarks on throwaway Kafka and PostgreSQL; figures under bench/results/
 	$(PY) -m bench.ingest_bench
 	$(PY) -m bench.contacts_bench
+	$(PY) -m bench.scoring_bench
 
 clean:  ## stop local servers and forget every local state
 	-deploy/local/kafka.sh stop

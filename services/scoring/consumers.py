@@ -126,16 +126,25 @@ def background(
     def build(ctx: ServiceContext) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
         settings = scoring_settings(ctx.settings)
 
+        # On PostgreSQL several transactions claim due timers side by side (SKIP LOCKED hands
+        # each its own), so one's database round trips overlap another's work: 10,000 timers
+        # due at one instant are out in a few rounds. SQLite has one writer: one claimer.
+        claimers = 1 if ctx.engine.dialect.name != "postgresql" else settings.scoring_timer_claimers
+        batch = settings.scoring_timer_batch
+
+        async def claim_round() -> int:
+            try:
+                return await fire_timers_once(ctx, clock(), batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("timer round failed, will retry", exc_info=True)
+                return 0
+
         async def timers_forever() -> None:
             while True:
-                try:
-                    fired = await fire_timers_once(ctx, clock(), settings.scoring_timer_batch)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.warning("timer round failed, will retry", exc_info=True)
-                    fired = 0
-                if fired < settings.scoring_timer_batch:
+                fired = await asyncio.gather(*(claim_round() for _ in range(claimers)))
+                if max(fired) < batch:
                     await asyncio.sleep(settings.scoring_timer_poll_s)
 
         async def rescores_forever() -> None:

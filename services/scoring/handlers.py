@@ -624,7 +624,10 @@ async def _fire_decay(workspace: str, timers: Sequence[Timer], store: Store, out
             continue
         crossings = scores.check_thresholds(state, rules, ts(timer.due_at), only=timer.group)
         scored.touched.add(timer.contact_id)
-        report(outbox, workspace, timer.contact_id, [], crossings, "decay", rules.version)
+        # Nothing but time started a decay crossing: it opens a chain of its own.
+        report(
+            outbox, workspace, timer.contact_id, [], crossings, "decay", rules.version, next(_ids)
+        )
     await store.clear_timers(stale)
     await scored.save(store)
     return len(scored.touched)

@@ -10,6 +10,7 @@ class ScoringSettings(Settings):
 
     scoring_timer_poll_s: float = 0.2
     scoring_timer_batch: int = 500
+    scoring_timer_claimers: int = 4
     scoring_rescore_poll_s: float = 0.5
     scoring_rescore_chunk: int = 2000
 
