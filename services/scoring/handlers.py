@@ -56,6 +56,7 @@ class Store(Protocol):
     ) -> dict[str, dict[str, Any]]: ...
     async def save_scores(self, workspace: str, states: Mapping[str, tuple[int, Any]]) -> None: ...
     async def erase_contact(self, workspace: str, contact_id: str) -> None: ...
+    async def erase_set_aside_of(self, workspace: str, identity_digests: Iterable[str]) -> None: ...
     async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
     async def ledger_of(
         self, workspace: str, ids: Iterable[str]
@@ -386,11 +387,12 @@ async def _score_in_workspace(
                 {
                     "workspace": workspace,
                     "contact_id": e.contact_id,
-                    "email": e.email.lower() if e.email else None,
+                    # Of an erased person only the fact is kept: nothing that says who or what.
+                    "email": e.email.lower() if e.email and reason != "erased_contact" else None,
                     "reason": reason,
                     "type": e.type,
                     "occurred_at": e.occurred_at,
-                    "data": e.data,
+                    "data": e.data if reason != "erased_contact" else {},
                     "received_at": now,
                     "note": None,
                 }
@@ -582,9 +584,12 @@ def rebuild(
 
 
 async def on_contact_deleted(workspace: str, event: ContactDeleted, store: Store) -> None:
-    """Erase everything held on the contact and keep a tombstone (late engagement is set aside)."""
-    await store.erase_contact(workspace, event.contact_id)
-    await store.save_contact(workspace, Contact(event.contact_id, None, {}, True))
+    """Erase everything held on the person (its merged ids and engagement set aside under its
+    addresses included) and keep tombstones (late engagement is set aside, never scored)."""
+    for contact_id in dict.fromkeys([event.contact_id, *event.merged_ids]):
+        await store.erase_contact(workspace, contact_id)
+        await store.save_contact(workspace, Contact(contact_id, None, {}, True))
+    await store.erase_set_aside_of(workspace, event.identity_digests)
 
 
 # --- timers -----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from services.scoring.models import (
 )
 from services.scoring.scores.domain import LedgerEntry
 from shared.db import insert_rows
+from shared.erasure import email_identity, identity_digest
 
 CHUNK = 1000  # rows per multi-row statement (well under both databases' parameter limits)
 _EMPTY: dict[str, Any] = {}  # the data of most ledger entries; shared, only ever read
@@ -334,6 +335,27 @@ class SqlStore:
                 SetAsideRow.workspace == workspace, SetAsideRow.contact_id == contact_id
             )
         )
+
+    async def erase_set_aside_of(self, workspace: str, identity_digests: Iterable[str]) -> None:
+        """Engagement set aside under an e-mail address whose identity digest is given (kept
+        for a person scoring never knew by id)."""
+        wanted = set(identity_digests)
+        if not wanted:
+            return
+        emails = await self.session.scalars(
+            select(SetAsideRow.email)
+            .where(SetAsideRow.workspace == workspace, SetAsideRow.email.is_not(None))
+            .distinct()
+        )
+        doomed = [
+            e for e in emails if e and identity_digest(workspace, email_identity(e)) in wanted
+        ]
+        if doomed:
+            await self.session.execute(
+                delete(SetAsideRow).where(
+                    SetAsideRow.workspace == workspace, SetAsideRow.email.in_(doomed)
+                )
+            )
 
     # --- ledger -----------------------------------------------------------------------------
 

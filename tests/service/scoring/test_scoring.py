@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from services.scoring.rules.domain import DEFAULT_RULE_SET
+from services.scoring.store import SqlStore
+from shared.erasure import digests
 from shared.events import topics
+from shared.events.contacts import ContactDeleted
 from shared.events.envelope import Envelope
 from tests.helpers import eventually, token
 from tests.service.scoring.conftest import Service
@@ -290,6 +293,27 @@ class TestContactLifecycle:
         await service.engage("demo.requested", contact)
         assert (await service.score(contact)).status_code == 404
         assert await service.bus.dead_letters(topics.ENGAGEMENT) == []
+
+    async def test_erasure_reaches_engagement_set_aside_under_an_address(
+        self, service: Service
+    ) -> None:
+        await service.engage("demo.requested", None, email="Gone@Acme.io")
+        ctx = service.app.state.ctx
+        async with ctx.uow() as uow:
+            assert await SqlStore(uow.session).count_set_aside(service.workspace) == 1
+        contact = str(uuid.uuid4())
+        env = await service.publish(
+            topics.CONTACTS,
+            ContactDeleted(
+                contact_id=contact,
+                deleted_at=service.clock.now,
+                identity_digests=digests(service.workspace, ["email:gone@acme.io"]),
+            ),
+            contact,
+        )
+        await service.processed("contacts", env)
+        async with ctx.uow() as uow:
+            assert await SqlStore(uow.session).count_set_aside(service.workspace) == 0
 
     async def test_engagement_before_the_contact_is_applied_when_it_appears(
         self, service: Service
