@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -33,7 +33,7 @@ class ContactCreate(_In):
     subscription_status: SubscriptionStatus | None = None
     owner_id: str | None = None
     custom_fields: LimitedJsonObject = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
     lists: list[str] = Field(default_factory=list, max_length=100)
 
 

@@ -82,6 +82,15 @@ class TestContactCrud:
             assert found.status_code == 200, found.text
             assert found.json()["id"] == contact["id"]
 
+    async def test_a_tag_over_100_characters_is_refused_not_cut(self, service: Service) -> None:
+        response = await service.client.post(
+            "/v1/contacts",
+            json={"email": random_email(), "tags": ["ok", "t" * 101]},
+            headers=service.headers,
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "string_too_long"
+
     async def test_custom_fields_nested_too_deep_are_refused(self, service: Service) -> None:
         deep: dict[str, Any] = {}
         for _ in range(300):
