@@ -172,6 +172,8 @@ class TestHostedFormInChromium:
         await page.get_by_label("Work email").fill("ann@example.com")
         await page.get_by_role("button", name="Submit").click()
         await page.wait_for_selector("#error-summary")
+        # The page's own inline script ran under its Content-Security-Policy (nonce).
+        assert await page.evaluate("document.activeElement.id") == "error-summary"
         first_name = page.get_by_label("First name")
         assert await first_name.get_attribute("aria-invalid") == "true"
         assert await page.locator("#f-first_name-error").inner_text() == "First name is required"
