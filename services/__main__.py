@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from services.demo import DemoSetupFailed, prepare_demo
 from services.registry import SERVICES, spec
 from shared import db
 from shared.app import create_app
@@ -103,10 +105,29 @@ async def run_embedded(settings: Settings, names: list[str]) -> None:
     for n in names:
         print(f"  {n:<10} http://{settings.host}:{spec(n).port}")
     sys.stdout.flush()
+    demo = None
+    if set(names) == set(SERVICES):
+        urls = {n: f"http://{settings.host}:{spec(n).port}" for n in names}
+        demo = asyncio.create_task(_demo_when_up(servers, urls, token_file.read_text().strip()))
     try:
         await _serve_all(servers)
     finally:
+        if demo is not None:
+            demo.cancel()
         await bus.stop()
+
+
+async def _demo_when_up(servers: list[_Server], urls: dict[str, str], token: str) -> None:
+    """Once every server listens, make what is missing of the demo workspace (services/demo)."""
+    while not all(s.started for s in servers):  # noqa: ASYNC110 - uvicorn offers a flag, no event
+        await asyncio.sleep(0.05)
+    try:
+        lines = await prepare_demo(urls, token)
+    except (DemoSetupFailed, httpx.HTTPError) as exc:
+        print(f"demo workspace not prepared: {exc}", file=sys.stderr)
+        return
+    print("\n".join(lines))
+    sys.stdout.flush()
 
 
 async def migrate(settings: Settings, names: list[str]) -> None:

@@ -96,6 +96,7 @@ def distributed_processes(
 ) -> Iterator[Processes]:
     """The five services as separate processes on real Kafka and PostgreSQL."""
     prefix = unique("boot") + "."
+    ports = {name: free_port() for name in SERVICES}
     env = os.environ | {
         "LEADWIRE_BUS": "kafka",
         "LEADWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap,
@@ -103,6 +104,14 @@ def distributed_processes(
         "DATABASE_URL": postgres_url,
         "LEADWIRE_DB_SCHEMA": f"{prefix.rstrip('.')}_{{service}}",
         "LEADWIRE_AUTH_SECRET": SECRET,
+        # The tests' Slack, webhook and SMTP stand-ins listen on loopback: the operator allows it.
+        "LEADWIRE_NOTIFIER_ALLOWED_HOSTS": '["127.0.0.1"]',
+        # Links in messages point at these processes' own ports.
+        "LEADWIRE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{ports['notifier']}",
+        "LEADWIRE_NOTIFIER_TRACKING_URL": f"http://127.0.0.1:{ports['ingest']}",
+        "LEADWIRE_NOTIFIER_CONTACT_URL": (
+            f"http://127.0.0.1:{ports['contacts']}/v1/contacts/{{contact_id}}"
+        ),
     }
     subprocess.run(
         [sys.executable, "-m", "services", "migrate"],
@@ -111,7 +120,6 @@ def distributed_processes(
         check=True,
         capture_output=True,
     )
-    ports = {name: free_port() for name in SERVICES}
     logs = {name: tmp_path_factory.mktemp("logs") / f"{name}.log" for name in SERVICES}
     children = {
         name: subprocess.Popen(

@@ -38,6 +38,7 @@ from services.notifier.templates.domain import (
     TemplateSource,
     add_open_pixel,
     default_blocks,
+    html_from_text,
     render,
     rewrite_links,
     variables_for,
@@ -341,8 +342,12 @@ def _compose(
         message["to_contact"] = contact_email == str(row["recipient"]).lower()
         if unsubscribe_url:
             message["unsubscribe_url"] = unsubscribe_url
-        if marketing_mail and rendered.html and settings.get("tracking", True):
-            message["html"] = _tracked(workspace, row, rendered.html, links, unsubscribe_url)
+        # Mail written as text still goes out as multipart, with an HTML part derived from it.
+        html = rendered.html or (html_from_text(rendered.text) if rendered.text else None)
+        if html:
+            message["html"] = html
+        if marketing_mail and html and settings.get("tracking", True):
+            message["html"] = _tracked(workspace, row, html, links, unsubscribe_url)
     elif kind == "webhook":
         message["payload"] = {
             "notification_id": row["id"],

@@ -320,3 +320,19 @@ def add_open_pixel(html: str, pixel_url: str) -> str:
     )
     index = html.lower().rfind("</body>")
     return html + tag if index < 0 else html[:index] + tag + html[index:]
+
+
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def html_from_text(text: str) -> str:
+    """An HTML part for mail written as text: escaped, paragraphs kept, links clickable (and
+    so trackable)."""
+
+    def paragraph(block: str) -> str:
+        escaped = html_lib.escape(block.strip())
+        linked = _URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped)
+        return "<p>" + linked.replace("\n", "<br>\n") + "</p>"
+
+    blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
+    return "\n".join(paragraph(b) for b in blocks)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 Document = dict[str, Any]
 
 LEAD_LINE = (
-    "{{ contact.first_name | default('') }} {{ contact.last_name | default('') }}"
+    "{{ [contact.first_name, contact.last_name] | select | join(' ') | default('Someone', true) }}"
     " <{{ contact.email | default('no email') }}>"
 )
 DETAILS = (
@@ -110,7 +110,7 @@ def new_lead_alert(p: NewLeadAlert) -> Document:
                 + LEAD_LINE
                 + "\n"
                 + DETAILS
-                + "\nScore: {{ score | default(0) }} · "
+                + "\nScore: {{ score | default('not scored yet') }} · "
                 + p.link,
             },
         ],
@@ -360,7 +360,7 @@ def high_score(p: HighScore) -> Document:
                 "channel": p.slack_channel,
                 "text": ":fire: {{ owner.name | default('Team') }}, "
                 + LEAD_LINE
-                + " is sales-qualified (score {{ score | default(0) }}). "
+                + " is sales-qualified (score {{ score | default('-') }}). "
                 + p.link,
             },
         ],

@@ -97,11 +97,13 @@ def context_of(
     person = _without_none(dict(contact or {}))
     custom = person.get("custom_fields", {})
     owner = _without_none({"id": person.get("owner_id"), "name": person.get("owner_name")})
-    return {
+    context = {
         "contact": person,
         "custom": custom,
         "owner": owner,
-        "score": person.get("score"),
         "workflow": dict(workflow),
         **extra,
     }
+    if "score" in person:  # an unknown score stays undefined, so `default(...)` applies
+        context["score"] = person["score"]
+    return context

@@ -205,3 +205,15 @@ class TestTemplates:
         assert add_open_pixel("<body>x</body>", "https://p").endswith(
             'alt="" style="display:none"></body>'
         )
+
+
+class TestHtmlFromText:
+    def test_text_mail_gets_an_escaped_html_part_with_paragraphs_and_live_links(self) -> None:
+        from services.notifier.templates.domain import html_from_text
+
+        html = html_from_text("Hi <Ada>,\n\nsee https://x.example/a?b=1&c=2 now\nbye\n")
+        assert html == (
+            "<p>Hi &lt;Ada&gt;,</p>\n"
+            '<p>see <a href="https://x.example/a?b=1&amp;c=2">https://x.example/a?b=1&amp;c=2</a>'
+            " now<br>\nbye</p>"
+        )
