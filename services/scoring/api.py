@@ -21,6 +21,7 @@ from services.scoring.store import Rescore, SqlStore
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
+from shared.export import EXPORT_PATH, PersonRef
 
 Reader = Annotated[Principal, Depends(require_scope("scoring:read"))]
 Writer = Annotated[Principal, Depends(require_scope("scoring:write"))]
@@ -110,5 +111,20 @@ def router(clock: Clock) -> APIRouter:
         async with ctx.uow() as uow:
             result = await handlers.rfm_summary(principal.workspace, SqlStore(uow.session))
         return RfmSummary.model_validate(result)
+
+    @api.post(EXPORT_PATH)
+    async def export_person(
+        ref: PersonRef,
+        ctx: Context,
+        principal: Annotated[Principal, Depends(require_scope("contacts:read"))],
+    ) -> dict[str, Any]:
+        """Everything scoring holds on a person: attributes seen, scores, ledger, RFM, set aside."""
+        async with ctx.uow() as uow:
+            return await handlers.export_person(
+                principal.workspace,
+                [ref.contact_id, *ref.merged_ids],
+                ref.identity_digests,
+                SqlStore(uow.session),
+            )
 
     return api

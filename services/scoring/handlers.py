@@ -57,6 +57,9 @@ class Store(Protocol):
     async def save_scores(self, workspace: str, states: Mapping[str, tuple[int, Any]]) -> None: ...
     async def erase_contact(self, workspace: str, contact_id: str) -> None: ...
     async def erase_set_aside_of(self, workspace: str, identity_digests: Iterable[str]) -> None: ...
+    async def set_aside_of(
+        self, workspace: str, contact_ids: Sequence[str], identity_digests: Iterable[str]
+    ) -> list[dict[str, Any]]: ...
     async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
     async def ledger_of(
         self, workspace: str, ids: Iterable[str]
@@ -980,3 +983,33 @@ async def rfm_summary(workspace: str, store: Store) -> dict[str, Any]:
         "segments": {name: segments.get(name, 0) for name in rfm.SEGMENTS},
         "bands": {name: bands.get(name, 0) for name, _ in reversed(rfm.BANDS)},
     }
+
+
+# --- a person's data (contacts' export) --------------------------------------------------------
+
+
+async def export_person(
+    workspace: str, contact_ids: Sequence[str], identity_digests: Sequence[str], store: Store
+) -> dict[str, Any]:
+    """Everything scoring holds on a person: per contact id its attributes as scoring saw
+    them, score state, ledger and RFM stats; and engagement set aside for them."""
+    ids = list(dict.fromkeys(contact_ids))
+    known = await store.contacts(workspace, ids)
+    states = await store.lock_scores(workspace, [i for i in ids if i in known])
+    ledgers = await store.ledger_of(workspace, ids)
+    customers = await store.rfm_rows(workspace, ids)
+    contacts = {
+        cid: {
+            "attributes": contact.attributes,
+            "erased": contact.erased,
+            "score_state": states.get(cid) or None,
+            "ledger": [
+                {"type": e.type, "occurred_at": at(e.occurred_at), "data": e.data}
+                for e in sorted(ledgers.get(cid, []), key=lambda e: e.occurred_at)
+            ],
+            "rfm": customers.get(cid),
+        }
+        for cid, contact in known.items()
+    }
+    aside = await store.set_aside_of(workspace, ids, identity_digests)
+    return {"contacts": contacts, "set_aside": aside}

@@ -357,6 +357,31 @@ class SqlStore:
                 )
             )
 
+    async def set_aside_of(
+        self, workspace: str, contact_ids: Sequence[str], identity_digests: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Engagement set aside for these contacts or under these identities' addresses."""
+        wanted = set(identity_digests)
+        rows = await self.session.execute(
+            select(SetAsideRow).where(
+                SetAsideRow.workspace == workspace,
+                SetAsideRow.contact_id.in_(contact_ids) | SetAsideRow.email.is_not(None),
+            )
+        )
+        return [
+            {
+                "contact_id": r.contact_id,
+                "email": r.email,
+                "reason": r.reason,
+                "type": r.type,
+                "occurred_at": r.occurred_at,
+                "data": r.data,
+            }
+            for r in rows.scalars()
+            if r.contact_id in contact_ids
+            or (r.email and identity_digest(workspace, email_identity(r.email)) in wanted)
+        ]
+
     # --- ledger -----------------------------------------------------------------------------
 
     async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None:

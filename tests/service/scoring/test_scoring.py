@@ -315,6 +315,29 @@ class TestContactLifecycle:
         async with ctx.uow() as uow:
             assert await SqlStore(uow.session).count_set_aside(service.workspace) == 0
 
+    async def test_export_gives_everything_held_on_the_person(self, service: Service) -> None:
+        contact = await service.contact(email="ann@acme.io", job_title="VP")
+        await service.engage("page.viewed", contact, url="/pricing")
+        await service.engage("email.opened", None, email="ann.old@acme.io")  # unknown address
+        ref = {
+            "contact_id": contact,
+            "identity_digests": digests(service.workspace, ["email:ann.old@acme.io"]),
+        }
+        reader = token(service.workspace, "contacts:read")
+        response = await service.client.post("/v1/exports/person", json=ref, headers=reader)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        part = body["contacts"][contact]
+        assert part["attributes"]["job_title"] == "VP"
+        assert [e["type"] for e in part["ledger"]] == ["page.viewed"]
+        assert part["score_state"]["g"]["overall"]["e"]["pricing-page"][1] == 10
+        assert [(a["email"], a["type"]) for a in body["set_aside"]] == [
+            ("ann.old@acme.io", "email.opened")
+        ]
+        other = token("other-ws", "contacts:read")
+        elsewhere = await service.client.post("/v1/exports/person", json=ref, headers=other)
+        assert elsewhere.json() == {"contacts": {}, "set_aside": []}
+
     async def test_engagement_before_the_contact_is_applied_when_it_appears(
         self, service: Service
     ) -> None:
