@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+import orjson
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,27 @@ from services.notifier.models import (
     WorkspaceSettings,
 )
 
+# Column types for the array updates on PostgreSQL (see `_update_from_arrays`).
+_PG_TYPES = {
+    "id": "varchar",
+    "delivery_id": "varchar",
+    "number": "integer",
+    "status": "varchar",
+    "reason": "text",
+    "attempts": "integer",
+    "next_attempt_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "provider_message_id": "varchar",
+    "channel_id": "varchar",
+    "kind": "varchar",
+    "recipient": "varchar",
+    "prepared": "boolean",
+    "message": "jsonb",
+    "outcome": "varchar",
+    "status_code": "integer",
+    "response": "text",
+}
 deliveries = cast(Table, Delivery.__table__)
 attempts = cast(Table, Attempt.__table__)
 contacts = cast(Table, ContactView.__table__)
@@ -34,6 +56,7 @@ class Store(Protocol):
     async def remove(self, row: Channel | Template) -> None: ...
     async def channel(self, workspace: str, id_or_name: str) -> Channel | None: ...
     async def channels(self, workspace: str) -> Sequence[Channel]: ...
+    async def channels_named(self, workspace: str, refs: Sequence[str]) -> dict[str, Channel]: ...
     async def channels_by_id(self, ids: Sequence[str]) -> dict[str, Channel]: ...
     async def template(self, workspace: str, id_or_name: str) -> Template | None: ...
     async def templates(self, workspace: str) -> Sequence[Template]: ...
@@ -100,6 +123,22 @@ class NotifierStore:
     async def channels(self, workspace: str) -> Sequence[Channel]:
         query = select(Channel).where(Channel.workspace == workspace).order_by(Channel.name)
         return (await self.session.execute(query)).scalars().all()
+
+    async def channels_named(self, workspace: str, refs: Sequence[str]) -> dict[str, Channel]:
+        """The workspace's channels each reference (an id or a name) names, in one query."""
+        wanted = set(refs)
+        if not wanted:
+            return {}
+        query = select(Channel).where(
+            Channel.workspace == workspace,
+            or_(Channel.id.in_(wanted), Channel.name.in_(wanted)),
+        )
+        found: dict[str, Channel] = {}
+        for channel in (await self.session.execute(query)).scalars():
+            for ref in (channel.id, channel.name):
+                if ref in wanted:
+                    found[ref] = channel
+        return found
 
     async def channels_by_id(self, ids: Sequence[str]) -> dict[str, Channel]:
         if not ids:
@@ -257,6 +296,9 @@ class NotifierStore:
         if not changes:
             return
         names = [k for k in changes[0] if k != "id"]
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self._update_from_arrays(deliveries, ("id",), names, changes)
+            return
         stmt = (
             update(deliveries)
             .where(deliveries.c.id == bindparam("b_id"))
@@ -264,6 +306,39 @@ class NotifierStore:
         )
         params = [{f"b_{k}": v for k, v in change.items()} for change in changes]
         await self.session.execute(stmt, params)
+
+    async def _update_from_arrays(
+        self,
+        table: Table,
+        keys: Sequence[str],
+        names: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Many rows' changes in one statement on PostgreSQL: `UPDATE … FROM unnest(arrays)`,
+        instead of one UPDATE per row."""
+        columns = [*keys, *names]
+        arrays: dict[str, list[Any]] = {}
+        casts = []
+        for i, name in enumerate(columns):
+            kind = _PG_TYPES[name]
+            values = [row[name] for row in rows]
+            if kind == "jsonb":
+                values = [None if v is None else orjson.dumps(v).decode() for v in values]
+                casts.append(f"CAST(:a{i} AS text[])")
+            else:
+                casts.append(f"CAST(:a{i} AS {kind}[])")
+            arrays[f"a{i}"] = values
+        alias = ", ".join(f"c{i}" for i in range(len(columns)))
+        sets = ", ".join(
+            f"{name} = v.c{len(keys) + j}" + ("::jsonb" if _PG_TYPES[name] == "jsonb" else "")
+            for j, name in enumerate(names)
+        )
+        match = " AND ".join(f"t.{key} = v.c{i}" for i, key in enumerate(keys))
+        sql = (
+            f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(casts)})"
+            f" AS v({alias}) WHERE {match}"
+        )
+        await self.session.execute(text(sql), arrays)
 
     async def list_by_key(self, workspace: str, key: str) -> Delivery:
         query = select(Delivery).where(
@@ -365,6 +440,10 @@ class NotifierStore:
         """Complete attempt rows: `delivery_id`, `number`, `finished_at`, `outcome`,
         `status_code`, `response`."""
         if not results:
+            return
+        names = ["finished_at", "outcome", "status_code", "response"]
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self._update_from_arrays(attempts, ("delivery_id", "number"), names, results)
             return
         stmt = (
             update(attempts)

@@ -147,13 +147,11 @@ async def prepare(
         return
     settings = await store.workspace_settings(workspace)
     contacts = await store.contacts(workspace, [r["contact_id"] for r in rows if r["contact_id"]])
-    channels: dict[str, Channel | None] = {}
+    requests = [NotificationRequested.model_validate(r["message"]["request"]) for r in rows]
+    channels = await store.channels_named(workspace, [r.channel for r in requests])
     staged: list[tuple[dict[str, Any], NotificationRequested, Channel | None, Any]] = []
-    for row in rows:
-        request = NotificationRequested.model_validate(row["message"]["request"])
-        if request.channel not in channels:
-            channels[request.channel] = await store.channel(workspace, request.channel)
-        channel = channels[request.channel]
+    for row, request in zip(rows, requests, strict=True):
+        channel = channels.get(request.channel)
         if channel is None and not (links.log_fallback and request.channel in VIRTUAL_LOG):
             _fail(row, "failed", f"unknown_channel: no channel {request.channel!r}", now)
             continue
