@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -200,7 +201,7 @@ def pace_of(times: list[float]) -> tuple[int, float]:
         while t - times[left] >= 1.0:
             left += 1
         most = max(most, right - left + 1)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     return most, min(gaps) if gaps else 0.0
 
 
@@ -276,6 +277,7 @@ async def run(args: argparse.Namespace, kafka: str, pg: str) -> dict[str, Any]:
             result["first_attempt_latency_ms"] = await attempt_latency(pg, prefix)
     finally:
         await bus.stop()
+        await drop_schema(pg, f"{prefix.rstrip('.')}_notifier")
     return result
 
 
@@ -394,6 +396,20 @@ async def attempt_latency(pg: str, prefix: str) -> dict[str, Any]:
         }
         for phase, values in by_phase.items()
     }
+
+
+async def drop_schema(pg: str, schema: str) -> None:
+    """The run's tables go with it (a shared server keeps nothing of a benchmark)."""
+    from sqlalchemy import text
+
+    from shared import db
+
+    engine = db.create_engine(pg)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await engine.dispose()
 
 
 async def main() -> None:

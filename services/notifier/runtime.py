@@ -71,7 +71,7 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
     client = httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=500, max_keepalive_connections=200),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
     )
     smtp = SmtpPool(settings.notifier_smtp_pool_size, settings.notifier_smtp_timeout_s)
     senders: dict[str, Sender] = {

@@ -27,7 +27,7 @@ from shared.uow import UnitOfWork
 log = logging.getLogger(__name__)
 # A Slack message whose channel is booked further ahead than this goes back to the database
 # instead of holding an in-flight slot.
-MAX_PACING_WAIT_S = 2.0
+MAX_PACING_WAIT_S = 1.0
 SWEEP_EVERY_S = 30.0
 
 
