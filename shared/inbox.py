@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Column, MetaData, String, Table, text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import UtcDateTime, insert_for
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -16,7 +17,7 @@ def inbox_table(metadata: MetaData) -> Table:
         metadata,
         Column("consumer", String(200), primary_key=True),
         Column("event_id", String(64), primary_key=True),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        Column("processed_at", UtcDateTime, nullable=False),
     )
 
 
@@ -49,7 +50,7 @@ async def claim_many(
         )
         return set(claimed.scalars())
     stmt = (
-        sqlite.insert(table)
+        insert_for(session, table)
         .values([{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids])
         .on_conflict_do_nothing()
         .returning(table.c.event_id)

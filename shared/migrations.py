@@ -13,6 +13,8 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.db.locks import xact_lock
+
 
 def alembic_config(script_location: Path, connection: Connection | None = None) -> Config:
     config = Config()
@@ -31,7 +33,7 @@ async def upgrade(engine: AsyncEngine, script_location: Path, schema: str | None
     async with _in_process, engine.begin() as conn:
         if conn.dialect.name == "postgresql" and schema:
             # Serialise concurrent migrators of one service (replicas starting together).
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
+            await xact_lock(conn, schema)
             await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         await conn.run_sync(
             lambda sync_conn: command.upgrade(alembic_config(script_location, sync_conn), "head")

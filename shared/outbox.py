@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
+import weakref
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Integer,
     LargeBinary,
     MetaData,
@@ -20,14 +19,13 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared import metrics
 from shared.bus.base import Bus
-from shared.db import is_sqlite, sessionmaker
+from shared.db import UtcDateTime, sessionmaker, try_xact_lock
 from shared.tracing import publish_spans
 
 log = logging.getLogger(__name__)
@@ -44,9 +42,24 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("key", String(400), nullable=False),
         Column("event_id", String(64), nullable=False),
         Column("payload", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("sent_at", DateTime(timezone=True), nullable=True, index=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("sent_at", UtcDateTime, nullable=True, index=True),
     )
+
+
+# The services whose rows were re-published on each volatile bus (see `_republish_recent`).
+_REPUBLISHED: weakref.WeakKeyDictionary[Bus, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _first_relay_on_volatile_bus(bus: Bus, service: str) -> bool:
+    """True once per service and volatile bus: a new in-process bus starts empty, so what it
+    carried before (in an earlier process) is gone; a durable bus (Kafka) keeps it all."""
+    if bus.durable:
+        return False
+    done = _REPUBLISHED.setdefault(bus, set())
+    first = service not in done
+    done.add(service)
+    return first
 
 
 class OutboxRelay:
@@ -86,7 +99,7 @@ class OutboxRelay:
         self._last_purge = datetime.now(UTC)
         # Unsent rows as last counted: grows while the bus is down (readiness reports it).
         self.backlog = 0
-        self._lock_id = zlib.crc32(f"leadwire-outbox-{service}".encode())
+        self._lock = f"leadwire-outbox-{service}"
 
     def notify(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without waiting a poll."""
@@ -115,8 +128,7 @@ class OutboxRelay:
                 await self._task
 
     async def _run(self) -> None:
-        first_relay_of = getattr(self.bus, "first_relay_of", None)
-        republish = first_relay_of is not None and first_relay_of(self.service)
+        republish = _first_relay_on_volatile_bus(self.bus, self.service)
         while not self._stopping:
             try:
                 if republish:
@@ -156,7 +168,7 @@ class OutboxRelay:
         SQLite's write lock, which keeps two relays on one file from publishing a row twice.
         """
         async with self.sessions() as session, session.begin():
-            if not await self._take_lock(session):
+            if not await try_xact_lock(session, self._lock):
                 return 0
             unsent = (
                 select(self.table.c.id)
@@ -220,11 +232,3 @@ class OutboxRelay:
             await session.execute(
                 delete(self.table).where(self.table.c.sent_at < now - SENT_RETENTION)
             )
-
-    async def _take_lock(self, session: AsyncSession) -> bool:
-        if is_sqlite(str(self.engine.url)):
-            return True  # SQLite is the single-process embedded mode
-        got = await session.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": self._lock_id}
-        )
-        return bool(got)

@@ -88,9 +88,6 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
-    def group(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
-
     def resolved_auth_secret(self) -> str:
         """The token-signing secret; embedded mode keeps a generated one under the data dir."""
         if self.auth_secret:

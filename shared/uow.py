@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Generic, Protocol, Self, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -14,6 +15,25 @@ from shared.db import insert_rows
 from shared.events.envelope import Envelope
 from shared.inbox import claim, claim_many
 from shared.tracing import traceparent_for, tracer
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Transaction(Protocol[R_co]):
+    """What a use case sees of a unit of work: its service's repository and the outbox.
+
+    Handlers are typed `tx: Transaction[ContactsRepository]` (a Protocol of the service's
+    store), so a test hands them an in-memory fake of both; the doors (api, consumers) open a
+    `UnitOfWork` and pass `uow.with_store(ContactsStore)`.
+    """
+
+    @property
+    def store(self) -> R_co: ...
+
+    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+        """Publish `envelope` if and only if this transaction commits."""
+        ...
 
 
 class UnitOfWork:
@@ -78,6 +98,10 @@ class UnitOfWork:
             envelope.traceparent = traceparent_for(envelope.correlationid)
         self._pending.append(outbox_row(topic, key, envelope))
 
+    def with_store(self, make: Callable[[AsyncSession], R]) -> StoreTransaction[R]:
+        """This transaction as a handler sees it: the service's repository over its session."""
+        return StoreTransaction(self, make(self.session))
+
     async def first_times(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
         """Inbox check for a batch: the ids `consumer` sees for the first time (recorded here)."""
         return await claim_many(self.session, self._inbox, consumer, event_ids)
@@ -85,6 +109,17 @@ class UnitOfWork:
     async def first_time(self, consumer: str, event_id: str) -> bool:
         """Inbox check: True the first time `consumer` sees `event_id` (recorded in this tx)."""
         return await claim(self.session, self._inbox, consumer, event_id)
+
+
+@dataclass(frozen=True)
+class StoreTransaction(Generic[R]):
+    """A `Transaction`: an open unit of work and the repository over its session."""
+
+    uow: UnitOfWork
+    store: R
+
+    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+        self.uow.emit(topic, key, envelope)
 
 
 def outbox_row(topic: str, key: str, envelope: Envelope) -> dict[str, object]:

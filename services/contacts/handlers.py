@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from services.contacts import capture_events, domain
 from services.contacts.domain import FieldDefinition, RuleViolation
 from services.contacts.models import (
@@ -24,7 +22,7 @@ from services.contacts.models import (
     TaskRow,
     Team,
 )
-from services.contacts.store import ContactsStore, Page, new_id, random_ids
+from services.contacts.store import ContactsStore, Page
 from shared import erasure
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics
@@ -61,6 +59,8 @@ from shared.events.envelope import new_id as new_event_id
 from shared.events.ingest import Engagement, LeadCaptured
 from shared.events.scores import ScoreChanged
 from shared.export import PersonRef
+from shared.ids import uuid7 as new_id
+from shared.ids import uuid7s as random_ids
 from shared.logs import correlation_id_var
 from shared.uow import UnitOfWork
 
@@ -244,10 +244,7 @@ async def resolve_contact(store: ContactsStore, workspace: str, contact_id: str)
 
 async def flush_unique(store: ContactsStore) -> None:
     """Flush; a unique (workspace, email|phone) violation means another contact holds it."""
-    try:
-        await store.flush()
-    except IntegrityError as exc:
-        raise Conflict("another contact already has this email or phone") from exc
+    await store.flush(on_conflict=Conflict("another contact already has this email or phone"))
 
 
 # --- captures -------------------------------------------------------------------------------
@@ -1086,10 +1083,7 @@ async def create_team(workspace: str, name: str, rule: str, uow: UnitOfWork) -> 
     store = ContactsStore(uow.session)
     team = Team(id=new_id(), workspace=workspace, name=name, rule=rule, last_owner_id=None)
     store.add(team)
-    try:
-        await store.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"a team named {name!r} exists") from exc
+    await store.flush(on_conflict=Conflict(f"a team named {name!r} exists"))
     return team
 
 

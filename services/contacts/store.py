@@ -4,10 +4,7 @@ compiler (filter tree → SQL expression, for SQLite and PostgreSQL alike)."""
 from __future__ import annotations
 
 import base64
-import functools
-import os
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -19,22 +16,18 @@ from sqlalchemy import (
     Table,
     and_,
     any_,
-    bindparam,
     delete,
     exists,
     false,
     func,
-    insert,
     literal,
     not_,
     or_,
     select,
-    text,
     true,
     type_coerce,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,85 +46,25 @@ from services.contacts.models import (
     SegmentMember,
     TaskRow,
     Team,
-    UtcDateTime,
     erasures,
     outbox,
 )
 from shared import erasure
+from shared.db import (
+    UtcDateTime,
+    insert_for,
+    insert_json_rows,
+    integrity_errors_as,
+    try_xact_lock,
+    update_json_rows,
+)
 from shared.events.topics import contact_key
-
-
-def new_id() -> str:
-    """A new row id: a UUID version 7 (RFC 9562), time-ordered (see `random_ids`)."""
-    return _uuid7(_unix_ms_hex(), os.urandom(10).hex())
-
-
-def random_ids(chunk: int = 256) -> Iterator[str]:
-    """Endless new ids like `new_id`'s, for bulk work: the randomness (and the millisecond) is
-    drawn once per `chunk` ids, instead of one system call per id.
-
-    Ids are time-ordered (UUID version 7: milliseconds, then random bits) so that the rows one
-    batch creates sit together at the right end of every index keyed by them (contacts, tags,
-    timeline): a random UUID sends each insert to a random page of a large index, and with a
-    million contacts those pages no longer stay in PostgreSQL's buffers.
-    """
-    while True:
-        ms = _unix_ms_hex()
-        pool = os.urandom(10 * chunk).hex()
-        yield from [_uuid7(ms, pool[start : start + 20]) for start in range(0, 20 * chunk, 20)]
-
-
-_VARIANT = "89ab" * 4  # a hex digit's low two bits under the RFC 9562 variant bits (10)
-
-
-def _unix_ms_hex() -> str:
-    return f"{time.time_ns() // 1_000_000:012x}"
-
-
-def _uuid7(ms: str, r: str) -> str:
-    """The UUID version 7 string of a millisecond timestamp (12 hex digits) and 20 random hex
-    digits (74 of their bits kept)."""
-    return f"{ms[:8]}-{ms[8:]}-7{r[1:4]}-{_VARIANT[int(r[4], 16)]}{r[5:8]}-{r[8:]}"
-
 
 LIVE = Contact.merged_into.is_(None)
 CONTACTS = cast(Table, Contact.__table__)
 ACTIVITIES = cast(Table, Activity.__table__)
 LIFECYCLE_CHANGES = cast(Table, LifecycleChangeRow.__table__)
 CONTACT_TAGS = cast(Table, ContactTag.__table__)
-
-
-def _json_rows(table: str) -> str:
-    """A batch of `table` rows given as one JSON array parameter, typed by the table itself.
-
-    orjson encodes the whole batch in C and PostgreSQL decodes it into the columns' own types;
-    one array per column instead made asyncpg encode and type-check every value one by one in
-    Python, and an executemany sent (and PostgreSQL ran) one statement per row."""
-    return f'json_populate_recordset(NULL::"{table}", CAST(:rows AS json))'
-
-
-@functools.lru_cache(maxsize=64)
-def _json_insert(table: str, columns: tuple[str, ...], ignore_conflicts: bool) -> Any:
-    """Insert the JSON rows; with `ignore_conflicts`, a row whose key exists is skipped."""
-    names = ", ".join(f'"{name}"' for name in columns)
-    conflicts = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-    return text(
-        f'INSERT INTO "{table}" ({names}) SELECT {names} FROM {_json_rows(table)}{conflicts}'
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _json_update(table: str, columns: tuple[str, ...]) -> Any:
-    """Set `columns` of each row found by `id` to the values of its JSON row."""
-    values = ", ".join(f'"{name}" = v."{name}"' for name in columns)
-    return text(
-        f'UPDATE "{table}" AS t SET {values} FROM {_json_rows(table)} AS v WHERE t.id = v.id'
-    )
-
-
-def _json_document(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-    # Naive datetimes are UTC here (as `UtcDateTime` stores them), never the session's zone.
-    return {"rows": orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()}
 
 
 # --- the segment filter compiler ------------------------------------------------------------
@@ -343,17 +276,11 @@ class ContactsStore:
         return self.session.get_bind().dialect.name
 
     def _insert(self, table: Any) -> Any:
-        module = postgresql if self.dialect == "postgresql" else sqlite
-        return module.insert(table)
+        return insert_for(self.session, table)
 
     async def take_sweep_lock(self) -> bool:
         """On PostgreSQL, one replica at a time sweeps segments (lock held until commit)."""
-        if self.dialect != "postgresql":
-            return True
-        got = await self.session.scalar(
-            text("SELECT pg_try_advisory_xact_lock(hashtext('leadwire-contacts-segment-sweep'))")
-        )
-        return bool(got)
+        return await try_xact_lock(self.session, "leadwire-contacts-segment-sweep")
 
     # contacts --------------------------------------------------------------------------------
 
@@ -415,37 +342,14 @@ class ContactsStore:
     async def update_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many contacts updated in one statement: each row is `id` plus the same columns to
         set (the caller locked the rows beforehand)."""
-        if not rows:
-            return
-        names = tuple(n for n in rows[0] if n not in ("id", "workspace"))
-        if self.dialect == "postgresql":
-            await self.session.execute(_json_update(CONTACTS.name, names), _json_document(rows))
-            return
-        stmt = (
-            update(CONTACTS)
-            .where(CONTACTS.c.id == bindparam("_id"))
-            .values({n: bindparam(n) for n in names})
-        )
-        params = [{"_id": r["id"], **{n: r[n] for n in names}} for r in rows]
-        await self.session.execute(stmt, params)
+        await update_json_rows(self.session, CONTACTS, rows)
 
     async def _insert_many(
         self, table: Table, rows: Sequence[dict[str, Any]], ignore_conflicts: bool = False
     ) -> None:
-        """Many rows (all with the same keys) in one statement on PostgreSQL, a Core
-        executemany elsewhere; with `ignore_conflicts`, rows whose key exists (in the table or
-        earlier in `rows`) are skipped."""
-        if not rows:
-            return
-        columns = tuple(rows[0])
-        whole = len(columns) == len(table.c) and all(len(row) == len(columns) for row in rows)
-        if self.dialect == "postgresql" and whole:  # partial rows need the Core defaults
-            stmt = _json_insert(table.name, columns, ignore_conflicts)
-            await self.session.execute(stmt, _json_document(rows))
-        elif ignore_conflicts:
-            await self.session.execute(self._insert(table).on_conflict_do_nothing(), list(rows))
-        else:
-            await self.session.execute(insert(table), list(rows))
+        """Many rows (all with the same keys) in one statement; with `ignore_conflicts`, rows
+        whose key exists (in the table or earlier in `rows`) are skipped."""
+        await insert_json_rows(self.session, table, rows, ignore=ignore_conflicts)
 
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many new contacts in one statement (no ORM bookkeeping per row)."""
@@ -454,8 +358,13 @@ class ContactsStore:
     def add(self, row: Any) -> None:
         self.session.add(row)
 
-    async def flush(self) -> None:
-        await self.session.flush()
+    async def flush(self, on_conflict: Exception | None = None) -> None:
+        """Write pending changes; with `on_conflict`, a broken unique constraint raises it."""
+        if on_conflict is None:
+            await self.session.flush()
+            return
+        async with integrity_errors_as(on_conflict):
+            await self.session.flush()
 
     async def page(
         self,

@@ -9,7 +9,7 @@ import contextvars
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -454,8 +454,8 @@ def form_read(form: Form, request: Request) -> FormRead:
         hosted_url=f"{base}/v1/forms/{form.id}",
         embed_url=f"{base}/v1/forms/{form.id}/embed.js",
         submit_url=f"{base}/v1/forms/{form.id}/submissions",
-        created_at=aware(form.created_at),
-        updated_at=aware(form.updated_at),
+        created_at=form.created_at,
+        updated_at=form.updated_at,
     )
 
 
@@ -513,13 +513,8 @@ def quarantine_item(row: Submission) -> QuarantineItem:
         data=row.data,
         client_address=row.client_address,
         origin=row.origin,
-        created_at=aware(row.created_at),
+        created_at=row.created_at,
     )
-
-
-def aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every one we store is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _cursor(at: datetime, last_id: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +43,7 @@ from shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unautho
 from shared.events import topics
 from shared.events.envelope import Envelope, PreparedEnvelope
 from shared.events.ingest import LeadCaptured
+from shared.ids import prefixed
 from shared.json_limits import JsonLimitExceeded, check_json
 from shared.uow import UnitOfWork, outbox_row
 
@@ -76,10 +76,6 @@ class IdempotencyKeyReused(Conflict):
 
 class PersonErased(Conflict):
     code = "person_erased"
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 def problems_as_dicts(problems: Sequence[FieldProblem]) -> list[dict[str, str]]:
@@ -132,7 +128,7 @@ async def create_form(cmd: FormCreate, workspace: str, uow: UnitOfWork) -> Form:
     """A new form in the workspace."""
     now = datetime.now(UTC)
     form = Form(
-        id=new_id("frm"),
+        id=prefixed("frm"),
         workspace=workspace,
         name=cmd.name,
         definition=FormSettings.model_validate(cmd.model_dump()).model_dump(mode="json"),
@@ -203,7 +199,7 @@ async def create_webhook_source(
     """A new server-to-server source with its signing secret (generated unless given)."""
     now = datetime.now(UTC)
     source = WebhookSource(
-        id=new_id("whs"),
+        id=prefixed("whs"),
         workspace=workspace,
         name=cmd.name,
         secret=cmd.secret or domain.new_secret(secrets.token_bytes(32)),
@@ -291,7 +287,7 @@ class Capture:
         traceparent: str | None = None,
         region: str | None = None,
     ) -> Outcome:
-        submission_id = new_id("sub")
+        submission_id = prefixed("sub")
         problems: tuple[FieldProblem, ...] = ()
         dedupe_key = correlation = None
         if isinstance(verdict, Accepted):
@@ -545,7 +541,7 @@ async def capture_leads(cmd: LeadsPost, uow: UnitOfWork) -> Answer:
     now = datetime.now(UTC)
     if cmd.idempotency_key is not None:
         seen = await store.idempotency_key(cmd.workspace, cmd.idempotency_key)
-        if seen is not None and seen.created_at.replace(tzinfo=UTC) > now - IDEMPOTENCY_TTL:
+        if seen is not None and seen.created_at > now - IDEMPOTENCY_TTL:
             if seen.request_hash != digest:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used with a different request body"
@@ -634,7 +630,7 @@ async def publish_engagement(
     payloads = []
     for index, event in enumerate(events):
         result = domain.build_engagement(
-            event.model_dump(), event.id or new_id("eng"), now, prefix=f"events.{index}."
+            event.model_dump(), event.id or prefixed("eng"), now, prefix=f"events.{index}."
         )
         if isinstance(result, tuple):
             problems.extend(result)

@@ -5,21 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Index, Integer, LargeBinary, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import new_base
+from shared.db import UtcDateTime, service_metadata
 from shared.erasure import erasure_table
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
-Base = new_base()
+
+class Base(DeclarativeBase):
+    """This service's declarative base."""
+
+    metadata = service_metadata()
+
+
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
 erasures = erasure_table(Base.metadata)
 
 
-class Form(Base):  # type: ignore[misc,valid-type]
+class Form(Base):
     """A form definition; `definition` holds fields, consent, origins, redirect and honeypot."""
 
     __tablename__ = "forms"
@@ -30,12 +36,12 @@ class Form(Base):  # type: ignore[misc,valid-type]
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     signing_secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
-class WebhookSource(Base):  # type: ignore[misc,valid-type]
+class WebhookSource(Base):
     """A server-to-server sender: its signing secret and how its payload maps onto a lead."""
 
     __tablename__ = "webhook_sources"
@@ -46,22 +52,22 @@ class WebhookSource(Base):  # type: ignore[misc,valid-type]
     secret: Mapped[str] = mapped_column(String(200))
     mapping: Mapped[dict[str, str]] = mapped_column(JSON)
     default_region: Mapped[str | None] = mapped_column(String(2), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
-class WebhookMessage(Base):  # type: ignore[misc,valid-type]
+class WebhookMessage(Base):
     """A `webhook-id` already received from a source, so a replay is refused."""
 
     __tablename__ = "webhook_messages"
 
     source_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
-class Submission(Base):  # type: ignore[misc,valid-type]
+class Submission(Base):
     """Everything that came in, stored raw with its outcome; rejected and spam are quarantine."""
 
     __tablename__ = "submissions"
@@ -86,11 +92,11 @@ class Submission(Base):  # type: ignore[misc,valid-type]
     email_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     phone_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
-class IdempotencyKey(Base):  # type: ignore[misc,valid-type]
+class IdempotencyKey(Base):
     """A `POST /v1/leads` answered under an Idempotency-Key, kept 24 h to answer it again."""
 
     __tablename__ = "idempotency_keys"
@@ -100,4 +106,4 @@ class IdempotencyKey(Base):  # type: ignore[misc,valid-type]
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[Any] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

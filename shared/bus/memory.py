@@ -82,14 +82,6 @@ class MemoryBus:
         self._seq = 0
         self._published = asyncio.Event()
         self._started = False
-        self._relays: set[str] = set()
-
-    def first_relay_of(self, service: str) -> bool:
-        """True once per service: nothing survives the process, so the first outbox relay of a
-        service on this bus re-publishes recent events (consumers' inboxes skip applied ones)."""
-        first = service not in self._relays
-        self._relays.add(service)
-        return first
 
     async def start(self) -> None:
         self._started = True

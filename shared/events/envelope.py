@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import builtins
-import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.ids import event_id
 from shared.logs import correlation_id_var
 from shared.tracing import traceparent_for
 
@@ -40,8 +40,7 @@ class EventPayload(BaseModel):
 P = TypeVar("P", bound=EventPayload)
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+new_id = event_id  # the name callers know; `shared.ids` decides every id
 
 
 class Envelope(BaseModel):

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from services.contacts import capture_events
-from services.contacts.store import new_id, random_ids
 from shared.events.contacts import ContactCreated, ContactSnapshot, ContactUpdated, FieldChange
 from shared.events.envelope import Envelope, EventPayload
+from shared.ids import uuid7 as new_id
+from shared.ids import uuid7s as random_ids
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 STATES: list[dict[str, Any]] = [

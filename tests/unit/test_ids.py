@@ -1,0 +1,29 @@
+"""Every id kind of `shared.ids` has its documented form."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from shared import ids
+from shared.events.envelope import new_id
+
+
+def test_event_ids_are_random_uuids() -> None:
+    made = {ids.event_id() for _ in range(1000)} | {new_id() for _ in range(1000)}
+    assert len(made) == 2000
+    assert {uuid.UUID(i).version for i in made} == {4}
+
+
+def test_prefixed_ids_name_their_kind() -> None:
+    made = [ids.prefixed("frm") for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(re.fullmatch(r"frm_[0-9a-f]{32}", i) for i in made)
+
+
+def test_row_ids_are_time_ordered_version_7_uuids() -> None:
+    bulk = ids.uuid7s(chunk=5)
+    made = [next(bulk) for _ in range(20)] + [ids.uuid7() for _ in range(20)]
+    assert {uuid.UUID(i).version for i in made} == {7}
+    assert {uuid.UUID(i).variant for i in made} == {uuid.RFC_4122}
+    assert [i[:13] for i in made] == sorted(i[:13] for i in made)  # milliseconds first
