@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run stack test test-fast lint migrate bench schemas clean
+.PHONY: setup chromium run stack test test-fast lint migrate bench schemas clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ stack: setup  ## the distributed topology: local Kafka, PostgreSQL, one process 
 migrate: setup  ## run every service's migrations against DATABASE_URL
 	$(PY) -m services migrate
 
-test: setup  ## every test, real Kafka and PostgreSQL included (the session starts them)
-	$(PY) -m pytest -q -p no:cacheprovider
+chromium:  ## the browser tests' Chromium: installed when missing (as root), else a clear refusal
+	@deploy/local/ensure-chromium.sh
+
+test: setup chromium  ## every test, real Kafka and PostgreSQL included (the session starts them)
+	LEADWIRE_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: setup  ## unit and service tests only
 	$(PY) -m pytest -q -m "not kafka and not postgres"
@@ -31,7 +34,7 @@ test-fast: setup  ## unit and service tests only
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared services scripts
+	$(VENV)/bin/mypy shared services scripts tests bench
 	$(PY) scripts/check_layers.py
 
 schemas: setup  ## regenerate the published contracts under schemas/ (events, AsyncAPI, OpenAPI)

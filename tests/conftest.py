@@ -60,7 +60,8 @@ def kafka_sasl_bootstrap(kafka_server: KafkaServer | None) -> str:
     """The session broker's SASL/PLAIN listener (user KAFKA_SASL_USER)."""
     if kafka_server is None or kafka_server.sasl_bootstrap is None:
         pytest.skip("the broker named by LEADWIRE_KAFKA_BOOTSTRAP has no known SASL listener")
-    return kafka_server.sasl_bootstrap
+    bootstrap: str = kafka_server.sasl_bootstrap
+    return bootstrap
 
 
 @pytest.fixture(scope="session")

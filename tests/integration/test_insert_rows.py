@@ -93,7 +93,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def test_stores_what_an_executemany_stores(engine: db.AsyncEngine) -> None:
-    values = [{"k": [1, "é"]}, None, "text", {"n": 3.5}, [], {"nested": {"t": None}}]
+    values: list[object] = [{"k": [1, "é"]}, None, "text", {"n": 3.5}, [], {"nested": {"t": None}}]
     rows = [row(i, data) for i, data in enumerate(values)]
     sessions = db.sessionmaker(engine)
     async with sessions() as session, session.begin():

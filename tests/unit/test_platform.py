@@ -78,7 +78,11 @@ class TestSettings:
         assert not settings.should_migrate_on_start
         assert settings.database_url_for("contacts") == "postgresql+asyncpg://u@h/db"
 
-    def test_the_embedded_default_is_one_sqlite_file_per_service(self, tmp_path: Path) -> None:
+    def test_the_embedded_default_is_one_sqlite_file_per_service(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("DATABASE_URL", raising=False)  # set when tests share a server
+        monkeypatch.delenv("LEADWIRE_DATABASE_URL", raising=False)
         settings = Settings(data_dir=tmp_path)
         assert (
             settings.database_url_for("contacts") == f"sqlite+aiosqlite:///{tmp_path}/contacts.db"

@@ -19,18 +19,20 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.contacts import domain, handlers
 from services.contacts.main import SPEC, build_spec
-from services.contacts.models import Activity, Contact, ContactList, ContactTag, outbox
+from services.contacts.models import Activity, Contact, ContactList, ContactTag
 from services.contacts.store import CONTACTS, ContactsStore
 from shared import db
 from shared.app import create_app
 from shared.events import topics
 from shared.events.contact_commands import AddTag, SetLifecycle
+from shared.events.contacts import ContactCreated, ContactUpdated, parse_contact_event
 from shared.events.envelope import Envelope
 from shared.events.ingest import LeadCaptured
 from shared.migrations import upgrade
 from shared.uow import UnitOfWork
 from tests.conftest import unique
 from tests.helpers import distributed_settings, eventually, running, token
+from tests.integration.contacts.test_contact_events_on_kafka import read_all
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -442,6 +444,8 @@ class Distributed:
     client: Any
     workspace: str
     headers: dict[str, str]
+    kafka_bootstrap: str
+    prefix: str
 
 
 @pytest.fixture
@@ -453,7 +457,12 @@ async def distributed(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[
     async with running(app) as client:
         await app.state.ctx.bus.wait_connected(60)
         yield Distributed(
-            app, client, workspace, token(workspace, "contacts:read", "contacts:write")
+            app,
+            client,
+            workspace,
+            token(workspace, "contacts:read", "contacts:write"),
+            kafka_bootstrap,
+            prefix,
         )
 
 
@@ -476,19 +485,31 @@ class TestOnKafkaAndPostgres:
             response = await distributed.client.get(
                 "/v1/contacts/lookup", params={"email": email}, headers=distributed.headers
             )
-            return response.status_code == 200 and response.json()["company"] == "B"
+            return bool(response.status_code == 200 and response.json()["company"] == "B")
 
         await eventually(updated, timeout=60)
-        engine = distributed.app.state.ctx.engine
+        contact = (
+            await distributed.client.get(
+                "/v1/contacts/lookup", params={"email": email}, headers=distributed.headers
+            )
+        ).json()
 
-        async def relayed() -> bool:
-            # Both captures committed their events (the contact shows company B); with Kafka
-            # the relay deletes a row only once the broker acknowledged its event.
-            async with engine.connect() as conn:
-                left = await conn.scalar(select(func.count()).select_from(outbox))
-            return left == 0
-
-        await eventually(relayed, timeout=60)
+        # The contact's events, as a downstream team reads them: from the Kafka topic.
+        key = topics.contact_key(distributed.workspace, contact["id"])
+        events = [
+            Envelope.from_bytes(value)
+            for _, record_key, value in await read_all(
+                distributed.kafka_bootstrap, distributed.prefix + topics.CONTACTS, 2
+            )
+            if record_key == key
+        ]
+        assert [e.type for e in events] == ["contact.created", "contact.updated"]
+        created, updated_event = (parse_contact_event(e) for e in events)
+        assert isinstance(created, ContactCreated)
+        assert isinstance(updated_event, ContactUpdated)
+        assert (created.contact.email, created.contact.company) == (email, "A")
+        assert updated_event.contact.company == "B"
+        assert {e.workspace for e in events} == {distributed.workspace}
 
     async def test_an_invalid_command_lands_on_the_kafka_dlq_and_a_valid_one_applies(
         self, distributed: Distributed
@@ -518,7 +539,7 @@ class TestOnKafkaAndPostgres:
             response = await distributed.client.get(
                 f"/v1/contacts/{contact_id}", headers=distributed.headers
             )
-            return response.json()["tags"] == ["hot"]
+            return bool(response.json()["tags"] == ["hot"])
 
         await eventually(tagged, timeout=60)
 

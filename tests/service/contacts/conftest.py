@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -113,19 +112,6 @@ class Service:
         return [parse_contact_event(e) for e in await self.events(*types)]
 
 
-async def quiesce(app: FastAPI) -> None:
-    """Publish what the outbox holds before the app stops.
-
-    Works around a platform race: on Python 3.11 `asyncio.wait_for` drops a cancellation that
-    arrives while the awaited event fires, so `MemoryConsumer.stop()` can wait forever when the
-    outbox relay publishes during shutdown (stop_context stops consumers before the relay).
-    """
-    relay = app.state.ctx.relay
-    while await relay.publish_pending():
-        pass
-    await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
@@ -138,4 +124,3 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
         yield Service(
             app, client, clock, workspace, token(workspace, "contacts:read", "contacts:write")
         )
-        await quiesce(app)

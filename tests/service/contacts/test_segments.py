@@ -11,7 +11,7 @@ from shared.events import topics
 from shared.events.contacts import SegmentEntered, SegmentExited
 from shared.events.envelope import Envelope
 from shared.events.ingest import ProductLogin
-from tests.service.contacts.conftest import Service, quiesce, random_email
+from tests.service.contacts.conftest import Service, random_email
 from tests.service.contacts.test_api import create
 
 
@@ -194,4 +194,3 @@ class TestTimeBasedSegments:
                 return any(b"segment.entered" in r.value for r in bus.records(topics.CONTACTS))
 
             await eventually(entered, timeout=10)
-            await quiesce(app)

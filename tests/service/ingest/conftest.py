@@ -106,7 +106,7 @@ async def settle(app: FastAPI) -> None:
             unsent = await conn.scalar(
                 select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
             )
-        return unsent == 0
+        return bool(unsent == 0)
 
     await eventually(drained, timeout=10)
     await asyncio.sleep(0.1)

@@ -94,7 +94,7 @@ class Service:
             topics.CONTACTS, ContactCreated(contact=snap, cause="api"), contact_id
         )
         await self.processed("contacts", env)
-        return contact_id
+        return str(contact_id)
 
     async def update_contact(self, contact_id: str, **fields: Any) -> None:
         snap = snapshot(contact_id, self.clock.now, **fields)

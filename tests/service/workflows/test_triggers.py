@@ -162,7 +162,7 @@ class TestOtherTopics:
                 score=51,
                 direction=direction,
                 crossed_at=service.clock(),
-            )  # type: ignore[arg-type]
+            )
             await service.publish(topics.SCORES, crossed, contact)
         assert await enrolled(service, w) == [a]
 

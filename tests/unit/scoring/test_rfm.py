@@ -128,5 +128,6 @@ class TestChurnRisk:
         stats = Activity(NOW - 70 * DAY, NOW, 11, 0, 0.0, 7 * DAY)
         points = Breakpoints([3, 30, 60, 90], [], [])
         due = next_change_at(stats, points, NOW)
+        assert due is not None
         assert due == pytest.approx(NOW + 3 * DAY + 1)
         assert assess(stats, points, due).r == assess(stats, points, NOW).r - 1
