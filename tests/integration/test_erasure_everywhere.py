@@ -335,6 +335,6 @@ class TestEraseEverywhere:
         )
         assert fresh.status_code == 202
         await product.settled("contacts.leads", topics.LEADS)
-        again = await contact_of(product, person.email)
-        assert again.status_code == 200
-        assert again.json()["id"] != contact_id
+        recaptured = await contact_of(product, person.email)
+        assert recaptured.status_code == 200
+        assert recaptured.json()["id"] != contact_id

@@ -188,7 +188,7 @@ async def test_two_claimers_share_due_timers_and_fire_each_once(
                     text("SELECT count(*) FROM contacts WHERE workspace = :w"),
                     {"w": engine.driver.workspace},
                 )
-            return count == 300
+            return bool(count == 300)
 
         await eventually(projected, timeout=60)
         # Enroll every known contact by hand: 300 runs waiting five minutes.

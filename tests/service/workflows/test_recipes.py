@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 
 from services.workflows.recipes.domain import RECIPES
 from shared.events import topics
 from shared.events.contacts import ContactOwnerAssigned
+from shared.events.envelope import Envelope
 from shared.events.scores import ScoreThresholdCrossed
 from tests.helpers import token
 from tests.service.workflows.conftest import Service
@@ -14,7 +16,7 @@ from tests.service.workflows.conftest import Service
 TEAM = {"team_id": "team_1"}
 
 
-async def install(service: Service, name: str, body: dict[str, object] | None = None) -> str:
+async def install(service: Service, name: str, body: Mapping[str, object] | None = None) -> str:
     response = await service.client.post(
         f"/v1/workflows/recipes/{name}", json=body, headers=service.headers
     )
@@ -110,11 +112,9 @@ class TestRecipesRun:
         stays = await service.create_contact(first_name="Ada")
         leaves = await service.create_contact(first_name="Bob")
 
-        def subjects_for(contact: str, requests: list[object]) -> list[str]:
+        def subjects_for(contact: str, requests: Sequence[Envelope]) -> list[str]:
             return [
-                r.data["content"]["subject"]  # type: ignore[attr-defined]
-                for r in requests
-                if r.data["contact_id"] == contact  # type: ignore[attr-defined]
+                r.data["content"]["subject"] for r in requests if r.data["contact_id"] == contact
             ]
 
         day0 = await service.published(topics.NOTIFICATION_REQUESTS)
