@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Boolean,
-    DateTime,
-    Dialect,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-from shared.db import NAMING
+from shared.db import Json, UtcDateTime, service_metadata
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -29,31 +23,11 @@ from shared.outbox import outbox_table
 class Base(DeclarativeBase):
     """This service's declarative base (a class statement, so type checkers see it)."""
 
-    metadata = MetaData(naming_convention=NAMING)
+    metadata = service_metadata()
 
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
-
-Json = JSON().with_variant(JSONB(), "postgresql")
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in Python on both databases (SQLite stores naive UTC text)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Channel(Base):

@@ -27,6 +27,7 @@ class TestSlackWebhook:
         fields = " ".join(f["text"] for f in body["blocks"][1]["fields"])
         assert "Navy" in fields
         assert "87.5" in fields
+        assert contact.email is not None
         assert contact.email in fields
         assert contact.id in body["blocks"][2]["elements"][0]["text"]
 
