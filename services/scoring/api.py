@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 
 from services.scoring import handlers
+from services.scoring.rfm import handlers as customers
 from services.scoring.schemas import (
     RescoreRead,
     RfmSummary,
@@ -109,7 +110,7 @@ def router(clock: Clock) -> APIRouter:
     async def rfm_summary(principal: Reader, ctx: Context) -> RfmSummary:
         """How many customers are in each RFM segment and churn-risk band."""
         async with ctx.uow() as uow:
-            result = await handlers.rfm_summary(principal.workspace, SqlStore(uow.session))
+            result = await customers.rfm_summary(principal.workspace, SqlStore(uow.session))
         return RfmSummary.model_validate(result)
 
     @api.post(EXPORT_PATH)

@@ -1,96 +1,23 @@
 """scoring's use cases: rule sets, engagement scoring, contact changes, timers, rescores,
-simulation and explain. Typed against the `Store` protocol; handlers never commit."""
+simulation, explain and export (RFM's in `rfm/handlers.py`). Typed against the `Store` protocol
+(beside its implementation in store.py); handlers never commit."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any
 
-from services.scoring.rfm import domain as rfm
+from services.scoring.publish import at, event_ids, report, ts
+from services.scoring.rfm import handlers as customers
 from services.scoring.rules.domain import InvalidRuleSet, RuleSet, default_rule_set, parse_rule_set
 from services.scoring.scores import domain as scores
-from services.scoring.scores.domain import ContactScore, Crossing, LedgerEntry
-from services.scoring.store import Contact, Identity, Rescore, SetAside, Timer
+from services.scoring.scores.domain import ContactScore, LedgerEntry
+from services.scoring.store import Contact, Outbox, Rescore, Store, Timer
 from shared.errors import InvalidInput, NotFound
-from shared.events import topics
-from shared.events.contacts import (
-    ContactDeleted,
-    ContactMerged,
-    ContactSnapshot,
-)
-from shared.events.envelope import Envelope, EventPayload, PreparedEnvelope
-from shared.events.scores import ChurnRiskChanged, ScoreChanged, ScoreThresholdCrossed
-
-SOURCE = "/leadwire/scoring"
-RFM_KINDS = {"purchase.completed": "purchase", "product.login": "login"}
-BREAKPOINTS_MAX_AGE = timedelta(seconds=60)
-SMALL_WORKSPACE = 1000  # customers up to which every new one recomputes the breakpoints
-
-
-class Store(Protocol):
-    """What the handlers need from persistence (implemented by `store.SqlStore`)."""
-
-    async def latest_rule_set(self, workspace: str) -> tuple[int, dict[str, Any]] | None: ...
-    async def rule_set(self, workspace: str, version: int) -> dict[str, Any] | None: ...
-    async def add_rule_set(
-        self, workspace: str, version: int, body: dict[str, Any], now: datetime
-    ) -> None: ...
-    async def contacts(self, workspace: str, ids: Iterable[str]) -> dict[str, Contact]: ...
-    async def identities(self, workspace: str, ids: Iterable[str]) -> dict[str, Identity]: ...
-    async def contact_ids_by_email(
-        self, workspace: str, emails: Iterable[str]
-    ) -> dict[str, str]: ...
-    async def lock_identities(self, workspace: str, keys: Iterable[str]) -> None: ...
-    async def save_contact(self, workspace: str, contact: Contact) -> None: ...
-    async def count_contacts(self, workspace: str) -> int: ...
-    async def contacts_after(self, workspace: str, cursor: str, limit: int) -> list[Contact]: ...
-    async def lock_scores(
-        self, workspace: str, ids: Iterable[str]
-    ) -> dict[str, dict[str, Any]]: ...
-    async def try_lock_scores(
-        self, workspace: str, ids: Iterable[str]
-    ) -> dict[str, dict[str, Any]]: ...
-    async def save_scores(self, workspace: str, states: Mapping[str, tuple[int, Any]]) -> None: ...
-    async def erase_contact(self, workspace: str, contact_id: str) -> None: ...
-    async def erase_set_aside_of(self, workspace: str, identity_digests: Iterable[str]) -> None: ...
-    async def set_aside_of(
-        self, workspace: str, contact_ids: Sequence[str], identity_digests: Iterable[str]
-    ) -> list[dict[str, Any]]: ...
-    async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def ledger_of(
-        self, workspace: str, ids: Iterable[str]
-    ) -> dict[str, list[LedgerEntry]]: ...
-    async def ledger_since(
-        self, workspace: str, since: datetime
-    ) -> dict[str, list[LedgerEntry]]: ...
-    async def move_ledger(self, workspace: str, source: str, target: str) -> None: ...
-    async def set_aside(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def take_set_aside(
-        self, workspace: str, contact_id: str, email: str | None
-    ) -> list[SetAside]: ...
-    async def set_timers(self, timers: Sequence[Timer]) -> None: ...
-    async def clear_timers(self, keys: Sequence[tuple[str, str, str, str]]) -> None: ...
-    async def claim_due_timers(self, now: datetime, limit: int) -> list[Timer]: ...
-    async def add_rescore(self, job: Rescore) -> None: ...
-    async def rescore(self, workspace: str, job_id: str) -> Rescore | None: ...
-    async def claim_rescore(self) -> Rescore | None: ...
-    async def update_rescore(self, job_id: str, **values: Any) -> None: ...
-    async def rfm_rows(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
-    async def save_rfm(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def rfm_stats(self, workspace: str) -> list[tuple[float, int, float]]: ...
-    async def breakpoints(self, workspace: str) -> Any: ...
-    async def save_breakpoints(self, row: Mapping[str, Any]) -> None: ...
-    async def rfm_summary(self, workspace: str) -> tuple[dict[str, int], dict[str, int]]: ...
-
-
-class Outbox(Protocol):
-    """Where events go: written in the same transaction as the change (the unit of work)."""
-
-    def emit(self, topic: str, key: str, envelope: Envelope) -> None: ...
+from shared.events.contacts import ContactDeleted, ContactMerged, ContactSnapshot
 
 
 class ContactNotFound(NotFound):
@@ -99,70 +26,6 @@ class ContactNotFound(NotFound):
 
 class RescoreNotFound(NotFound):
     code = "rescore_not_found"
-
-
-def _random_ids(chunk: int = 256) -> Iterator[str]:
-    """Random (version 4) event ids, drawing the randomness once per `chunk` ids instead of a
-    system call per id (uuid4's cost showed on the engagement hot path)."""
-    while True:
-        pool = os.urandom(16 * chunk)
-        for start in range(0, 16 * chunk, 16):
-            yield str(uuid.UUID(bytes=pool[start : start + 16], version=4))
-
-
-_ids = _random_ids()
-
-
-def publish(
-    outbox: Outbox,
-    workspace: str,
-    contact_id: str,
-    payload: EventPayload,
-    correlationid: str | None = None,
-) -> None:
-    envelope = Envelope.of(
-        payload, source=SOURCE, workspace=workspace, subject=contact_id, correlationid=correlationid
-    )
-    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
-
-
-def publish_score_changed(
-    outbox: Outbox,
-    workspace: str,
-    contact_id: str,
-    change: scores.Change,
-    cause: str,
-    version: int,
-    correlationid: str | None,
-) -> None:
-    """`score.changed` on the hot path: its data written in the shape `ScoreChanged` gives it
-    (a test holds the two to the same JSON), without a model validation per event."""
-    data = {
-        "contact_id": contact_id,
-        "group": change.group,
-        "before": float(change.before),
-        "after": float(change.after),
-        "cause": cause,
-        "rule_set_version": version,
-    }
-    envelope = PreparedEnvelope.prepare(
-        ScoreChanged.event_type,
-        data,
-        source=SOURCE,
-        workspace=workspace,
-        subject=contact_id,
-        correlationid=correlationid,
-        event_id=next(_ids),
-    )
-    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
-
-
-def ts(value: datetime) -> float:
-    return value.timestamp()
-
-
-def at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 # --- rule sets --------------------------------------------------------------------------------
@@ -265,53 +128,6 @@ class Scored:
                     timers.append(Timer(self.workspace, cid, "decay", group, at(due)))
         await store.clear_timers(cleared)
         await store.set_timers(timers)
-
-
-def publish_crossing(
-    outbox: Outbox,
-    workspace: str,
-    contact_id: str,
-    crossing: Crossing,
-    correlationid: str | None,
-) -> None:
-    """`score.threshold_crossed`, written like `publish_score_changed` (10,000 crossings due at
-    once must all be out within seconds)."""
-    data = {
-        "contact_id": contact_id,
-        "group": crossing.group,
-        "threshold": crossing.threshold,
-        "value": float(crossing.level),
-        "score": float(crossing.score),
-        "direction": crossing.direction,
-        "crossed_at": at(crossing.at),
-    }
-    envelope = PreparedEnvelope.prepare(
-        ScoreThresholdCrossed.event_type,
-        data,
-        source=SOURCE,
-        workspace=workspace,
-        subject=contact_id,
-        correlationid=correlationid,
-        event_id=next(_ids),
-    )
-    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
-
-
-def report(
-    outbox: Outbox,
-    workspace: str,
-    contact_id: str,
-    changes: Sequence[scores.Change],
-    crossings: Sequence[Crossing],
-    cause: str,
-    version: int,
-    correlationid: str | None = None,
-) -> None:
-    """Publish the visible score changes and threshold crossings of one contact."""
-    for change in changes:
-        publish_score_changed(outbox, workspace, contact_id, change, cause, version, correlationid)
-    for crossing in crossings:
-        publish_crossing(outbox, workspace, contact_id, crossing, correlationid)
 
 
 # --- engagement -------------------------------------------------------------------------------
@@ -423,9 +239,11 @@ async def _score_in_workspace(
             scored, cid, event.type, event.data, event.occurred_at, outbox, now, event.correlationid
         )
     await scored.save(store)
-    purchases = [(cid, e) for cid, e in resolved if e.type in RFM_KINDS]
+    purchases = [
+        (cid, e.type, e.occurred_at, e.data) for cid, e in resolved if e.type in customers.RFM_KINDS
+    ]
     if purchases:
-        await record_customer_activity(workspace, purchases, store, outbox, now)
+        await customers.record_customer_activity(workspace, purchases, store, outbox, now)
 
 
 def apply_engagement(
@@ -502,13 +320,13 @@ async def on_contact_snapshot(
             apply_engagement(scored, snapshot.id, w.type, w.data, w.occurred_at, outbox, now)
     rescore_fit(scored, snapshot.id, attributes, outbox, now)
     await scored.save(store)
-    activity = [(snapshot.id, _as_engagement(workspace, w)) for w in waiting if w.type in RFM_KINDS]
+    activity = [
+        (snapshot.id, w.type, w.occurred_at, w.data)
+        for w in waiting
+        if w.type in customers.RFM_KINDS
+    ]
     if activity:
-        await record_customer_activity(workspace, activity, store, outbox, now)
-
-
-def _as_engagement(workspace: str, w: SetAside) -> EngagementIn:
-    return EngagementIn(workspace, w.type, w.contact_id, w.email, w.occurred_at, w.data)
+        await customers.record_customer_activity(workspace, activity, store, outbox, now)
 
 
 def rescore_fit(
@@ -550,7 +368,7 @@ async def on_contact_merged(
     rebuild(scored, survivor, ledger, attributes, outbox, now, "merge")
     await scored.save(store)
     if merged_rfm is not None:
-        await merge_customer(workspace, survivor, merged_rfm, store, outbox, now)
+        await customers.merge_customer(workspace, survivor, merged_rfm, store, outbox, now)
 
 
 def rebuild(
@@ -612,7 +430,7 @@ async def fire_due_timers(store: Store, outbox: Outbox, now: datetime, limit: in
             fired += await _fire_decay(workspace, decay, store, outbox)
         reassess = [t.contact_id for t in timers if t.kind == "rfm"]
         if reassess:
-            fired += await reassess_customers(workspace, reassess, store, outbox, now)
+            fired += await customers.reassess_customers(workspace, reassess, store, outbox, now)
     return fired
 
 
@@ -634,7 +452,14 @@ async def _fire_decay(workspace: str, timers: Sequence[Timer], store: Store, out
         scored.touched.add(timer.contact_id)
         # Nothing but time started a decay crossing: it opens a chain of its own.
         report(
-            outbox, workspace, timer.contact_id, [], crossings, "decay", rules.version, next(_ids)
+            outbox,
+            workspace,
+            timer.contact_id,
+            [],
+            crossings,
+            "decay",
+            rules.version,
+            next(event_ids),
         )
     await store.clear_timers(stale)
     await scored.save(store)
@@ -779,210 +604,11 @@ async def explain_contact(
         "scored_with_version": state.version,
         "at": now,
         "groups": scores.explain(state, rules, ts(now)),
-        "rfm": _rfm_view(customer, now) if customer else None,
+        "rfm": customers.view(customer, now) if customer else None,
     }
 
 
 # --- RFM --------------------------------------------------------------------------------------
-
-
-def _activity(row: Mapping[str, Any]) -> rfm.Activity:
-    return rfm.Activity(
-        row["first_at"],
-        row["last_at"],
-        row["count"],
-        row["purchases"],
-        row["monetary"],
-        row["recent_interval_s"],
-    )
-
-
-def _rfm_view(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    return {
-        "recency_days": round(rfm.days_since(_activity(row), ts(now)), 2),
-        "frequency": row["count"],
-        "purchases": row["purchases"],
-        "monetary": row["monetary"],
-        "r": row["r"],
-        "f": row["f"],
-        "m": row["m"],
-        "segment": row["segment"],
-        "churn_risk": row["risk"],
-        "band": row["band"],
-    }
-
-
-async def _breakpoints(
-    workspace: str, store: Store, now: datetime, new_customers: bool
-) -> rfm.Breakpoints:
-    """The workspace's quintile breakpoints, recomputed once a minute as events arrive, and at
-    once when new customers join a small workspace (where each one moves the quintiles)."""
-    row = await store.breakpoints(workspace)
-    fresh = row is not None and now - row.computed_at < BREAKPOINTS_MAX_AGE
-    if row is not None and fresh and not (new_customers and row.customers < SMALL_WORKSPACE):
-        return rfm.Breakpoints(row.recency_days, row.frequency, row.monetary)
-    stats = await store.rfm_stats(workspace)
-    customers = [rfm.Activity(last, last, count, 0, money) for last, count, money in stats]
-    points = rfm.workspace_breakpoints(customers, ts(now))
-    await store.save_breakpoints(
-        {
-            "workspace": workspace,
-            "recency_days": points.recency_days,
-            "frequency": points.frequency,
-            "monetary": points.monetary,
-            "customers": len(customers),
-            "computed_at": now,
-        }
-    )
-    return points
-
-
-async def record_customer_activity(
-    workspace: str,
-    activity: Sequence[tuple[str, EngagementIn]],
-    store: Store,
-    outbox: Outbox,
-    now: datetime,
-) -> None:
-    """Fold purchases and logins into customers' RFM stats, then reassess them."""
-    rows = await store.rfm_rows(workspace, {cid for cid, _ in activity})
-    stats = {cid: _activity(row) for cid, row in rows.items()}
-    for cid, event in activity:
-        kind = RFM_KINDS[event.type]
-        amount = float(event.data.get("amount") or 0) if kind == "purchase" else 0.0
-        stats[cid] = rfm.record_activity(
-            stats.get(cid),
-            ts(event.occurred_at),
-            "purchase" if kind == "purchase" else "login",
-            amount,
-        )
-    new = set(stats) - set(rows)
-    # Stats first (so the breakpoints see them), then the assessment.
-    await store.save_rfm([_rfm_row(workspace, cid, s, rows.get(cid)) for cid, s in stats.items()])
-    points = await _breakpoints(workspace, store, now, new_customers=bool(new))
-    await _assess(workspace, stats, rows, points, store, outbox, now)
-
-
-async def reassess_customers(
-    workspace: str, ids: Sequence[str], store: Store, outbox: Outbox, now: datetime
-) -> int:
-    """Reassess customers whose timer fired: time alone moves recency and churn risk."""
-    rows = await store.rfm_rows(workspace, ids)
-    stats = {cid: _activity(row) for cid, row in rows.items()}
-    points = await _breakpoints(workspace, store, now, new_customers=False)
-    await _assess(workspace, stats, rows, points, store, outbox, now)
-    stale = [(workspace, cid, "rfm", "") for cid in ids if cid not in rows]
-    await store.clear_timers(stale)
-    return len(ids)
-
-
-async def merge_customer(
-    workspace: str,
-    survivor: str,
-    merged: Mapping[str, Any],
-    store: Store,
-    outbox: Outbox,
-    now: datetime,
-) -> None:
-    rows = await store.rfm_rows(workspace, [survivor])
-    theirs = _activity(merged)
-    mine = _activity(rows[survivor]) if survivor in rows else None
-    combined = (
-        theirs
-        if mine is None
-        else rfm.Activity(
-            min(mine.first_at, theirs.first_at),
-            max(mine.last_at, theirs.last_at),
-            mine.count + theirs.count,
-            mine.purchases + theirs.purchases,
-            mine.monetary + theirs.monetary,
-            mine.recent_interval_s or theirs.recent_interval_s,
-        )
-    )
-    stats = {survivor: combined}
-    await store.save_rfm([_rfm_row(workspace, survivor, combined, rows.get(survivor))])
-    points = await _breakpoints(workspace, store, now, new_customers=True)
-    await _assess(workspace, stats, rows, points, store, outbox, now)
-
-
-def _rfm_row(
-    workspace: str, cid: str, stats: rfm.Activity, previous: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    return {
-        "workspace": workspace,
-        "contact_id": cid,
-        "first_at": stats.first_at,
-        "last_at": stats.last_at,
-        "count": stats.count,
-        "purchases": stats.purchases,
-        "monetary": stats.monetary,
-        "recent_interval_s": stats.recent_interval_s,
-        "r": previous["r"] if previous else 0,
-        "f": previous["f"] if previous else 0,
-        "m": previous["m"] if previous else 0,
-        "segment": previous["segment"] if previous else "",
-        "risk": previous["risk"] if previous else 0,
-        "band": previous["band"] if previous else "",
-    }
-
-
-async def _assess(
-    workspace: str,
-    stats: Mapping[str, rfm.Activity],
-    previous: Mapping[str, Mapping[str, Any]],
-    points: rfm.Breakpoints,
-    store: Store,
-    outbox: Outbox,
-    now: datetime,
-) -> None:
-    seconds = ts(now)
-    rows, timers, cleared = [], [], []
-    for cid, activity in sorted(stats.items()):
-        result = rfm.assess(activity, points, seconds)
-        before = previous.get(cid)
-        row = _rfm_row(workspace, cid, activity, None) | {
-            "r": result.r,
-            "f": result.f,
-            "m": result.m,
-            "segment": result.segment,
-            "risk": result.risk,
-            "band": result.band,
-        }
-        rows.append(row)
-        was_band = before["band"] if before and before["band"] else None
-        was_segment = before["segment"] if before and before["segment"] else None
-        if (was_band, was_segment) != (result.band, result.segment):
-            publish(
-                outbox,
-                workspace,
-                cid,
-                ChurnRiskChanged(
-                    contact_id=cid,
-                    risk=result.risk,
-                    band=result.band,
-                    segment=result.segment,
-                    previous_band=was_band,
-                    previous_segment=was_segment,
-                ),
-            )
-        due = rfm.next_change_at(activity, points, seconds)
-        if due is None:
-            cleared.append((workspace, cid, "rfm", ""))
-        else:
-            timers.append(Timer(workspace, cid, "rfm", "", at(due)))
-    await store.save_rfm(rows)
-    await store.clear_timers(cleared)
-    await store.set_timers(timers)
-
-
-async def rfm_summary(workspace: str, store: Store) -> dict[str, Any]:
-    """How many customers in each RFM segment and churn-risk band."""
-    segments, bands = await store.rfm_summary(workspace)
-    return {
-        "customers": sum(segments.values()),
-        "segments": {name: segments.get(name, 0) for name in rfm.SEGMENTS},
-        "bands": {name: bands.get(name, 0) for name, _ in reversed(rfm.BANDS)},
-    }
 
 
 # --- a person's data (contacts' export) --------------------------------------------------------

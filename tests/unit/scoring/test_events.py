@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.scoring import handlers
+from services.scoring import publish
 from services.scoring.scores.domain import Change, Crossing
 from shared.events.envelope import Envelope, EventPayload
 from shared.events.scores import ScoreChanged, ScoreThresholdCrossed
@@ -21,7 +21,7 @@ class Captured:
 def as_model_would(prepared: Envelope, payload: EventPayload) -> bytes:
     reference = Envelope.of(
         payload,
-        source=handlers.SOURCE,
+        source=publish.SOURCE,
         workspace=prepared.workspace,
         subject=prepared.subject,
         correlationid=prepared.correlationid,
@@ -33,7 +33,7 @@ class TestPreparedScoreEvents:
     def test_score_changed_matches_its_model(self) -> None:
         outbox = Captured()
         change = Change("overall", 12.5, 42.0)
-        handlers.publish_score_changed(outbox, "ws", "c1", change, "demo.requested", 3, "corr")
+        publish.publish_score_changed(outbox, "ws", "c1", change, "demo.requested", 3, "corr")
         [(topic, key, envelope)] = outbox.sent
         assert (topic, key) == ("leadwire.scores.v1", "ws:c1")
         payload = ScoreChanged(
@@ -50,7 +50,7 @@ class TestPreparedScoreEvents:
         outbox = Captured()
         instant = datetime(2026, 3, 14, 1, 2, 3, 456789, tzinfo=UTC)
         crossing = Crossing("overall", "mql", 50, 44.999, "down", instant.timestamp())
-        handlers.publish_crossing(outbox, "ws", "c1", crossing, None)
+        publish.publish_crossing(outbox, "ws", "c1", crossing, None)
         [(_, _, envelope)] = outbox.sent
         payload = ScoreThresholdCrossed(
             contact_id="c1",
