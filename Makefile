@@ -44,6 +44,7 @@ bench: setup  ## the benchmarks on throwaway Kafka and PostgreSQL; figures under
 	$(PY) -m bench.ingest_bench
 	$(PY) -m bench.contacts_bench
 	$(PY) -m bench.scoring_bench
+	$(PY) -m bench.workflows_bench
 
 clean:  ## stop local servers and forget every local state
 	-deploy/local/kafka.sh stop

@@ -23,7 +23,7 @@ from shared.errors import InvalidInput
 from shared.events import topics
 from shared.events.contacts import CONTACT_EVENT_TYPES
 from shared.events.envelope import Envelope, EventPayload
-from shared.events.ingest import ENGAGEMENT_TYPES
+from shared.events.ingest import ENGAGEMENT_TYPES, LeadCaptured
 from shared.events.notifications import NOTIFICATION_EVENT_TYPES
 from shared.events.scores import SCORE_EVENT_TYPES
 from shared.uow import UnitOfWork
@@ -103,8 +103,18 @@ def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscript
             await book.flush()
             doors.wakeup.poke(store.earliest_timer)
 
+        async def on_leads(event: Envelope, uow: UnitOfWork) -> None:
+            item = incoming(event, {LeadCaptured.event_type: LeadCaptured})
+            if item is None:
+                return
+            book, store = book_of(uow)
+            await handlers.on_lead(book, store, event.workspace, item)
+            await book.flush()
+            doors.wakeup.poke(store.earliest_timer)
+
         return [
             ctx.batch_subscription("contacts", [topics.CONTACTS], on_contacts),
+            ctx.subscription("leads", [topics.LEADS], on_leads),
             ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
             ctx.subscription("scores", [topics.SCORES], on_scores),
             ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notifications),

@@ -163,3 +163,17 @@ class SentEffect(Base):
     key: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(60))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Submission(Base):
+    """A form submission seen from both sides: the lead (which form) and the contact event
+    (which contact). Whichever arrives second fires the form-submitted trigger, once."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_contact", "workspace", "contact_id"),)
+
+    workspace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    submission_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    form_id: Mapped[str | None] = mapped_column(String(64))
+    contact_id: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -21,6 +21,7 @@ from services.workflows.models import (
     Enrollment,
     SentEffect,
     StepRun,
+    Submission,
     Timer,
     Workflow,
     WorkflowVersion,
@@ -34,6 +35,7 @@ CONTACTS: Table = ContactView.__table__  # type: ignore[assignment]
 EFFECTS: Table = SentEffect.__table__  # type: ignore[assignment]
 WORKFLOWS: Table = Workflow.__table__  # type: ignore[assignment]
 VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[assignment]
+SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 RUN_STATE = (
     "status",
     "step",
@@ -359,6 +361,44 @@ class WorkflowsStore:
         row = (await self.session.execute(query)).mappings().first()
         return dict(row) if row else None
 
+    # --- form submissions --------------------------------------------------------------------
+
+    async def pair_submission(
+        self,
+        workspace: str,
+        submission_id: str,
+        form_id: str | None,
+        contact_id: str | None,
+        now: datetime,
+    ) -> tuple[str | None, str | None, bool]:
+        """Record one side of a submission; (form, contact, completed now). Concurrent halves
+        serialise on the row, so exactly one of them sees the pair complete."""
+        s = SUBMISSIONS.c
+        before = await self.session.execute(
+            select(s.form_id, s.contact_id)
+            .where(s.workspace == workspace, s.submission_id == submission_id)
+            .with_for_update()
+        )
+        row = before.first()
+        if row is not None and row[0] is not None and row[1] is not None:
+            return row[0], row[1], False  # already paired: a redelivery
+        stmt = self._insert(SUBMISSIONS).values(
+            workspace=workspace,
+            submission_id=submission_id,
+            form_id=form_id,
+            contact_id=contact_id,
+            at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[s.workspace, s.submission_id],
+            set_={
+                "form_id": func.coalesce(stmt.excluded.form_id, s.form_id),
+                "contact_id": func.coalesce(stmt.excluded.contact_id, s.contact_id),
+            },
+        ).returning(s.form_id, s.contact_id)
+        paired = (await self.session.execute(stmt)).one()
+        return paired[0], paired[1], paired[0] is not None and paired[1] is not None
+
     # --- merge and erase ----------------------------------------------------------------------
 
     async def repoint(self, workspace: str, merged_id: str, survivor_id: str) -> None:
@@ -394,7 +434,7 @@ class WorkflowsStore:
                 )
             ).mappings()
         ]
-        for table in (STEPS, EFFECTS, TIMERS, ENROLLMENTS):
+        for table in (STEPS, EFFECTS, TIMERS, ENROLLMENTS, SUBMISSIONS):
             await self.session.execute(
                 delete(table).where(
                     table.c.workspace == workspace, table.c.contact_id == contact_id

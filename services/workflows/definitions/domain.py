@@ -9,7 +9,7 @@ from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from services.workflows.conditions import domain as conditions
 from services.workflows.templates import domain as templates
@@ -23,6 +23,18 @@ Errors = list[dict[str, str]]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Conditions parsed once per saved document (versions never change), not per event.
+    _filters: dict[str, conditions.Filter | None] = PrivateAttr(default_factory=dict)
+
+    def compiled(
+        self, name: str, raw: Any, scope: conditions.Scope, steps: frozenset[str] = frozenset()
+    ) -> conditions.Filter | None:
+        """The parsed form of one of this object's condition fields (None when absent)."""
+        if name not in self._filters:
+            self._filters[name] = (
+                None if raw is None else conditions.parse(raw, name, scope, [], steps)
+            )
+        return self._filters[name]
 
 
 class Duration(Strict):

@@ -126,7 +126,7 @@ async def set_enabled(
             page = await store.contact_ids(workspace, after, PAGE)
             if not page:
                 break
-            book._enabled.pop(workspace, None)
+            book.forget_enabled(workspace)
             await reschedule_time_triggers(book, workspace, dict(page))
             await book.flush()
             after = page[-1][0]

@@ -163,7 +163,7 @@ def enrollment_of_key(key: str) -> str | None:
 def parsed_goal(document: defs.WorkflowDocument) -> conditions.Filter | None:
     if document.goal is None:
         return None
-    return conditions.parse(document.goal, "goal", "contact", [])
+    return document.compiled("goal", document.goal, "contact")
 
 
 def goal_met(
@@ -286,8 +286,8 @@ def _execute(
         until = now + step.timeout.delta
         return Wait(until, step.event, {"event": step.event, "timeout_at": until.isoformat()})
     if isinstance(step, defs.IfStep):
-        condition = conditions.parse(
-            step.condition, "condition", "contact", [], frozenset(document_ids(document))
+        condition = step.compiled(
+            "condition", step.condition, "contact", frozenset(document_ids(document))
         )
         taken = condition is not None and conditions.matches(condition, contact, now, run.outcomes)
         return ("then", step.then, {}) if taken else ("else", step.otherwise, {})

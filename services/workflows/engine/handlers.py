@@ -103,6 +103,7 @@ class RunBook:
     _timers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     _effects: list[dict[str, Any]] = field(default_factory=list)
     _enabled: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    _enabled_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     started: int = 0
 
     # --- documents ----------------------------------------------------------------------------
@@ -133,8 +134,16 @@ class RunBook:
         docs = await self.documents((workspace, wf, v) for wf, v in pairs)
         return [(wf, v, docs[(workspace, wf, v)]) for wf, v in pairs if (workspace, wf, v) in docs]
 
+    def forget_enabled(self, workspace: str) -> None:
+        """Read the enabled workflows again (one was just enabled or disabled)."""
+        self._enabled.pop(workspace, None)
+        self._enabled_ids.pop(workspace, None)
+
     def context(self, workspace: str, contact: Mapping[str, Any] | None) -> domain.Context:
-        enabled = frozenset(wf for wf, _ in self._enabled.get(workspace, []))
+        enabled = self._enabled_ids.get(workspace)
+        if enabled is None:
+            enabled = frozenset(wf for wf, _ in self._enabled.get(workspace, []))
+            self._enabled_ids[workspace] = enabled
         return domain.Context(
             contact,
             self.now,

@@ -119,6 +119,15 @@ def facts_of_contact_event(event_type: str, data: Mapping[str, Any]) -> list[Fac
     return []
 
 
+def form_submitted(contact_id: str, form_id: str, submission_id: str) -> Fact:
+    return Fact(
+        "form_submitted",
+        contact_id,
+        {"form_id": form_id, "submission_id": submission_id},
+        "form.submitted",
+    )
+
+
 def facts_of_score_event(event_type: str, data: Mapping[str, Any]) -> list[Fact]:
     if event_type == "score.threshold_crossed":
         return [Fact("score_threshold_crossed", data["contact_id"], data, event_type)]
@@ -138,7 +147,7 @@ def fact_matches(
         case defs.ContactCreatedTrigger():
             if trigger.conditions is None:
                 return True
-            node = conditions.parse(trigger.conditions, "trigger.conditions", "contact", [])
+            node = trigger.compiled("conditions", trigger.conditions, "contact")
             return node is not None and conditions.matches(
                 node, data.get("contact") or contact or {}, now
             )
@@ -167,7 +176,7 @@ def fact_matches(
                 return False
             if trigger.conditions is None:
                 return True
-            node = conditions.parse(trigger.conditions, "trigger.conditions", "event", [])
+            node = trigger.compiled("conditions", trigger.conditions, "event")
             return node is not None and conditions.matches(node, data, now)
         case defs.ScoreThresholdTrigger():
             return (
@@ -225,7 +234,7 @@ def may_enroll(
     if document.exclusion_segment and document.exclusion_segment in (contact.get("segments") or []):
         return "excluded"
     if document.conditions is not None:
-        node = conditions.parse(document.conditions, "conditions", "contact", [])
+        node = document.compiled("conditions", document.conditions, "contact")
         if node is None or not conditions.matches(node, contact, now):
             return "conditions_not_met"
     return None
@@ -237,7 +246,7 @@ def event_awaited(step: defs.Step, event_type: str, data: Mapping[str, Any], now
         return False
     if step.conditions is None:
         return True
-    node = conditions.parse(step.conditions, "conditions", "event", [])
+    node = step.compiled("conditions", step.conditions, "event")
     return node is not None and conditions.matches(node, data, now)
 
 

@@ -29,6 +29,14 @@ class ProjectionStore(Store, Protocol):
     async def repoint(self, workspace: str, merged_id: str, survivor_id: str) -> None: ...
     async def erase(self, workspace: str, contact_id: str) -> list[dict[str, Any]]: ...
     async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None: ...
+    async def pair_submission(
+        self,
+        workspace: str,
+        submission_id: str,
+        form_id: str | None,
+        contact_id: str | None,
+        now: datetime,
+    ) -> tuple[str | None, str | None, bool]: ...
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,15 @@ async def _apply_contact_part(
         facts += [
             (f, event.correlation) for f in domain.facts_of_contact_event(event.type, event.data)
         ]
+        submission = event.data.get("submission_id")
+        snapshot = event.data.get("contact")
+        if submission and isinstance(snapshot, dict):
+            form, contact_id, paired = await store.pair_submission(
+                workspace, str(submission), None, snapshot["id"], book.now
+            )
+            if paired and form and contact_id:
+                fact = domain.form_submitted(contact_id, form, str(submission))
+                facts.append((fact, event.correlation))
     ids = {f.contact_id for f, _ in facts}
     contacts = await store.contacts(workspace, ids)
     changed: dict[str, dict[str, Any]] = {}
@@ -380,3 +397,21 @@ async def _erase(book: RunBook, store: ProjectionStore, workspace: str, event: I
     for row in await store.erase(workspace, contact_id):
         if row["status"] in OPEN:
             book.announce_end(row, "exited", "contact_deleted")
+
+
+async def on_lead(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:
+    """A lead captured from a form: with the contact event of the same submission (whichever
+    comes second), it fires form-submitted triggers."""
+    data = event.data
+    if data.get("source") != "form" or not data.get("source_id"):
+        return
+    submission = str(data["submission_id"])
+    form, contact_id, paired = await store.pair_submission(
+        workspace, submission, str(data["source_id"]), None, book.now
+    )
+    if not (paired and form and contact_id):
+        return
+    contact_id = await resolve_contact(store, workspace, contact_id, None) or contact_id
+    contacts = await store.contacts(workspace, [contact_id])
+    fact = domain.form_submitted(contact_id, form, submission)
+    await handle_facts(book, store, workspace, [(fact, event.correlation)], contacts)

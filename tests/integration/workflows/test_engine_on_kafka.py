@@ -22,6 +22,7 @@ from services.workflows.settings import WorkflowsSettings
 from shared.app import create_app
 from shared.events import topics
 from shared.events.envelope import Envelope
+from shared.events.ingest import LeadCaptured
 from shared.events.notifications import NotificationFailed
 from tests.conftest import unique
 from tests.helpers import distributed_settings, eventually, running, token
@@ -230,3 +231,32 @@ async def test_two_claimers_share_due_timers_and_fire_each_once(
 
         await eventually(tagged, timeout=60)
         assert len({e.id for e in engine.driver.of("contact.add_tag")}) == 300
+
+
+async def test_a_form_submission_pairs_its_lead_and_contact_on_postgres(engine: Engine) -> None:
+    workflow = await engine.workflow(
+        {
+            "name": "Form",
+            "trigger": {"type": "form_submitted", "form_id": "frm_x"},
+            "steps": [{"id": "t", "type": "add_tag", "tag": "form"}],
+        }
+    )
+    contact_id, created = engine.driver.created()
+    submission = uuid.uuid4().hex
+    created.data["submission_id"] = submission
+    lead = LeadCaptured(
+        submission_id=submission,
+        source="form",
+        source_id="frm_x",
+        dedupe_key=f"email:{contact_id}",
+        captured_at=datetime.now(UTC),
+    )
+    await engine.driver.bus.publish(
+        topics.CONTACTS, topics.contact_key(engine.driver.workspace, contact_id), created
+    )
+    await engine.driver.publish(topics.LEADS, lead, contact_id)
+
+    async def enrolled() -> bool:
+        return [r["contact_id"] for r in await engine.runs(workflow)] == [contact_id]
+
+    await eventually(enrolled, timeout=60)

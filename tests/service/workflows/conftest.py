@@ -78,6 +78,7 @@ class Service:
         await self.bus.publish(topic, topics.contact_key(envelope.workspace, contact_id), envelope)
         group = {
             topics.CONTACTS: "contacts",
+            topics.LEADS: "leads",
             topics.ENGAGEMENT: "engagement",
             topics.SCORES: "scores",
             topics.NOTIFICATIONS: "notifications",

@@ -7,15 +7,16 @@ from typing import Any
 
 from shared.events import topics
 from shared.events.contacts import (
+    ContactCreated,
     ContactLifecycleChanged,
     SegmentEntered,
     SegmentExited,
     TaskCompleted,
     TaskSnapshot,
 )
-from shared.events.ingest import PageViewed
+from shared.events.ingest import LeadCaptured, PageViewed
 from shared.events.scores import ChurnRiskChanged, ScoreThresholdCrossed
-from tests.service.workflows.conftest import Service
+from tests.service.workflows.conftest import Service, snapshot
 
 TAG_STEP = [{"id": "t", "type": "add_tag", "tag": "touched"}]
 
@@ -124,6 +125,40 @@ class TestContactTriggers:
         )
         await service.publish(topics.CONTACTS, TaskCompleted(task=task), a)
         assert await enrolled(service, w) == [a]
+
+
+class TestFormSubmitted:
+    async def test_a_form_submission_pairs_lead_and_contact_in_either_order(
+        self, service: Service
+    ) -> None:
+        w = await service.workflow(wf({"type": "form_submitted", "form_id": "frm_demo"}))
+
+        def lead(submission: str, form: str) -> LeadCaptured:
+            return LeadCaptured(
+                submission_id=submission,
+                source="form",
+                source_id=form,
+                dedupe_key=f"email:{submission}",
+                captured_at=service.clock(),
+            )
+
+        async def contact_of(submission: str) -> str:
+            contact_id = f"c_{submission}"
+            snap = snapshot(contact_id, service.clock())
+            await service.publish(
+                topics.CONTACTS,
+                ContactCreated(contact=snap, cause="lead.captured", submission_id=submission),
+                contact_id,
+            )
+            return contact_id
+
+        await service.publish(topics.LEADS, lead("s1", "frm_demo"), "s1")
+        first = await contact_of("s1")
+        second = await contact_of("s2")
+        await service.publish(topics.LEADS, lead("s2", "frm_demo"), "s2")
+        await service.publish(topics.LEADS, lead("s3", "frm_other"), "s3")
+        await contact_of("s3")
+        assert await enrolled(service, w) == sorted([first, second])
 
 
 class TestOtherTopics:

@@ -1,0 +1,325 @@
+"""Workflows benchmark on real PostgreSQL and Kafka, one workflows process (the real app, in
+this process: Kafka consumers, the timer loop, the outbox relay).
+
+1. Trigger throughput: 100 enabled workflows in one workspace (contact-created triggers with a
+   condition each, one add-tag step then a one-day wait). `--events` contact.created events
+   are published to Kafka first, then the app starts; the rate at which its consumer evaluates
+   every workflow's trigger and enrolls (one run per event: run, history, timer, command and
+   run events written) is measured from the first batch committed to the last.
+2. A burst: `--burst` runs waiting on timers all due at the same instant; how long after that
+   instant the last one fired (committed), and the lateness percentiles.
+3. Sustained: `--rate` timers due per second for `--seconds` seconds; lateness percentiles
+   (due → fired and committed).
+
+Usage: `.venv/bin/python -m bench.workflows_bench [--events 20000] [--burst 10000]
+[--rate 1000 --seconds 30]`. Uses DATABASE_URL (postgresql+asyncpg) and
+LEADWIRE_KAFKA_BOOTSTRAP when set, otherwise starts throwaway servers like the test session.
+Writes bench/results/workflows-<ts>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench.infra import infrastructure
+from services.workflows.engine.timers import RECENT_LATENESS
+from services.workflows.main import build_spec
+from services.workflows.settings import WorkflowsSettings
+from services.workflows.store import CONTACTS, ENROLLMENTS, TIMERS
+from shared import db, metrics
+from shared.app import create_app
+from shared.auth import issue_token
+from shared.bus.kafka import KafkaBus
+from shared.events import topics
+from shared.events.contacts import ContactCreated, ContactSnapshot
+from shared.events.envelope import Envelope
+from shared.migrations import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SECRET = "bench-secret-not-for-production-0123456789"
+WORKSPACE = "bench"
+GROUP = "workflows.contacts"
+WORKFLOWS = 100
+TIMER_STEPS = [
+    {"id": "tag", "type": "add_tag", "tag": "t", "next": "wait"},
+    {"id": "wait", "type": "wait", "duration": {"days": 1}, "next": "after"},
+    {"id": "after", "type": "add_tag", "tag": "fired"},
+]
+
+
+def handled() -> int:
+    for family in metrics.EVENTS_CONSUMED.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("group") == GROUP:
+                return int(sample.value)
+    return 0
+
+
+def workflow(i: int) -> dict[str, Any]:
+    return {
+        "name": f"Welcome {i}",
+        "trigger": {
+            "type": "contact_created",
+            "conditions": {"field": "source", "op": "eq", "value": f"campaign-{i}"},
+        },
+        "steps": [
+            {"id": "tag", "type": "add_tag", "tag": f"welcomed-{i}", "next": "wait"},
+            {"id": "wait", "type": "wait", "duration": {"days": 1}, "next": "nudge"},
+            {"id": "nudge", "type": "add_tag", "tag": "nudged"},
+        ],
+    }
+
+
+def contact_events(count: int) -> list[tuple[str, str, bytes]]:
+    now = datetime.now(UTC)
+    messages = []
+    for n in range(count):
+        contact_id = f"c{n:08d}-{uuid.uuid4().hex[:6]}"
+        snapshot = ContactSnapshot(
+            id=contact_id,
+            email=f"{contact_id}@bench.io",
+            first_name="Ada",
+            source=f"campaign-{n % WORKFLOWS}",
+            lifecycle_stage="lead",
+            subscription_status="subscribed",
+            created_at=now,
+            updated_at=now,
+        )
+        envelope = Envelope.of(
+            ContactCreated(contact=snapshot, cause="api"), source="/bench", workspace=WORKSPACE
+        )
+        key = topics.contact_key(WORKSPACE, contact_id)
+        messages.append((topics.CONTACTS, key, envelope.to_bytes()))
+    return messages
+
+
+async def wait_for(check: Any, timeout: float, every: float = 0.01) -> float:
+    """Poll until `check()` is true; the perf_counter time it became true."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if await check():
+            return time.perf_counter()
+        await asyncio.sleep(every)
+    raise TimeoutError("the benchmark did not finish in time")
+
+
+async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text(sql), params) or 0)
+
+
+async def park_runs(engine: AsyncEngine, workflow_id: str, dues: list[datetime]) -> None:
+    """Runs waiting on the `wait` step of a workflow, each with its timer due at `dues[i]`
+    (written set-wise, as if enrolled earlier)."""
+    now = datetime.now(UTC)
+    contacts, runs, timers = [], [], []
+    for i, due in enumerate(dues):
+        contact_id = f"t{uuid.uuid4().hex[:12]}"
+        enrollment = f"enr_{uuid.uuid4().hex}"
+        data = {"id": contact_id, "first_name": "Ada", "lifecycle_stage": "lead", "n": i}
+        contacts.append(
+            {"workspace": WORKSPACE, "id": contact_id, "email": None, "data": data}
+            | {"merged_into": None, "updated_at": now}
+        )
+        runs.append(
+            {"id": enrollment, "workspace": WORKSPACE, "workflow_id": workflow_id, "version": 1}
+            | {"contact_id": contact_id, "status": "waiting", "trigger": "manual", "step": "wait"}
+            | {"outcomes": {"tag": "done"}, "seq": 2, "attempt": 0, "wait_event": None}
+            | {"wait_until": due, "error": None, "enrolled_at": now, "updated_at": now}
+            | {"ended_at": None}
+        )
+        timers.append(
+            {"id": f"run:{enrollment}", "workspace": WORKSPACE, "kind": "run", "due_at": due}
+            | {"contact_id": contact_id, "enrollment_id": enrollment, "workflow_id": workflow_id}
+            | {"step": "wait", "failures": 0}
+        )
+    async with engine.begin() as conn:
+        for table, rows in ((CONTACTS, contacts), (ENROLLMENTS, runs), (TIMERS, timers)):
+            for start in range(0, len(rows), 5000):
+                await db.insert_rows(conn, table, rows[start : start + 5000])
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
+
+    return {
+        "p50_s": at(0.5),
+        "p90_s": at(0.9),
+        "p99_s": at(0.99),
+        "max_s": round(ordered[-1], 4),
+        "mean_s": round(statistics.fmean(ordered), 4),
+    }
+
+
+async def run(
+    pg: str, kafka: str, events: int, burst: int, rate: int, seconds: int
+) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    schema = prefix.rstrip(".") + "_workflows"
+    settings = WorkflowsSettings(
+        bus="kafka",
+        kafka_bootstrap=kafka,
+        topic_prefix=prefix,
+        database_url=pg,
+        db_schema=schema,
+        auth_secret=SECRET,
+        migrate_on_start=False,
+        outbox_batch=2000,
+        log_level="WARNING",
+    )
+    engine = db.create_engine(pg, schema=schema)
+    spec = build_spec()
+    await upgrade(engine, spec.migrations, schema)
+
+    result: dict[str, Any] = {"workflows_enabled": WORKFLOWS, "events": events}
+    setup = create_app(spec, settings)
+    async with setup.router.lifespan_context(setup):
+        # 100 enabled workflows, saved through the API.
+        headers = {"Authorization": f"Bearer {issue_token(SECRET, WORKSPACE, ['admin'])}"}
+        transport = httpx.ASGITransport(app=setup)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            ids = []
+            for i in range(WORKFLOWS):
+                response = await client.post(
+                    "/v1/workflows", json=workflow(i), params={"enabled": True}, headers=headers
+                )
+                assert response.status_code == 201, response.text
+                ids.append(response.json()["id"])
+            parked = await client.post(
+                "/v1/workflows",
+                params={"enabled": True},
+                headers=headers,
+                json={"name": "Timers", "trigger": {"type": "manual"}, "steps": TIMER_STEPS},
+            )
+            timer_workflow = parked.json()["id"]
+
+    # The events wait on Kafka before the measured process starts, so its consumer reads a
+    # backlog (the group join is left out of the measurement: first batch to last).
+    producer = KafkaBus(kafka, prefix=prefix, partitions=settings.topic_partitions)
+    await producer.start()
+    await producer.wait_connected(60)
+    messages = contact_events(events)
+    for i in range(0, len(messages), 2000):
+        await producer.publish_batch(messages[i : i + 2000])
+    await producer.stop()
+
+    app = create_app(spec, settings)
+    async with app.router.lifespan_context(app):
+        # 1. Triggers: consumption starts once the app joined the group; measured from the
+        # first committed batch to the last.
+        baseline = handled()
+        samples: list[tuple[float, int]] = []
+        deadline = time.perf_counter() + 900
+        done = 0
+        while done < events and time.perf_counter() < deadline:
+            done = handled() - baseline
+            samples.append((time.perf_counter(), done))
+            await asyncio.sleep(0.02)
+        first = next(s for s in samples if s[1] > 0)
+        last = samples[-1]
+        runs = await scalar(
+            engine, "SELECT count(*) FROM enrollments WHERE trigger = 'contact_created'"
+        )
+        result["trigger_events_per_s"] = round((last[1] - first[1]) / (last[0] - first[0]), 1)
+        result["runs_enrolled"] = runs
+
+        # 2. A burst of timers due at one instant.
+        RECENT_LATENESS.clear()
+        due = datetime.now(UTC) + timedelta(seconds=8)
+        await park_runs(engine, timer_workflow, [due] * burst)
+        wall_due = time.perf_counter() + (due - datetime.now(UTC)).total_seconds()
+
+        async def burst_fired() -> bool:
+            return (
+                await scalar(
+                    engine, "SELECT count(*) FROM timers WHERE kind = 'run' AND due_at <= :d", d=due
+                )
+                == 0
+            )
+
+        finished = await wait_for(burst_fired, 120, every=0.02)
+        lateness = list(RECENT_LATENESS)
+        result["burst"] = {
+            "timers": burst,
+            "fired": len(lateness),
+            "all_fired_within_s": round(finished - wall_due, 3),
+            "lateness": percentiles(lateness),
+        }
+
+        # 3. A sustained rate of timers coming due.
+        RECENT_LATENESS.clear()
+        start = datetime.now(UTC) + timedelta(seconds=10)
+        dues = [start + timedelta(seconds=i / rate) for i in range(rate * seconds)]
+        await park_runs(engine, timer_workflow, dues)
+        end = dues[-1]
+
+        async def sustained_fired() -> bool:
+            return (
+                await scalar(
+                    engine, "SELECT count(*) FROM timers WHERE kind = 'run' AND due_at <= :d", d=end
+                )
+                == 0
+            )
+
+        await wait_for(sustained_fired, seconds + 120, every=0.1)
+        lateness = list(RECENT_LATENESS)
+        result["sustained"] = {
+            "timers_per_s": rate,
+            "seconds": seconds,
+            "fired": len(lateness),
+            "lateness": percentiles(lateness),
+        }
+        completed = await scalar(
+            engine, "SELECT count(*) FROM enrollments WHERE status = 'completed'"
+        )
+        result["timer_runs_completed"] = completed
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await engine.dispose()
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--burst", type=int, default=10_000)
+    parser.add_argument("--rate", type=int, default=1_000)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    with infrastructure() as (kafka, pg):
+        figures = await run(pg, kafka, args.events, args.burst, args.rate, args.seconds)
+    report = {
+        "benchmark": "workflows",
+        "at": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "args": vars(args),
+        **figures,
+    }
+    print(json.dumps(report, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"workflows-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
