@@ -1,0 +1,450 @@
+"""Speed to lead: from an accepted form POST to the owner's Slack alert, on the distributed stack.
+
+Real Kafka and PostgreSQL (bench/infra.py), the five services as separate processes, recipe 1
+(new lead → round-robin owner → Slack alert) installed in a fresh workspace whose Slack channel
+points at a local receiver that records when each alert arrives. Form posts are offered open
+loop (send times fixed in advance) at each rate of a stepped ramp; for every rate the run
+reports speed-to-lead percentiles, per-hop latency from the events' own timestamps, CPU seconds
+per lead and peak RSS per service, and whether the rate was sustained (every lead alerted
+exactly once and the backlog drained). Figures go to bench/results/speed-to-lead-<time>.json
+with a PNG chart beside it.
+
+    .venv/bin/python -m bench.speed_to_lead                      # 5, 100, 250, 500, 750, 1000/s
+    .venv/bin/python -m bench.speed_to_lead --rates 5 100 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.infra import ROOT, infrastructure
+from bench.ingest_bench import Connection, cpu_seconds, free_port
+from services.registry import SERVICES
+from shared.auth import issue_token
+
+RESULTS = ROOT / "bench" / "results"
+SECRET = "speed-to-lead-bench-secret-0123456789abcdef"
+EMAIL_IN_TEXT = re.compile(rb"stl-[0-9a-f]{12}@bench\.example")
+
+
+@dataclass
+class Receiver:
+    """A minimal HTTP/1.1 server standing in for Slack: answers 200 `ok`, notes arrival times."""
+
+    arrivals: dict[bytes, list[float]] = field(default_factory=dict)
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                now = time.time()
+                for email in set(EMAIL_IN_TEXT.findall(body)):
+                    self.arrivals.setdefault(email, []).append(now)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+                )
+                await writer.drain()
+        writer.close()
+
+
+async def install_speed_to_lead(urls: dict[str, str], token: str, slack_url: str) -> str:
+    """A form, a team of two owners, a Slack channel to the receiver and recipe 1; the path
+    form posts go to."""
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30) as c:
+
+        async def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = await c.post(url, json=body)
+            if response.status_code >= 300:
+                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        form = await post(
+            urls["ingest"] + "/v1/forms",
+            {
+                "name": "Speed to lead",
+                "fields": [
+                    {"name": "email", "type": "email", "label": "Email", "required": True},
+                    {"name": "first_name", "label": "First name"},
+                    {"name": "company", "label": "Company"},
+                ],
+            },
+        )
+        team = await post(urls["contacts"] + "/v1/teams", {"name": "Sales"})
+        for name in ("Ada Lovelace", "Grace Hopper"):
+            await post(urls["contacts"] + "/v1/owners", {"name": name, "team_id": team["id"]})
+        await post(
+            urls["notifier"] + "/v1/channels",
+            {"name": "sales", "kind": "slack", "secrets": {"webhook_url": slack_url}},
+        )
+        await post(
+            urls["workflows"] + "/v1/workflows/recipes/new-lead-alert",
+            {"team_id": team["id"], "slack_channel": "sales"},
+        )
+    return f"/v1/forms/{form['id']}/submissions"
+
+
+@dataclass
+class Stack:
+    """The five services as processes on one Kafka and one PostgreSQL."""
+
+    ports: dict[str, int]
+    children: dict[str, subprocess.Popen[bytes]]
+    prefix: str
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(child.pid) or 0.0 for name, child in self.children.items()}
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        peaks: dict[str, float] = {}
+        for name, child in self.children.items():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{child.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks[name] = round(int(line.split()[1]) / 1024, 1)
+        return peaks
+
+
+@contextlib.contextmanager
+def running_stack(kafka: str, postgres: str, receiver_port: int) -> Iterator[Stack]:
+    prefix = f"stl{uuid.uuid4().hex[:8]}"
+    env = os.environ | {
+        "LEADWIRE_BUS": "kafka",
+        "LEADWIRE_KAFKA_BOOTSTRAP": kafka,
+        "LEADWIRE_TOPIC_PREFIX": prefix + ".",
+        "DATABASE_URL": postgres,
+        "LEADWIRE_DB_SCHEMA": f"{prefix}_{{service}}",
+        "LEADWIRE_AUTH_SECRET": SECRET,
+        "LEADWIRE_LOG_LEVEL": "WARNING",
+        # The local receiver stands in for Slack: the operator allows its loopback address, and
+        # Slack's own pace (a message a second per channel) is not what is measured here.
+        "LEADWIRE_NOTIFIER_ALLOWED_HOSTS": '["127.0.0.1"]',
+        "LEADWIRE_NOTIFIER_SLACK_INTERVAL_S": "0",
+        # One load generator posts every lead from one address: lift the per-client limit.
+        "LEADWIRE_INGEST_FORM_RATE_PER_S": "100000",
+        "LEADWIRE_INGEST_FORM_BURST": "100000",
+    }
+    subprocess.run([sys.executable, "-m", "services", "migrate"], env=env, cwd=ROOT, check=True)
+    ports = {name: free_port() for name in SERVICES}
+    logs = ROOT / ".leadwire" / "bench" / prefix
+    logs.mkdir(parents=True, exist_ok=True)
+    children = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "services", "serve", name, "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(logs / f"{name}.log").open("wb"),
+        )
+        for name, port in ports.items()
+    }
+    try:
+        yield Stack(ports, children, prefix + ".")
+    finally:
+        for child in children.values():
+            child.terminate()
+        for child in children.values():
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+async def wait_ready(stack: Stack, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        for name in stack.ports:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(stack.url(name) + "/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not become ready")
+                await asyncio.sleep(0.5)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary_ms(values: list[float]) -> dict[str, float | None]:
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 1)
+
+    return {
+        "p50_ms": ms(percentile(values, 0.50)),
+        "p95_ms": ms(percentile(values, 0.95)),
+        "p99_ms": ms(percentile(values, 0.99)),
+        "max_ms": ms(max(values) if values else None),
+    }
+
+
+async def offer(port: int, path: str, rate: float, seconds: float) -> dict[bytes, float]:
+    """Post one new lead per scheduled instant (open loop); the acceptance time of each 2xx."""
+    accepted: dict[bytes, float] = {}
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    tasks: set[asyncio.Task[None]] = set()
+    failures = Counter[int]()
+
+    async def send() -> None:
+        email = f"stl-{uuid.uuid4().hex[:12]}@bench.example".encode()
+        body = b'{"email":"' + email + b'","first_name":"Bench","company":"Speed Ltd"}'
+        raw = (
+            b"POST " + path.encode() + b" HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\nx-correlation-id: " + email[:16] + b"\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        connection = await idle.get() if not idle.empty() else await Connection.open(port)
+        try:
+            status, _ = await connection.request(raw)
+        except (OSError, asyncio.IncompleteReadError):
+            failures[0] += 1
+            connection.close()
+            return
+        if 200 <= status < 300:
+            accepted[email] = time.time()
+        else:
+            failures[status] += 1
+        idle.put_nowait(connection)
+
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait().close()
+    if failures:
+        print(f"  refused or failed posts: {dict(failures)}")
+    return accepted
+
+
+async def measure_rate(
+    stack: Stack, receiver: Receiver, form_path: str, rate: float, seconds: float, drain: float
+) -> dict[str, Any]:
+    cpu_before = stack.cpu()
+    accepted = await offer(stack.ports["ingest"], form_path, rate, seconds)
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline and not all(e in receiver.arrivals for e in accepted):
+        await asyncio.sleep(0.1)
+    cpu_after = stack.cpu()
+    latencies = [receiver.arrivals[e][0] - t for e, t in accepted.items() if e in receiver.arrivals]
+    timed = {e: (t, receiver.arrivals[e][0]) for e, t in accepted.items() if e in receiver.arrivals}
+    missing = sum(1 for e in accepted if e not in receiver.arrivals)
+    doubled = sum(1 for e in accepted if len(receiver.arrivals.get(e, [])) > 1)
+    leads = max(len(accepted), 1)
+    return {
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "accepted": len(accepted),
+        "alerted": len(latencies),
+        "missing": missing,
+        "alerted_twice": doubled,
+        "sustained": missing == 0 and doubled == 0 and len(accepted) == int(rate * seconds),
+        "speed_to_lead": summary_ms(latencies),
+        "cpu_ms_per_lead": {
+            name: round((cpu_after[name] - cpu_before[name]) * 1000 / leads, 2)
+            for name in cpu_after
+        },
+        "peak_rss_mb": stack.peak_rss_mb(),
+        "_leads": timed,
+    }
+
+
+# The chain of recipe 1, each event as it appears on its topic: (label, event type).
+HOPS = (
+    ("ingest: lead.captured", "lead.captured"),
+    ("contacts: contact.created", "contact.created"),
+    ("workflows: contact.assign_owner", "contact.assign_owner"),
+    ("contacts: contact.owner_assigned", "contact.owner_assigned"),
+    ("workflows: notification.requested", "notification.requested"),
+    ("notifier: notification.sent", "notification.sent"),
+)
+
+
+async def event_times(kafka: str, prefix: str) -> dict[str, dict[str, float]]:
+    """correlation id → event type → the first time (epoch s) an event of that type was made,
+    read from every topic of the run."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from shared.events.envelope import Envelope
+    from shared.events.topics import ALL_TOPICS
+    from shared.settings import Settings
+
+    found: dict[str, dict[str, float]] = {}
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await reader.start()
+    try:
+        # The stack runs on default settings: every topic has the default partition count.
+        partitions = [
+            TopicPartition(prefix + topic, p)
+            for topic in ALL_TOPICS
+            for p in range(Settings().topic_partitions)
+        ]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+
+        async def behind() -> bool:
+            for tp, end in ends.items():
+                if await reader.position(tp) < end:
+                    return True
+            return False
+
+        while await behind():
+            for messages in (await reader.getmany(timeout_ms=500)).values():
+                for message in messages:
+                    if message.value is None:
+                        continue
+                    event = Envelope.from_bytes(message.value)
+                    seen = found.setdefault(event.correlationid, {})
+                    at = event.time.timestamp()
+                    seen[event.type] = min(at, seen.get(event.type, at))
+    finally:
+        await reader.stop()
+    return found
+
+
+def hop_latencies(
+    times: dict[str, dict[str, float]], leads: dict[bytes, tuple[float, float]]
+) -> dict[str, dict[str, float | None]]:
+    """Per hop, how long after the previous event each event of the chain was made, from the
+    events' own timestamps; the last hop ends at the receiver."""
+    hops: dict[str, list[float]] = {label: [] for label, _ in HOPS}
+    hops["slack receiver: message arrived"] = []
+    for email, (accepted, arrived) in leads.items():
+        chain = times.get(email[:16].decode(), {})
+        previous = accepted
+        for label, event_type in HOPS:
+            at = chain.get(event_type)
+            if at is None:
+                break
+            hops[label].append(at - previous)
+            previous = at
+        else:
+            hops["slack receiver: message arrived"].append(
+                arrived - chain["notification.requested"]
+            )
+    return {label: summary_ms(values) for label, values in hops.items()}
+
+
+def chart(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [r["offered_per_s"] for r in results]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        ax.plot(rates, [r["speed_to_lead"][key] for r in results], marker="o", label=key[:-3])
+    ax.set_xlabel("offered form posts per second")
+    ax.set_ylabel("accepted POST → Slack alert (ms)")
+    ax.set_yscale("log")
+    ax.set_title("Leadwire speed to lead (distributed stack, one machine)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str, Any]:
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        with running_stack(kafka, postgres, receiver.port) as stack:
+            await wait_ready(stack)
+            workspace = f"stl{uuid.uuid4().hex[:6]}"
+            token = issue_token(SECRET, workspace, ["admin"])
+            form_path = await install_speed_to_lead(
+                {name: stack.url(name) for name in stack.ports},
+                token,
+                f"http://127.0.0.1:{receiver.port}/slack",
+            )
+            # Warm-up (JIT-free Python, but connection pools, caches and partitions assignment).
+            await measure_rate(stack, receiver, form_path, 5, 2, args.drain)
+            results = []
+            for rate in args.rates:
+                result = await measure_rate(
+                    stack, receiver, form_path, rate, args.seconds, args.drain
+                )
+                results.append(result)
+            times = await event_times(kafka, stack.prefix)
+            for result in results:
+                result["hops"] = hop_latencies(times, result.pop("_leads"))
+                print(json.dumps(result))
+            sustained = [r["offered_per_s"] for r in results if r["sustained"]]
+            return {
+                "benchmark": "speed-to-lead",
+                "at": datetime.now(UTC).isoformat(),
+                "command": " ".join(["python -m bench.speed_to_lead", *sys.argv[1:]]),
+                "cpus": os.cpu_count(),
+                "rates": results,
+                "max_sustained_per_s": max(sustained, default=None),
+            }
+    finally:
+        await receiver.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[5, 100, 250, 500, 750, 1000])
+    parser.add_argument("--seconds", type=float, default=20, help="per rate")
+    parser.add_argument("--drain", type=float, default=30, help="seconds to wait for alerts")
+    args = parser.parse_args()
+    with infrastructure() as (kafka, postgres):
+        result = asyncio.run(bench(args, kafka, postgres))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"speed-to-lead-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    chart(result["rates"], out.with_suffix(".png"))
+    print(f"saved {out} and {out.with_suffix('.png').name}")
+
+
+if __name__ == "__main__":
+    main()
