@@ -392,11 +392,13 @@ async def _merge(book: RunBook, store: ProjectionStore, workspace: str, event: I
 
 
 async def _erase(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:
-    """A deleted contact: its runs stop, and its projection, runs and history are erased."""
-    contact_id = event.data["contact_id"]
-    for row in await store.erase(workspace, contact_id):
-        if row["status"] in OPEN:
-            book.announce_end(row, "exited", "contact_deleted")
+    """A deleted contact (and the duplicates once merged into it): its runs stop, and its
+    projection, runs, history, timers and submissions are erased."""
+    ids = [event.data["contact_id"], *(event.data.get("merged_ids") or [])]
+    for contact_id in dict.fromkeys(ids):
+        for row in await store.erase(workspace, contact_id):
+            if row["status"] in OPEN:
+                book.announce_end(row, "exited", "contact_deleted")
 
 
 async def on_lead(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:

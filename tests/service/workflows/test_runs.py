@@ -10,6 +10,7 @@ import yaml
 
 from services.workflows.engine.domain import effect_id
 from shared.events import topics
+from shared.events.contact_commands import parse_command
 from shared.events.contacts import (
     ContactCommandRejected,
     ContactDeleted,
@@ -17,7 +18,8 @@ from shared.events.contacts import (
     SegmentEntered,
 )
 from shared.events.ingest import EmailOpened
-from shared.events.notifications import NotificationFailed, NotificationSent
+from shared.events.notifications import NotificationFailed, NotificationRequested, NotificationSent
+from shared.events.workflows import RUN_EVENT_TYPES
 from tests.helpers import token
 from tests.service.workflows.conftest import Service
 
@@ -125,7 +127,10 @@ class TestRunHistoryAndEffects:
             ("wait", "elapsed"),
             ("tip", "done"),
         ]
-        progress = [e.type for e in await service.published(topics.WORKFLOW_RUNS)]
+        run_events = await service.published(topics.WORKFLOW_RUNS)
+        for event in run_events:  # built as plain JSON on the hot path: still the contract
+            RUN_EVENT_TYPES[event.type].model_validate(event.data)
+        progress = [e.type for e in run_events]
         assert progress[0] == "workflow.enrolled"
         assert progress[-1] == "workflow.ended"
         assert "workflow.waiting" in progress
@@ -175,7 +180,12 @@ class TestRunHistoryAndEffects:
         )
         a = await service.create_contact()
         await enroll(service, w, a)
-        commands = {c.type: c.data for c in await service.commands()}
+        published = await service.commands()
+        for command in published:
+            parse_command(command)
+        for request in await service.published(topics.NOTIFICATION_REQUESTS):
+            request.payload(NotificationRequested)
+        commands = {c.type: c.data for c in published}
         assert commands["contact.set_field"]["value"] == "Hi Ada"
         assert commands["contact.set_lifecycle"] == {
             "contact_id": a,
