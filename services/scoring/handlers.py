@@ -593,7 +593,7 @@ async def explain_contact(
     if contact.merged_into:
         raise ContactNotFound(f"contact {contact_id} was merged into {contact.merged_into}")
     rules = await current_rules(store, workspace)
-    raw = (await store.lock_scores(workspace, [contact_id])).get(contact_id)
+    raw = (await store.read_scores(workspace, [contact_id])).get(contact_id)
     state = ContactScore.from_json(raw) if raw else ContactScore(rules.version)
     if raw is None:
         scores.apply_attributes(state, rules, contact.attributes)
@@ -621,7 +621,7 @@ async def export_person(
     them, score state, ledger and RFM stats; and engagement set aside for them."""
     ids = list(dict.fromkeys(contact_ids))
     known = await store.contacts(workspace, ids)
-    states = await store.lock_scores(workspace, [i for i in ids if i in known])
+    states = await store.read_scores(workspace, [i for i in ids if i in known])
     ledgers = await store.ledger_of(workspace, ids)
     customers = await store.rfm_rows(workspace, ids)
     contacts = {

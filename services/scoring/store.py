@@ -130,6 +130,9 @@ class Store(Protocol):
     async def lock_scores(
         self, workspace: str, ids: Iterable[str]
     ) -> dict[str, dict[str, Any]]: ...
+    async def read_scores(
+        self, workspace: str, ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]: ...
     async def try_lock_scores(
         self, workspace: str, ids: Iterable[str]
     ) -> dict[str, dict[str, Any]]: ...
@@ -335,6 +338,19 @@ class SqlStore:
     async def lock_scores(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Score states, locked until the transaction ends (in id order: no deadlocks)."""
         return await self._scores(workspace, ids, skip_locked=False)
+
+    async def read_scores(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Score states as committed, for reading only (no lock, nothing written)."""
+        wanted = sorted(set(ids))
+        found: dict[str, dict[str, Any]] = {}
+        for part in _chunks(wanted):
+            rows = await self.session.execute(
+                select(ScoreRow.contact_id, ScoreRow.state).where(
+                    ScoreRow.workspace == workspace, self._among(ScoreRow.contact_id, part)
+                )
+            )
+            found.update({cid: state for cid, state in rows if state})
+        return found
 
     async def try_lock_scores(
         self, workspace: str, ids: Iterable[str]
