@@ -11,41 +11,21 @@ and drop it. Data captured after the erasure is a new, consented capture and goe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-
-def email_identity(email: str) -> str:
-    """The identity of an e-mail address (lower-cased, as ingest's dedupe keys are)."""
-    return f"email:{email.strip().lower()}"
-
-
-def phone_identity(phone: str) -> str:
-    """The identity of an E.164 phone number."""
-    return f"phone:{phone.strip()}"
-
-
-def identities(email: str | None, phone: str | None) -> list[str]:
-    found = []
-    if email:
-        found.append(email_identity(email))
-    if phone:
-        found.append(phone_identity(phone))
-    return found
-
-
-def identity_digest(workspace: str, identity: str) -> str:
-    """SHA-256 of the workspace and an identity: equal for the same person in every service."""
-    return hashlib.sha256(f"{workspace}\x1f{identity}".encode()).hexdigest()
-
-
-def digests(workspace: str, found: Iterable[str]) -> list[str]:
-    return sorted({identity_digest(workspace, identity) for identity in found})
+# The pure half (identities, digests, the replay rule) lives in shared.identity, importable by
+# domain modules; it is re-exported here for the services' I/O side.
+from shared.identity import digests as digests
+from shared.identity import email_identity as email_identity
+from shared.identity import identities as identities
+from shared.identity import identity_digest as identity_digest
+from shared.identity import phone_identity as phone_identity
+from shared.identity import replayed_after_erasure as replayed_after_erasure
 
 
 def erasure_table(metadata: MetaData) -> Table:
@@ -88,19 +68,6 @@ async def erased_at(
         )
     )
     return {row.digest: row.erased_at for row in rows}
-
-
-def replayed_after_erasure(
-    captured_at: datetime, found: Iterable[str], erasures: dict[str, datetime]
-) -> bool:
-    """True when data captured at `captured_at` about these digests predates their erasure."""
-    captured = _utc(captured_at)
-    return any((at := erasures.get(d)) is not None and captured <= _utc(at) for d in found)
-
-
-def _utc(at: datetime) -> datetime:
-    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 async def checkpoint(engine: AsyncEngine) -> None:

@@ -33,6 +33,7 @@ from shared.events.ingest import (
     PageViewed,
     PurchaseCompleted,
 )
+from shared.identity import email_identity, phone_identity
 
 FieldType = Literal[
     "email",
@@ -232,11 +233,12 @@ class CleanLead:
 
     @property
     def dedupe_key(self) -> str:
-        """The identity a lead is keyed by: its e-mail address, else its E.164 phone."""
+        """The identity a lead is keyed by: its e-mail address, else its E.164 phone (one
+        rule with every service's, `shared.identity`, so an erasure finds what it keys)."""
         if self.email:
-            return f"email:{self.email.lower()}"
+            return email_identity(self.email)
         if self.phone:
-            return f"phone:{self.phone}"
+            return phone_identity(self.phone)
         raise ValueError("a lead without identity has no dedupe key")
 
 

@@ -642,7 +642,7 @@ async def publish_engagement(
             errors=problems_as_dicts(problems),
         )
     for payload in payloads:
-        who = payload.contact_id or f"email:{(payload.email or '').lower()}"
+        who = payload.contact_id or email_identity(payload.email or "")
         envelope = Envelope.of(
             payload, source=SOURCE, workspace=workspace, subject=payload.engagement_id
         )
