@@ -40,6 +40,8 @@ class Runtime:
 
 
 _runtimes: dict[int, tuple[ServiceContext, Runtime]] = {}
+# Outbound HTTP connections (Slack, webhooks) one process keeps; sends beyond wait their turn.
+HTTP_CONNECTIONS = 100
 
 
 def runtime_of(ctx: ServiceContext) -> Runtime:
@@ -71,7 +73,9 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
     client = httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        limits=httpx.Limits(
+            max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS
+        ),
     )
     smtp = SmtpPool(settings.notifier_smtp_pool_size, settings.notifier_smtp_timeout_s)
     senders: dict[str, Sender] = {
@@ -100,5 +104,6 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
         max_in_flight=settings.notifier_max_in_flight,
         poll_interval_s=settings.notifier_poll_interval_s,
         attempt_timeout_s=attempt_timeout,
+        http_concurrency=HTTP_CONNECTIONS,
     )
     return Runtime(settings, box, links, allow, worker, client, smtp, senders)

@@ -52,6 +52,7 @@ class DeliveryWorker:
         max_in_flight: int,
         poll_interval_s: float,
         attempt_timeout_s: float,
+        http_concurrency: int = 100,
     ) -> None:
         self._uow = uow
         self._senders = senders
@@ -64,6 +65,7 @@ class DeliveryWorker:
         self._max_in_flight = max_in_flight
         self._poll_interval_s = poll_interval_s
         self._attempt_timeout_s = attempt_timeout_s
+        self._http_slots = asyncio.Semaphore(http_concurrency)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._results: asyncio.Queue[delivery.Result] = asyncio.Queue()
@@ -188,10 +190,14 @@ class DeliveryWorker:
                 return Outcome("deferred", retry_after=wait)
             if wait > 0:
                 await asyncio.sleep(wait)
-        try:
-            outcome = await asyncio.wait_for(sender.send(job), self._attempt_timeout_s)
-        except TimeoutError:
-            outcome = Outcome("retry", f"no answer within {self._attempt_timeout_s:g} s")
+        # HTTP sends wait for a free connection here, not in the client's pool: a pool with
+        # thousands of queued requests spends its time matching them to connections.
+        slots = self._http_slots if job.kind in ("slack", "webhook") else contextlib.nullcontext()
+        async with slots:
+            try:
+                outcome = await asyncio.wait_for(sender.send(job), self._attempt_timeout_s)
+            except TimeoutError:
+                outcome = Outcome("retry", f"no answer within {self._attempt_timeout_s:g} s")
         if key is not None and outcome.status_code == 429:
             self._pacer.pause(key, time.monotonic() + (outcome.retry_after or 1.0))
         return outcome
