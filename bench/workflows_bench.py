@@ -306,12 +306,21 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with infrastructure() as (kafka, pg):
         figures = await run(pg, kafka, args.events, args.burst, args.rate, args.seconds)
     report = {
         "benchmark": "workflows",
         "at": datetime.now(UTC).isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # The machine is shared: a load far above its CPU count slows every figure here.
+            "load_average_1m_before_after": [
+                round(load_before[0], 1),
+                round(os.getloadavg()[0], 1),
+            ],
+        },
         "args": vars(args),
         **figures,
     }
