@@ -57,6 +57,11 @@ def uvicorn_config(app: FastAPI, settings: Settings, port: int) -> uvicorn.Confi
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # Idle keep-alive connections are closed after this long. uvicorn's 5 s raced busy
+        # clients (a request sent as the server closes the connection fails as a reset), and a
+        # load balancer needs its backends to keep connections longer than its own idle
+        # timeout (60 s on most), or it answers 502 on the race.
+        timeout_keep_alive=75,
     )
 
 
