@@ -212,13 +212,7 @@ async def dead_letters(settings: Settings, topic: str, replay: bool) -> None:
         await bus.wait_connected(30)
         for record in await bus.dead_letters(topic):
             print(
-                json.dumps(
-                    {
-                        "key": record.key,
-                        "headers": record.headers,
-                        "event": json.loads(record.value or b"null"),
-                    }
-                )
+                json.dumps({"key": record.key, "headers": record.headers, **_shown(record.value)})
             )
             if replay:
                 original = record.headers.get("leadwire-original-topic", settings.topic(topic))
@@ -227,6 +221,15 @@ async def dead_letters(settings: Settings, topic: str, replay: bool) -> None:
                 await bus.send_raw(original, record.key, record.value, kept)
     finally:
         await bus.stop()
+
+
+def _shown(value: bytes) -> dict[str, object]:
+    """A dead letter's value for printing: the event as JSON, or, for what is not even JSON (a
+    foreign producer's bytes, the usual reason it is there), the raw text."""
+    try:
+        return {"event": json.loads(value or b"null")}
+    except ValueError:
+        return {"raw": value.decode(errors="replace")}
 
 
 def main(argv: list[str] | None = None) -> None:
