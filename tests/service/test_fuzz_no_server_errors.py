@@ -95,7 +95,24 @@ def existing_objects(name: str, url: str, headers: dict[str, str]) -> dict[str, 
     return {}
 
 
-@pytest.fixture(params=SERVICES)
+# Services with server errors the fuzzer found and nobody fixed yet: strict, so the mark must
+# go (and the service be held to the rule) as soon as they are fixed.
+KNOWN_SERVER_ERRORS = {
+    "notifier": (
+        "found on its first run: PUT /v1/templates/{id} after fuzzed creations (500), and a "
+        "notification whose JSON holds an integer past 64 bits (orjson refuses to store it)"
+    ),
+}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SERVER_ERRORS[name]))
+        if name in KNOWN_SERVER_ERRORS
+        else name
+        for name in SERVICES
+    ]
+)
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     with Server(request.param, tmp_path) as running:
         yield running
