@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup chromium run stack test test-fast lint migrate bench schemas clean
+.PHONY: setup chromium run stack test test-fast test-faults lint migrate bench schemas clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,11 @@ migrate: setup  ## run every service's migrations against DATABASE_URL
 chromium:  ## the browser tests' Chromium: installed when missing (as root), else a clear refusal
 	@deploy/local/ensure-chromium.sh
 
-test: setup chromium  ## every test, real Kafka and PostgreSQL included (the session starts them)
-	LEADWIRE_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider
+test: setup chromium  ## every test but the fault suite, real Kafka and PostgreSQL included
+	LEADWIRE_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults"
+
+test-faults: setup  ## kill services, the broker and the database under load; count every lead
+	$(PY) -m pytest -q -p no:cacheprovider -m faults -s tests/faults
 
 test-fast: setup  ## unit and service tests only
 	$(PY) -m pytest -q -m "not kafka and not postgres"

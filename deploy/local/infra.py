@@ -209,6 +209,12 @@ class KafkaServer:
         if remove_data:
             shutil.rmtree(self.state_dir / "data", ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed machine or an OOM kill looks to the broker (fault tests)."""
+        _kill_group(self.pid, signal.SIGKILL)
+        self._wait_exit(30)
+        (self.state_dir / "pid").unlink(missing_ok=True)
+
     def _wait_exit(self, timeout: float) -> bool:
         if self._proc is not None:  # our child: wait() also reaps it
             try:

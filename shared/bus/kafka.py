@@ -249,7 +249,9 @@ class KafkaConsumer:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self.bus.max_batch,
-                session_timeout_ms=10000,
+                # The broker's smallest allowed session: a member that died without leaving
+                # (SIGKILL, OOM) holds its partitions this long before the group moves on.
+                session_timeout_ms=6000,
                 heartbeat_interval_ms=1000,
             )
             self._consumer = consumer

@@ -1,0 +1,156 @@
+"""The fault suite's own distributed stack: a Kafka broker and a durable PostgreSQL that the
+suite may kill, and ingest and contacts as separate processes it may SIGKILL and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers import SECRET
+from tests.infra import KafkaServer, PostgresServer, start_kafka, start_postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("ingest", "contacts")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    """One service as a process of its own; `kill()` is SIGKILL, `start()` a fresh process."""
+
+    name: str
+    port: int
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services", "serve", self.name, "--port", str(self.port)],
+                env=self.env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.proc = None
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Seconds until /readyz answers 200."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with httpx.Client(timeout=5) as client:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited; see {self.log}")
+                try:
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return time.monotonic() - started
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready after {timeout} s; see {self.log}")
+
+
+@dataclass
+class FaultStack:
+    """Servers and service processes of one fault-suite session."""
+
+    state: Path
+    kafka_libs: Path
+    kafka: KafkaServer
+    postgres: PostgresServer
+    prefix: str
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, state: Path, kafka_libs: Path) -> FaultStack:
+        kafka = start_kafka(state / "kafka", kafka_libs)
+        postgres = start_postgres(state / "postgres", durable=True)
+        stack = cls(state, kafka_libs, kafka, postgres, f"faults{uuid.uuid4().hex[:8]}.")
+        env = stack.env()
+        subprocess.run(
+            [sys.executable, "-m", "services", "migrate", *SERVICES],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        for name in SERVICES:
+            stack.services[name] = ServiceProcess(name, free_port(), env, state / f"{name}.log")
+            stack.services[name].start()
+        for service in stack.services.values():
+            service.wait_ready()
+        return stack
+
+    @property
+    def schema_prefix(self) -> str:
+        return self.prefix.rstrip(".")
+
+    def env(self) -> dict[str, str]:
+        return os.environ | {
+            "LEADWIRE_BUS": "kafka",
+            "LEADWIRE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "LEADWIRE_TOPIC_PREFIX": self.prefix,
+            "DATABASE_URL": self.postgres.url,
+            "LEADWIRE_DB_SCHEMA": f"{self.schema_prefix}_{{service}}",
+            "LEADWIRE_AUTH_SECRET": SECRET,
+            # The load comes from one address at a rate no real visitor has.
+            "LEADWIRE_INGEST_FORM_RATE_PER_S": "100000",
+            "LEADWIRE_INGEST_FORM_BURST": "100000",
+            "LEADWIRE_LOG_LEVEL": "WARNING",
+        }
+
+    def kill_kafka(self) -> None:
+        self.kafka.kill()
+
+    def restart_kafka(self) -> None:
+        self.kafka = start_kafka(self.state / "kafka", self.kafka_libs)
+
+    def crash_postgres(self) -> None:
+        self.postgres.crash()
+
+    def restart_postgres(self) -> None:
+        self.postgres = start_postgres(self.state / "postgres", durable=True)
+
+    def stop(self) -> None:
+        for service in self.services.values():
+            service.stop()
+        self.postgres.stop(remove_data=True)
+        self.kafka.stop(remove_data=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kafka": self.kafka.bootstrap, "postgres": self.postgres.url, "prefix": self.prefix}
