@@ -49,6 +49,9 @@ def decode_lead(raw: bytes) -> Envelope:
 def lane_of(event: Envelope, lanes: int) -> int:
     """The lane of a captured lead: its Kafka key (workspace + dedupe key) hashed, so every event
     of one key goes to the same lane, in its polled order."""
+    if event.message_key is not None:
+        return zlib.crc32(event.message_key.encode()) % lanes
+    # An envelope handed over directly (not through the bus): the key ingest would give it.
     if isinstance(event, CapturedLeadEnvelope):
         dedupe_key = event.data.dedupe_key
     else:

@@ -137,18 +137,12 @@ def capture_from_lead(
     custom_fields: Mapping[str, Any],
     tags: Iterable[str],
 ) -> Capture:
-    """Normalise a captured lead; ingest already validated it, so bad identities become None."""
-    try:
-        clean_email = normalise_email(email)
-    except RuleViolation:
-        clean_email = None
-    try:
-        clean_phone = normalise_phone(phone)
-    except RuleViolation:
-        clean_phone = None
+    """Tidy a captured lead's fields. Its identity is taken as ingest published it: the email
+    by ingest's identity rule (see `LeadCaptured.email`), the phone in E.164; never parsed
+    again."""
     return Capture(
-        email=clean_email,
-        phone=clean_phone,
+        email=email or None,
+        phone=phone or None,
         fields={k: v.strip() for k, v in fields.items() if isinstance(v, str) and v.strip()},
         custom_fields={k: v for k, v in custom_fields.items() if not is_empty(v)},
         tags=tuple(dict.fromkeys(normalise_tag(t) for t in tags if t and t.strip())),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from services.contacts import capture_events, domain
+from services.contacts import domain
 from services.contacts.domain import FieldDefinition, RuleViolation
 from services.contacts.models import (
     Contact,
@@ -53,6 +53,10 @@ from shared.events.contacts import (
     TaskCompleted,
     TaskCreated,
     TaskSnapshot,
+    contact_created_data,
+    contact_event,
+    contact_snapshot_data,
+    contact_updated_data,
 )
 from shared.events.envelope import Envelope, EventPayload
 from shared.events.envelope import new_id as new_event_id
@@ -160,7 +164,7 @@ def emit_captured(
     """`publish` for the capture hot path: `data` (from `capture_events`) is the payload of a
     `kind` event already in its JSON shape. `correlationid` is the captured lead's, so the
     chain that started at ingest can be followed (and timed) end to end."""
-    envelope = capture_events.contact_event(
+    envelope = contact_event(
         event_id,
         kind,
         SOURCE,
@@ -366,9 +370,9 @@ async def _capture_in_workspace(
             new_tags.extend((contact_id, t) for t in capture.tags)
             stages.append(lifecycle_row(workspace, contact_id, None, "lead", now, row_id=next(ids)))
             event = (
-                capture_events.CREATED,
-                capture_events.created_data(
-                    capture_events.snapshot_data(state, tags[contact_id], []),
+                ContactCreated.event_type,
+                contact_created_data(
+                    contact_snapshot_data(state, tags[contact_id], []),
                     LeadCaptured.event_type,
                     lead.submission_id,
                 ),
@@ -397,11 +401,11 @@ async def _capture_in_workspace(
                 if added:
                     field_changes["tags"] = (before_tags, sorted(tags[contact_id]))
                 event = (
-                    capture_events.UPDATED,
-                    capture_events.updated_data(
+                    ContactUpdated.event_type,
+                    contact_updated_data(
                         contact_id,
                         field_changes,
-                        capture_events.snapshot_data(state, tags[contact_id], lists[contact_id]),
+                        contact_snapshot_data(state, tags[contact_id], lists[contact_id]),
                         LeadCaptured.event_type,
                         lead.submission_id,
                     ),

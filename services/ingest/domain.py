@@ -270,7 +270,12 @@ def collapse(value: str) -> str:
 
 
 def normalise_email(raw: str) -> str:
-    """Trimmed, syntax-checked (no DNS), IDNA-encoded domain, domain lower-cased."""
+    """The identity rule of an e-mail address, applied once, here at the door: trimmed,
+    syntax-checked (no DNS), the domain IDNA-encoded, and the whole address lower-cased.
+
+    The local part is case-sensitive in RFC 5321's letter, but no mailbox provider treats it
+    so and people type it either way: `Ada@x.org` and `ada@x.org` are one person. Every
+    service downstream (contacts above all) takes the published address as it is."""
     value = raw.strip()
     if len(value) > MAX_EMAIL:
         raise InvalidValue("too_long", f"an e-mail address has at most {MAX_EMAIL} characters")
@@ -278,7 +283,7 @@ def normalise_email(raw: str) -> str:
         checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidValue("invalid_email", str(exc)) from exc
-    return (checked.ascii_email or checked.normalized).strip()
+    return (checked.ascii_email or checked.normalized).strip().lower()
 
 
 def normalise_phone(raw: str, region: str | None) -> str:

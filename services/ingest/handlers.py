@@ -18,7 +18,6 @@ from sqlalchemy import Table
 
 from services.ingest import domain
 from services.ingest.domain import Accepted, CleanLead, FieldProblem, Rejected, Spam, Verdict
-from services.ingest.lead_event import lead_captured_data
 from services.ingest.models import Form, IdempotencyKey, Submission, WebhookSource
 from services.ingest.schemas import (
     RULE_KEYS,
@@ -42,7 +41,7 @@ from shared.erasure import (
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
 from shared.events import topics
 from shared.events.envelope import Envelope, PreparedEnvelope
-from shared.events.ingest import LeadCaptured
+from shared.events.ingest import LeadCaptured, lead_captured_data
 from shared.ids import prefixed
 from shared.json_limits import JsonLimitExceeded, check_json
 from shared.uow import UnitOfWork, outbox_row

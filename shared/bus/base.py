@@ -140,7 +140,9 @@ class Dispatcher:
         parsed: list[tuple[Record, Envelope]] = []
         for record in records:
             try:
-                parsed.append((record, self.subscription.decode(record.value)))
+                parsed.append(
+                    (record, self.subscription.decode(record.value).delivered_under(record.key))
+                )
             except ValueError as exc:
                 await self._dead_letter(record, f"invalid_envelope: {exc}", 1)
         if not parsed:

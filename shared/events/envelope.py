@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import builtins
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from shared.ids import event_id
 from shared.logs import correlation_id_var
@@ -64,6 +64,19 @@ class Envelope(BaseModel):
     # W3C trace context of the span that produced the event. Kept the last attribute: the outbox
     # relay reads it from the tail of the encoded event (`shared.tracing.traceparent_in`).
     traceparent: str | None = None
+    # The key of the message that carried this envelope (set by the bus on delivery, None for
+    # an envelope built here): handlers read a message's key without recomputing it.
+    _message_key: str | None = PrivateAttr(default=None)
+
+    @property
+    def message_key(self) -> str | None:
+        """The bus key this envelope was delivered under (`workspace:contact`, …), if any."""
+        return self._message_key
+
+    def delivered_under(self, key: str) -> Self:
+        """This envelope, marked as delivered under the message key `key`."""
+        self._message_key = key
+        return self
 
     @classmethod
     def of(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -36,7 +36,11 @@ class LeadCaptured(EventPayload):
     source_id: str | None = None  # form id or webhook source id
     # The normalised identity the event is keyed by: `email:<addr>` or `phone:<e164>`.
     dedupe_key: str
-    email: str | None = None  # trimmed, IDNA, domain lower-cased
+    email: str | None = Field(
+        default=None,
+        description="The identity rule, applied by ingest: trimmed, domain IDNA-encoded, the"
+        " whole address lower-cased. Consumers take it as it is.",
+    )
     phone: str | None = None  # E.164
     first_name: str | None = None
     last_name: str | None = None
@@ -136,3 +140,71 @@ ENGAGEMENT_TYPES: dict[str, type[Engagement]] = {
         ProductLogin,
     )
 }
+
+
+# --- the hot path's encoder, held to the models above byte for byte by a unit test ----------
+
+
+class LeadFields(Protocol):
+    """What `lead_captured_data` reads of a normalised lead (ingest's `CleanLead`)."""
+
+    @property
+    def dedupe_key(self) -> str: ...
+
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    job_title: str | None
+    country: str | None
+    custom_fields: dict[str, Any]
+    tags: list[str]
+    utm: dict[str, str]
+    referrer: str | None
+    page_url: str | None
+    consent_granted: bool | None
+    consent_text: str | None
+
+
+UTM_FIELDS: tuple[str, ...] = tuple(Utm.model_fields)
+
+
+def lead_captured_data(
+    submission_id: str,
+    source: Literal["form", "webhook", "api"],
+    source_id: str | None,
+    lead: LeadFields,
+    now: datetime,
+) -> dict[str, Any]:
+    """The `data` of a `lead.captured`, as `LeadCaptured(...).model_dump(exclude_none=True)`
+    would give it, built directly from a lead that is already normalised (the hot path:
+    validating the model only to dump it again cost a tenth of a submission's time)."""
+    consent: dict[str, Any] | None = None
+    if lead.consent_granted is not None:
+        consent = {"granted": lead.consent_granted}
+        if lead.consent_text is not None:
+            consent["text"] = lead.consent_text
+        if lead.consent_granted:
+            consent["granted_at"] = now
+    data: dict[str, Any] = {
+        "submission_id": submission_id,
+        "source": source,
+        "source_id": source_id,
+        "dedupe_key": lead.dedupe_key,
+        "email": lead.email,
+        "phone": lead.phone,
+        "first_name": lead.first_name,
+        "last_name": lead.last_name,
+        "company": lead.company,
+        "job_title": lead.job_title,
+        "country": lead.country,
+        "custom_fields": lead.custom_fields,
+        "tags": lead.tags,
+        "utm": {name: value for name in UTM_FIELDS if (value := lead.utm.get(name)) is not None},
+        "referrer": lead.referrer,
+        "page_url": lead.page_url,
+        "consent": consent,
+        "captured_at": now,
+    }
+    return {name: value for name, value in data.items() if value is not None}

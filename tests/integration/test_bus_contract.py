@@ -136,6 +136,21 @@ class TestPerKeyOrder:
         for key in keys:
             assert received[key] == list(range(40)), key
 
+    async def test_each_envelope_arrives_with_its_message_key(self, harness: Harness) -> None:
+        keys: dict[str, str | None] = {}
+
+        async def handler(events: Sequence[Envelope]) -> None:
+            keys.update((e.data["key"], e.message_key) for e in events)
+
+        await subscribe(harness, unique("g"), handler)
+        await publish(harness.bus, [event(f"w1:contact-{i}", 0) for i in range(5)])
+
+        async def all_in() -> bool:
+            return len(keys) == 5
+
+        await eventually(all_in)
+        assert keys == {f"w1:contact-{i}": f"w1:contact-{i}" for i in range(5)}
+
 
 class TestFailures:
     async def test_a_failing_event_is_redelivered_until_it_succeeds(self, harness: Harness) -> None:

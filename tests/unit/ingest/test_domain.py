@@ -36,8 +36,18 @@ def codes(verdict: object) -> dict[str, str]:
 
 
 class TestNormaliseEmail:
-    def test_trims_and_lower_cases_the_domain_only(self) -> None:
-        assert domain.normalise_email("  Ann.Lee@Example.COM ") == "Ann.Lee@example.com"
+    def test_trims_and_lower_cases_the_whole_address(self) -> None:
+        assert domain.normalise_email("  Ann.Lee@Example.COM ") == "ann.lee@example.com"
+
+    def test_one_address_in_any_case_is_one_identity(self) -> None:
+        verdicts = [
+            domain.check_form_submission(rules(email_field()), {"email": [typed]})
+            for typed in ("ann.lee@example.com", "Ann.Lee@Example.COM", "ANN.LEE@EXAMPLE.COM")
+        ]
+        leads = [v.lead for v in verdicts if isinstance(v, Accepted)]
+        assert len(leads) == 3
+        assert {lead.email for lead in leads} == {"ann.lee@example.com"}
+        assert {lead.dedupe_key for lead in leads} == {"email:ann.lee@example.com"}
 
     def test_encodes_an_internationalised_domain_with_idna(self) -> None:
         assert domain.normalise_email("ann@Bücher.example") == "ann@xn--bcher-kva.example"
@@ -158,7 +168,7 @@ class TestCheckFormSubmission:
         )
         assert isinstance(verdict, Accepted)
         lead = verdict.lead
-        assert lead.email == "Ann@example.com"
+        assert lead.email == "ann@example.com"
         assert lead.dedupe_key == "email:ann@example.com"
         assert lead.first_name == "ann"
         assert lead.phone == "+442079460018"
@@ -358,7 +368,7 @@ class TestBuildEngagement:
             self.now,
         )
         assert isinstance(event, PageViewed)
-        assert event.email == "A@example.com"
+        assert event.email == "a@example.com"
         assert event.url == "https://x.test/p"
         assert event.occurred_at == self.now
 

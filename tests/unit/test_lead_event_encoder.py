@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.ingest.domain import CleanLead
-from services.ingest.lead_event import lead_captured_data
 from shared.events.envelope import Envelope, PreparedEnvelope
-from shared.events.ingest import Consent, LeadCaptured, Utm
+from shared.events.ingest import Consent, LeadCaptured, Utm, lead_captured_data
 
 NOW = datetime(2026, 11, 22, 10, 30, 5, 123456, tzinfo=UTC)
 ROUND = datetime(2026, 11, 22, 10, 30, 5, tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.contacts import capture_events
+from shared.events import contacts as capture_events
 from shared.events.contacts import ContactCreated, ContactSnapshot, ContactUpdated, FieldChange
 from shared.events.envelope import Envelope, EventPayload
 from shared.ids import uuid7 as new_id
@@ -105,10 +105,12 @@ def test_contact_created_is_encoded_as_the_models_encode_it(
         contact=model_snapshot(state, tags, lists), cause="lead.captured", submission_id=None
     )
     payload.submission_id = submission_id
-    data = capture_events.created_data(
-        capture_events.snapshot_data(state, tags, lists), "lead.captured", submission_id
+    data = capture_events.contact_created_data(
+        capture_events.contact_snapshot_data(state, tags, lists), "lead.captured", submission_id
     )
-    assert direct_bytes(capture_events.CREATED, data, "e-1", AT) == models_bytes(payload, "e-1", AT)
+    assert direct_bytes(capture_events.ContactCreated.event_type, data, "e-1", AT) == models_bytes(
+        payload, "e-1", AT
+    )
 
 
 @pytest.mark.parametrize("state", STATES, ids=["email-only", "phone-and-score"])
@@ -126,18 +128,30 @@ def test_contact_updated_is_encoded_as_the_models_encode_it(state: dict[str, Any
         cause="lead.captured",
         submission_id="sub-9",
     )
-    data = capture_events.updated_data(
-        "c", changes, capture_events.snapshot_data(state, ["b", "a"], []), "lead.captured", "sub-9"
+    data = capture_events.contact_updated_data(
+        "c",
+        changes,
+        capture_events.contact_snapshot_data(state, ["b", "a"], []),
+        "lead.captured",
+        "sub-9",
     )
-    assert direct_bytes(capture_events.UPDATED, data, "e-2", AT) == models_bytes(payload, "e-2", AT)
+    assert direct_bytes(capture_events.ContactUpdated.event_type, data, "e-2", AT) == models_bytes(
+        payload, "e-2", AT
+    )
 
 
 def test_the_encoded_envelope_reads_back_as_a_valid_envelope_and_payload() -> None:
-    data = capture_events.created_data(
-        capture_events.snapshot_data(STATES[1], [], []), "lead.captured", "sub-1"
+    data = capture_events.contact_created_data(
+        capture_events.contact_snapshot_data(STATES[1], [], []), "lead.captured", "sub-1"
     )
     raw = capture_events.contact_event(
-        "e-3", capture_events.CREATED, "/leadwire/contacts", "acme", "c-2", data, "corr"
+        "e-3",
+        capture_events.ContactCreated.event_type,
+        "/leadwire/contacts",
+        "acme",
+        "c-2",
+        data,
+        "corr",
     ).to_bytes()
     envelope = Envelope.from_bytes(raw)
     created = envelope.payload(ContactCreated)
