@@ -161,9 +161,10 @@ def emit_captured(
     data: dict[str, Any],
     correlationid: str | None,
 ) -> None:
-    """`publish` for the capture hot path: `data` (from the encoders of `shared.events.contacts`) is the payload of a
-    `kind` event already in its JSON shape. `correlationid` is the captured lead's, so the
-    chain that started at ingest can be followed (and timed) end to end."""
+    """`publish` for the capture hot path: `data` (from the encoders of
+    `shared.events.contacts`) is the payload of a `kind` event already in its JSON shape.
+    `correlationid` is the captured lead's, so the chain that started at ingest can be
+    followed (and timed) end to end."""
     envelope = contact_event(
         event_id,
         kind,
