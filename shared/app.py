@@ -242,22 +242,28 @@ def probes_router() -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(ctx: Context) -> JSONResponse:
-        """Ready: can do its job now (database reachable, consumers in their groups and not
-        waiting out an outage); the bus and the outbox backlog are reported, not required."""
+        """Ready: can do its job now (database reachable, its topics present, consumers in
+        their groups and not waiting out an outage); the bus and the outbox backlog are
+        reported, not required."""
         database, bus = await asyncio.gather(db.ping(ctx.engine), ctx.bus.ping())
+        missing = ctx.bus.missing_topics()
         checks = {
             "database": database,
+            # Missing topics are a deployment fault, not an outage: never ready until fixed.
+            "topics": not missing,
             "consumers": all(c.ready for c in ctx.consumers if c not in ctx.side_consumers),
             "outbox_relay": ctx.relay.running,
         }
         ready = all(checks.values())
         # A producer-only service (ingest) keeps accepting work into its outbox while the bus
         # is down: that is degraded, not unready, and shows here and in the metrics.
-        body = {
+        body: dict[str, object] = {
             "status": "ready" if ready else "not_ready",
             "checks": checks,
             "dependencies": {"bus": bus, "outbox_backlog": ctx.relay.backlog},
         }
+        if missing:
+            body["missing_topics"] = list(missing)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get(

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # Prefix for physical topic and group names: lets tests share one broker without collisions.
     topic_prefix: str = ""
     topic_partitions: int = 4
+    # Whether a service creates missing topics at start (local runs and tests). Production
+    # turns it off (the chart and the image do): topics come from the operator's KafkaTopic
+    # resources with the cluster's replication, and a service only reports missing ones.
+    kafka_create_topics: bool = True
+    kafka_replication_factor: int = 1
+    kafka_min_insync_replicas: int | None = None
     # `{service}` and `{data_dir}` are substituted, so one URL serves every service in a process.
     database_url: str = Field(
         default=DEFAULT_SQLITE_URL,

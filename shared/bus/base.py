@@ -97,6 +97,10 @@ class Bus(Protocol):
 
     async def ping(self) -> bool: ...
 
+    def missing_topics(self) -> tuple[str, ...]:
+        """Topics this process needs that the transport lacks (as of the last ping)."""
+        ...
+
     async def dead_letters(self, topic: str) -> list[Record]:
         """Everything parked on a topic's DLQ, with the error headers, for inspection or replay."""
         ...

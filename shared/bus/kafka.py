@@ -35,6 +35,8 @@ class KafkaBus:
         prefix: str = "",
         partitions: int = 4,
         replication: int = 1,
+        min_insync_replicas: int | None = None,
+        create_topics: bool = True,
         max_retries: int = 5,
         backoff_s: float = 0.2,
         max_batch: int = 500,
@@ -52,6 +54,8 @@ class KafkaBus:
         self.prefix = prefix
         self.partitions = partitions
         self.replication = replication
+        self.min_insync_replicas = min_insync_replicas
+        self.create_topics = create_topics
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -62,6 +66,7 @@ class KafkaBus:
         self._connected = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
         self._consumers: list[KafkaConsumer] = []
+        self._missing: tuple[str, ...] = ()
 
     async def start(self) -> None:
         """Connect in the background, so a service starts (and reports not-ready) without Kafka."""
@@ -83,7 +88,10 @@ class KafkaBus:
             )
             try:
                 await producer.start()
-                await self._ensure_topics()
+                if self.create_topics:
+                    await self._ensure_topics()
+                else:
+                    self._note_missing((await producer.client.fetch_all_metadata()).topics())
             except (KafkaError, OSError) as exc:
                 log.warning("kafka not reachable yet", extra={"error": str(exc)})
                 await producer.stop()
@@ -97,8 +105,12 @@ class KafkaBus:
         admin = AIOKafkaAdminClient(**self.connection, client_id=self.client_id)
         await admin.start()
         try:
+            configs = {}
+            if self.min_insync_replicas is not None:
+                configs["min.insync.replicas"] = str(self.min_insync_replicas)
             new = [
-                NewTopic(self.prefix + t, self.partitions, self.replication) for t in self.topics
+                NewTopic(self.prefix + t, self.partitions, self.replication, topic_configs=configs)
+                for t in self.topics
             ]
             response = await admin.create_topics(new)
             for name, code, *_ in response.topic_errors:
@@ -119,6 +131,23 @@ class KafkaBus:
             self._producer = None
         self._connected.clear()
 
+    def missing_topics(self) -> tuple[str, ...]:
+        return self._missing
+
+    def _note_missing(self, existing: set[str]) -> None:
+        """Remember (and log, when it changes) which of our topics the cluster lacks: with
+        topic creation off they are the operator's to create, never ours to guess."""
+        missing = tuple(self.prefix + t for t in self.topics if self.prefix + t not in existing)
+        if missing != self._missing:
+            if missing:
+                log.error(
+                    "kafka topics missing; create them (the chart's KafkaTopic resources)",
+                    extra={"topics": list(missing)},
+                )
+            else:
+                log.info("every kafka topic is present")
+        self._missing = missing
+
     async def ping(self) -> bool:
         if self._producer is None:
             return False
@@ -126,6 +155,8 @@ class KafkaBus:
             metadata = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3)
         except (TimeoutError, KafkaError, OSError):
             return False
+        if not self.create_topics:
+            self._note_missing(metadata.topics())
         return bool(metadata.brokers())
 
     async def dead_letters(self, topic: str) -> list[Record]:
