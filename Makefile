@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup chromium run stack test test-fast test-faults lint migrate bench schemas clean
+.PHONY: setup chromium run stack test test-fast test-faults lint migrate bench schemas lock helm clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ lint: setup
 
 schemas: setup  ## regenerate the published contracts under schemas/ (events, AsyncAPI, OpenAPI)
 	$(PY) -m scripts.export_schemas
+
+lock: setup  ## deploy/requirements.lock: the image's pins with hashes, from requirements.txt
+	env -u PIP_FIND_LINKS CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet \
+		--generate-hashes --allow-unsafe --strip-extras -o deploy/requirements.lock requirements.txt
+
+helm:  ## helm 3.22.0 built through the Go module proxy into .cache/helm (the chart tests use it)
+	$(PYTHON) deploy/local/helm.py
 
 bench: setup  ## the benchmarks on throwaway Kafka and PostgreSQL; figures under bench/results/
 	$(PY) -m bench.ingest_bench

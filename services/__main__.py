@@ -232,6 +232,29 @@ def _shown(value: bytes) -> dict[str, object]:
         return {"raw": value.decode(errors="replace")}
 
 
+def check_ready(urls: list[str], timeout_s: float) -> int:
+    """Ask each service's /readyz until all are ready or time runs out (`helm test`)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    pending = list(urls)
+    while True:
+        for url in list(pending):
+            try:
+                response = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5)
+            except httpx.HTTPError as exc:
+                print(f"{url}: {exc}")
+                continue
+            print(f"{url}: {response.status_code} {response.text}")
+            if response.status_code == 200:
+                pending.remove(url)
+        if not pending or time.monotonic() > deadline:
+            return 1 if pending else 0
+        time.sleep(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     wf_p.add_argument("file", type=Path)
     wf_p.add_argument("--enable", action="store_true", help="enable it once saved")
     wf_p.add_argument("--check", action="store_true", help="validate only, save nothing")
+    ready_p = commands.add_parser("check-ready", help="wait until services answer /readyz 200")
+    ready_p.add_argument("urls", nargs="+", help="e.g. http://leadwire-contacts:8002")
+    ready_p.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -292,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
             print(workflows_cli.run(settings, args.workspace, args.file, args.enable, args.check))
         except workflows_cli.WorkflowFileError as exc:
             parser.exit(2, f"{exc}\n")
+    elif args.command == "check-ready":
+        sys.exit(check_ready(args.urls, args.timeout))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.registry import SERVICES, spec
 from shared.app import create_app
+from shared.events.topics import all_topics_with_dlq
 from tests.conftest import Processes, free_port, unique
 from tests.helpers import distributed_settings, embedded_settings, eventually, running
 
@@ -24,6 +26,7 @@ class TestEmbeddedBoot:
             assert ready.status_code == 200, ready.text
             assert ready.json()["checks"] == {
                 "database": True,
+                "topics": True,
                 "consumers": True,
                 "outbox_relay": True,
             }
@@ -101,6 +104,42 @@ class TestDistributedBoot:
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
             assert ready.json()["dependencies"]["bus"] is False
+
+    async def test_missing_topics_are_reported_never_created_when_creation_is_off(
+        self, postgres_url: str, kafka_bootstrap: str
+    ) -> None:
+        prefix = unique("nt") + "."
+        settings = distributed_settings(
+            kafka_bootstrap, postgres_url, prefix, kafka_create_topics=False
+        )
+        app = create_app(spec("scoring"), settings)
+        async with running(app) as client:
+
+            async def topics_checked() -> bool:
+                return "missing_topics" in (await client.get("/readyz")).json()
+
+            await eventually(topics_checked)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["topics"] is False
+            assert sorted(ready.json()["missing_topics"]) == sorted(
+                prefix + t for t in all_topics_with_dlq()
+            )
+            # What the chart's KafkaTopics do: the operator creates them; the service notices.
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics(
+                    [NewTopic(prefix + t, 2, 1) for t in all_topics_with_dlq()]
+                )
+            finally:
+                await admin.close()
+
+            async def topics_present() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(topics_present)
+            assert "missing_topics" not in (await client.get("/readyz")).json()
 
     async def test_not_ready_when_the_database_is_unreachable(self, kafka_bootstrap: str) -> None:
         dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/leadwire"
