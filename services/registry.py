@@ -1,4 +1,4 @@
-"""The five services by name, imported lazily so one service never loads another's code."""
+"""The services by name, imported lazily so one service never loads another's code."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 
 from shared.app import ServiceSpec
 
-SERVICES: tuple[str, ...] = ("ingest", "contacts", "workflows", "notifier", "scoring")
+SERVICES: tuple[str, ...] = ("ingest", "contacts", "workflows", "notifier", "scoring", "access")
 
 
 def spec(name: str) -> ServiceSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,9 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
 from shared import db, openapi, tracing
+from shared.auth import KeyCache, Principal, authenticate
 from shared.bus import Bus, Consumer, Subscription, make_bus
+from shared.bus.base import Follower, Record
 from shared.erasure import checkpoint
 from shared.errors import install_error_handlers
+from shared.events import topics
+from shared.events.access import ApiKeyUsed
 from shared.events.contacts import ContactDeleted
 from shared.events.envelope import Envelope
 from shared.hot_routes import HotRoute, HotRoutes
@@ -35,6 +40,7 @@ from shared.uow import UnitOfWork
 EventHandler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 BatchEventHandler = Callable[[Sequence[Envelope], UnitOfWork], Awaitable[None]]
 BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class ServiceContext:
     consumers: list[Consumer] = field(default_factory=list)
     side_consumers: list[Consumer] = field(default_factory=list)  # not gating readiness
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Every API key's state, following the access topic (see shared.auth).
+    keys: KeyCache = field(default_factory=KeyCache)
+    keys_follower: Follower | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self.spec.outbox, self.spec.inbox, self.relay.notify)
@@ -154,6 +163,8 @@ async def start_context(spec: ServiceSpec, settings: Settings, bus: Bus | None) 
     )
     ctx = ServiceContext(spec, settings, engine, db.sessionmaker(engine), the_bus, relay)
     relay.start()
+    ctx.keys_follower = await the_bus.follow(topics.ACCESS, ctx_key_reader(ctx))
+    ctx.tasks.append(asyncio.create_task(report_key_uses(ctx), name=f"{spec.name}:key-uses"))
     for subscription in spec.subscriptions(ctx):
         consumer = await the_bus.subscribe(subscription)
         ctx.consumers.append(consumer)
@@ -164,6 +175,39 @@ async def start_context(spec: ServiceSpec, settings: Settings, bus: Bus | None) 
     return ctx
 
 
+def ctx_key_reader(ctx: ServiceContext) -> Callable[[Record], Awaitable[None]]:
+    async def read(record: Record) -> None:
+        try:
+            ctx.keys.apply(Envelope.from_bytes(record.value))
+        except ValueError:
+            log.exception("unreadable event on the access topic", extra={"key": record.key})
+
+    return read
+
+
+async def report_key_uses(ctx: ServiceContext) -> None:
+    """Publish, through the outbox, when API keys were last used here (the access service
+    keeps the latest as each key's `last_used_at`)."""
+    while True:
+        await asyncio.sleep(ctx.settings.key_use_report_interval_s)
+        uses = ctx.keys.take_uses()
+        if not uses:
+            continue
+        try:
+            async with ctx.uow() as uow:
+                for key_id, (workspace, use) in uses.items():
+                    used = ApiKeyUsed(
+                        key_id=key_id,
+                        service=ctx.spec.name,
+                        last_used_at=use.last_used_at,
+                        requests=use.requests,
+                    )
+                    envelope = Envelope.of(used, source=f"/{ctx.spec.name}", workspace=workspace)
+                    uow.emit(topics.ACCESS_USAGE, f"{workspace}:{key_id}", envelope)
+        except Exception:  # a database outage loses a last-used time, never a request
+            log.warning("could not record API key uses", exc_info=True)
+
+
 async def stop_context(ctx: ServiceContext, owns_bus: bool) -> None:
     for task in ctx.tasks:
         task.cancel()
@@ -171,6 +215,8 @@ async def stop_context(ctx: ServiceContext, owns_bus: bool) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await ctx.relay.stop()
+    if ctx.keys_follower is not None:
+        await ctx.keys_follower.stop()
     for consumer in ctx.consumers:
         await consumer.stop()
     if owns_bus:
@@ -191,6 +237,7 @@ def create_app(
         tracing.configure("leadwire" if settings.embedded else spec.name, settings.otlp_endpoint)
         ctx = await start_context(spec, settings, bus)
         app.state.ctx = ctx
+        app.state.api_keys = ctx.keys
         tune_gc()
         try:
             yield
@@ -242,15 +289,17 @@ def probes_router() -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(ctx: Context) -> JSONResponse:
-        """Ready: can do its job now (database reachable, its topics present, consumers in
-        their groups and not waiting out an outage); the bus and the outbox backlog are
-        reported, not required."""
+        """Ready: can do its job now (database reachable, its topics present, every API key
+        loaded, consumers in their groups and not waiting out an outage); the bus and the
+        outbox backlog are reported, not required."""
         database, bus = await asyncio.gather(db.ping(ctx.engine), ctx.bus.ping())
         missing = ctx.bus.missing_topics()
         checks = {
             "database": database,
             # Missing topics are a deployment fault, not an outage: never ready until fixed.
             "topics": not missing,
+            # Until every key is known, a valid key would be refused.
+            "api_keys": ctx.keys_follower is not None and ctx.keys_follower.caught_up,
             "consumers": all(c.ready for c in ctx.consumers if c not in ctx.side_consumers),
             "outbox_relay": ctx.relay.running,
         }
@@ -265,6 +314,15 @@ def probes_router() -> APIRouter:
         if missing:
             body["missing_topics"] = list(missing)
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/v1/whoami")
+    async def whoami(principal: Annotated[Principal, Depends(authenticate)]) -> dict[str, object]:
+        """Who the presented API key or token is: its workspace and scopes."""
+        return {
+            "workspace": principal.workspace,
+            "scopes": sorted(principal.scopes),
+            "subject": principal.subject,
+        }
 
     @router.get(
         "/metrics",

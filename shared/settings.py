@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     consumer_max_batch: int = 500
     outbox_poll_interval_s: float = 0.2
     outbox_batch: int = 500
+    # How often a service reports which API keys it saw (their last-used time).
+    key_use_report_interval_s: float = 5.0
 
     @property
     def embedded(self) -> bool:

@@ -72,6 +72,23 @@ class Consumer(Protocol):
     async def stop(self) -> None: ...
 
 
+class Follower(Protocol):
+    """A reader of one whole topic outside any consumer group (every replica runs its own)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether it has handled every record the topic held when it started."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+RecordHandler = Callable[[Record], Awaitable[None]]
+
+
 class Bus(Protocol):
     """Publish keyed envelopes; consume them in groups, at least once, in order per key."""
 
@@ -96,6 +113,11 @@ class Bus(Protocol):
     async def subscribe(self, subscription: Subscription) -> Consumer: ...
 
     async def ping(self) -> bool: ...
+
+    async def follow(self, topic: str, handle: RecordHandler, from_start: bool = True) -> Follower:
+        """Hand every record of `topic` (from its start, or only new ones) to `handle`, in
+        each partition's order, in this process alone: for state every replica must hold."""
+        ...
 
     def missing_topics(self) -> tuple[str, ...]:
         """Topics this process needs that the transport lacks (as of the last ping)."""

@@ -16,10 +16,17 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from murmurhash2 import murmurhash2
 
 from shared import metrics
-from shared.bus.base import EVENT_HEADERS, Dispatcher, Record, Subscription, dlq_headers
+from shared.bus.base import (
+    EVENT_HEADERS,
+    Dispatcher,
+    Record,
+    RecordHandler,
+    Subscription,
+    dlq_headers,
+)
 from shared.bus.kafka_security import KafkaSecurity
 from shared.events.envelope import Envelope
-from shared.events.topics import all_topics_with_dlq, dlq
+from shared.events.topics import COMPACTED_TOPICS, all_topics_with_dlq, dlq
 
 log = logging.getLogger(__name__)
 TOPIC_EXISTS = 36
@@ -67,6 +74,7 @@ class KafkaBus:
         self._connect_task: asyncio.Task[None] | None = None
         self._consumers: list[KafkaConsumer] = []
         self._missing: tuple[str, ...] = ()
+        self._followers: list[KafkaFollower] = []
 
     async def start(self) -> None:
         """Connect in the background, so a service starts (and reports not-ready) without Kafka."""
@@ -108,8 +116,14 @@ class KafkaBus:
             configs = {}
             if self.min_insync_replicas is not None:
                 configs["min.insync.replicas"] = str(self.min_insync_replicas)
+            compacted = configs | {"cleanup.policy": "compact"}
             new = [
-                NewTopic(self.prefix + t, self.partitions, self.replication, topic_configs=configs)
+                NewTopic(
+                    self.prefix + t,
+                    self.partitions,
+                    self.replication,
+                    topic_configs=compacted if t in COMPACTED_TOPICS else configs,
+                )
                 for t in self.topics
             ]
             response = await admin.create_topics(new)
@@ -122,6 +136,9 @@ class KafkaBus:
     async def stop(self) -> None:
         for consumer in list(self._consumers):
             await consumer.stop()
+        for follower in self._followers:
+            await follower.stop()
+        self._followers.clear()
         if self._connect_task is not None:
             self._connect_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -180,6 +197,20 @@ class KafkaBus:
         finally:
             await reader.stop()
 
+    async def wait_for_topics(self, names: Sequence[str]) -> None:
+        """With topic creation off, wait until the cluster has these topics before touching
+        them: a client asking for a missing topic makes a broker with
+        `auto.create.topics.enable` create it with the broker's defaults (one replica...)."""
+        if self.create_topics:
+            return
+        producer = await self._ready_producer()
+        while True:
+            metadata = await producer.client.fetch_all_metadata()
+            self._note_missing(metadata.topics())
+            if not any(self.prefix + name in self._missing for name in names):
+                return
+            await asyncio.sleep(2)
+
     async def _ready_producer(self) -> AIOKafkaProducer:
         await self._connected.wait()
         assert self._producer is not None
@@ -198,6 +229,9 @@ class KafkaBus:
         callback when acknowledged, which made up most of the relay's time. The partition is
         the default partitioner's (murmur2 of the key), so a key lands where `send` puts it."""
         producer = await self._ready_producer()
+        missing = [t for t, _, _ in messages if self.prefix + t in self._missing]
+        if missing:  # the outbox keeps them until the operator creates the topic
+            raise KafkaError(f"topic {self.prefix + missing[0]} does not exist")
         partitions: dict[str, list[int]] = {}
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
         acks: list[asyncio.Future[Any]] = []
@@ -238,6 +272,14 @@ class KafkaBus:
         consumer.task = asyncio.create_task(consumer.run(), name=f"consumer:{subscription.group}")
         return consumer
 
+    async def follow(
+        self, topic: str, handle: RecordHandler, from_start: bool = True
+    ) -> KafkaFollower:
+        follower = KafkaFollower(self, self.prefix + topic, handle, from_start)
+        follower.task = asyncio.create_task(follower.run(), name=f"follower:{topic}")
+        self._followers.append(follower)
+        return follower
+
     def forget(self, consumer: KafkaConsumer) -> None:
         if consumer in self._consumers:
             self._consumers.remove(consumer)
@@ -272,6 +314,7 @@ class KafkaConsumer:
 
     async def run(self) -> None:
         await self.bus._connected.wait()
+        await self.bus.wait_for_topics(self.subscription.topics)
         while True:
             consumer = AIOKafkaConsumer(
                 **self.bus.connection,
@@ -348,6 +391,81 @@ class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.consumer._joined = True
+
+
+class KafkaFollower:
+    """Every partition of one topic assigned by hand (no group, nothing committed): each
+    process reads the whole topic, from its start or from its end."""
+
+    def __init__(self, bus: KafkaBus, topic: str, handle: RecordHandler, from_start: bool) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.handle = handle
+        self.from_start = from_start
+        self.task: asyncio.Task[None] | None = None
+        self._caught_up = False
+        self._positions: dict[int, int] = {}
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up
+
+    async def run(self) -> None:
+        await self.bus._connected.wait()
+        while True:
+            reader = AIOKafkaConsumer(
+                **self.bus.connection, client_id=self.bus.client_id, enable_auto_commit=False
+            )
+            try:
+                await reader.start()
+                await self._read(reader)
+            except (KafkaError, OSError) as exc:
+                log.warning("follower lost kafka", extra={"topic": self.topic, "error": str(exc)})
+                await asyncio.sleep(1)
+            finally:
+                await reader.stop()
+
+    async def _read(self, reader: AIOKafkaConsumer) -> None:
+        partitions = await self._partitions(reader)
+        reader.assign(partitions)
+        for tp in partitions:
+            if tp.partition in self._positions:  # reconnected: resume where we were
+                reader.seek(tp, self._positions[tp.partition])
+            elif self.from_start:
+                await reader.seek_to_beginning(tp)
+            else:
+                await reader.seek_to_end(tp)
+        targets = await reader.end_offsets(partitions)
+        while True:
+            if not self._caught_up:
+                positions = {tp: await reader.position(tp) for tp in partitions}
+                self._caught_up = all(positions[tp] >= end for tp, end in targets.items())
+            batches = await reader.getmany(timeout_ms=200, max_records=self.bus.max_batch)
+            for tp, messages in batches.items():
+                for message in messages:
+                    await self.handle(_record(message))
+                self._positions[tp.partition] = messages[-1].offset + 1
+
+    async def _partitions(self, reader: AIOKafkaConsumer) -> list[TopicPartition]:
+        """The topic's partitions, waiting while it does not exist (readiness says so). Asked
+        of the whole cluster's metadata: asking for the one topic would make a broker with
+        `auto.create.topics.enable` create it, with the broker's defaults."""
+        while True:
+            metadata = await reader._client.fetch_all_metadata()
+            found = metadata.partitions_for_topic(self.topic)
+            if found:
+                return [TopicPartition(self.topic, p) for p in sorted(found)]
+            await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
 
 
 # Kafka's murmur2 seed. The C implementation gives the same hashes as aiokafka's pure-Python

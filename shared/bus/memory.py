@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shared import metrics
-from shared.bus.base import EVENT_HEADERS, Dispatcher, Record, Subscription, dlq_headers
+from shared.bus.base import (
+    EVENT_HEADERS,
+    Dispatcher,
+    Record,
+    RecordHandler,
+    Subscription,
+    dlq_headers,
+)
 from shared.events.envelope import Envelope
 from shared.events.topics import dlq
 
@@ -82,6 +89,7 @@ class MemoryBus:
         self._seq = 0
         self._published = asyncio.Event()
         self._started = False
+        self._followers: list[MemoryFollower] = []
 
     async def start(self) -> None:
         self._started = True
@@ -90,6 +98,9 @@ class MemoryBus:
         for group in self._groups.values():
             for member in list(group.members):
                 await member.stop()
+        for follower in self._followers:
+            await follower.stop()
+        self._followers.clear()
         self._started = False
 
     def missing_topics(self) -> tuple[str, ...]:
@@ -152,6 +163,14 @@ class MemoryBus:
         group.members.append(consumer)
         consumer.task = asyncio.create_task(consumer.run(), name=f"consumer:{subscription.group}")
         return consumer
+
+    async def follow(
+        self, topic: str, handle: RecordHandler, from_start: bool = True
+    ) -> MemoryFollower:
+        follower = MemoryFollower(self, self.prefix + topic, handle, from_start)
+        follower.task = asyncio.create_task(follower.run(), name=f"follower:{topic}")
+        self._followers.append(follower)
+        return follower
 
     async def wait_for_publish(self, seen_seq: int, timeout: float) -> None:
         if self._seq != seen_seq:
@@ -237,6 +256,43 @@ class MemoryConsumer:
         """Leave the group; an in-flight batch is abandoned uncommitted, as after a crash."""
         if self in self.group.members:
             self.group.members.remove(self)
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class MemoryFollower:
+    """Reads every partition of one topic for this reader alone (no group)."""
+
+    def __init__(self, bus: MemoryBus, topic: str, handle: RecordHandler, from_start: bool) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.handle = handle
+        parts = bus._topic(topic).partitions
+        self._next = [p.base if from_start else p.end for p in parts]
+        self._targets = [p.end for p in parts]
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    @property
+    def caught_up(self) -> bool:
+        return all(n >= t for n, t in zip(self._next, self._targets, strict=True))
+
+    async def run(self) -> None:
+        while True:
+            seen = self.bus._seq
+            for index, part in enumerate(self.bus._topic(self.topic).partitions):
+                start = max(self._next[index], part.base)
+                for record in part.records[start - part.base :]:
+                    await self.handle(record)
+                    self._next[index] = record.offset + 1
+            await self.bus.wait_for_publish(seen, 0.5)
+
+    async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.events import topics
+from shared.events.access import ApiKeyCreated, ApiKeyRevoked, ApiKeyUsed, WorkspaceCreated
 from shared.events.contact_commands import COMMAND_TYPES
 from shared.events.contacts import CONTACT_EVENT_TYPES
 from shared.events.envelope import CLOUDEVENTS_JSON, Envelope, EventPayload
@@ -22,6 +23,8 @@ TOPIC_EVENTS: dict[str, tuple[type[EventPayload], ...]] = {
     topics.WORKFLOW_RUNS: tuple(RUN_EVENT_TYPES.values()),
     topics.NOTIFICATION_REQUESTS: tuple(REQUEST_TYPES.values()),
     topics.NOTIFICATIONS: tuple(NOTIFICATION_EVENT_TYPES.values()),
+    topics.ACCESS: (WorkspaceCreated, ApiKeyCreated, ApiKeyRevoked),
+    topics.ACCESS_USAGE: (ApiKeyUsed,),
 }
 
 

@@ -10,6 +10,9 @@ SCORES = "leadwire.scores.v1"
 WORKFLOW_RUNS = "leadwire.workflow-runs.v1"
 NOTIFICATION_REQUESTS = "leadwire.notification-requests.v1"
 NOTIFICATIONS = "leadwire.notifications.v1"
+# Workspaces and API keys, compacted: every replica of every service reads it whole.
+ACCESS = "leadwire.access.v1"
+ACCESS_USAGE = "leadwire.access-usage.v1"
 
 ALL_TOPICS: tuple[str, ...] = (
     LEADS,
@@ -20,7 +23,11 @@ ALL_TOPICS: tuple[str, ...] = (
     WORKFLOW_RUNS,
     NOTIFICATION_REQUESTS,
     NOTIFICATIONS,
+    ACCESS,
+    ACCESS_USAGE,
 )
+# Topics whose records are states by key (Kafka keeps the latest per key, forever).
+COMPACTED_TOPICS: tuple[str, ...] = (ACCESS,)
 
 
 def dlq(topic: str) -> str:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from services.registry import SERVICES, spec
-from shared.events.topics import all_topics_with_dlq
+from shared.events.topics import COMPACTED_TOPICS, all_topics_with_dlq
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,7 +227,9 @@ class TestTopicsProvisionedByTheOperator:
             assert topic["spec"]["partitions"] == 48
             assert topic["spec"]["replicas"] == 5
             assert topic["spec"]["config"]["min.insync.replicas"] == 3
-            assert topic["spec"]["config"]["retention.ms"] == (172800000 if dlq else 86400000)
+            if topic["spec"]["topicName"] not in COMPACTED_TOPICS:
+                retention = topic["spec"]["config"]["retention.ms"]
+                assert retention == (172800000 if dlq else 86400000)
 
     def test_the_prefix_names_topics_groups_and_services_alike(self, helm: Path) -> None:
         docs = render(helm, "ingress")
@@ -242,6 +244,18 @@ class TestTopicsProvisionedByTheOperator:
             for t in named(docs, "ScaledObject", "-contacts")["spec"]["triggers"]
         ]
         assert all(g.startswith("prod.contacts.") for g in groups)
+
+    def test_state_topics_are_compacted_never_expired(self, helm: Path) -> None:
+        topics = {
+            t["spec"]["topicName"]: t["spec"]["config"] for t in of_kind(render(helm), "KafkaTopic")
+        }
+        for name in COMPACTED_TOPICS:
+            assert topics[name]["cleanup.policy"] == "compact"
+            assert "retention.ms" not in topics[name]
+            assert "cleanup.policy" not in topics[f"{name}.dlq"]
+        assert sum("cleanup.policy" in config for config in topics.values()) == len(
+            COMPACTED_TOPICS
+        )
 
     def test_topics_can_be_left_to_the_operator(self, helm: Path) -> None:
         docs = render(helm, "defaults", "--set", "kafka.topics.create=false")
@@ -467,7 +481,7 @@ class TestKafkaCredentials:
         resources = [acl["resource"] for acl in user["spec"]["authorization"]["acls"]]
         assert {"type": "topic", "name": "leadwire.", "patternType": "prefix"} in resources
         groups = {r["name"] for r in resources if r["type"] == "group"}
-        assert groups == {"contacts.", "workflows.", "notifier.", "scoring."}
+        assert groups == {"contacts.", "workflows.", "notifier.", "scoring.", "access."}
 
 
 class TestNetworking:

@@ -27,6 +27,7 @@ class TestEmbeddedBoot:
             assert ready.json()["checks"] == {
                 "database": True,
                 "topics": True,
+                "api_keys": True,
                 "consumers": True,
                 "outbox_relay": True,
             }

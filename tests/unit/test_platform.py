@@ -59,7 +59,7 @@ class TestEnvelope:
 
 class TestTopics:
     def test_every_topic_is_versioned_and_has_a_dlq_twin(self) -> None:
-        assert len(ALL_TOPICS) == 8
+        assert len(ALL_TOPICS) == 10
         assert all(t.startswith("leadwire.") and t.endswith(".v1") for t in ALL_TOPICS)
         assert set(all_topics_with_dlq()) == set(ALL_TOPICS) | {dlq(t) for t in ALL_TOPICS}
 

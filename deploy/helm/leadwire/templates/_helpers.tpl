@@ -159,4 +159,11 @@ leadwire.scores.v1
 leadwire.workflow-runs.v1
 leadwire.notification-requests.v1
 leadwire.notifications.v1
+leadwire.access.v1
+leadwire.access-usage.v1
+{{- end }}
+
+{{/* Topics holding states by key: compacted, kept forever (every API key's latest state). */}}
+{{- define "leadwire.compactedTopics" -}}
+leadwire.access.v1
 {{- end }}

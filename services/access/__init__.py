@@ -1,0 +1,1 @@
+"""access: the workspace registry and API keys."""
