@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .  # the `leadwire` command
 	touch $(STAMP)
 
 setup: $(STAMP)

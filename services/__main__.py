@@ -1,30 +1,32 @@
-"""Leadwire's command line: run, serve, migrate, create-workspace, stack, dlq, scoring-rules,
-workflows-apply."""
+"""`leadwire` (also `python -m services`): run Leadwire's services and operate them."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from services.cli import apply
+from services.cli.apply import ApplyError
+from services.cli.events import NotOnKafka
 from services.demo import DemoSetupFailed, prepare_demo
 from services.registry import SERVICES, spec
 from shared import db
 from shared.app import create_app
 from shared.auth import issue_token
 from shared.bus import make_bus
+from shared.errors import DomainError
 from shared.logs import configure_logging
 from shared.migrations import upgrade
 from shared.settings import Settings, write_private
@@ -199,39 +201,6 @@ def stack(settings: Settings) -> None:
         kafka.stop()
 
 
-async def dead_letters(settings: Settings, topic: str, replay: bool) -> None:
-    """Print a topic's DLQ (one JSON line per event, with the error); `replay` re-publishes it.
-
-    Replaying is safe: consumers that already applied an event skip it through their inbox.
-    """
-    from shared.bus.kafka import KafkaBus
-
-    bus = KafkaBus(settings.kafka_bootstrap, prefix=settings.topic_prefix, topics=[])
-    await bus.start()
-    try:
-        await bus.wait_connected(30)
-        for record in await bus.dead_letters(topic):
-            print(
-                json.dumps({"key": record.key, "headers": record.headers, **_shown(record.value)})
-            )
-            if replay:
-                original = record.headers.get("leadwire-original-topic", settings.topic(topic))
-                # Back with the headers it was published with (content type, trace context).
-                kept = {k: v for k, v in record.headers.items() if not k.startswith("leadwire-")}
-                await bus.send_raw(original, record.key, record.value, kept)
-    finally:
-        await bus.stop()
-
-
-def _shown(value: bytes) -> dict[str, object]:
-    """A dead letter's value for printing: the event as JSON, or, for what is not even JSON (a
-    foreign producer's bytes, the usual reason it is there), the raw text."""
-    try:
-        return {"event": json.loads(value or b"null")}
-    except ValueError:
-        return {"raw": value.decode(errors="replace")}
-
-
 def check_ready(urls: list[str], timeout_s: float) -> int:
     """Ask each service's /readyz until all are ready or time runs out (`helm test`)."""
     import time
@@ -255,24 +224,80 @@ def check_ready(urls: list[str], timeout_s: float) -> int:
         time.sleep(2)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+EPILOG = """\
+examples:
+  leadwire run                                 every service in one process (nothing to install)
+  leadwire migrate && leadwire serve contacts  production: one service per process
+  leadwire workspaces create acme --name "Acme Inc"
+  leadwire keys create acme --name website --scopes forms:write,leads:write --ttl-days 365
+  leadwire keys revoke acme key_0123456789abcdef
+  leadwire apply -f workflow.yaml
+  leadwire dlq list                            which topics have dead letters, and why
+  leadwire tail leadwire.contacts.v1           events as they happen
+
+Settings come from the environment: LEADWIRE_BUS (memory|kafka), LEADWIRE_KAFKA_BOOTSTRAP,
+DATABASE_URL, LEADWIRE_AUTH_SECRET and the other LEADWIRE_* variables (deploy/README.md).
+`leadwire COMMAND --help` explains each command.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leadwire",
+        description="Leadwire: an event-driven CRM automation backend. Run its services, "
+        "manage workspaces and API keys, load definitions, inspect events.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_p = commands.add_parser("run", help="all services in one process (embedded mode)")
-    run_p.add_argument("services", nargs="*", default=list(SERVICES))
+    run_p.add_argument("services", nargs="*", default=list(SERVICES), metavar="SERVICE")
     serve_p = commands.add_parser("serve", help="one service in its own process")
     serve_p.add_argument("service", choices=SERVICES)
     serve_p.add_argument("--port", type=int)
     migrate_p = commands.add_parser("migrate", help="bring services' tables up to date")
-    migrate_p.add_argument("services", nargs="*", default=list(SERVICES))
-    ws_p = commands.add_parser("create-workspace", help="create a workspace and print a token")
-    ws_p.add_argument("workspace")
-    ws_p.add_argument("--scopes", default="admin", help="comma-separated, e.g. contacts:read")
-    ws_p.add_argument("--ttl-days", type=int)
+    migrate_p.add_argument("services", nargs="*", default=list(SERVICES), metavar="SERVICE")
     commands.add_parser("stack", help="Kafka, PostgreSQL and one process per service, locally")
-    dlq_p = commands.add_parser("dlq", help="inspect (and replay) a topic's dead letters on Kafka")
-    dlq_p.add_argument("topic", help="e.g. leadwire.contact-commands.v1")
-    dlq_p.add_argument("--replay", action="store_true", help="re-publish them to the topic")
+
+    ws_p = commands.add_parser("workspaces", help="register and list workspaces (tenants)")
+    ws_cmds = ws_p.add_subparsers(dest="action", required=True)
+    ws_create = ws_cmds.add_parser("create", help="register a workspace")
+    ws_create.add_argument("workspace", help="2-63 lower-case letters, digits or dashes")
+    ws_create.add_argument("--name", help="a display name (default: the id)")
+    ws_cmds.add_parser("list", help="every registered workspace")
+
+    keys_p = commands.add_parser("keys", help="API keys for integrations: create, list, revoke")
+    keys_cmds = keys_p.add_subparsers(dest="action", required=True)
+    key_create = keys_cmds.add_parser("create", help="a new key, printed once")
+    key_create.add_argument("workspace")
+    key_create.add_argument("--name", required=True, help="what uses it, e.g. 'website forms'")
+    key_create.add_argument("--scopes", required=True, help="comma-separated, e.g. leads:write")
+    expiry = key_create.add_mutually_exclusive_group()
+    expiry.add_argument("--ttl-days", type=int, help="stops working after this many days")
+    expiry.add_argument("--expires-at", type=datetime.fromisoformat, help="ISO 8601 instant")
+    key_list = keys_cmds.add_parser("list", help="a workspace's keys with their last use")
+    key_list.add_argument("workspace")
+    key_revoke = keys_cmds.add_parser("revoke", help="refused by every service within a second")
+    key_revoke.add_argument("workspace")
+    key_revoke.add_argument("key_id")
+
+    token_p = commands.add_parser(
+        "token", help="an internal signed token (operators, tests; integrations use keys)"
+    )
+    token_p.add_argument("workspace")
+    token_p.add_argument("--scopes", default="admin", help="comma-separated, e.g. contacts:read")
+    token_p.add_argument("--ttl-days", type=int)
+    old_token_p = commands.add_parser("create-workspace", help="old name of `token`")
+    old_token_p.add_argument("workspace")
+    old_token_p.add_argument("--scopes", default="admin")
+    old_token_p.add_argument("--ttl-days", type=int)
+
+    apply_p = commands.add_parser(
+        "apply", help="save forms, scoring rules or workflows from YAML documents"
+    )
+    apply_p.add_argument("-f", "--file", type=Path, required=True, help="YAML/JSON documents")
+    apply_p.add_argument("--workspace", help="for documents that do not name one")
+    apply_p.add_argument("--check", action="store_true", help="validate only, save nothing")
     rules_p = commands.add_parser("scoring-rules", help="load a workspace's scoring rules (YAML)")
     rules_p.add_argument("workspace")
     rules_p.add_argument("file", type=Path)
@@ -282,13 +307,46 @@ def main(argv: list[str] | None = None) -> None:
     wf_p.add_argument("file", type=Path)
     wf_p.add_argument("--enable", action="store_true", help="enable it once saved")
     wf_p.add_argument("--check", action="store_true", help="validate only, save nothing")
+
+    dlq_p = commands.add_parser("dlq", help="dead letters on Kafka: list, show, replay")
+    dlq_cmds = dlq_p.add_subparsers(dest="action", required=True)
+    dlq_cmds.add_parser("list", help="every topic's dead-letter count and latest error")
+    dlq_show = dlq_cmds.add_parser("show", help="a topic's dead letters with their errors")
+    dlq_show.add_argument("topic", help="e.g. leadwire.contact-commands.v1")
+    dlq_show.add_argument("--json", action="store_true", help="one JSON line each, in full")
+    dlq_replay = dlq_cmds.add_parser("replay", help="re-publish them (consumers skip repeats)")
+    dlq_replay.add_argument("topic")
+    dlq_replay.add_argument("--id", action="append", default=[], help="only this event id")
+
+    tail_p = commands.add_parser("tail", help="print a topic's events as they arrive")
+    tail_p.add_argument("topic", help="e.g. leadwire.leads.v1")
+    tail_p.add_argument("--from-start", action="store_true", help="from the oldest kept event")
+    tail_p.add_argument("-n", "--limit", type=int, help="stop after this many events")
+    tail_p.add_argument("--json", action="store_true", help="whole events, one JSON per line")
+
     ready_p = commands.add_parser("check-ready", help="wait until services answer /readyz 200")
     ready_p.add_argument("urls", nargs="+", help="e.g. http://leadwire-contacts:8002")
     ready_p.add_argument("--timeout", type=float, default=60)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
+    try:
+        _dispatch(parser, args, settings)
+    except (DomainError, ApplyError, NotOnKafka) as exc:
+        parser.exit(2, f"leadwire {args.command}: {getattr(exc, 'message', exc)}\n")
+
+
+def _dispatch(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings
+) -> None:
+    from services.cli import access, events
+
     if args.command == "run":
         if settings.bus != "memory":
             parser.error("`run` is the embedded mode; use `serve` or `stack` with Kafka")
@@ -298,12 +356,36 @@ def main(argv: list[str] | None = None) -> None:
         serve(settings, args.service, args.port)
     elif args.command == "migrate":
         asyncio.run(migrate(settings, args.services))
-    elif args.command == "create-workspace":
+    elif args.command in ("token", "create-workspace"):
         print(create_workspace(settings, args.workspace, args.scopes.split(","), args.ttl_days))
     elif args.command == "stack":
         stack(settings)
+    elif args.command == "workspaces" and args.action == "create":
+        print(asyncio.run(access.create_workspace(settings, args.workspace, args.name)))
+    elif args.command == "workspaces":
+        print(asyncio.run(access.list_workspaces(settings)))
+    elif args.command == "keys" and args.action == "create":
+        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+        made = access.create_key(
+            settings, args.workspace, args.name, scopes, args.ttl_days, args.expires_at
+        )
+        print(asyncio.run(made))
+    elif args.command == "keys" and args.action == "list":
+        print(asyncio.run(access.list_keys(settings, args.workspace)))
+    elif args.command == "keys":
+        print(asyncio.run(access.revoke_key(settings, args.workspace, args.key_id)))
+    elif args.command == "apply":
+        for line in apply.run(settings, args.file, args.workspace, args.check):
+            print(line)
+    elif args.command == "dlq" and args.action == "list":
+        asyncio.run(events.list_dead_letters(settings))
+    elif args.command == "dlq" and args.action == "show":
+        asyncio.run(events.show_dead_letters(settings, args.topic, args.json))
     elif args.command == "dlq":
-        asyncio.run(dead_letters(settings, args.topic, args.replay))
+        asyncio.run(events.replay_dead_letters(settings, args.topic, args.id))
+    elif args.command == "tail":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(events.tail(settings, args.topic, args.from_start, args.limit, args.json))
     elif args.command == "scoring-rules":
         from services.scoring import cli
 

@@ -1,4 +1,4 @@
-"""Operators inspect and replay a DLQ on the real broker with `python -m services dlq`."""
+"""Operators inspect and replay a DLQ, and tail a topic, on the real broker with `leadwire`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.conftest import ROOT, unique
 from tests.helpers import eventually
 
 
-async def cli(prefix: str, bootstrap: str, *args: str) -> list[dict[str, object]]:
+async def cli(prefix: str, bootstrap: str, *args: str) -> str:
     env = os.environ | {
         "LEADWIRE_BUS": "kafka",
         "LEADWIRE_KAFKA_BOOTSTRAP": bootstrap,
@@ -28,7 +28,6 @@ async def cli(prefix: str, bootstrap: str, *args: str) -> list[dict[str, object]
         sys.executable,
         "-m",
         "services",
-        "dlq",
         *args,
         cwd=ROOT,
         env=env,
@@ -37,7 +36,7 @@ async def cli(prefix: str, bootstrap: str, *args: str) -> list[dict[str, object]
     )
     out, _ = await process.communicate()
     assert process.returncode == 0
-    return [json.loads(line) for line in out.decode().splitlines()]
+    return out.decode()
 
 
 @pytest.mark.kafka
@@ -77,12 +76,21 @@ class TestDlqCommand:
                 return len(await bus.dead_letters(CONTACT_COMMANDS)) == 1
 
             await eventually(parked)
-            [listed] = await cli(prefix, kafka_bootstrap, CONTACT_COMMANDS)
-            assert listed["event"]["id"] == command.id  # type: ignore[index]
-            assert "owner does not exist" in listed["headers"]["leadwire-error"]  # type: ignore[index]
+            shown = await cli(prefix, kafka_bootstrap, "dlq", "show", CONTACT_COMMANDS, "--json")
+            [listed] = [json.loads(line) for line in shown.splitlines()]
+            assert listed["event"]["id"] == command.id
+            assert "owner does not exist" in listed["headers"]["leadwire-error"]
+            readable = await cli(prefix, kafka_bootstrap, "dlq", "show", CONTACT_COMMANDS)
+            assert command.id in readable
+            assert "owner does not exist" in readable
+            overview = await cli(prefix, kafka_bootstrap, "dlq", "list")
+            [row] = [line for line in overview.splitlines() if line.startswith(CONTACT_COMMANDS)]
+            assert row.split()[1] == "1"
+            assert "owner does not exist" in row
 
             healthy = True
-            await cli(prefix, kafka_bootstrap, CONTACT_COMMANDS, "--replay")
+            replayed = await cli(prefix, kafka_bootstrap, "dlq", "replay", CONTACT_COMMANDS)
+            assert replayed.startswith("replayed 1 event(s)")
 
             async def replayed() -> bool:
                 return command.id in handled
@@ -90,3 +98,42 @@ class TestDlqCommand:
             await eventually(replayed)
         finally:
             await bus.stop()
+
+
+@pytest.mark.kafka
+class TestTailCommand:
+    async def test_prints_one_readable_line_per_event(self, kafka_bootstrap: str) -> None:
+        prefix = unique("tail") + "."
+        bus = KafkaBus(kafka_bootstrap, prefix=prefix, topics=[CONTACT_COMMANDS])
+        await bus.start()
+        try:
+            sent = [
+                Envelope(
+                    source="/test",
+                    type="contact.add_tag",
+                    workspace="acme",
+                    subject=f"c-{n}",
+                    correlationid="c1",
+                    data={"tag": f"t{n}"},
+                )
+                for n in range(3)
+            ]
+            for event in sent:
+                await bus.publish(CONTACT_COMMANDS, f"acme:{event.subject}", event)
+            out = await cli(
+                prefix, kafka_bootstrap, "tail", CONTACT_COMMANDS, "--from-start", "-n", "3"
+            )
+        finally:
+            await bus.stop()
+        lines = out.splitlines()
+        assert len(lines) == 3
+        for line in lines:
+            assert line.startswith("20")  # the event's time first
+            assert "leadwire.contact-commands.v1[" in line
+            assert "contact.add_tag" in line
+            assert "ws=acme" in line
+        assert sorted(line.split("subject=")[1].split()[0] for line in lines) == [
+            "c-0",
+            "c-1",
+            "c-2",
+        ]

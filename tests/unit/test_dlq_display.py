@@ -1,6 +1,6 @@
-"""`python -m services dlq` prints every dead letter, the ones that are not even JSON too."""
+"""`leadwire dlq show` prints every dead letter, the ones that are not even JSON too."""
 
-from services.__main__ import _shown
+from services.cli.events import shown as _shown
 
 
 def test_an_event_is_shown_as_json() -> None:

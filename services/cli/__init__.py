@@ -1,0 +1,1 @@
+"""The `leadwire` command line's commands beyond running services (see services/__main__.py)."""
