@@ -294,12 +294,14 @@ def probes_router() -> APIRouter:
         outbox backlog are reported, not required."""
         database, bus = await asyncio.gather(db.ping(ctx.engine), ctx.bus.ping())
         missing = ctx.bus.missing_topics()
+        keys_loaded = ctx.keys_follower is not None and ctx.keys_follower.caught_up
         checks = {
             "database": database,
             # Missing topics are a deployment fault, not an outage: never ready until fixed.
             "topics": not missing,
-            # Until every key is known, a valid key would be refused.
-            "api_keys": ctx.keys_follower is not None and ctx.keys_follower.caught_up,
+            # Until every key is known a valid key would be refused; with the bus down that
+            # wait is the outage's, and ingest's public endpoints need no key (see below).
+            "api_keys": keys_loaded or not bus,
             "consumers": all(c.ready for c in ctx.consumers if c not in ctx.side_consumers),
             "outbox_relay": ctx.relay.running,
         }
@@ -309,7 +311,11 @@ def probes_router() -> APIRouter:
         body: dict[str, object] = {
             "status": "ready" if ready else "not_ready",
             "checks": checks,
-            "dependencies": {"bus": bus, "outbox_backlog": ctx.relay.backlog},
+            "dependencies": {
+                "bus": bus,
+                "outbox_backlog": ctx.relay.backlog,
+                "api_keys_loaded": keys_loaded,
+            },
         }
         if missing:
             body["missing_topics"] = list(missing)

@@ -31,7 +31,7 @@ class TestApiKeysAcrossServices:
                         return False
                 return True
 
-            await eventually(all_ready, timeout=120)
+            await eventually(all_ready, timeout=300)  # six processes booting on a busy machine
             registered = await client.post(
                 f"{access}/v1/workspaces", json={"id": workspace, "name": "K"}, headers=OPERATOR
             )

@@ -31,7 +31,11 @@ class TestEmbeddedBoot:
                 "consumers": True,
                 "outbox_relay": True,
             }
-            assert ready.json()["dependencies"] == {"bus": True, "outbox_backlog": 0}
+            assert ready.json()["dependencies"] == {
+                "bus": True,
+                "outbox_backlog": 0,
+                "api_keys_loaded": True,
+            }
             metrics = await client.get("/metrics")
             assert "leadwire_http_requests_total" in metrics.text
 
