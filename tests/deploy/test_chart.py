@@ -296,12 +296,17 @@ def code_consumer_groups(service: str) -> list[str]:
 class TestAutoscaling:
     def test_kafka_triggers_cover_every_consumer_group_of_the_code(self, helm: Path) -> None:
         docs = render(helm)
+        values = yaml.safe_load((CHART / "values.yaml").read_text())["services"]
         for service in SERVICES:
+            assert sorted(values[service]["consumerGroups"]) == sorted(
+                code_consumer_groups(service)
+            )
             triggers = named(docs, "ScaledObject", f"-{service}")["spec"]["triggers"]
             groups = [t["metadata"]["consumerGroup"] for t in triggers if t["type"] == "kafka"]
-            assert sorted(groups) == sorted(code_consumer_groups(service)), service
-            if not groups:
-                assert [t["type"] for t in triggers] == ["cpu"]
+            if values[service].get("scaleOnCpu"):
+                assert [t["type"] for t in triggers] == ["cpu"], service
+            else:
+                assert sorted(groups) == sorted(code_consumer_groups(service)), service
 
     def test_lag_is_read_from_the_earliest_offset_like_the_services(self, helm: Path) -> None:
         for scaled in of_kind(render(helm), "ScaledObject"):
@@ -481,7 +486,16 @@ class TestKafkaCredentials:
         resources = [acl["resource"] for acl in user["spec"]["authorization"]["acls"]]
         assert {"type": "topic", "name": "leadwire.", "patternType": "prefix"} in resources
         groups = {r["name"] for r in resources if r["type"] == "group"}
-        assert groups == {"contacts.", "workflows.", "notifier.", "scoring.", "access."}
+        assert groups == {f"{s}." for s in SERVICES}
+
+
+class TestServiceDiscovery:
+    def test_every_service_knows_where_the_others_answer(self, helm: Path) -> None:
+        docs = render(helm)
+        expected = {s: f"http://lw-leadwire-{s}:{spec(s).port}" for s in SERVICES}
+        for deployment in of_kind(docs, "Deployment"):
+            env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+            assert json.loads(env["LEADWIRE_SERVICE_URLS"]) == expected
 
 
 class TestNetworking:

@@ -143,6 +143,9 @@ read-only) and the Kafka TLS material the settings point at. */}}
   value: "0.0.0.0"
 - name: LEADWIRE_FORWARDED_ALLOW_IPS
   value: {{ .Values.forwardedAllowIps | quote }}
+# Where contacts asks the other services for their part of a person's export.
+- name: LEADWIRE_SERVICE_URLS
+  value: {{ include "leadwire.serviceUrls" . | quote }}
 - name: DATABASE_URL
   valueFrom: {secretKeyRef: {name: {{ .Values.database.secret }}, key: {{ .Values.database.key }}}}
 - name: LEADWIRE_AUTH_SECRET
@@ -166,4 +169,13 @@ leadwire.access-usage.v1
 {{/* Topics holding states by key: compacted, kept forever (every API key's latest state). */}}
 {{- define "leadwire.compactedTopics" -}}
 leadwire.access.v1
+{{- end }}
+
+{{/* Every service's in-cluster base URL, by name, as JSON. */}}
+{{- define "leadwire.serviceUrls" -}}
+{{- $urls := dict }}
+{{- range $name, $svc := .Values.services }}
+{{- $_ := set $urls $name (printf "http://%s-%s:%v" (include "leadwire.fullname" $) $name $svc.port) }}
+{{- end }}
+{{- toJson $urls }}
 {{- end }}
