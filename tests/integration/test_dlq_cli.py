@@ -89,8 +89,8 @@ class TestDlqCommand:
             assert "owner does not exist" in row
 
             healthy = True
-            replayed = await cli(prefix, kafka_bootstrap, "dlq", "replay", CONTACT_COMMANDS)
-            assert replayed.startswith("replayed 1 event(s)")
+            replay_out = await cli(prefix, kafka_bootstrap, "dlq", "replay", CONTACT_COMMANDS)
+            assert replay_out.startswith("replayed 1 event(s)")
 
             async def replayed() -> bool:
                 return command.id in handled
