@@ -42,6 +42,7 @@ from services.contacts.schemas import (
 )
 from services.contacts.store import Page
 from shared import export
+from shared.api_types import RequestDateTime
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.erasure import checkpoint
@@ -558,7 +559,10 @@ def router(clock: Clock) -> APIRouter:
 
     @api.get("/reports/funnel")
     async def funnel(
-        ctx: Context, who: Reader, start: datetime | None = None, end: datetime | None = None
+        ctx: Context,
+        who: Reader,
+        start: RequestDateTime | None = None,
+        end: RequestDateTime | None = None,
     ) -> dict[str, Any]:
         """Contacts per lifecycle stage and conversion between stages over a period."""
         start, end = _period(start, end, clock)
@@ -567,7 +571,10 @@ def router(clock: Clock) -> APIRouter:
 
     @api.get("/reports/churn")
     async def churn(
-        ctx: Context, who: Reader, start: datetime | None = None, end: datetime | None = None
+        ctx: Context,
+        who: Reader,
+        start: RequestDateTime | None = None,
+        end: RequestDateTime | None = None,
     ) -> dict[str, Any]:
         """Churn rate for a period (churned customers / customers at its start x 100)."""
         start, end = _period(start, end, clock)

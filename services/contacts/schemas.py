@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from shared.api_types import RequestDate, StrictBool, StrictInt, UtcDateTime
 from shared.json_limits import LimitedJsonObject
 
 Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "churned"]
@@ -75,9 +76,9 @@ class ContactRead(BaseModel):
     custom_fields: dict[str, Any]
     tags: list[str]
     lists: list[str]
-    created_at: datetime
-    updated_at: datetime
-    last_interaction_at: datetime | None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    last_interaction_at: UtcDateTime | None
 
 
 class ContactPage(BaseModel):
@@ -104,7 +105,7 @@ class NoteIn(_In):
 class TimelineItem(BaseModel):
     id: str
     kind: str
-    occurred_at: datetime
+    occurred_at: UtcDateTime
     data: dict[str, Any]
 
 
@@ -126,13 +127,13 @@ class FieldIn(_In):
     name: str = Field(min_length=1, max_length=63)
     type: Literal["text", "number", "date", "boolean", "select", "multi_select"]
     label: str | None = Field(default=None, max_length=200)
-    required: bool = False
+    required: StrictBool = False
     options: list[str] = Field(default_factory=list, max_length=500)
     min: float | None = None
     max: float | None = None
     # Bounded by the column (a 32-bit integer) with room to spare: a text value past a
     # million characters is no field of a contact.
-    max_length: int | None = Field(default=None, ge=1, le=MAX_FIELD_LENGTH)
+    max_length: StrictInt | None = Field(default=None, ge=1, le=MAX_FIELD_LENGTH)
     pattern: str | None = Field(default=None, max_length=500)
 
 
@@ -162,7 +163,7 @@ class SegmentRead(BaseModel):
     name: str
     filter: dict[str, Any]
     time_based: bool
-    created_at: datetime
+    created_at: UtcDateTime
     members: int | None = None
 
 
@@ -181,16 +182,16 @@ class OwnerIn(_In):
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr | None = None
     team_id: str | None = None
-    weight: int = Field(default=1, ge=0, le=1000)
-    active: bool = True
+    weight: StrictInt = Field(default=1, ge=0, le=1000)
+    active: StrictBool = True
 
 
 class OwnerUpdate(_In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     email: EmailStr | None = None
     team_id: str | None = None
-    weight: int | None = Field(default=None, ge=0, le=1000)
-    active: bool | None = None
+    weight: StrictInt | None = Field(default=None, ge=0, le=1000)
+    active: StrictBool | None = None
 
 
 class OwnerRead(BaseModel):
@@ -211,14 +212,14 @@ class TaskIn(_In):
     contact_id: str
     title: str = Field(min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=20_000)
-    due_date: date | None = None
+    due_date: RequestDate | None = None
     assignee_id: str | None = None
 
 
 class TaskUpdate(_In):
     title: str | None = Field(default=None, min_length=1, max_length=500)
     description: str | None = None
-    due_date: date | None = None
+    due_date: RequestDate | None = None
     assignee_id: str | None = None
     status: Literal["open", "done"] | None = None
 
@@ -231,5 +232,5 @@ class TaskRead(BaseModel):
     due_date: date | None
     assignee_id: str | None
     status: str
-    created_at: datetime
-    completed_at: datetime | None
+    created_at: UtcDateTime
+    completed_at: UtcDateTime | None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.ingest import domain
 from services.ingest.domain import ConsentSpec, FormField
+from shared.api_types import RequestDateTime, StrictBool, UtcDateTime
 from shared.json_limits import LimitedJsonObject
 
 MAX_LEADS = 500
@@ -123,8 +123,8 @@ class FormRead(FormSettings):
     hosted_url: str
     embed_url: str
     submit_url: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class FormPage(BaseModel):
@@ -188,8 +188,8 @@ class WebhookSourceRead(BaseModel):
     mapping: dict[str, str]
     default_region: str | None
     url: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class WebhookSourceCreated(WebhookSourceRead):
@@ -205,7 +205,7 @@ class UtmIn(BaseModel):
 
 
 class ConsentIn(BaseModel):
-    granted: bool
+    granted: StrictBool
     text: str | None = Field(default=None, max_length=2000)
 
 
@@ -267,7 +267,7 @@ class EngagementIn(BaseModel):
     id: str | None = Field(default=None, max_length=64)  # the sender's id, for dedupe
     email: str | None = None
     contact_id: str | None = Field(default=None, max_length=64)
-    occurred_at: datetime | None = None
+    occurred_at: RequestDateTime | None = None
     properties: LimitedJsonObject = Field(default_factory=dict)
     url: str | None = Field(default=None, max_length=2048)
     amount: Decimal | None = None
@@ -296,7 +296,7 @@ class QuarantineItem(BaseModel):
     data: Any
     client_address: str | None
     origin: str | None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class QuarantinePage(BaseModel):

@@ -1,0 +1,47 @@
+"""The APIs' field types: strict requests, UTC instants with their offset in responses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from shared.api_types import RequestDate, RequestDateTime, StrictBool, UtcDateTime
+
+
+class _Request(BaseModel):
+    flag: StrictBool | None = None
+    at: RequestDateTime | None = None
+    on: RequestDate | None = None
+
+
+class _Response(BaseModel):
+    at: UtcDateTime
+
+
+class TestRequestTypes:
+    @pytest.mark.parametrize(
+        "body", [{"flag": 0}, {"flag": "true"}, {"at": 0.5}, {"at": "0.5"}, {"on": 20260101}]
+    )
+    def test_a_value_of_another_type_is_refused(self, body: dict[str, object]) -> None:
+        with pytest.raises(ValidationError):
+            _Request.model_validate(body)
+
+    def test_values_of_the_documented_types_are_read(self) -> None:
+        read = _Request.model_validate(
+            {"flag": False, "at": "2026-01-01T10:00:00+02:00", "on": "2026-01-02"}
+        )
+        assert read.flag is False
+        assert read.at == datetime(2026, 1, 1, 8, tzinfo=UTC)
+
+
+class TestResponseInstants:
+    def test_a_naive_instant_from_the_database_is_written_in_utc_with_its_offset(self) -> None:
+        naive = datetime(2026, 11, 28, 20, 48, 5, 319680)  # noqa: DTZ001  # as SQLite gives it
+        answer = _Response(at=naive)
+        assert answer.model_dump_json() == '{"at":"2026-11-28T20:48:05.319680Z"}'
+
+    def test_an_instant_in_another_zone_is_written_in_utc(self) -> None:
+        answer = _Response(at=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))))
+        assert answer.model_dump_json() == '{"at":"2026-01-01T10:00:00Z"}'
