@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -14,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from shared.transient import is_transient
 
@@ -134,17 +134,27 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def allowed_methods(request: Request) -> str:
-    """Every method served on the request's path: Starlette's 405 names only those of the
-    first route matching it, though one path often has a route per method."""
-    routes = request.app.router.routes
-    allowed = [
-        method
-        for method in HTTP_METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
-        )
-    ]
-    return ", ".join(allowed)
+    """The methods the API documents at the request's path: Starlette's 405 names only those
+    of the first route matching it, though one path often has a route per method. Where two
+    templates match (`/contacts/count` and `/contacts/{contact_id}`), the one with fewer
+    parameters is the path's own, as it is the one routed to first."""
+    path = request.scope["path"]
+    templates: list[tuple[re.Pattern[str], int, list[str]]] | None = getattr(
+        request.app.state, "allow_templates", None
+    )
+    if templates is None:
+        templates = []
+        for template, item in request.app.openapi().get("paths", {}).items():
+            parts = re.split(r"(\{[^}]+\})", template)
+            regex = "".join("[^/]+" if i % 2 else re.escape(p) for i, p in enumerate(parts))
+            methods = [m.upper() for m in item if m.upper() in HTTP_METHODS]
+            templates.append((re.compile(regex), len(parts) // 2, methods))
+        request.app.state.allow_templates = templates
+    matching = [(params, methods) for regex, params, methods in templates if regex.fullmatch(path)]
+    if not matching:
+        return ""
+    _, methods = min(matching, key=lambda found: found[0])
+    return ", ".join(methods)
 
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -47,6 +47,7 @@ from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.erasure import checkpoint
 from shared.errors import InvalidInput
+from shared.openapi import problems
 from shared.uow import UnitOfWork
 
 Reader = Annotated[Principal, Depends(require_scope("contacts:read"))]
@@ -182,7 +183,7 @@ def router(clock: Clock) -> APIRouter:
             )
         return contact_page(page, tags, lists)
 
-    @api.post("/contacts", status_code=201)
+    @api.post("/contacts", status_code=201, responses=problems(404, 409))
     async def create_contact(body: ContactCreate, ctx: Context, who: Writer) -> ContactRead:
         """Create a contact (email or phone required; both must be free in the workspace)."""
         async with ctx.uow() as uow:
@@ -199,7 +200,7 @@ def router(clock: Clock) -> APIRouter:
             node = await handlers.parse_filter(who.workspace, raw, uow) if raw else None
             return Count(count=await handlers.count_contacts(who.workspace, node, uow, clock()))
 
-    @api.get("/contacts/lookup")
+    @api.get("/contacts/lookup", responses=problems(404))
     async def lookup(
         ctx: Context, who: Reader, email: str | None = None, phone: str | None = None
     ) -> ContactRead:
@@ -216,7 +217,7 @@ def router(clock: Clock) -> APIRouter:
         async with ctx.uow() as uow:
             return await handlers.list_duplicates(who.workspace, uow, threshold)
 
-    @api.post("/contacts/merge")
+    @api.post("/contacts/merge", responses=problems(404, 409))
     async def merge(body: MergeIn, ctx: Context, who: Writer) -> ContactRead:
         """Merge `merged_id` into `survivor_id`; the merged id then redirects to the survivor."""
         async with ctx.uow() as uow:
@@ -238,7 +239,7 @@ def router(clock: Clock) -> APIRouter:
                 return RedirectResponse(f"/v1/contacts/{found.survivor_id}", status_code=308)
             return await contact_read(found, uow)
 
-    @api.patch("/contacts/{contact_id}")
+    @api.patch("/contacts/{contact_id}", responses=problems(409))
     async def update_contact(
         contact_id: str, body: ContactUpdate, ctx: Context, who: Writer
     ) -> ContactRead:
@@ -341,7 +342,7 @@ def router(clock: Clock) -> APIRouter:
             )
             return await contact_read(contact, uow)
 
-    @api.post("/contacts/{contact_id}/owner")
+    @api.post("/contacts/{contact_id}/owner", responses=problems(409))
     async def assign_owner(
         contact_id: str, body: AssignIn, ctx: Context, who: Writer
     ) -> ContactRead:
@@ -374,7 +375,7 @@ def router(clock: Clock) -> APIRouter:
         async with ctx.uow() as uow:
             return [field_read(d) for d in await handlers.list_fields(who.workspace, uow)]
 
-    @api.post("/fields", status_code=201)
+    @api.post("/fields", status_code=201, responses=problems(409))
     async def define_field(body: FieldIn, ctx: Context, who: Writer) -> FieldRead:
         """Define (or redefine) a custom field: type, required flag, validation."""
         definition = FieldDefinition(
@@ -401,7 +402,7 @@ def router(clock: Clock) -> APIRouter:
 
     # segments --------------------------------------------------------------------------------
 
-    @api.post("/segments", status_code=201)
+    @api.post("/segments", status_code=201, responses=problems(409))
     async def create_segment(body: SegmentIn, ctx: Context, who: Writer) -> SegmentRead:
         """Save a view defined in the JSON filter language; membership is kept current."""
         async with ctx.uow() as uow:
@@ -468,7 +469,7 @@ def router(clock: Clock) -> APIRouter:
 
     # owners, teams, tasks --------------------------------------------------------------------
 
-    @api.post("/teams", status_code=201)
+    @api.post("/teams", status_code=201, responses=problems(409))
     async def create_team(body: TeamIn, ctx: Context, who: Writer) -> TeamRead:
         """A team of owners with its assignment rule."""
         async with ctx.uow() as uow:
@@ -480,7 +481,7 @@ def router(clock: Clock) -> APIRouter:
         async with ctx.uow() as uow:
             return [team_read(t) for t in await handlers.list_teams(who.workspace, uow)]
 
-    @api.post("/owners", status_code=201)
+    @api.post("/owners", status_code=201, responses=problems(404, 409))
     async def create_owner(body: OwnerIn, ctx: Context, who: Writer) -> OwnerRead:
         """A sales person who can own contacts, optionally in a team's rotation."""
         async with ctx.uow() as uow:
@@ -505,7 +506,7 @@ def router(clock: Clock) -> APIRouter:
             owners = await handlers.list_owners(who.workspace, team_id, uow)
         return [owner_read(o) for o in owners]
 
-    @api.post("/tasks", status_code=201)
+    @api.post("/tasks", status_code=201, responses=problems(404))
     async def create_task(body: TaskIn, ctx: Context, who: Writer) -> TaskRead:
         """A task on a contact (assignee defaults to the contact's owner)."""
         async with ctx.uow() as uow:
@@ -521,7 +522,7 @@ def router(clock: Clock) -> APIRouter:
             )
             return task_read(task)
 
-    @api.patch("/tasks/{task_id}")
+    @api.patch("/tasks/{task_id}", responses=problems(409))
     async def update_task(task_id: str, body: TaskUpdate, ctx: Context, who: Writer) -> TaskRead:
         """Change a task; `status: done` completes it."""
         async with ctx.uow() as uow:

@@ -670,7 +670,7 @@ async def form_thanks(form_id: str, ctx: Context, rt: Runtime_) -> HTMLResponse:
     return HTMLResponse(html, headers=page_headers(nonce, form.settings.allowed_origins))
 
 
-@public.options("/v1/forms/{form_id}/submissions", status_code=204)
+@public.options("/v1/forms/{form_id}/submissions", status_code=204, responses=problems(403))
 async def submission_preflight(
     form_id: str, request: Request, ctx: Context, rt: Runtime_
 ) -> Response:

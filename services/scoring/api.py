@@ -23,6 +23,7 @@ from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
 from shared.export import EXPORT_PATH, PersonRef
+from shared.openapi import problems
 
 Reader = Annotated[Principal, Depends(require_scope("scoring:read"))]
 Writer = Annotated[Principal, Depends(require_scope("scoring:write"))]
@@ -76,7 +77,7 @@ def router(clock: Clock) -> APIRouter:
             )
         return rescore_read(job)
 
-    @api.post("/v1/scoring/simulate")
+    @api.post("/v1/scoring/simulate", responses=problems(404))
     async def simulate(request: SimulateIn, principal: Reader, ctx: Context) -> SimulateRead:
         """Score one contact, or the last N days' engaged contacts, under proposed rules;
         nothing is saved or published."""
