@@ -13,6 +13,32 @@
   }
   var uid = "lw-" + config.id.slice(-8) + "-";
 
+  /* The form's look, as on the hosted page: stacked labelled fields, errors in the flow, the
+     screen-reader text hidden. Every rule is inside :where(), so it weighs nothing: any rule
+     of the page's own (`.lw-form label { ... }`, even `label { ... }`) overrides it. Put first
+     in <head>, so the page's stylesheets also come later in the cascade. */
+  var STYLE_ID = "lw-form-style";
+  if (!document.getElementById(STYLE_ID)) {
+    var style = document.createElement("style");
+    style.id = STYLE_ID;
+    style.textContent = [
+      ":where(.lw-form) { max-width: 36rem; line-height: 1.5; }",
+      ":where(.lw-form .lw-field) { margin: 0 0 1.25rem; }",
+      ":where(.lw-form label, .lw-form legend) { display: block; font-weight: 600; }",
+      ":where(.lw-form fieldset label) { font-weight: normal; }",
+      ":where(.lw-form input:not([type=checkbox]):not([type=radio]):not([type=hidden]), .lw-form select, .lw-form textarea)" +
+        " { display: block; width: 100%; padding: .5rem; font: inherit; border: 1px solid #6b6b6b; border-radius: 4px; box-sizing: border-box; }",
+      ":where(.lw-form [aria-invalid=true]) { border: 2px solid #b00020; }",
+      ":where(.lw-form .lw-error) { display: block; position: static; color: #b00020; font-weight: 600; margin: .25rem 0 0; }",
+      ":where(.lw-form .lw-error[hidden]) { display: none; }",
+      ":where(.lw-form .lw-req) { color: #b00020; }",
+      ":where(.lw-form .lw-sr-only) { position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0; border: 0; overflow: hidden; clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap; }",
+      ":where(.lw-form button) { font: inherit; padding: .6rem 1.4rem; border: 0; border-radius: 4px; background: #1d4ed8; color: #fff; cursor: pointer; }",
+      ":where(.lw-form button:focus, .lw-form input:focus, .lw-form select:focus, .lw-form textarea:focus) { outline: 3px solid #ffbf47; }"
+    ].join("\n");
+    document.head.insertBefore(style, document.head.firstChild);
+  }
+
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import uuid
@@ -212,3 +213,72 @@ class TestHostedFormInChromium:
         assert lead["email"] == "embed@example.com"
         assert lead["utm"] == {"campaign": "spring"}
         assert lead["page_url"] == f"{browsing.site}/contact?utm_campaign=spring"
+
+
+# Where the browser drew each field's label and control, and every screen-reader-only text.
+LAYOUT_JS = """
+() => {
+  const box = (node) => {
+    const r = node.getBoundingClientRect();
+    return { top: r.top, bottom: r.bottom, left: r.left, width: r.width, height: r.height };
+  };
+  const fields = ["Work email", "First name", "Team size"].map((text) => {
+    const label = [...document.querySelectorAll("label")].find(
+      (l) => l.textContent.trim().startsWith(text));
+    const control = document.getElementById(label.htmlFor);
+    return { label: box(label), control: box(control), field: box(label.parentElement) };
+  });
+  const hidden = [...document.querySelectorAll("span")]
+    .filter((s) => s.textContent.trim() === "(required)")
+    .map(box);
+  return { fields, hidden };
+}
+"""
+
+
+class TestEmbeddedFormLayout:
+    async def test_the_embedded_form_is_laid_out_like_the_hosted_page(
+        self, browsing: Browsing
+    ) -> None:
+        page = browsing.page
+        layouts = {}
+        for where, url in (
+            ("hosted", f"{browsing.ingest}/v1/forms/{browsing.form_id}"),
+            ("embedded", f"{browsing.site}/contact"),
+        ):
+            await page.goto(url)
+            await page.get_by_label("Work email").wait_for()
+            layouts[where] = await page.evaluate(LAYOUT_JS)
+
+        for where, layout in layouts.items():
+            assert len(layout["hidden"]) == 3, where  # two required fields and the consent
+            for text in layout["hidden"]:
+                assert text["width"] <= 1, (where, text)
+                assert text["height"] <= 1, (where, text)
+            fields = layout["fields"]
+            for field in fields:
+                # Stacked: each control under its label, as wide as its field.
+                assert field["control"]["top"] >= field["label"]["bottom"] - 1, where
+                assert abs(field["control"]["width"] - field["field"]["width"]) <= 1, where
+            for above, below in itertools.pairwise(fields):
+                assert below["label"]["top"] >= above["control"]["bottom"], where
+
+        def gaps(layout: dict[str, Any]) -> list[float]:
+            fields = layout["fields"]
+            return [
+                round(below["label"]["top"] - above["control"]["bottom"])
+                for above, below in itertools.pairwise(fields)
+            ] + [round(f["control"]["top"] - f["label"]["bottom"]) for f in fields]
+
+        assert gaps(layouts["embedded"]) == gaps(layouts["hosted"])
+
+    async def test_a_partner_stylesheet_overrides_the_embedded_one(
+        self, browsing: Browsing
+    ) -> None:
+        page = browsing.page
+        await page.goto(f"{browsing.site}/contact")
+        await page.get_by_label("Work email").wait_for()
+        await page.add_style_tag(content="label { display: inline; color: rgb(1, 2, 3); }")
+        label = page.locator("label", has_text="Work email")
+        assert await label.evaluate("l => getComputedStyle(l).display") == "inline"
+        assert await label.evaluate("l => getComputedStyle(l).color") == "rgb(1, 2, 3)"
