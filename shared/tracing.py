@@ -10,6 +10,7 @@ standard `OTEL_EXPORTER_OTLP_ENDPOINT`), so by default a span costs a few micros
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -32,8 +33,11 @@ from opentelemetry.trace import (
     TraceFlags,
     Tracer,
 )
+from opentelemetry.util.types import Attributes
 
 SCOPE = "leadwire"
+_random = random.Random()
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _TRACEPARENT_KEY = b',"traceparent":"'
 _TRACEPARENT_LEN = 55  # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
 
@@ -41,6 +45,9 @@ _TRACEPARENT_LEN = 55  # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
 class _State:
     tracer: Tracer = trace.NoOpTracer()
     provider: TracerProvider | None = None
+    # False while no span is ever recorded (no exporter): the per-event spans of the relay and
+    # the consumers are then made directly, ids only, without the SDK's sampler and context.
+    recording = False
 
 
 _state = _State()
@@ -61,7 +68,7 @@ def configure(service: str, otlp_endpoint: str | None = None) -> None:
     resource = Resource.create({"service.name": service})
     if not endpoint:
         # Ids made and propagated, nothing recorded: no exporter would ever read the spans.
-        install(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
+        install(TracerProvider(resource=resource, sampler=ALWAYS_OFF), recording=False)
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -72,10 +79,12 @@ def configure(service: str, otlp_endpoint: str | None = None) -> None:
     install(provider)
 
 
-def install(provider: TracerProvider) -> None:
-    """Use `provider` for every span of this process (tests install an in-memory one)."""
+def install(provider: TracerProvider, recording: bool = True) -> None:
+    """Use `provider` for every span of this process (tests install an in-memory one);
+    `recording=False` says its sampler never records, so spans can be made cheaper."""
     _state.provider = provider
     _state.tracer = provider.get_tracer(SCOPE)
+    _state.recording = recording
 
 
 def shutdown() -> None:
@@ -84,6 +93,7 @@ def shutdown() -> None:
         _state.provider.shutdown()
     _state.provider = None
     _state.tracer = trace.NoOpTracer()
+    _state.recording = False
 
 
 def tracer() -> Tracer:
@@ -106,6 +116,19 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
         return None
     found = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
     return found if found.is_valid else None
+
+
+def _start(name: str, traceparent: str | None, kind: SpanKind, attributes: Attributes) -> Span:
+    """A span continuing `traceparent` (a new trace when None or malformed)."""
+    if _state.recording:
+        return _state.tracer.start_span(
+            name, context=parent(traceparent), kind=kind, attributes=attributes
+        )
+    # Nothing is recorded: only the ids matter (logs, headers, envelopes). The SDK would give
+    # the same (a non-recording span with new ids) through a sampler and a context per call.
+    remote = parse_traceparent(traceparent)
+    trace_id = remote.trace_id if remote is not None else _random.getrandbits(128) or 1
+    return NonRecordingSpan(SpanContext(trace_id, _random.getrandbits(64) or 1, False, _UNSAMPLED))
 
 
 def parent(traceparent: str | None) -> Context | None:
@@ -156,13 +179,12 @@ def publish_spans(messages: Sequence[tuple[str, str, bytes]]) -> Iterator[list[s
     """A `publish` span per outgoing event, a child of the span that produced it (the
     envelope's `traceparent`); gives the traceparents for the records' headers, so consumers
     continue from the publish. The spans end when the broker has acknowledged the batch."""
-    start = _state.tracer.start_span
     spans = [
-        start(
+        _start(
             f"publish {topic}",
-            context=parent(traceparent_in(value)),
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.destination.name": topic},
+            traceparent_in(value),
+            SpanKind.PRODUCER,
+            {"messaging.destination.name": topic},
         )
         for topic, _, value in messages
     ]
@@ -181,14 +203,9 @@ def start_consumer_spans(
     topics: Sequence[str], traceparents: Sequence[str | None], group: str
 ) -> list[Span]:
     """One `process` span per polled event, each a child of the publish that sent it."""
-    start = _state.tracer.start_span
+    attributes = {"messaging.consumer.group.name": group}
     return [
-        start(
-            f"process {topic}",
-            context=parent(traceparent),
-            kind=SpanKind.CONSUMER,
-            attributes={"messaging.consumer.group.name": group},
-        )
+        _start(f"process {topic}", traceparent, SpanKind.CONSUMER, attributes)
         for topic, traceparent in zip(topics, traceparents, strict=True)
     ]
 
@@ -222,12 +239,7 @@ def start_request_span(method: str, headers: Sequence[tuple[bytes, bytes]]) -> S
         if name == b"traceparent":
             traceparent = value.decode("latin-1")
             break
-    return _state.tracer.start_span(
-        method,
-        context=parent(traceparent),
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method},
-    )
+    return _start(method, traceparent, SpanKind.SERVER, {"http.request.method": method})
 
 
 def end_request_span(span: Span, method: str, route: str, status: int) -> None:

@@ -69,3 +69,22 @@ class TestLogLines:
 
 class _Payload(EventPayload):
     event_type: ClassVar[str] = "thing.happened"
+
+
+class TestSpansWhenNothingIsRecorded:
+    def test_publish_and_consumer_spans_continue_the_trace_with_new_span_ids(self) -> None:
+        tracing.install(TracerProvider(sampler=ALWAYS_OFF), recording=False)
+        try:
+            envelope = Envelope(source="s", type="t", workspace="w", correlationid="c")
+            envelope.traceparent = TRACEPARENT
+            message = ("leadwire.leads.v1", "k", envelope.to_bytes())
+            with tracing.publish_spans([message]) as [published]:
+                assert published is not None
+            [consumed] = tracing.start_consumer_spans(["leadwire.leads.v1"], [published], "g")
+            trace_id = TRACEPARENT.split("-")[1]
+            assert published.split("-")[1] == trace_id
+            assert published.split("-")[2] != TRACEPARENT.split("-")[2]
+            assert f"{consumed.get_span_context().trace_id:032x}" == trace_id
+            assert tracing.format_traceparent(consumed.get_span_context()) != published
+        finally:
+            tracing.shutdown()
