@@ -209,10 +209,18 @@ class ConsentIn(BaseModel):
     text: str | None = Field(default=None, max_length=2000)
 
 
+IDENTITY_REQUIRED: list[dict[str, Any]] = [
+    {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+    for name in ("email", "phone")
+]
+
+
 class LeadIn(BaseModel):
     """One lead pushed over the API; values are normalised and checked on arrival."""
 
-    model_config = ConfigDict(extra="forbid")
+    # An e-mail address or a phone number is required (`identity_required`), said in the
+    # schema too so that a generated client knows it.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": IDENTITY_REQUIRED})
 
     email: str | None = None
     phone: str | None = None
