@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from services.ingest import domain
 from services.ingest.domain import ConsentSpec, FormField
@@ -209,7 +209,7 @@ class ConsentIn(BaseModel):
     text: str | None = Field(default=None, max_length=2000)
 
 
-IDENTITY_REQUIRED: list[dict[str, Any]] = [
+IDENTITY_REQUIRED: list[JsonValue] = [
     {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
     for name in ("email", "phone")
 ]
