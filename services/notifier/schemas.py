@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from shared.api_types import StrictBool, StrictInt
 from shared.events.notifications import Purpose
 
 Kind = Literal["slack", "email", "webhook", "log"]
@@ -124,8 +125,8 @@ class QuietHoursIn(BaseModel):
 class WorkspaceSettingsIn(BaseModel):
     """A workspace's delivery policy."""
 
-    tracking: bool = True  # open pixel and click tracking in marketing mail
-    marketing_daily_cap: int = Field(default=3, ge=0, le=1000)  # per contact, 24 h; 0 = none
+    tracking: StrictBool = True  # open pixel and click tracking in marketing mail
+    marketing_daily_cap: StrictInt = Field(default=3, ge=0, le=1000)  # per contact, 24 h; 0 = none
     quiet_hours: QuietHoursIn | None = None  # marketing mail waits until they end
     owners: dict[str, OwnerAddress] = Field(default_factory=dict)  # owner id → addresses
 

@@ -74,18 +74,9 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-# Found by this test the day notifier landed, left to its owner: PUT /v1/templates/{id} with a
-# 100-character name answers 500, and PUT /v1/settings reads `"marketing_daily_cap": false`
-# as 0. Strict, so the marker must go when they are fixed.
-NOTIFIER_FINDINGS = pytest.mark.xfail(
-    reason="notifier: a 500 on PUT /v1/templates/{id}; false accepted as an integer",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "served",
-    [pytest.param(n, marks=NOTIFIER_FINDINGS) if n == "notifier" else n for n in SERVICES],
+    list(SERVICES),
     indirect=True,
 )
 def test_the_service_answers_what_its_openapi_document_says(

@@ -23,7 +23,7 @@ from services.notifier.templates.domain import (
     validate,
     variables_for,
 )
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput
 
 # ---------------------------------------------------------------------------------------------
 # Templates
@@ -86,6 +86,12 @@ async def replace_template(
 ) -> Template:
     template = await get_template(workspace, template_id, store)
     check_template(template_source(data))
+    named = await store.template(workspace, data.name)
+    if named is not None and named.id != template.id:
+        raise InvalidInput(
+            f"a template named {data.name!r} exists",
+            errors=[{"field": "name", "code": "taken", "message": "name taken"}],
+        )
     template.name = data.name
     template.subject, template.html, template.text = data.subject, data.html, data.text
     template.blocks = data.blocks
@@ -121,7 +127,13 @@ async def preview_template(
     else:
         contact = (await store.contacts(workspace, [contact_id])).get(contact_id)
         if contact is None:
-            raise NotFound(f"contact {contact_id} is not known to notifier")
+            # The template exists; the body names a contact notifier does not know: bad input.
+            raise InvalidInput(
+                f"contact {contact_id} is not known to notifier",
+                errors=[
+                    {"field": "contact_id", "code": "unknown_contact", "message": "no such contact"}
+                ],
+            )
         settings = await store.workspace_settings(workspace)
         values = variables_for(
             contact,

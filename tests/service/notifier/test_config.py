@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import token
 from tests.receivers import HttpReceiver
-from tests.service.notifier.conftest import Notifier
+from tests.service.notifier.conftest import SCOPES, Notifier
 
 
 class TestChannels:
@@ -128,3 +129,23 @@ class TestTemplates:
             f"/v1/templates/{template_id}/preview", {}, workspace="someone-else"
         )
         assert response.status_code == 404
+
+    async def test_a_template_cannot_be_renamed_onto_another_and_bad_input_is_a_422(
+        self, notifier: Notifier
+    ) -> None:
+        await notifier.post("/v1/templates", {"name": "first", "text": "one"})
+        second = (await notifier.post("/v1/templates", {"name": "second", "text": "two"})).json()
+        headers = token(notifier.workspace, *SCOPES)
+        renamed = await notifier.client.put(
+            f"/v1/templates/{second['id']}", json={"name": "first", "text": "x"}, headers=headers
+        )
+        assert renamed.status_code == 422
+        assert renamed.json()["errors"][0]["code"] == "taken"
+        unknown = await notifier.post(
+            f"/v1/templates/{second['id']}/preview", {"contact_id": "nobody"}
+        )
+        assert unknown.status_code == 422
+        settings = await notifier.client.put(
+            "/v1/settings", json={"marketing_daily_cap": False}, headers=headers
+        )
+        assert settings.status_code == 422
