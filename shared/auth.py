@@ -185,7 +185,12 @@ async def authenticate(
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: a valid API key or token (401) whose scopes include `scope` (403)."""
 
-    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        # Takes what `authenticate` takes, so a route may also call it directly.
+        principal = await authenticate(request, credentials)
         if not principal.allows(scope):
             raise Forbidden(f"this token lacks the `{scope}` scope", required_scope=scope)
         return principal
