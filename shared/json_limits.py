@@ -4,7 +4,8 @@ Whatever an endpoint acknowledges must survive every later step: the JSON column
 in (orjson refuses documents nested deeper than 255), the event envelope that nests it a few
 levels further, and each consumer's parser. So objects and arrays nested more than MAX_DEPTH
 levels, and object keys longer than MAX_KEY_LENGTH characters, are refused up front with 422
-(`json_too_deep`, `json_key_too_long`) instead of answering 202 and failing in a consumer.
+(`json_too_deep`, `json_key_too_long`) instead of answering 202 and failing in a consumer;
+so are integers outside 64 bits (`json_number_too_large`), which orjson cannot write.
 Far below every parser's own limit, far above what a form, a CRM webhook or an analytics
 event needs.
 """
@@ -18,6 +19,8 @@ from pydantic_core import PydanticCustomError
 
 MAX_DEPTH = 32
 MAX_KEY_LENGTH = 256
+# orjson writes integers from -2**63 to 2**64 - 1; past that a stored document cannot be written.
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
 
 
 class JsonLimitExceeded(ValueError):
@@ -42,6 +45,8 @@ def check_json(value: Any, max_depth: int = MAX_DEPTH, max_key: int = MAX_KEY_LE
         elif isinstance(node, list):
             children = ((str(i), item) for i, item in enumerate(node))  # type: ignore[assignment]
         else:
+            if isinstance(node, int) and not MIN_INT <= node <= MAX_INT:
+                raise JsonLimitExceeded("json_number_too_large", "integers fit in 64 bits", path)
             continue
         if depth >= max_depth:
             raise JsonLimitExceeded(

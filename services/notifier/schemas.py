@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from shared.api_types import StrictBool, StrictInt
 from shared.events.notifications import Purpose
+from shared.json_limits import LimitedJsonObject
 
 Kind = Literal["slack", "email", "webhook", "log"]
 
@@ -70,10 +71,10 @@ class NotificationIn(BaseModel):
     contact_id: str | None = None
     channel: str
     template: str | None = None
-    content: dict[str, Any] = Field(default_factory=dict)
+    content: LimitedJsonObject = Field(default_factory=dict)
     purpose: Purpose = "transactional"
     recipient: str | None = None
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: LimitedJsonObject = Field(default_factory=dict)
 
 
 class AttemptRead(BaseModel):

@@ -52,6 +52,12 @@ class TestCheckJson:
             check_json({"ok": {"k" * 257: 1}})
         assert (caught.value.code, caught.value.path) == ("json_key_too_long", "ok")
 
+    def test_an_integer_orjson_cannot_write_is_refused(self) -> None:
+        check_json({"n": [2**64 - 1, -(2**63)]})
+        with pytest.raises(JsonLimitExceeded) as exc:
+            check_json({"n": [1, 2**64]})
+        assert (exc.value.code, exc.value.path) == ("json_number_too_large", "n.1")
+
 
 class TestLeadsApi:
     @pytest.mark.parametrize("depth", [40, 200, 300, 400])

@@ -149,3 +149,12 @@ class TestTemplates:
             "/v1/settings", json={"marketing_daily_cap": False}, headers=headers
         )
         assert settings.status_code == 422
+
+    async def test_a_request_with_an_integer_past_64_bits_is_a_422(
+        self, notifier: Notifier
+    ) -> None:
+        response = await notifier.post(
+            "/v1/notifications",
+            {"idempotency_key": "k1", "channel": "log", "variables": {"n": 2**70}},
+        )
+        assert response.status_code == 422
