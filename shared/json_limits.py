@@ -74,3 +74,5 @@ def _checked(value: Any) -> Any:
 # A JSON object field of a request model, held to the limits above (the depth counts from the
 # field, so a whole request stays a few levels under any parser's limit).
 LimitedJsonObject = Annotated[dict[str, Any], AfterValidator(_checked)]
+# A JSON array field (e.g. Slack's Block Kit blocks), held to the same limits.
+LimitedJsonList = Annotated[list[Any], AfterValidator(_checked)]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from shared.api_types import StrictBool, StrictInt
 from shared.events.notifications import Purpose
-from shared.json_limits import LimitedJsonObject
+from shared.json_limits import LimitedJsonList, LimitedJsonObject
 
 Kind = Literal["slack", "email", "webhook", "log"]
 
@@ -19,7 +19,7 @@ class ChannelIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     kind: Kind
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: LimitedJsonObject = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict)
 
 
@@ -41,7 +41,7 @@ class TemplateIn(BaseModel):
     subject: str | None = Field(default=None, max_length=2_000)
     html: str | None = Field(default=None, max_length=500_000)
     text: str | None = Field(default=None, max_length=100_000)
-    blocks: list[Any] | None = None
+    blocks: LimitedJsonList | None = None
 
 
 class TemplateRead(TemplateIn):
@@ -54,7 +54,7 @@ class PreviewIn(BaseModel):
     """Render against a contact of the projection, or sample data when none is given."""
 
     contact_id: str | None = None
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: LimitedJsonObject = Field(default_factory=dict)
 
 
 class Preview(BaseModel):

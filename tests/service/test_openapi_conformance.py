@@ -33,6 +33,7 @@ EXCLUDED = {
     "contacts": ["positive_data_acceptance"],
     "workflows": ["positive_data_acceptance"],
     "notifier": ["positive_data_acceptance"],
+    "access": ["positive_data_acceptance"],
     "scoring": ["positive_data_acceptance", "negative_data_rejection"],
 }
 
