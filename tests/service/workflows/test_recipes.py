@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 from services.workflows.recipes.domain import RECIPES
 from shared.events import topics
-from shared.events.contacts import ContactOwnerAssigned
+from shared.events.contacts import ContactLifecycleChanged, ContactOwnerAssigned
 from shared.events.envelope import Envelope
+from shared.events.ingest import EmailOpened
 from shared.events.scores import ScoreThresholdCrossed
 from tests.helpers import token
 from tests.service.workflows.conftest import Service
@@ -150,3 +152,106 @@ class TestRecipesRun:
         [alert] = await service.published(topics.NOTIFICATION_REQUESTS)
         assert "sales-qualified" in alert.data["content"]["text"]
         assert uuid.UUID(alert.id)  # a deterministic effect id, not a free-form string
+
+
+async def lifecycle(service: Service, contact_id: str, stage: str, **fields: object) -> None:
+    """Publish contacts' lifecycle change, with the snapshot it carries."""
+    before = service.contacts[contact_id]
+    snap = before.model_copy(update={"lifecycle_stage": stage, **fields})
+    service.contacts[contact_id] = snap
+    await service.publish(
+        topics.CONTACTS,
+        ContactLifecycleChanged(
+            contact_id=contact_id,
+            from_stage=before.lifecycle_stage,
+            to_stage=stage,
+            changed_at=service.clock(),
+            churn_reason=snap.churn_reason,
+            contact=snap,
+        ),
+        contact_id,
+    )
+
+
+def for_contact(envelopes: list[Envelope], contact_id: str) -> list[Envelope]:
+    return [e for e in envelopes if e.data["contact_id"] == contact_id]
+
+
+class TestRecipesOverTime:
+    async def test_evaluation_call_is_a_task_for_the_owner_14_days_after_becoming_customer(
+        self, service: Service
+    ) -> None:
+        await install(service, "evaluation-call")
+        contact_id = await service.create_contact(first_name="Cy", owner_id="own_1")
+        await lifecycle(service, contact_id, "customer")
+        await service.advance(days=13)
+        assert not await service.commands("contact.create_task")
+        await service.advance(days=1, seconds=1)
+        [task] = await service.commands("contact.create_task")
+        assert task.data["contact_id"] == contact_id
+        assert "Evaluation call with Cy" in task.data["title"]
+
+    async def test_renewal_reminder_30_days_before_the_subscription_ends(
+        self, service: Service
+    ) -> None:
+        await install(service, "renewal-reminder")
+        ends = service.clock() + timedelta(days=40)
+        contact_id = await service.create_contact(
+            first_name="Di", custom_fields={"subscription_end_date": ends.isoformat()}
+        )
+        await service.advance(days=9)
+        assert not await service.published(topics.NOTIFICATION_REQUESTS)
+        await service.advance(days=1, seconds=1)
+        [email] = await service.published(topics.NOTIFICATION_REQUESTS)
+        assert email.data["contact_id"] == contact_id
+        assert email.data["purpose"] == "transactional"
+        assert "ends in 30 days" in email.data["content"]["text"]
+        [task] = await service.commands("contact.create_task")
+        assert task.data["title"].startswith("Renewal: Di")
+
+    async def test_inactivity_win_back_emails_then_tasks_when_the_email_is_not_opened(
+        self, service: Service
+    ) -> None:
+        await install(service, "inactivity-win-back")
+        quiet = await service.create_contact(first_name="Ed", last_interaction_at=service.clock())
+        reads = await service.create_contact(first_name="Flo", last_interaction_at=service.clock())
+        await service.advance(days=30, seconds=1)
+        emails = await service.published(topics.NOTIFICATION_REQUESTS)
+        assert {e.data["contact_id"] for e in emails} == {quiet, reads}
+        assert all(e.data["purpose"] == "marketing" for e in emails)
+        opened = EmailOpened(
+            engagement_id="open-1",
+            contact_id=reads,
+            occurred_at=service.clock(),
+            notification_id="n1",
+        )
+        await service.publish(topics.ENGAGEMENT, opened, reads)
+        await service.advance(days=3, seconds=1)
+        tasks = await service.commands("contact.create_task")
+        assert [t.data["contact_id"] for t in tasks] == [quiet]
+
+    async def test_churn_win_back_by_reason(self, service: Service) -> None:
+        await install(service, "churn-win-back")
+        budget = await service.create_contact(first_name="Gus")
+        feature = await service.create_contact(first_name="Hana")
+        other = await service.create_contact(first_name="Ivo")
+        await lifecycle(service, budget, "churned", churn_reason="budget")
+        await lifecycle(service, feature, "churned", churn_reason="missing_feature")
+        await lifecycle(service, other, "churned", churn_reason="service")
+        requests = await service.published(topics.NOTIFICATION_REQUESTS)
+        [offer] = for_contact(requests, budget)
+        assert offer.data["content"]["subject"].startswith("An offer to come back")
+        [beta] = for_contact(requests, feature)
+        assert "beta" in beta.data["content"]["text"]
+        assert not for_contact(requests, other)
+        [task] = await service.commands("contact.create_task")
+        assert task.data["contact_id"] == other
+        assert "service" in task.data["description"]
+
+    async def test_product_request_follow_up_when_the_field_changes(self, service: Service) -> None:
+        await install(service, "product-request-follow-up")
+        contact_id = await service.create_contact(first_name="Jo", custom_fields={})
+        await service.update_contact(contact_id, custom_fields={"product_requests": "SSO"})
+        [task] = await service.commands("contact.create_task")
+        assert task.data["contact_id"] == contact_id
+        assert "Requested: SSO" in task.data["description"]
