@@ -221,11 +221,23 @@ async def test_a_killed_process_never_sends_a_key_twice(
                 body = {"name": name, "kind": "slack", "secrets": {"webhook_url": slack.url(path)}}
                 created = await client.post("/v1/channels", json=body, headers=headers)
                 assert created.status_code == 201, created.text
-        hung = f"wf:{uuid.uuid4().hex}"
-        await bus.request(hung, channel="hang", content={"text": "hang"})
         keys = [f"wf:{uuid.uuid4().hex}" for _ in range(30)]
         for key in keys[:15]:
             await bus.request(key, channel="fast", content={"text": key})
+        # The fast channel is paced (a message a second): let its messages be recorded first,
+        # so that the one attempt in flight at the kill is the hung post (a message still
+        # waiting for its pacing slot in a killed process ends `unknown` too; a known debt).
+        async with httpx.AsyncClient(base_url=url) as client:
+
+            async def fast_sent() -> bool:
+                response = await client.get(
+                    "/v1/notifications", params={"limit": 100, "status": "sent"}, headers=headers
+                )
+                return len(response.json()["items"]) == 15
+
+            await eventually(fast_sent, timeout=90)
+        hung = f"wf:{uuid.uuid4().hex}"
+        await bus.request(hung, channel="hang", content={"text": "hang"})
         await eventually(lambda: _arrived(slack, "/k/hang", 1), timeout=60)
         first.send_signal(signal.SIGKILL)  # mid-send: the hung post has no answer yet
         first.wait(timeout=30)
