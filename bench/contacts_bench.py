@@ -35,6 +35,7 @@ from bench.infra import infrastructure
 from services.contacts import domain
 from services.contacts.main import build_spec
 from services.contacts.models import inbox
+from services.contacts.segments import domain as segments_domain
 from services.contacts.store import ContactsStore
 from shared import db, metrics
 from shared.app import create_app
@@ -151,7 +152,7 @@ async def segment_counts(engine: AsyncEngine, runs: int = 5) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sessions = db.sessionmaker(engine)
     for name, raw in (("three_conditions", SEGMENT), ("tag_and_relative_date", SEGMENT_WITH_TAG)):
-        node = domain.parse_filter(raw, definitions)
+        node = segments_domain.parse_filter(raw, definitions)
         timings, count = [], 0
         for _ in range(runs):
             async with sessions() as session:

@@ -13,7 +13,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.contacts import domain
+from services.contacts.captures import domain as captures_domain
 from services.contacts.domain import FieldDefinition, RuleViolation
+from services.contacts.duplicates import domain as duplicates_domain
 from services.contacts.models import (
     Contact,
     MergeRecord,
@@ -22,6 +24,9 @@ from services.contacts.models import (
     TaskRow,
     Team,
 )
+from services.contacts.owners import domain as owners_domain
+from services.contacts.reports import domain as reports_domain
+from services.contacts.segments import domain as segments_domain
 from services.contacts.store import ContactsStore, Page
 from shared import erasure
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -90,7 +95,7 @@ SNAPSHOT_FIELDS: tuple[str, ...] = (
     "updated_at",
     "last_interaction_at",
 )
-# The columns a capture may change on an existing contact (`domain.capture_changes` plus the
+# The columns a capture may change on an existing contact (`capture_changes` plus the
 # timestamps).
 CAPTURE_UPDATED_COLUMNS: tuple[str, ...] = (
     "email",
@@ -317,7 +322,7 @@ async def _capture_in_workspace(
     # worked through; new ones are inserted in one statement, existing ones updated at the end.
     definitions = await store.field_definitions(workspace)
     captures = [
-        domain.capture_from_lead(
+        captures_domain.capture_from_lead(
             lead.email,
             lead.phone,
             {
@@ -358,8 +363,8 @@ async def _capture_in_workspace(
             log.warning("lead without a usable identity", extra={"id": lead.submission_id})
             continue
         custom, rejected = domain.accept_captured_fields(raw.custom_fields, definitions)
-        capture = domain.Capture(raw.email, raw.phone, raw.fields, custom, raw.tags)
-        contact_id, matched_by = domain.match_contact(capture, by_email, by_phone)
+        capture = captures_domain.Capture(raw.email, raw.phone, raw.fields, custom, raw.tags)
+        contact_id, matched_by = captures_domain.match_contact(capture, by_email, by_phone)
         event: tuple[str, dict[str, Any]] | None = None
         if contact_id is None:
             contact_id = next(ids)
@@ -381,7 +386,7 @@ async def _capture_in_workspace(
         else:
             state = states[contact_id]
             before_tags = sorted(tags[contact_id])
-            changes = domain.capture_changes(
+            changes = captures_domain.capture_changes(
                 state,
                 capture,
                 phone_taken=by_phone.get(capture.phone or "", contact_id) != contact_id,
@@ -461,7 +466,11 @@ async def _capture_in_workspace(
 
 
 def new_contact_state(
-    contact_id: str, workspace: str, capture: domain.Capture, lead: LeadCaptured, now: datetime
+    contact_id: str,
+    workspace: str,
+    capture: captures_domain.Capture,
+    lead: LeadCaptured,
+    now: datetime,
 ) -> dict[str, Any]:
     """The row of a contact a first capture creates."""
     return {
@@ -971,7 +980,9 @@ async def merge_contacts(
         if c.merged_into is not None:
             raise Conflict(f"contact {c.id} was already merged", merged_into=c.merged_into)
     with checked():
-        chosen = domain.choose_merged_values(values_of(survivor), values_of(merged), choices)
+        chosen = duplicates_domain.choose_merged_values(
+            values_of(survivor), values_of(merged), choices
+        )
     before_stage = survivor.lifecycle_stage
     segments_left = await store.segments_of(merged.id)
     # Free the merged contact's identities first: the survivor may take them.
@@ -1060,11 +1071,11 @@ async def list_duplicates(
             "reasons": list(c.reasons),
             "contacts": [_person(by_id[c.a]), _person(by_id[c.b])],
         }
-        for c in domain.find_duplicates(people, threshold)
+        for c in duplicates_domain.find_duplicates(people, threshold)
     ]
 
 
-def _person(p: domain.DuplicatePerson) -> dict[str, Any]:
+def _person(p: duplicates_domain.DuplicatePerson) -> dict[str, Any]:
     return {
         "id": p.id,
         "email": p.email,
@@ -1159,14 +1170,14 @@ async def assign_owner(
         if team is None:
             raise NotFound(f"team {team_id} not found")
         owners = await store.owners(workspace, team.id)
-        members = [domain.RotationMember(o.id, o.active, o.weight, o.credit) for o in owners]
+        members = [owners_domain.RotationMember(o.id, o.active, o.weight, o.credit) for o in owners]
         with checked():
             if team.rule == "weighted":
-                chosen, credits = domain.pick_weighted(members)
+                chosen, credits = owners_domain.pick_weighted(members)
                 for o in owners:
                     o.credit = credits.get(o.id, 0)
             else:
-                chosen = domain.pick_round_robin(members, team.last_owner_id)
+                chosen = owners_domain.pick_round_robin(members, team.last_owner_id)
         team.last_owner_id = chosen
         rule = team.rule
         owner = next(o for o in owners if o.id == chosen)
@@ -1622,15 +1633,15 @@ async def list_owners(workspace: str, team_id: str | None, uow: UnitOfWork) -> l
 # --- listing and segments -------------------------------------------------------------------
 
 
-async def parse_filter(workspace: str, raw: Any, uow: UnitOfWork) -> domain.Filter:
+async def parse_filter(workspace: str, raw: Any, uow: UnitOfWork) -> segments_domain.Filter:
     definitions = await ContactsStore(uow.session).field_definitions(workspace)
     with checked():
-        return domain.parse_filter(raw, definitions)
+        return segments_domain.parse_filter(raw, definitions)
 
 
 async def list_contacts(
     workspace: str,
-    node: domain.Filter | None,
+    node: segments_domain.Filter | None,
     sort: str,
     cursor: str | None,
     limit: int,
@@ -1646,7 +1657,7 @@ async def list_contacts(
 
 
 async def count_contacts(
-    workspace: str, node: domain.Filter | None, uow: UnitOfWork, now: datetime
+    workspace: str, node: segments_domain.Filter | None, uow: UnitOfWork, now: datetime
 ) -> int:
     """How many contacts match a filter, counted in SQL."""
     return await ContactsStore(uow.session).count(workspace, node, now)
@@ -1664,7 +1675,7 @@ async def create_segment(
         workspace=workspace,
         name=name,
         filter=raw_filter,
-        time_based=domain.is_time_based(node),
+        time_based=segments_domain.is_time_based(node),
         created_at=now,
     )
     store.add(segment)
@@ -1740,9 +1751,9 @@ async def sweep_segments(uow: UnitOfWork, now: datetime) -> int:
 
 def _segment_filter(
     segment: Segment, definitions: Mapping[str, FieldDefinition]
-) -> domain.Filter | None:
+) -> segments_domain.Filter | None:
     try:
-        return domain.parse_filter(segment.filter, definitions)
+        return segments_domain.parse_filter(segment.filter, definitions)
     except RuleViolation:
         log.warning("segment filter no longer valid", extra={"segment": segment.id})
         return None
@@ -1853,7 +1864,7 @@ async def funnel_report(
             {"stage": s, "contacts": current.get(s, 0), "entered_in_period": entered.get(s, 0)}
             for s in domain.LIFECYCLE_STAGES
         ],
-        "conversions": domain.funnel_conversions(entered),
+        "conversions": reports_domain.funnel_conversions(entered),
     }
 
 
@@ -1872,7 +1883,7 @@ async def churn_report(
         "end": end,
         "customers_at_start": at_start,
         "churned": len(churned),
-        "churn_rate": domain.churn_rate(at_start, len(churned)),
+        "churn_rate": reports_domain.churn_rate(at_start, len(churned)),
         "reasons": reasons,
         "other_texts": [t for _, r, t in churned if r == "other" and t],
     }

@@ -32,7 +32,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import domain
-from services.contacts.domain import Condition, FieldDefinition, Filter, Group
+from services.contacts.domain import FieldDefinition
+from services.contacts.duplicates import domain as duplicates_domain
 from services.contacts.models import (
     Activity,
     Contact,
@@ -49,6 +50,8 @@ from services.contacts.models import (
     erasures,
     outbox,
 )
+from services.contacts.segments import domain as segments_domain
+from services.contacts.segments.domain import Condition, Filter, Group
 from shared import erasure
 from shared.db import (
     UtcDateTime,
@@ -135,8 +138,8 @@ def _condition(c: Condition, now: datetime, dialect: str) -> ColumnElement[bool]
     if op in ("is_empty", "is_not_empty"):
         empty = col.is_(None) | (col == "") if c.kind == "text" else col.is_(None)
         return empty if op == "is_empty" else not_(empty)
-    if op in domain.RELATIVE_OPS:
-        start, end = domain.relative_window(op, value, now)
+    if op in segments_domain.RELATIVE_OPS:
+        start, end = segments_domain.relative_window(op, value, now)
         low: Any
         high: Any
         if c.kind == "date":
@@ -891,7 +894,7 @@ class ContactsStore:
         )
         return [(i, dict(c or {})) for i, c in rows]
 
-    async def people(self, workspace: str, limit: int) -> list[domain.DuplicatePerson]:
+    async def people(self, workspace: str, limit: int) -> list[duplicates_domain.DuplicatePerson]:
         rows = await self.session.execute(
             select(
                 Contact.id,
@@ -905,4 +908,4 @@ class ContactsStore:
             .order_by(Contact.updated_at.desc())
             .limit(limit)
         )
-        return [domain.DuplicatePerson(*row) for row in rows]
+        return [duplicates_domain.DuplicatePerson(*row) for row in rows]

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from services.contacts import domain, handlers
 from services.contacts.main import SPEC, build_spec
 from services.contacts.models import Activity, Contact, ContactList, ContactTag
+from services.contacts.segments import domain as segments_domain
 from services.contacts.store import CONTACTS, ContactsStore
 from shared import db
 from shared.app import create_app
@@ -216,7 +217,7 @@ class TestSegmentLanguage:
         expected: set[str],
     ) -> None:
         workspace, ids = people
-        node = domain.parse_filter(raw, domain.DEFAULT_FIELDS)
+        node = segments_domain.parse_filter(raw, domain.DEFAULT_FIELDS)
         async with database.uow() as uow:
             store = ContactsStore(uow.session)
             page = await store.page(workspace, node, NOW, "created_at", None, 100)

@@ -9,15 +9,16 @@ from typing import ClassVar
 import pytest
 
 from services.contacts import domain
-from services.contacts.domain import (
-    Capture,
-    Condition,
-    DuplicatePerson,
-    FieldDefinition,
-    Group,
-    RotationMember,
-    RuleViolation,
-)
+from services.contacts.captures import domain as captures_domain
+from services.contacts.captures.domain import Capture
+from services.contacts.domain import FieldDefinition, RuleViolation
+from services.contacts.duplicates import domain as duplicates_domain
+from services.contacts.duplicates.domain import DuplicatePerson
+from services.contacts.owners import domain as owners_domain
+from services.contacts.owners.domain import RotationMember
+from services.contacts.reports import domain as reports_domain
+from services.contacts.segments import domain as segments_domain
+from services.contacts.segments.domain import Condition, Group
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -48,31 +49,33 @@ class TestIdentity:
         assert domain.normalise_phone("+49 (30) 901820") == "+4930901820"
 
     def test_email_match_wins_over_phone_match(self) -> None:
-        found = domain.match_contact(
+        found = captures_domain.match_contact(
             capture(email="a@x.io", phone="+4930901820"), {"a@x.io": "A"}, {"+4930901820": "B"}
         )
         assert found == ("A", "email")
 
     def test_phone_matches_when_the_email_is_unknown(self) -> None:
-        found = domain.match_contact(
+        found = captures_domain.match_contact(
             capture(email="new@x.io", phone="+4930901820"), {}, {"+4930901820": "B"}
         )
         assert found == ("B", "phone")
 
     def test_nothing_matches_a_new_person(self) -> None:
-        assert domain.match_contact(capture(email="n@x.io"), {}, {}) == (None, "new")
+        assert captures_domain.match_contact(capture(email="n@x.io"), {}, {}) == (None, "new")
 
 
 class TestCaptureChanges:
     def test_empty_values_never_overwrite_filled_ones(self) -> None:
         current = {"first_name": "Ada", "company": "X", "custom_fields": {"industry": "a"}}
-        raw = domain.capture_from_lead(None, None, {"first_name": "", "company": None}, {}, [])
-        assert domain.capture_changes(current, raw, False, False) == {}
+        raw = captures_domain.capture_from_lead(
+            None, None, {"first_name": "", "company": None}, {}, []
+        )
+        assert captures_domain.capture_changes(current, raw, False, False) == {}
 
     def test_newer_non_empty_values_replace_other_fields(self) -> None:
         current = {"company": "Old", "custom_fields": {"industry": "a"}}
         raw = capture(fields={"company": "New"}, custom_fields={"company_size": "1-10"})
-        assert domain.capture_changes(current, raw, False, False) == {
+        assert captures_domain.capture_changes(current, raw, False, False) == {
             "company": "New",
             "custom_fields": {"industry": "a", "company_size": "1-10"},
         }
@@ -80,14 +83,14 @@ class TestCaptureChanges:
     def test_a_filled_identity_is_never_replaced(self) -> None:
         current = {"email": "a@x.io", "phone": "+4930901820"}
         raw = capture(email="b@x.io", phone="+4930901821")
-        assert domain.capture_changes(current, raw, False, False) == {}
+        assert captures_domain.capture_changes(current, raw, False, False) == {}
 
     def test_a_missing_phone_is_filled_unless_another_contact_holds_it(self) -> None:
         raw = capture(phone="+4930901820")
-        assert domain.capture_changes({"phone": None}, raw, False, False) == {
+        assert captures_domain.capture_changes({"phone": None}, raw, False, False) == {
             "phone": "+4930901820"
         }
-        assert domain.capture_changes({"phone": None}, raw, True, False) == {}
+        assert captures_domain.capture_changes({"phone": None}, raw, True, False) == {}
 
 
 class TestCustomFields:
@@ -161,8 +164,8 @@ class TestLifecycle:
         assert (change.churn_reason, change.churn_reason_text) == (None, None)
 
     def test_churn_rate_is_churned_over_customers_at_start(self) -> None:
-        assert domain.churn_rate(200, 5) == 2.5
-        assert domain.churn_rate(0, 3) == 0.0
+        assert reports_domain.churn_rate(200, 5) == 2.5
+        assert reports_domain.churn_rate(0, 3) == 0.0
 
 
 class TestMergeChoice:
@@ -176,7 +179,7 @@ class TestMergeChoice:
         merged = {"updated_at": T1, "company": "New", "first_name": "Ada", "job_title": None}
         merged["lifecycle_stage"] = "mql"
         survivor["job_title"] = "CTO"
-        chosen = domain.choose_merged_values(survivor, merged, {})
+        chosen = duplicates_domain.choose_merged_values(survivor, merged, {})
         assert chosen["company"] == "New"
         assert chosen["first_name"] == "Ada"
         assert chosen["job_title"] == "CTO"
@@ -185,20 +188,20 @@ class TestMergeChoice:
     def test_a_field_choice_overrides_the_default(self) -> None:
         survivor = {"updated_at": T0, "company": "Old", "lifecycle_stage": "lead"}
         merged = {"updated_at": T1, "company": "New", "lifecycle_stage": "lead"}
-        chosen = domain.choose_merged_values(survivor, merged, {"company": "survivor"})
+        chosen = duplicates_domain.choose_merged_values(survivor, merged, {"company": "survivor"})
         assert chosen["company"] == "Old"
 
     def test_custom_fields_merge_key_by_key(self) -> None:
         survivor = {"updated_at": T1, "lifecycle_stage": "lead", "custom_fields": {"a": 1}}
         merged = {"updated_at": T0, "lifecycle_stage": "lead", "custom_fields": {"a": 2, "b": 3}}
-        assert domain.choose_merged_values(survivor, merged, {})["custom_fields"] == {
+        assert duplicates_domain.choose_merged_values(survivor, merged, {})["custom_fields"] == {
             "a": 1,
             "b": 3,
         }
 
     def test_an_unknown_choice_is_rejected(self) -> None:
         with pytest.raises(RuleViolation):
-            domain.choose_merged_values(
+            duplicates_domain.choose_merged_values(
                 {"updated_at": T0}, {"updated_at": T1}, {"password": "merged"}
             )
 
@@ -208,7 +211,7 @@ class TestRotation:
         members = [RotationMember("a", True), RotationMember("b", False), RotationMember("c", True)]
         picks, last = [], None
         for _ in range(4):
-            last = domain.pick_round_robin(members, last)
+            last = owners_domain.pick_round_robin(members, last)
             picks.append(last)
         assert picks == ["a", "c", "a", "c"]
 
@@ -224,19 +227,19 @@ class TestRotation:
             current = [
                 RotationMember(m.owner_id, True, m.weight, credits[m.owner_id]) for m in members
             ]
-            chosen, credits = domain.pick_weighted(current)
+            chosen, credits = owners_domain.pick_weighted(current)
             picks.append(chosen)
         assert Counter(picks) == {"a": 50, "b": 30, "c": 20}
         assert Counter(picks[:10]) == {"a": 5, "b": 3, "c": 2}
 
     def test_a_team_without_active_owners_is_a_violation(self) -> None:
         with pytest.raises(RuleViolation):
-            domain.pick_weighted([RotationMember("a", False, 1)])
+            owners_domain.pick_weighted([RotationMember("a", False, 1)])
 
 
 class TestFilterLanguage:
     def test_nested_groups_parse_into_a_tree(self) -> None:
-        node = domain.parse_filter(
+        node = segments_domain.parse_filter(
             {
                 "and": [
                     {"field": "lifecycle_stage", "op": "in", "value": ["lead", "mql"]},
@@ -251,14 +254,14 @@ class TestFilterLanguage:
             "not", (Condition("tags", "set", "contains", "vip", False),)
         )
         assert node.children[2] == Condition("product_requests", "multi", "contains", "api", True)
-        assert not domain.is_time_based(node)
+        assert not segments_domain.is_time_based(node)
 
     def test_relative_dates_make_a_segment_time_based(self) -> None:
-        node = domain.parse_filter(
+        node = segments_domain.parse_filter(
             {"field": "subscription_end_date", "op": "within_next_days", "value": 30},
             domain.DEFAULT_FIELDS,
         )
-        assert domain.is_time_based(node)
+        assert segments_domain.is_time_based(node)
 
     @pytest.mark.parametrize(
         ("raw", "path", "code"),
@@ -282,7 +285,7 @@ class TestFilterLanguage:
     )
     def test_mistakes_are_reported_with_their_path(self, raw: object, path: str, code: str) -> None:
         with pytest.raises(RuleViolation) as err:
-            domain.parse_filter(raw, domain.DEFAULT_FIELDS)
+            segments_domain.parse_filter(raw, domain.DEFAULT_FIELDS)
         assert (err.value.errors[0]["field"], err.value.errors[0]["code"]) == (path, code)
 
     def test_deep_nesting_is_refused(self) -> None:
@@ -290,7 +293,7 @@ class TestFilterLanguage:
         for _ in range(12):
             raw = {"not": raw}
         with pytest.raises(RuleViolation):
-            domain.parse_filter(raw, {})
+            segments_domain.parse_filter(raw, {})
 
 
 class TestDuplicates:
@@ -302,7 +305,7 @@ class TestDuplicates:
             DuplicatePerson("4", "zed@zzz.io", "+4930901820", "Zed", "Z", "Other"),
             DuplicatePerson("5", "zed2@yyy.io", "+4930901820", None, None, None),
         ]
-        found = {(c.a, c.b): c for c in domain.find_duplicates(people)}
+        found = {(c.a, c.b): c for c in duplicates_domain.find_duplicates(people)}
         assert found[("1", "2")].reasons == ("similar_name_same_company",)
         assert found[("1", "3")].reasons == ("email_local_part_variant",)
         assert found[("4", "5")].reasons == ("same_phone_other_email",)
