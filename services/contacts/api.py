@@ -40,7 +40,7 @@ from services.contacts.schemas import (
     TimelineItem,
     TimelinePage,
 )
-from services.contacts.store import Page
+from services.contacts.segments.store import Page
 from shared import export
 from shared.api_types import RequestDateTime
 from shared.app import Context

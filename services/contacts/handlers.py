@@ -27,7 +27,8 @@ from services.contacts.models import (
 from services.contacts.owners import domain as owners_domain
 from services.contacts.reports import domain as reports_domain
 from services.contacts.segments import domain as segments_domain
-from services.contacts.store import ContactsStore, Page
+from services.contacts.segments.store import Page
+from services.contacts.store import ContactsStore
 from shared import erasure
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics

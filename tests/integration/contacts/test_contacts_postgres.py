@@ -20,8 +20,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from services.contacts import domain, handlers
 from services.contacts.main import SPEC, build_spec
 from services.contacts.models import Activity, Contact, ContactList, ContactTag
+from services.contacts.people.store import CONTACTS
 from services.contacts.segments import domain as segments_domain
-from services.contacts.store import CONTACTS, ContactsStore
+from services.contacts.store import ContactsStore
 from shared import db
 from shared.app import create_app
 from shared.events import topics
