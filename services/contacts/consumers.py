@@ -10,10 +10,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.contacts import handlers
+from services.contacts.captures import handlers as captures
+from services.contacts.commands import handlers as commands
 from services.contacts.domain import Clock
+from services.contacts.segments import handlers as segments
 from services.contacts.settings import sweep_interval
-from services.contacts.store import ContactsStore
+from services.contacts.store import over, transaction
 from shared.app import ServiceContext
 from shared.bus import Subscription
 from shared.errors import DomainError
@@ -74,11 +76,11 @@ def leads_subscription(ctx: ServiceContext, clock: Clock, lanes: int = LEAD_LANE
 
     async def handle(events: Sequence[Envelope], uow: UnitOfWork) -> None:
         leads = [
-            handlers.CapturedLead(e.workspace, e.payload(LeadCaptured), e.correlationid)
+            captures.CapturedLead(e.workspace, e.payload(LeadCaptured), e.correlationid)
             for e in events
             if e.type == LeadCaptured.event_type
         ]
-        await handlers.capture_leads(leads, uow, clock())
+        await captures.capture_leads(leads, over(uow), clock())
 
     single = ctx.batch_subscription("leads", (topics.LEADS,), handle)
     if ctx.engine.dialect.name != "postgresql":
@@ -109,23 +111,27 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
         if model is None:
             log.info("ignoring engagement type", extra={"type": event.type})
             return
-        await handlers.record_engagement(event.workspace, event.payload(model), uow, clock())
+        await captures.record_engagement(event.workspace, event.payload(model), over(uow), clock())
 
     async def on_score(event: Envelope, uow: UnitOfWork) -> None:
-        await handlers.record_score(event.workspace, event.type, event.data, uow, clock())
+        await captures.record_score(event.workspace, event.type, event.data, over(uow), clock())
 
     async def on_notification(event: Envelope, uow: UnitOfWork) -> None:
-        await handlers.record_notification(event.workspace, event.type, event.data, uow, clock())
+        await captures.record_notification(
+            event.workspace, event.type, event.data, over(uow), clock()
+        )
 
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
         async def on_command(event: Envelope, uow: UnitOfWork) -> None:
             try:
-                await handlers.handle_command(event.workspace, parse_command(event), uow, clock())
+                await commands.handle_command(
+                    event.workspace, parse_command(event), over(uow), clock()
+                )
             except (DomainError, ValueError) as exc:
                 # Tell the sender before the command is dead-lettered: straight on the bus, as
                 # the DLQ itself is written, because this transaction rolls back. A crash in
                 # between redelivers the command and repeats both; the id is the same each time.
-                rejected = handlers.command_rejected(event, exc)
+                rejected = commands.command_rejected(event, exc)
                 await ctx.bus.publish(topics.CONTACTS, rejected[0], rejected[1])
                 raise
 
@@ -166,7 +172,7 @@ def background(
 async def sweep_once(ctx: ServiceContext, clock: Clock) -> int:
     """One reconciliation of every segment, in one transaction; skipped while another replica
     sweeps (so each entry or exit is published once)."""
-    async with ctx.uow() as uow:
-        if not await ContactsStore(uow.session).take_sweep_lock():
+    async with transaction(ctx.uow()) as tx:
+        if not await tx.store.take_sweep_lock():
             return 0
-        return await handlers.sweep_segments(uow, clock())
+        return await segments.sweep_segments(tx, clock())

@@ -6,10 +6,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.contacts.api import router
 from services.contacts.consumers import background, subscriptions
 from services.contacts.domain import Clock, system_clock
+from services.contacts.duplicates import api as duplicates
 from services.contacts.models import Base
+from services.contacts.owners import api as owners
+from services.contacts.people import api as people
+from services.contacts.privacy import api as privacy
+from services.contacts.reports import api as reports
+from services.contacts.segments import api as segments
 from services.contacts.settings import ContactsSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
@@ -23,7 +28,10 @@ def build_spec(clock: Clock = system_clock, sweep_interval_s: float | None = Non
         port=8002,
         metadata=Base.metadata,
         migrations=Path(__file__).parent / "migrations",
-        routers=[router(clock)],
+        # Duplicates first: `/contacts/duplicates` must match before `/contacts/{contact_id}`.
+        routers=[
+            area.router(clock) for area in (duplicates, people, privacy, owners, segments, reports)
+        ],
         subscriptions=subscriptions(clock),
         background=background(clock, sweep_interval_s),
         settings_factory=ContactsSettings,

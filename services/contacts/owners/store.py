@@ -14,9 +14,7 @@ from services.contacts.models import (
     TaskRow,
     Team,
 )
-from services.contacts.people.store import (
-    PeopleStore,
-)
+from services.contacts.people.store import PeopleStore
 
 
 class OwnersStore(PeopleStore):

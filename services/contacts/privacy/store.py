@@ -4,7 +4,6 @@ kept so a replayed lead of theirs is recognised."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
@@ -25,20 +24,10 @@ from services.contacts.models import (
     erasures,
     outbox,
 )
-from services.contacts.people.store import (
-    PeopleStore,
-)
+from services.contacts.people.store import PeopleStore
+from services.contacts.privacy.domain import ErasureSubject
 from shared import erasure
 from shared.events.topics import contact_key
-
-
-@dataclass(frozen=True)
-class ErasureSubject:
-    """What identifies an erased person beyond their contact id (see `erasure_subject`)."""
-
-    merged_ids: list[str]
-    identities: list[str]
-    submission_ids: list[str]
 
 
 class PrivacyStore(PeopleStore):

@@ -21,9 +21,7 @@ from services.contacts.people.store import (
     LIVE,
     PeopleStore,
 )
-from shared.db import (
-    UtcDateTime,
-)
+from shared.db import UtcDateTime
 
 
 class ReportsStore(PeopleStore):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from services.contacts.domain import (
     CHURN_REASONS,
@@ -254,3 +254,14 @@ def relative_window(op: str, days: int, now: datetime) -> tuple[datetime | None,
     if op == "within_last_days":
         return now - span, now
     return now, now + span
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing in a stable order, and the cursor of the next (None: the last)."""
+
+    items: list[T]
+    next_cursor: str | None

@@ -3,8 +3,7 @@ for SQLite and PostgreSQL alike), keyset pagination of contact listings and segm
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +41,7 @@ from services.contacts.people.store import (
     encode_cursor,
 )
 from services.contacts.segments import domain as segments_domain
-from services.contacts.segments.domain import Condition, Filter, Group
+from services.contacts.segments.domain import Condition, Filter, Group, Page
 from shared.db import (
     UtcDateTime,
     try_xact_lock,
@@ -155,12 +154,6 @@ def _condition(c: Condition, now: datetime, dialect: str) -> ColumnElement[bool]
     raise ValueError(f"unsupported op {op}")
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Contact]
-    next_cursor: str | None
-
-
 class SegmentsStore(PeopleStore):
     """Contact listings by filter and segment membership."""
 
@@ -176,16 +169,13 @@ class SegmentsStore(PeopleStore):
         sort: str,
         cursor: str | None,
         limit: int,
-        extra: Sequence[ColumnElement[bool]] = (),
-    ) -> Page:
+    ) -> Page[Contact]:
         descending = sort.startswith("-")
         name = sort.lstrip("-")
         if name not in SORTS:
             raise domain.violation("sort", "invalid_sort", f"one of {sorted(SORTS)}")
         expr = _sort_expression(name)
-        stmt = select(Contact, expr.label("sort_value")).where(
-            Contact.workspace == workspace, LIVE, *extra
-        )
+        stmt = select(Contact, expr.label("sort_value")).where(Contact.workspace == workspace, LIVE)
         if node is not None:
             stmt = stmt.where(compile_filter(node, now, self.dialect))
         stmt = _keyset(stmt, expr, Contact.id, SORTS[name][0], descending, cursor, limit)

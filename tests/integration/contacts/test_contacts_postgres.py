@@ -17,12 +17,13 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.contacts import domain, handlers
+from services.contacts import domain
+from services.contacts.captures import handlers as captures
 from services.contacts.main import SPEC, build_spec
 from services.contacts.models import Activity, Contact, ContactList, ContactTag
 from services.contacts.people.store import CONTACTS
 from services.contacts.segments import domain as segments_domain
-from services.contacts.store import ContactsStore
+from services.contacts.store import ContactsStore, transaction
 from shared import db
 from shared.app import create_app
 from shared.events import topics
@@ -387,8 +388,8 @@ async def capture_with_retries(database: Database, workspace: str, lead: LeadCap
     """What the bus does with a failing batch: retry it; returns how many attempts it took."""
     for attempt in range(1, 20):
         try:
-            async with database.uow() as uow:
-                await handlers.capture_leads([handlers.CapturedLead(workspace, lead)], uow, NOW)
+            async with transaction(database.uow()) as tx:
+                await captures.capture_leads([captures.CapturedLead(workspace, lead)], tx, NOW)
             return attempt
         except (IntegrityError, DBAPIError):
             await asyncio.sleep(0.01 * attempt)

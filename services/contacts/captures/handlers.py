@@ -1,0 +1,408 @@
+"""Use cases of captures: leads captured at ingest become contacts, and what other services
+report about a person (engagement, scores, notifications) reaches its contact."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.contacts import domain
+from services.contacts.captures import domain as captures_domain
+from services.contacts.domain import RuleViolation
+from services.contacts.handlers import SOURCE, activity, lifecycle_row, resolve_contact
+from services.contacts.models import Contact
+from services.contacts.segments.handlers import SegmentsRepository, refresh_segments
+from shared import erasure
+from shared.errors import NotFound
+from shared.events import topics
+from shared.events.contacts import (
+    ContactCreated,
+    ContactUpdated,
+    contact_created_data,
+    contact_event,
+    contact_snapshot_data,
+    contact_updated_data,
+)
+from shared.events.envelope import new_id as new_event_id
+from shared.events.ingest import Engagement, LeadCaptured
+from shared.events.scores import ScoreChanged
+from shared.ids import uuid7s as random_ids
+from shared.logs import correlation_id_var
+from shared.uow import Transaction
+
+log = logging.getLogger(__name__)
+
+
+class CapturesRepository(SegmentsRepository, Protocol):
+    """The repository as captures use it."""
+
+    async def add_tags(self, workspace: str, pairs: Iterable[tuple[str, str]]) -> None: ...
+
+    async def contact_by_identity(
+        self, workspace: str, email: str | None = None, phone: str | None = None
+    ) -> Contact | None: ...
+
+    async def contact_states_by_identities(
+        self, workspace: str, emails: Iterable[str], phones: Iterable[str]
+    ) -> list[dict[str, Any]]: ...
+
+    async def erasures(self, workspace: str, digests: Iterable[str]) -> dict[str, datetime]: ...
+
+    async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None: ...
+
+    async def update_contacts(self, rows: Sequence[dict[str, Any]]) -> None: ...
+
+
+# The columns a capture may change on an existing contact (`capture_changes` plus the
+# timestamps).
+CAPTURE_UPDATED_COLUMNS: tuple[str, ...] = (
+    "email",
+    "phone",
+    *(name for name in domain.TEXT_FIELDS if name != "source"),
+    "custom_fields",
+    "updated_at",
+    "last_interaction_at",
+)
+
+
+def emit_captured(
+    tx: Transaction[CapturesRepository],
+    event_id: str,
+    kind: str,
+    workspace: str,
+    contact_id: str,
+    data: dict[str, Any],
+    correlationid: str | None,
+) -> None:
+    """`publish` for the capture hot path: `data` (from the encoders of
+    `shared.events.contacts`) is the payload of a `kind` event already in its JSON shape.
+    `correlationid` is the captured lead's, so the chain that started at ingest can be
+    followed (and timed) end to end."""
+    envelope = contact_event(
+        event_id,
+        kind,
+        SOURCE,
+        workspace,
+        contact_id,
+        data,
+        correlationid or correlation_id_var.get() or new_event_id(),
+    )
+    tx.emit(topics.CONTACTS, topics.contact_key(workspace, contact_id), envelope)
+
+
+@dataclass(frozen=True)
+class CapturedLead:
+    workspace: str
+    lead: LeadCaptured
+    correlationid: str | None = None  # of the `lead.captured` event, carried on
+
+
+async def capture_leads(
+    leads: Sequence[CapturedLead], tx: Transaction[CapturesRepository], now: datetime
+) -> None:
+    """Upsert captured leads: same email → that contact, else same phone → that contact, else a
+    new one; empty values never overwrite filled ones; every capture is a timeline activity.
+
+    The whole batch is one transaction with one identity lookup per workspace; the rows found
+    are locked, and a racing insert of the same person fails on the unique constraints, so the
+    batch is retried and then finds the contact the other transaction created.
+    """
+    store = tx.store
+    by_workspace: dict[str, list[CapturedLead]] = {}
+    for item in leads:
+        by_workspace.setdefault(item.workspace, []).append(item)
+    for workspace, items in by_workspace.items():
+        items = await _not_erased(workspace, items, store)
+        if items:
+            await _capture_in_workspace(workspace, items, store, tx, now)
+
+
+async def _not_erased(
+    workspace: str, items: Sequence[CapturedLead], store: CapturesRepository
+) -> list[CapturedLead]:
+    """The leads that do not bring an erased person back: a lead captured before its person
+    was erased (a replayed dead letter, a re-published outbox row, a re-read topic) is dropped;
+    one captured afterwards is a new, consented capture."""
+    found = {
+        id(item): erasure.digests(
+            workspace, [item.lead.dedupe_key, *erasure.identities(item.lead.email, item.lead.phone)]
+        )
+        for item in items
+    }
+    erased = await store.erasures(workspace, {d for ds in found.values() for d in ds})
+    if not erased:
+        return list(items)
+    kept = []
+    for item in items:
+        if erasure.replayed_after_erasure(item.lead.captured_at, found[id(item)], erased):
+            log.info("dropping a lead of an erased person", extra={"id": item.lead.submission_id})
+        else:
+            kept.append(item)
+    return kept
+
+
+async def _capture_in_workspace(
+    workspace: str,
+    items: Sequence[CapturedLead],
+    store: CapturesRepository,
+    tx: Transaction[CapturesRepository],
+    now: datetime,
+) -> None:
+    leads = [item.lead for item in items]
+    ids = random_ids()
+    # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
+    # worked through; new ones are inserted in one statement, existing ones updated at the end.
+    definitions = await store.field_definitions(workspace)
+    captures = [
+        captures_domain.capture_from_lead(
+            lead.email,
+            lead.phone,
+            {
+                "first_name": lead.first_name,
+                "last_name": lead.last_name,
+                "company": lead.company,
+                "job_title": lead.job_title,
+                "country": lead.country,
+            },
+            lead.custom_fields,
+            lead.tags,
+        )
+        for lead in leads
+    ]
+    states = {
+        row["id"]: row
+        for row in await store.contact_states_by_identities(
+            workspace,
+            [c.email for c in captures if c.email],
+            [c.phone for c in captures if c.phone],
+        )
+    }
+    existing = list(states)
+    originals = {cid: dict(state) for cid, state in states.items()}
+    by_email = {s["email"]: cid for cid, s in states.items() if s["email"]}
+    by_phone = {s["phone"]: cid for cid, s in states.items() if s["phone"]}
+    tags = {cid: set(t) for cid, t in (await store.tags_of(existing)).items()}
+    lists = await store.lists_of(existing)
+    created: list[dict[str, Any]] = []
+    changed: set[str] = set()
+    new_tags: list[tuple[str, str]] = []
+    activities: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
+
+    for item, raw in zip(items, captures, strict=True):
+        lead = item.lead
+        if raw.email is None and raw.phone is None:
+            log.warning("lead without a usable identity", extra={"id": lead.submission_id})
+            continue
+        custom, rejected = domain.accept_captured_fields(raw.custom_fields, definitions)
+        capture = captures_domain.Capture(raw.email, raw.phone, raw.fields, custom, raw.tags)
+        contact_id, matched_by = captures_domain.match_contact(capture, by_email, by_phone)
+        event: tuple[str, dict[str, Any]] | None = None
+        if contact_id is None:
+            contact_id = next(ids)
+            state = new_contact_state(contact_id, workspace, capture, lead, now)
+            created.append(state)
+            states[contact_id] = state
+            tags[contact_id] = set(capture.tags)
+            lists[contact_id] = []
+            new_tags.extend((contact_id, t) for t in capture.tags)
+            stages.append(lifecycle_row(workspace, contact_id, None, "lead", now, row_id=next(ids)))
+            event = (
+                ContactCreated.event_type,
+                contact_created_data(
+                    contact_snapshot_data(state, tags[contact_id], []),
+                    LeadCaptured.event_type,
+                    lead.submission_id,
+                ),
+            )
+        else:
+            state = states[contact_id]
+            before_tags = sorted(tags[contact_id])
+            changes = captures_domain.capture_changes(
+                state,
+                capture,
+                phone_taken=by_phone.get(capture.phone or "", contact_id) != contact_id,
+                email_taken=by_email.get(capture.email or "", contact_id) != contact_id,
+            )
+            field_changes = {name: (state.get(name), value) for name, value in changes.items()}
+            state.update(changes)
+            added = [t for t in capture.tags if t not in tags[contact_id]]
+            tags[contact_id].update(added)
+            new_tags.extend((contact_id, t) for t in added)
+            seen = state["last_interaction_at"]
+            if seen is None or seen < lead.captured_at:
+                state["last_interaction_at"] = lead.captured_at
+                changed.add(contact_id)
+            if changes or added:
+                state["updated_at"] = now
+                changed.add(contact_id)
+                if added:
+                    field_changes["tags"] = (before_tags, sorted(tags[contact_id]))
+                event = (
+                    ContactUpdated.event_type,
+                    contact_updated_data(
+                        contact_id,
+                        field_changes,
+                        contact_snapshot_data(state, tags[contact_id], lists[contact_id]),
+                        LeadCaptured.event_type,
+                        lead.submission_id,
+                    ),
+                )
+        if event is not None:
+            kind, data = event
+            emit_captured(tx, next(ids), kind, workspace, contact_id, data, item.correlationid)
+        if state["email"]:
+            by_email[state["email"]] = contact_id
+        if state["phone"]:
+            by_phone[state["phone"]] = contact_id
+        activities.append(
+            activity(
+                workspace,
+                contact_id,
+                LeadCaptured.event_type,
+                lead.captured_at,
+                row_id=next(ids),
+                data={
+                    "submission_id": lead.submission_id,
+                    "source": lead.source,
+                    "source_id": lead.source_id,
+                    "matched_by": matched_by,
+                    "email": lead.email,
+                    "phone": lead.phone,
+                    "utm": {name: value for name, value in lead.utm if value is not None},
+                    "page_url": lead.page_url,
+                    "referrer": lead.referrer,
+                    "tags": list(capture.tags),
+                    "rejected_fields": rejected,
+                },
+            )
+        )
+
+    # Only the columns that changed are written (as the ORM did), grouped by which columns so
+    # each group is one executemany.
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for cid in sorted(changed):
+        if cid not in originals:
+            continue
+        state, original = states[cid], originals[cid]
+        names = tuple(n for n in CAPTURE_UPDATED_COLUMNS if state[n] != original[n])
+        if names:
+            updates.setdefault(names, []).append({"id": cid, **{n: state[n] for n in names}})
+    for rows in updates.values():
+        await store.update_contacts(rows)
+    await store.insert_contacts(created)
+    await store.add_tags(workspace, new_tags)
+    await store.add_activities(activities)
+    await store.add_lifecycle_changes(stages)
+    await refresh_segments({a["contact_id"] for a in activities}, workspace, tx, now, definitions)
+
+
+def new_contact_state(
+    contact_id: str,
+    workspace: str,
+    capture: captures_domain.Capture,
+    lead: LeadCaptured,
+    now: datetime,
+) -> dict[str, Any]:
+    """The row of a contact a first capture creates."""
+    return {
+        "id": contact_id,
+        "workspace": workspace,
+        "email": capture.email,
+        "phone": capture.phone,
+        **{name: capture.fields.get(name) for name in domain.TEXT_FIELDS if name != "source"},
+        "source": lead.utm.source or lead.source,
+        "lifecycle_stage": "lead",
+        "owner_id": None,
+        "subscription_status": "subscribed",
+        "churn_reason": None,
+        "churn_reason_text": None,
+        "score": None,
+        "custom_fields": capture.custom_fields,
+        "created_at": now,
+        "updated_at": now,
+        "last_interaction_at": lead.captured_at,
+        "merged_into": None,
+    }
+
+
+async def record_engagement(
+    workspace: str, engagement: Engagement, tx: Transaction[CapturesRepository], now: datetime
+) -> str | None:
+    """Engagement goes on the timeline and moves `last_interaction_at`; unknown people are
+    ignored (contacts are made from captures, not from page views)."""
+    store = tx.store
+    contact: Contact | None = None
+    if engagement.contact_id:
+        try:
+            contact = await resolve_contact(store, workspace, engagement.contact_id)
+        except NotFound:
+            contact = None
+    if contact is None and engagement.email:
+        try:
+            email = domain.normalise_email(engagement.email)
+        except RuleViolation:
+            email = None
+        contact = await store.contact_by_identity(workspace, email=email)
+    if contact is None:
+        return None
+    data = engagement.model_dump(mode="json", exclude={"email", "contact_id", "occurred_at"})
+    await store.add_activities(
+        [activity(workspace, contact.id, engagement.event_type, engagement.occurred_at, data)]
+    )
+    if contact.last_interaction_at is None or contact.last_interaction_at < engagement.occurred_at:
+        contact.last_interaction_at = engagement.occurred_at
+        await store.flush()
+        await refresh_segments({contact.id}, workspace, tx, now)
+    return contact.id
+
+
+async def record_score(
+    workspace: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    tx: Transaction[CapturesRepository],
+    now: datetime,
+) -> None:
+    """The contact's current score: the `overall` group's `after` of `score.changed` on
+    `leadwire.scores.v1` (not republished: scoring owns it)."""
+    contact_id = data.get("contact_id")
+    if not isinstance(contact_id, str):
+        return
+    score = None
+    if event_type == ScoreChanged.event_type and data.get("group") == "overall":
+        score = ScoreChanged.model_validate(data).after
+    store = tx.store
+    try:
+        contact = await resolve_contact(store, workspace, contact_id)
+    except NotFound:
+        return
+    if score is not None and contact.score != score:
+        contact.score = score
+        await store.flush()
+        await refresh_segments({contact.id}, workspace, tx, now)
+    if "threshold" in event_type:
+        await store.add_activities([activity(workspace, contact.id, event_type, now, dict(data))])
+
+
+async def record_notification(
+    workspace: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    tx: Transaction[CapturesRepository],
+    now: datetime,
+) -> None:
+    """A notification sent about or to a contact goes on its timeline."""
+    contact_id = data.get("contact_id")
+    if not isinstance(contact_id, str):
+        return
+    store = tx.store
+    try:
+        contact = await resolve_contact(store, workspace, contact_id)
+    except NotFound:
+        return
+    keep = {k: v for k, v in data.items() if k not in ("body", "html", "text")}
+    await store.add_activities([activity(workspace, contact.id, event_type, now, keep)])

@@ -1,0 +1,334 @@
+"""Use cases of owners: teams and their rotation rules, owners, assignment and tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from services.contacts import domain
+from services.contacts.handlers import (
+    activity,
+    checked,
+    live_contact,
+    publish,
+    resolve_contact,
+    snapshot_of,
+    task_snapshot,
+)
+from services.contacts.models import (
+    Contact,
+    Owner,
+    TaskRow,
+    Team,
+)
+from services.contacts.owners import domain as owners_domain
+from services.contacts.segments.handlers import SegmentsRepository, refresh_segments
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.events.contacts import (
+    ContactOwnerAssigned,
+    ContactUpdated,
+    FieldChange,
+    TaskCompleted,
+    TaskCreated,
+)
+from shared.ids import uuid7 as new_id
+from shared.uow import Transaction
+
+
+class OwnersRepository(SegmentsRepository, Protocol):
+    """The repository as owners, teams and tasks use it."""
+
+    async def next_owner_position(self, team_id: str | None) -> int: ...
+
+    async def owner(self, workspace: str, owner_id: str) -> Owner | None: ...
+
+    async def owners(self, workspace: str, team_id: str | None = None) -> list[Owner]: ...
+
+    async def task(self, workspace: str, task_id: str) -> TaskRow | None: ...
+
+    async def tasks(
+        self,
+        workspace: str,
+        today: date,
+        assignee: str | None,
+        contact_id: str | None,
+        status: str | None,
+        overdue: bool,
+        limit: int,
+    ) -> list[TaskRow]: ...
+
+    async def team(self, workspace: str, team_id: str, lock: bool = False) -> Team | None: ...
+
+    async def teams(self, workspace: str) -> list[Team]: ...
+
+
+async def create_team(
+    workspace: str, name: str, rule: str, tx: Transaction[OwnersRepository]
+) -> Team:
+    """A team of owners with its assignment rule (`round_robin` or `weighted`)."""
+    if rule not in domain.ROTATION_RULES:
+        raise InvalidInput(
+            "unknown rule",
+            errors=[{"field": "rule", "code": "invalid_rule", "message": "round_robin|weighted"}],
+        )
+    store = tx.store
+    team = Team(id=new_id(), workspace=workspace, name=name, rule=rule, last_owner_id=None)
+    store.add(team)
+    await store.flush(on_conflict=Conflict(f"a team named {name!r} exists"))
+    return team
+
+
+async def save_owner(
+    workspace: str, owner_id: str | None, data: Mapping[str, Any], tx: Transaction[OwnersRepository]
+) -> Owner:
+    """Create or change an owner (a sales person): team, weight, active flag."""
+    store = tx.store
+    if owner_id is None:
+        owner = Owner(
+            id=new_id(), workspace=workspace, name=data["name"], active=True, weight=1, credit=0
+        )
+        store.add(owner)
+    else:
+        found = await store.owner(workspace, owner_id)
+        if found is None:
+            raise NotFound(f"owner {owner_id} not found")
+        owner = found
+    team_id = data.get("team_id", owner.team_id if owner_id else None)
+    if team_id is not None and await store.team(workspace, team_id) is None:
+        raise InvalidInput(
+            "unknown team",
+            errors=[{"field": "team_id", "code": "unknown_team", "message": "no such team"}],
+        )
+    if owner_id is None or team_id != owner.team_id:
+        owner.position = await store.next_owner_position(team_id)
+    owner.team_id = team_id
+    for name in ("name", "email", "active", "weight"):
+        if data.get(name) is not None:
+            setattr(owner, name, data[name])
+    if owner.weight < 0:
+        raise InvalidInput(
+            "weight must be positive",
+            errors=[{"field": "weight", "code": "too_small", "message": "at least 0"}],
+        )
+    await store.flush()
+    return owner
+
+
+async def assign_owner(
+    workspace: str,
+    contact_id: str,
+    owner_id: str | None,
+    team_id: str | None,
+    tx: Transaction[OwnersRepository],
+    now: datetime,
+    follow_merges: bool = False,
+) -> Contact:
+    """Give a contact an owner: explicitly, or by the team's round-robin or weighted rotation
+    (skipping inactive owners); publishes `contact.owner_assigned`."""
+    store = tx.store
+    contact = await (
+        resolve_contact(store, workspace, contact_id)
+        if follow_merges
+        else live_contact(store, workspace, contact_id)
+    )
+    rule = "explicit"
+    if owner_id is not None:
+        owner = await store.owner(workspace, owner_id)
+        if owner is None or not owner.active:
+            raise InvalidInput(
+                "unknown or inactive owner",
+                errors=[{"field": "owner_id", "code": "unknown_owner", "message": "no such owner"}],
+            )
+        chosen = owner.id
+    elif team_id is not None:
+        team = await store.team(workspace, team_id, lock=True)
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        owners = await store.owners(workspace, team.id)
+        members = [owners_domain.RotationMember(o.id, o.active, o.weight, o.credit) for o in owners]
+        with checked():
+            if team.rule == "weighted":
+                chosen, credits = owners_domain.pick_weighted(members)
+                for o in owners:
+                    o.credit = credits.get(o.id, 0)
+            else:
+                chosen = owners_domain.pick_round_robin(members, team.last_owner_id)
+        team.last_owner_id = chosen
+        rule = team.rule
+        owner = next(o for o in owners if o.id == chosen)
+    else:
+        raise InvalidInput(
+            "give an owner or a team",
+            errors=[{"field": "owner_id", "code": "required", "message": "owner_id or team_id"}],
+        )
+    previous = contact.owner_id
+    contact.owner_id = chosen
+    contact.updated_at = now
+    await store.flush()
+    snap = await snapshot_of(store, contact)
+    await store.add_activities(
+        [
+            activity(
+                workspace,
+                contact.id,
+                ContactOwnerAssigned.event_type,
+                now,
+                {"owner_id": chosen, "previous_owner_id": previous, "rule": rule},
+            )
+        ]
+    )
+    publish(
+        tx,
+        workspace,
+        contact.id,
+        ContactOwnerAssigned(
+            contact_id=contact.id,
+            owner_id=chosen,
+            previous_owner_id=previous,
+            team_id=team_id,
+            rule=rule,
+            owner_name=owner.name,
+            owner_email=owner.email,
+            contact=snap,
+        ),
+    )
+    if previous != chosen:
+        publish(
+            tx,
+            workspace,
+            contact.id,
+            ContactUpdated(
+                contact_id=contact.id,
+                changes={"owner_id": FieldChange(before=previous, after=chosen)},
+                contact=snap,
+                cause="assignment",
+            ),
+        )
+    await refresh_segments({contact.id}, workspace, tx, now)
+    return contact
+
+
+async def create_task(
+    workspace: str,
+    contact_id: str,
+    title: str,
+    description: str | None,
+    due_date: date | None,
+    assignee_id: str | None,
+    tx: Transaction[OwnersRepository],
+    now: datetime,
+    follow_merges: bool = False,
+) -> TaskRow:
+    """A task on a contact, on its timeline; publishes `task.created`."""
+    store = tx.store
+    contact = await (
+        resolve_contact(store, workspace, contact_id)
+        if follow_merges
+        else live_contact(store, workspace, contact_id)
+    )
+    if not title.strip():
+        raise InvalidInput(
+            "a task needs a title",
+            errors=[{"field": "title", "code": "required", "message": "empty title"}],
+        )
+    if assignee_id is not None:
+        await _check_assignee(store, workspace, assignee_id)
+    task = TaskRow(
+        id=new_id(),
+        workspace=workspace,
+        contact_id=contact.id,
+        title=title.strip(),
+        description=description,
+        due_date=due_date,
+        assignee_id=assignee_id or contact.owner_id,
+        status="open",
+        created_at=now,
+        completed_at=None,
+    )
+    store.add(task)
+    await store.flush()
+    snap = task_snapshot(task)
+    await store.add_activities(
+        [activity(workspace, contact.id, TaskCreated.event_type, now, snap.model_dump(mode="json"))]
+    )
+    publish(tx, workspace, contact.id, TaskCreated(task=snap))
+    return task
+
+
+async def _check_assignee(store: OwnersRepository, workspace: str, assignee_id: str) -> None:
+    """An assignee is an owner of the same workspace (another's answers as unknown)."""
+    if await store.owner(workspace, assignee_id) is None:
+        raise InvalidInput(
+            "unknown assignee",
+            errors=[{"field": "assignee_id", "code": "unknown_owner", "message": "no such owner"}],
+        )
+
+
+async def update_task(
+    workspace: str,
+    task_id: str,
+    data: Mapping[str, Any],
+    tx: Transaction[OwnersRepository],
+    now: datetime,
+) -> TaskRow:
+    """Change a task; marking it `done` completes it and publishes `task.completed`."""
+    store = tx.store
+    task = await store.task(workspace, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    if data.get("assignee_id") is not None:
+        await _check_assignee(store, workspace, data["assignee_id"])
+    for name in ("title", "description", "due_date", "assignee_id"):
+        if name in data:
+            setattr(task, name, data[name])
+    status = data.get("status")
+    if status is not None and status not in ("open", "done"):
+        raise InvalidInput(
+            "unknown status",
+            errors=[{"field": "status", "code": "invalid_status", "message": "open|done"}],
+        )
+    if status == "done" and task.status != "done":
+        task.status, task.completed_at = "done", now
+        snap = task_snapshot(task)
+        await store.add_activities(
+            [
+                activity(
+                    workspace,
+                    task.contact_id,
+                    TaskCompleted.event_type,
+                    now,
+                    snap.model_dump(mode="json"),
+                )
+            ]
+        )
+        publish(tx, workspace, task.contact_id, TaskCompleted(task=snap))
+    elif status == "open":
+        task.status, task.completed_at = "open", None
+    await store.flush()
+    return task
+
+
+async def list_tasks(
+    workspace: str,
+    assignee: str | None,
+    contact_id: str | None,
+    status: str | None,
+    overdue: bool,
+    tx: Transaction[OwnersRepository],
+    now: datetime,
+    limit: int = 500,
+) -> list[TaskRow]:
+    """Tasks by assignee, contact or status; `overdue`: open and due before today."""
+    store = tx.store
+    return await store.tasks(workspace, now.date(), assignee, contact_id, status, overdue, limit)
+
+
+async def list_teams(workspace: str, tx: Transaction[OwnersRepository]) -> list[Team]:
+    return await tx.store.teams(workspace)
+
+
+async def list_owners(
+    workspace: str, team_id: str | None, tx: Transaction[OwnersRepository]
+) -> list[Owner]:
+    return await tx.store.owners(workspace, team_id)
