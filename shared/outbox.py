@@ -145,10 +145,11 @@ class OutboxRelay:
                 await self._purge_sent()
             if sent < self.batch:
                 await self._sleep(self.poll_interval_s)
-                # Woken by a commit: let the next few commits land too, so that under a
-                # steady stream of small transactions one relay round (lock, claim, publish,
-                # commit) carries many rows instead of one commit's worth.
-                if not self._stopping and self.linger_s:
+                # Woken by a commit while busy (the last round carried several commits' rows):
+                # let the next few commits land too, so that under a steady stream of small
+                # transactions one relay round (lock, claim, publish, commit) carries many
+                # rows. A quiet relay publishes at once: a lead's every hop waits on it.
+                if not self._stopping and self.linger_s and sent > 1:
                     await asyncio.sleep(self.linger_s)
 
     async def _sleep(self, seconds: float) -> None:

@@ -90,7 +90,9 @@ class KafkaBus:
                 client_id=self.client_id,
                 acks="all",
                 enable_idempotence=True,
-                linger_ms=5,
+                # No linger: `publish_batch` packs its own record batches, so waiting for more
+                # only delayed every hop of a lead's path by the linger.
+                linger_ms=0,
                 max_batch_size=256 * 1024,
                 request_timeout_ms=30000,
             )

@@ -1,0 +1,168 @@
+"""One hop's latency, the unit every step of a lead's path pays: a transaction commits an
+outbox row, the relay publishes it to Kafka, a consumer group's handler receives it and commits
+its own transaction. Events are sent one at a time, spaced out (the idle case speed-to-lead
+cares about), and the time of each stage is reported as percentiles:
+
+- relay: from the outbox commit to the record acknowledged by Kafka (claim, publish, commit);
+- delivery: from the acknowledgement to the consumer's handler being called;
+- hop: from the outbox commit to the end of the handler's own transaction.
+
+    .venv/bin/python -m bench.hop_latency --events 200 --gap-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from statistics import quantiles
+from typing import Any
+
+from sqlalchemy import MetaData, text
+
+from bench.infra import ROOT, infrastructure
+from shared import db
+from shared.bus.base import Subscription
+from shared.bus.kafka import KafkaBus
+from shared.events.envelope import Envelope
+from shared.events.topics import dlq
+from shared.inbox import inbox_table
+from shared.outbox import OutboxRelay, outbox_table
+from shared.uow import UnitOfWork
+
+RESULTS = ROOT / "bench" / "results"
+TOPIC = "leadwire.hop-latency.v1"
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    cuts = quantiles(values, n=100, method="inclusive")
+    return {
+        "p50_ms": round(cuts[49] * 1000, 2),
+        "p95_ms": round(cuts[94] * 1000, 2),
+        "p99_ms": round(cuts[98] * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2),
+    }
+
+
+class TimedBus(KafkaBus):
+    """Notes when each published batch was acknowledged, by the events' names."""
+
+    acked: dict[str, float]
+
+    async def publish_batch(
+        self,
+        messages: Sequence[tuple[str, str, bytes]],
+        traceparents: Sequence[str | None] | None = None,
+    ) -> None:
+        await super().publish_batch(messages, traceparents)
+        now = time.perf_counter()
+        for _, key, _ in messages:
+            self.acked[key] = now
+
+
+async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str, Any]:
+    prefix = f"hop{uuid.uuid4().hex[:8]}."
+    schema = prefix.rstrip(".")
+    bus = TimedBus(kafka, prefix=prefix, topics=[TOPIC, dlq(TOPIC)])
+    bus.acked = {}
+    engine = db.create_engine(postgres, schema=schema)
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    metadata = MetaData()
+    outbox, inbox = outbox_table(metadata), inbox_table(metadata)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    await bus.start()
+    relay = OutboxRelay(engine, outbox, bus, "hop")
+    relay.start()
+    sessions = db.sessionmaker(engine)
+    committed: dict[str, float] = {}
+    received: dict[str, float] = {}
+    handled: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def handler(batch: Sequence[Envelope]) -> None:
+        now = time.perf_counter()
+        async with UnitOfWork(sessions, outbox, inbox) as uow:
+            fresh = await uow.first_times("hop", [e.id for e in batch])
+        end = time.perf_counter()
+        for e in batch:
+            if e.id in fresh:
+                received[e.data["n"]] = now
+                handled[e.data["n"]] = end
+        if len(handled) >= events:
+            done.set()
+
+    try:
+        await bus.subscribe(Subscription(f"{prefix}group", (TOPIC,), handler))
+        await warm_up(bus, sessions, outbox, inbox, relay, handled)
+        handled.clear()
+        received.clear()
+        for i in range(events):
+            name = f"e{i}"
+            async with UnitOfWork(sessions, outbox, inbox, relay.notify) as uow:
+                uow.emit(TOPIC, name, envelope(name))
+            committed[name] = time.perf_counter()
+            await asyncio.sleep(gap_s)
+        async with asyncio.timeout(60):
+            await done.wait()
+    finally:
+        await relay.stop()
+        await bus.stop()
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await engine.dispose()
+    names = list(committed)
+    return {
+        "relay": percentiles([bus.acked[n] - committed[n] for n in names]),
+        "delivery": percentiles([received[n] - bus.acked[n] for n in names]),
+        "handler": percentiles([handled[n] - received[n] for n in names]),
+        "hop": percentiles([handled[n] - committed[n] for n in names]),
+    }
+
+
+async def warm_up(
+    bus: KafkaBus, sessions: Any, outbox: Any, inbox: Any, relay: OutboxRelay, seen: dict[str, float]
+) -> None:
+    """Until the consumer has joined and a first event went through (connections, metadata)."""
+    async with asyncio.timeout(120):
+        while not seen:
+            async with UnitOfWork(sessions, outbox, inbox, relay.notify) as uow:
+                uow.emit(TOPIC, "warm", envelope("warm"))
+            await asyncio.sleep(0.5)
+    await asyncio.sleep(1)
+
+
+def envelope(name: str) -> Envelope:
+    return Envelope(
+        source="/bench", type="hop.probed", workspace="bench", correlationid=name, data={"n": name}
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--gap-ms", type=float, default=50)
+    args = parser.parse_args()
+    with infrastructure() as (kafka, postgres):
+        figures = asyncio.run(run(args.events, args.gap_ms / 1000, kafka, postgres))
+    at = datetime.now(UTC)
+    result = {
+        "benchmark": "hop-latency",
+        "at": at.isoformat(),
+        "command": f"python -m bench.hop_latency --events {args.events} --gap-ms {args.gap_ms:g}",
+        **figures,
+    }
+    print(json.dumps(result, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"hop-latency-{at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
