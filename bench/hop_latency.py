@@ -99,7 +99,7 @@ async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str,
 
     try:
         await bus.subscribe(Subscription(f"{prefix}group", (TOPIC,), handler))
-        await warm_up(bus, sessions, outbox, inbox, relay, handled)
+        await warm_up(sessions, outbox, inbox, relay, handled)
         handled.clear()
         received.clear()
         for i in range(events):
@@ -126,7 +126,7 @@ async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str,
 
 
 async def warm_up(
-    bus: KafkaBus, sessions: Any, outbox: Any, inbox: Any, relay: OutboxRelay, seen: dict[str, float]
+    sessions: Any, outbox: Any, inbox: Any, relay: OutboxRelay, seen: dict[str, float]
 ) -> None:
     """Until the consumer has joined and a first event went through (connections, metadata)."""
     async with asyncio.timeout(120):
