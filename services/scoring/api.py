@@ -17,6 +17,7 @@ from services.scoring.schemas import (
     SimulateIn,
     SimulateRead,
 )
+from services.scoring.scores import handlers as reading
 from services.scoring.scores.domain import Clock
 from services.scoring.store import Rescore, SqlStore
 from shared.app import Context
@@ -83,7 +84,7 @@ def router(clock: Clock) -> APIRouter:
         nothing is saved or published."""
         async with ctx.uow() as uow:
             try:
-                result = await handlers.simulate(
+                result = await reading.simulate(
                     principal.workspace,
                     request.rules,
                     request.contact_id,
@@ -102,7 +103,7 @@ def router(clock: Clock) -> APIRouter:
     async def explain(contact_id: str, principal: Reader, ctx: Context) -> ScoreRead:
         """A contact's scores with the rules behind them and their decay so far, and its RFM."""
         async with ctx.uow() as uow:
-            result = await handlers.explain_contact(
+            result = await reading.explain_contact(
                 principal.workspace, contact_id, SqlStore(uow.session), clock()
             )
         return ScoreRead.model_validate(result)
@@ -122,7 +123,7 @@ def router(clock: Clock) -> APIRouter:
     ) -> dict[str, Any]:
         """Everything scoring holds on a person: attributes seen, scores, ledger, RFM, set aside."""
         async with ctx.uow() as uow:
-            return await handlers.export_person(
+            return await reading.export_person(
                 principal.workspace,
                 [ref.contact_id, *ref.merged_ids],
                 ref.identity_digests,

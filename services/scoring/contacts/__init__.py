@@ -1,0 +1,1 @@
+"""scoring's projection of contacts: attributes, identities, tombstones, engagement set aside."""

@@ -1,0 +1,250 @@
+"""Score states, the engagement ledger they are replayed from, and durable timers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import delete, func, select, text, tuple_, update
+
+from services.scoring.models import LedgerRow, ScoreRow, TimerRow
+from services.scoring.scores.domain import LedgerEntry
+from services.scoring.sql import SqlBase, chunks
+from shared.db import insert_rows
+
+_EMPTY: dict[str, Any] = {}  # the data of most ledger entries; shared, only ever read
+
+
+@dataclass(frozen=True)
+class Timer:
+    workspace: str
+    contact_id: str
+    kind: str
+    group: str
+    due_at: datetime
+
+
+class ScoreStore(Protocol):
+    """Score states, ledgers and timers, as the handlers need them."""
+
+    async def lock_scores(
+        self, workspace: str, ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]: ...
+    async def read_scores(
+        self, workspace: str, ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]: ...
+    async def try_lock_scores(
+        self, workspace: str, ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]: ...
+    async def save_scores(self, workspace: str, states: Mapping[str, tuple[int, Any]]) -> None: ...
+    async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    async def ledger_of(
+        self, workspace: str, ids: Iterable[str]
+    ) -> dict[str, list[LedgerEntry]]: ...
+    async def ledger_since(
+        self, workspace: str, since: datetime
+    ) -> dict[str, list[LedgerEntry]]: ...
+    async def move_ledger(self, workspace: str, source: str, target: str) -> None: ...
+    async def set_timers(self, timers: Sequence[Timer]) -> None: ...
+    async def clear_timers(self, keys: Sequence[tuple[str, str, str, str]]) -> None: ...
+    async def claim_due_timers(self, now: datetime, limit: int) -> list[Timer]: ...
+
+
+class SqlScores(SqlBase):
+    # --- score states -----------------------------------------------------------------------
+
+    async def lock_scores(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Score states, locked until the transaction ends (in id order: no deadlocks)."""
+        return await self._scores(workspace, ids, skip_locked=False)
+
+    async def read_scores(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Score states as committed, for reading only (no lock, nothing written)."""
+        wanted = sorted(set(ids))
+        found: dict[str, dict[str, Any]] = {}
+        for part in chunks(wanted):
+            rows = await self.session.execute(
+                select(ScoreRow.contact_id, ScoreRow.state).where(
+                    ScoreRow.workspace == workspace, self._among(ScoreRow.contact_id, part)
+                )
+            )
+            found.update({cid: state for cid, state in rows if state})
+        return found
+
+    async def try_lock_scores(
+        self, workspace: str, ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Like `lock_scores`, but states another transaction holds are left out."""
+        return await self._scores(workspace, ids, skip_locked=True)
+
+    async def _scores(
+        self, workspace: str, ids: Iterable[str], skip_locked: bool
+    ) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        wanted = sorted(set(ids))
+        if not self.postgres:
+            await self.write_lock()
+        elif not skip_locked:
+            # A row to lock for every contact, also one without a score yet: so a rescore and
+            # a live event can never both build a first score from what each saw.
+            await self.session.execute(
+                text(
+                    "INSERT INTO scores (workspace, contact_id, version, state)"
+                    " SELECT :ws, c, 0, '{}'::jsonb FROM unnest(CAST(:ids AS varchar[])) AS c"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                {"ws": workspace, "ids": wanted},
+            )
+        for part in chunks(wanted):
+            query = (
+                select(ScoreRow.contact_id, ScoreRow.state)
+                .where(ScoreRow.workspace == workspace, self._among(ScoreRow.contact_id, part))
+                .order_by(ScoreRow.contact_id)
+            )
+            if self.postgres:
+                query = query.with_for_update(skip_locked=skip_locked)
+            found.update({r.contact_id: r.state for r in await self.session.execute(query)})
+        return found
+
+    async def save_scores(self, workspace: str, states: Mapping[str, tuple[int, Any]]) -> None:
+        rows = [
+            {"workspace": workspace, "contact_id": cid, "version": version, "state": state}
+            for cid, (version, state) in sorted(states.items())
+        ]
+        await self._upsert(ScoreRow.__table__, rows, ["workspace", "contact_id"])  # type: ignore[arg-type]
+
+    # --- ledger -----------------------------------------------------------------------------
+
+    async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_rows(self.session, LedgerRow.__table__, rows)  # type: ignore[arg-type]
+
+    async def ledger_of(self, workspace: str, ids: Iterable[str]) -> dict[str, list[LedgerEntry]]:
+        """Each contact's ledger, in time order (times as epoch seconds)."""
+        found: dict[str, list[LedgerEntry]] = {}
+        if self.postgres:
+            # The rescore's bulk read (millions of rows): straight from the driver, times as
+            # epoch floats and documents as text, without a result-processing layer per row.
+            connection = await self.session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None  # a live connection of this transaction
+            rows = await driver.fetch(
+                "SELECT contact_id, type, extract(epoch FROM occurred_at)::float8, data::text"
+                " FROM ledger WHERE workspace = $1 AND contact_id = ANY($2::varchar[])"
+                " ORDER BY contact_id, occurred_at",
+                workspace,
+                sorted(set(ids)),
+            )
+            for cid, kind, seconds, data in rows:
+                document = _EMPTY if data == "{}" else orjson.loads(data)
+                found.setdefault(cid, []).append(LedgerEntry(kind, seconds, document))
+            return found
+        for part in chunks(sorted(set(ids))):
+            where = (LedgerRow.workspace == workspace, self._among(LedgerRow.contact_id, part))
+            await self._collect(found, where)
+        return found
+
+    async def ledger_since(self, workspace: str, since: datetime) -> dict[str, list[LedgerEntry]]:
+        found: dict[str, list[LedgerEntry]] = {}
+        await self._collect(
+            found, (LedgerRow.workspace == workspace, LedgerRow.occurred_at >= since)
+        )
+        return found
+
+    async def _collect(self, found: dict[str, list[LedgerEntry]], where: tuple[Any, ...]) -> None:
+        if self.postgres:
+            epoch = func.extract("epoch", LedgerRow.occurred_at)
+            rows = await self.session.execute(
+                select(LedgerRow.contact_id, LedgerRow.type, epoch, LedgerRow.data).where(*where)
+            )
+            for cid, kind, seconds, data in rows:
+                found.setdefault(cid, []).append(LedgerEntry(kind, float(seconds), data))
+            return
+        rows = await self.session.execute(
+            select(
+                LedgerRow.contact_id, LedgerRow.type, LedgerRow.occurred_at, LedgerRow.data
+            ).where(*where)
+        )
+        for cid, kind, occurred, data in rows:
+            found.setdefault(cid, []).append(LedgerEntry(kind, occurred.timestamp(), data))
+
+    async def move_ledger(self, workspace: str, source: str, target: str) -> None:
+        await self.session.execute(
+            update(LedgerRow)
+            .where(LedgerRow.workspace == workspace, LedgerRow.contact_id == source)
+            .values(contact_id=target)
+        )
+
+    # --- timers -----------------------------------------------------------------------------
+
+    async def set_timers(self, timers: Sequence[Timer]) -> None:
+        rows = [
+            {
+                "workspace": t.workspace,
+                "contact_id": t.contact_id,
+                "kind": t.kind,
+                "group": t.group,
+                "due_at": t.due_at,
+            }
+            for t in timers
+        ]
+        await self._upsert(
+            TimerRow.__table__,  # type: ignore[arg-type]
+            rows,
+            ["workspace", "contact_id", "kind", "group"],
+        )
+
+    async def clear_timers(self, keys: Sequence[tuple[str, str, str, str]]) -> None:
+        """Drop timers by (workspace, contact_id, kind, group)."""
+        if not keys:
+            return
+        if self.postgres:
+            columns = list(zip(*keys, strict=True))
+            await self.session.execute(
+                text(
+                    "DELETE FROM timers t USING unnest(CAST(:w AS varchar[]),"
+                    " CAST(:c AS varchar[]), CAST(:k AS varchar[]), CAST(:g AS varchar[]))"
+                    " AS x(w, c, k, g)"
+                    " WHERE t.workspace = x.w AND t.contact_id = x.c AND t.kind = x.k"
+                    ' AND t."group" = x.g'
+                ),
+                {
+                    "w": list(columns[0]),
+                    "c": list(columns[1]),
+                    "k": list(columns[2]),
+                    "g": list(columns[3]),
+                },
+            )
+            return
+        for part in chunks(keys):
+            await self.session.execute(
+                delete(TimerRow).where(
+                    tuple_(
+                        TimerRow.workspace, TimerRow.contact_id, TimerRow.kind, TimerRow.group
+                    ).in_(list(part))
+                )
+            )
+
+    async def timers_of(self, workspace: str, contact_id: str) -> list[Timer]:
+        rows = await self.session.execute(
+            select(TimerRow).where(
+                TimerRow.workspace == workspace, TimerRow.contact_id == contact_id
+            )
+        )
+        return [Timer(r.workspace, r.contact_id, r.kind, r.group, r.due_at) for r in rows.scalars()]
+
+    async def claim_due_timers(self, now: datetime, limit: int) -> list[Timer]:
+        """Timers due by `now`, earliest first; on PostgreSQL locked with SKIP LOCKED so that
+        replicas share them. The caller deletes or moves each one in the same transaction."""
+        query = (
+            select(TimerRow).where(TimerRow.due_at <= now).order_by(TimerRow.due_at).limit(limit)
+        )
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = await self.session.execute(query)
+        return [Timer(r.workspace, r.contact_id, r.kind, r.group, r.due_at) for r in rows.scalars()]
+
+    async def next_due(self) -> datetime | None:
+        due: datetime | None = await self.session.scalar(select(func.min(TimerRow.due_at)))
+        return due
