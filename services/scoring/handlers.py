@@ -104,6 +104,9 @@ class Scored:
     rules: RuleSet
     states: dict[str, ContactScore] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
+    # The decay timers each loaded state implies, when it was saved under these same rules (so
+    # they are the timers stored with it): a save rewrites only the timers that moved.
+    saved_timers: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def state(self, contact_id: str) -> ContactScore:
         return self.states.setdefault(contact_id, ContactScore(self.rules.version))
@@ -112,7 +115,12 @@ class Scored:
         wanted = [i for i in ids if i not in self.states]
         if wanted:
             for cid, raw in (await store.lock_scores(self.workspace, wanted)).items():
-                self.states[cid] = ContactScore.from_json(raw)
+                state = self.states[cid] = ContactScore.from_json(raw)
+                if state.version == self.rules.version:
+                    self.saved_timers[cid] = self._timers(state)
+
+    def _timers(self, state: ContactScore) -> dict[str, float | None]:
+        return {g: scores.next_decay_timer(state, self.rules, g) for g in self.rules.groups}
 
     async def save(self, store: Store) -> None:
         await store.save_scores(
@@ -121,8 +129,10 @@ class Scored:
         )
         timers, cleared = [], []
         for cid in sorted(self.touched):
-            for group in self.rules.groups:
-                due = scores.next_decay_timer(self.states[cid], self.rules, group)
+            saved = self.saved_timers.get(cid)
+            for group, due in self._timers(self.states[cid]).items():
+                if saved is not None and group in saved and saved[group] == due:
+                    continue  # the stored timer (or its absence) still holds
                 if due is None:
                     cleared.append((self.workspace, cid, "decay", group))
                 else:

@@ -52,6 +52,14 @@ class SqlBase:
                 stmt.on_conflict_do_update(index_elements=keys, set_=updates)
             )
 
+    async def driver(self) -> Any:
+        """The PostgreSQL driver's connection of this transaction, for the hot paths' bulk
+        reads: rows straight from asyncpg, without SQLAlchemy's processing of each."""
+        connection = await self.session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # a live connection of this transaction
+        return driver
+
     def _among(self, column: Any, values: Sequence[str]) -> Any:
         """`column IN values`: one array parameter on PostgreSQL (one statement for any count)."""
         if self.postgres:

@@ -46,14 +46,20 @@ def view(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 
 
 async def _breakpoints(
-    workspace: str, store: Store, now: datetime, new_customers: bool
+    workspace: str,
+    store: Store,
+    now: datetime,
+    new_customers: bool,
+    pending: Sequence[Mapping[str, Any]] = (),
 ) -> rfm.Breakpoints:
     """The workspace's quintile breakpoints, recomputed once a minute as events arrive, and at
-    once when new customers join a small workspace (where each one moves the quintiles)."""
+    once when new customers join a small workspace (where each one moves the quintiles). The
+    `pending` stats rows are saved first when they are recomputed, so that they count."""
     row = await store.breakpoints(workspace)
     fresh = row is not None and now - row.computed_at < BREAKPOINTS_MAX_AGE
     if row is not None and fresh and not (new_customers and row.customers < SMALL_WORKSPACE):
         return rfm.Breakpoints(row.recency_days, row.frequency, row.monetary)
+    await store.save_rfm(pending)
     stats = await store.rfm_stats(workspace)
     customers = [rfm.Activity(last, last, count, 0, money) for last, count, money in stats]
     points = rfm.workspace_breakpoints(customers, ts(now))
@@ -90,9 +96,9 @@ async def record_customer_activity(
             amount,
         )
     new = set(stats) - set(rows)
-    # Stats first (so the breakpoints see them), then the assessment.
-    await store.save_rfm([_rfm_row(workspace, cid, s, rows.get(cid)) for cid, s in stats.items()])
-    points = await _breakpoints(workspace, store, now, new_customers=bool(new))
+    # The assessment saves the rows; breakpoints recomputed first must see the new stats.
+    pending = [_rfm_row(workspace, cid, s, rows.get(cid)) for cid, s in stats.items()]
+    points = await _breakpoints(workspace, store, now, bool(new), pending)
     await _assess(workspace, stats, rows, points, store, outbox, now)
 
 
@@ -133,8 +139,8 @@ async def merge_customer(
         )
     )
     stats = {survivor: combined}
-    await store.save_rfm([_rfm_row(workspace, survivor, combined, rows.get(survivor))])
-    points = await _breakpoints(workspace, store, now, new_customers=True)
+    pending = [_rfm_row(workspace, survivor, combined, rows.get(survivor))]
+    points = await _breakpoints(workspace, store, now, True, pending)
     await _assess(workspace, stats, rows, points, store, outbox, now)
 
 

@@ -3,6 +3,7 @@ with its path) and the compiled matchers that evaluate it. Pure: no I/O."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -346,7 +347,15 @@ class RuleSet:
         return [r for r in self.body.rules if r.kind != "engagement"]
 
     def thresholds(self, group: str) -> list[Threshold]:
-        return [t for t in self.body.thresholds if t.group == group]
+        """The group's thresholds (a shared list: callers only read it)."""
+        return self._thresholds.get(group, [])
+
+    @cached_property
+    def _thresholds(self) -> dict[str, list[Threshold]]:
+        by_group: dict[str, list[Threshold]] = {}
+        for threshold in self.body.thresholds:
+            by_group.setdefault(threshold.group, []).append(threshold)
+        return by_group
 
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:
@@ -471,6 +480,8 @@ DEFAULT_RULE_SET: dict[str, Any] = {
 }
 
 
+@functools.cache
 def default_rule_set() -> RuleSet:
-    """What a workspace scores by before it saves a rule set of its own (version 0)."""
+    """What a workspace scores by before it saves a rule set of its own (version 0); parsed
+    once (a `RuleSet` is never changed)."""
     return RuleSet(0, parse_rule_set(DEFAULT_RULE_SET))

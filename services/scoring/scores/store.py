@@ -82,29 +82,36 @@ class SqlScores(SqlBase):
     async def _scores(
         self, workspace: str, ids: Iterable[str], skip_locked: bool
     ) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
         wanted = sorted(set(ids))
-        if not self.postgres:
-            await self.write_lock()
-        elif not skip_locked:
-            # A row to lock for every contact, also one without a score yet: so a rescore and
-            # a live event can never both build a first score from what each saw.
-            await self.session.execute(
-                text(
+        if self.postgres:
+            driver = await self.driver()
+            if not skip_locked:
+                # A row to lock for every contact, also one without a score yet: so a rescore
+                # and a live event can never both build a first score from what each saw.
+                await driver.execute(
                     "INSERT INTO scores (workspace, contact_id, version, state)"
-                    " SELECT :ws, c, 0, '{}'::jsonb FROM unnest(CAST(:ids AS varchar[])) AS c"
-                    " ON CONFLICT DO NOTHING"
-                ),
-                {"ws": workspace, "ids": wanted},
+                    " SELECT $1, c, 0, '{}'::jsonb FROM unnest($2::varchar[]) AS c"
+                    " ON CONFLICT DO NOTHING",
+                    workspace,
+                    wanted,
+                )
+            # States as text, parsed by orjson: a poll loads hundreds of them.
+            rows = await driver.fetch(
+                "SELECT contact_id, state::text FROM scores"
+                " WHERE workspace = $1 AND contact_id = ANY($2::varchar[])"
+                " ORDER BY contact_id FOR UPDATE" + (" SKIP LOCKED" if skip_locked else ""),
+                workspace,
+                wanted,
             )
+            return {cid: orjson.loads(state) for cid, state in rows}
+        await self.write_lock()
+        found: dict[str, dict[str, Any]] = {}
         for part in chunks(wanted):
             query = (
                 select(ScoreRow.contact_id, ScoreRow.state)
                 .where(ScoreRow.workspace == workspace, self._among(ScoreRow.contact_id, part))
                 .order_by(ScoreRow.contact_id)
             )
-            if self.postgres:
-                query = query.with_for_update(skip_locked=skip_locked)
             found.update({r.contact_id: r.state for r in await self.session.execute(query)})
         return found
 
@@ -126,10 +133,7 @@ class SqlScores(SqlBase):
         if self.postgres:
             # The rescore's bulk read (millions of rows): straight from the driver, times as
             # epoch floats and documents as text, without a result-processing layer per row.
-            connection = await self.session.connection()
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None  # a live connection of this transaction
-            rows = await driver.fetch(
+            rows = await (await self.driver()).fetch(
                 "SELECT contact_id, type, extract(epoch FROM occurred_at)::float8, data::text"
                 " FROM ledger WHERE workspace = $1 AND contact_id = ANY($2::varchar[])"
                 " ORDER BY contact_id, occurred_at",
