@@ -320,7 +320,7 @@ def crossing_state(due: float) -> tuple[dict[str, Any], float]:
 
 async def crossings_run(kafka: str, pg: str, count: int) -> dict[str, Any]:
     prefix = f"bsd{uuid.uuid4().hex[:8]}."
-    settings = settings_for(kafka, pg, prefix, scoring_timer_poll_s=0.1)
+    settings = settings_for(kafka, pg, prefix)
     schema = settings.schema_for("scoring")
     engine = await migrated(pg, schema)
     await preload_contacts(engine, count)

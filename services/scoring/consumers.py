@@ -113,6 +113,11 @@ async def fire_timers_once(ctx: ServiceContext, now: datetime, limit: int) -> in
         return await handlers.fire_due_timers(SqlStore(uow.session), uow, now, limit)
 
 
+async def next_timer_due(ctx: ServiceContext) -> datetime | None:
+    async with ctx.sessions() as session:
+        return await SqlStore(session).next_due()
+
+
 async def rescore_once(ctx: ServiceContext, now: datetime, chunk: int) -> bool:
     async with ctx.uow() as uow:
         return await handlers.rescore_next_chunk(SqlStore(uow.session), uow, now, chunk)
@@ -128,7 +133,7 @@ def background(
 
         # On PostgreSQL several transactions claim due timers side by side (SKIP LOCKED hands
         # each its own), so one's database round trips overlap another's work: 10,000 timers
-        # due at one instant are out in a few rounds. SQLite has one writer: one claimer.
+        # due at one instant are out in a round or two. SQLite has one writer: one claimer.
         claimers = 1 if ctx.engine.dialect.name != "postgresql" else settings.scoring_timer_claimers
         batch = settings.scoring_timer_batch
 
@@ -141,11 +146,28 @@ def background(
                 log.warning("timer round failed, will retry", exc_info=True)
                 return 0
 
+        async def until_next_due() -> float:
+            """How long to sleep: until the earliest timer is due, at most the poll interval
+            (which bounds how late a timer another replica sets for sooner is seen)."""
+            try:
+                due = await next_timer_due(ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("timer lookup failed, will retry", exc_info=True)
+                return settings.scoring_timer_poll_s
+            if due is None:
+                return settings.scoring_timer_poll_s
+            # A timer already due was skipped (its contact busy, or another replica's): a short
+            # pause, not a spin.
+            wait = max((due - clock()).total_seconds(), 0.01)
+            return min(wait, settings.scoring_timer_poll_s)
+
         async def timers_forever() -> None:
             while True:
                 fired = await asyncio.gather(*(claim_round() for _ in range(claimers)))
                 if max(fired) < batch:
-                    await asyncio.sleep(settings.scoring_timer_poll_s)
+                    await asyncio.sleep(await until_next_due())
 
         async def rescores_forever() -> None:
             while True:

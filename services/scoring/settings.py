@@ -8,9 +8,10 @@ from shared.settings import Settings
 class ScoringSettings(Settings):
     """The platform settings plus how often the timer and rescore loops look for work."""
 
-    scoring_timer_poll_s: float = 0.2
-    scoring_timer_batch: int = 500
-    scoring_timer_claimers: int = 4
+    # The timer loop sleeps until the earliest timer is due, never longer than this.
+    scoring_timer_poll_s: float = 0.5
+    scoring_timer_batch: int = 5000
+    scoring_timer_claimers: int = 2
     scoring_rescore_poll_s: float = 0.5
     scoring_rescore_chunk: int = 2000
 

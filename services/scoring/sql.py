@@ -58,6 +58,10 @@ class SqlBase:
         connection = await self.session.connection()
         driver = (await connection.get_raw_connection()).driver_connection
         assert driver is not None  # a live connection of this transaction
+        if not driver.is_in_transaction():
+            # SQLAlchemy sends BEGIN with its first statement: send one first, so that what
+            # the driver runs here (row locks above all) belongs to this transaction.
+            await self.session.execute(text("SELECT 1"))
         return driver
 
     def _among(self, column: Any, values: Sequence[str]) -> Any:
