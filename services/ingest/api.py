@@ -26,6 +26,7 @@ from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
 from services.ingest import domain, erasure, handlers
+from services.ingest.forms import domain as forms_domain
 from services.ingest.handlers import (
     FormSnapshot,
     OriginNotAllowed,
@@ -358,7 +359,7 @@ async def parse_form_body(
                 "A JSON form post is an object of field names to values.",
                 errors=[{"field": "body", "code": "not_an_object", "message": "expected object"}],
             )
-        return domain.form_values(payload)
+        return forms_domain.form_values(payload)
     raise UnsupportedMediaType(
         "Post the form as application/x-www-form-urlencoded, multipart/form-data or JSON."
     )

@@ -1,4 +1,5 @@
-"""Ingest's pure rules: form definitions, normalisation, validation, signatures, rate limits.
+"""Ingest's shared pure rules: outcomes, normalisation of single values, a lead built from
+flat values, and rate limits (each area's own rules are in its `domain.py`).
 
 No I/O here. Normalisation leans on well-kept libraries (email-validator, phonenumbers,
 pycountry) rather than regexes of our own.
@@ -6,10 +7,6 @@ pycountry) rather than regexes of our own.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import math
 import re
 import unicodedata
@@ -17,36 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import phonenumbers
 import pycountry
-import re2
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shared.events.ingest import (
-    ENGAGEMENT_TYPES,
-    EmailClicked,
-    Engagement,
-    PageViewed,
-    PurchaseCompleted,
-)
 from shared.identity import email_identity, phone_identity
 
-FieldType = Literal[
-    "email",
-    "phone",
-    "text",
-    "textarea",
-    "number",
-    "date",
-    "select",
-    "multi-select",
-    "checkbox",
-    "hidden",
-]
 CONTACT_FIELDS: tuple[str, ...] = (
     "email",
     "phone",
@@ -81,96 +56,6 @@ MAX_CUSTOM_KEY = 100
 
 # ---------------------------------------------------------------------------------------------
 # Form definitions
-
-
-@lru_cache(maxsize=1024)
-def author_pattern(pattern: str) -> Any:
-    """A form author's validation pattern, compiled with RE2: matching takes linear time
-    whatever the pattern, so a pattern like `(a+)+$` cannot stall the process on a crafted
-    value (no backreferences or lookarounds; such a pattern is refused when the form is saved)."""
-    options = re2.Options()
-    options.log_errors = False  # a refused pattern is answered with a 422, not logged to stderr
-    return re2.compile(pattern, options)
-
-
-class FormField(BaseModel):
-    """One input of a form and the contact or custom field it fills."""
-
-    name: str = Field(pattern=FIELD_NAME_RE)
-    type: FieldType = "text"
-    label: str = Field(min_length=1, max_length=200)
-    required: bool = False
-    max_length: int | None = Field(default=None, ge=1, le=MAX_TEXT)
-    pattern: str | None = Field(default=None, max_length=500)
-    options: list[str] = Field(default_factory=list, max_length=500)
-    # `email`, `phone`, `first_name`, … or `custom.<key>`; by default the field's own name
-    # when that is a contact field, else `custom.<name>`.
-    maps_to: str | None = None
-    placeholder: str | None = Field(default=None, max_length=200)
-    help_text: str | None = Field(default=None, max_length=500)
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                author_pattern(value)
-            except re2.error as exc:
-                reason = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc.args[0]
-                raise ValueError(f"pattern does not compile (RE2 syntax): {reason}") from exc
-        return value
-
-    @field_validator("maps_to")
-    @classmethod
-    def _known_target(cls, value: str | None) -> str | None:
-        if value is not None and not is_lead_target(value):
-            raise ValueError(f"maps_to must be one of {', '.join(CONTACT_FIELDS)} or custom.<key>")
-        return value
-
-    @model_validator(mode="after")
-    def _options_for_choices(self) -> FormField:
-        if self.type in ("select", "multi-select") and not self.options:
-            raise ValueError(f"a {self.type} field needs options")
-        return self
-
-    @property
-    def target(self) -> str:
-        if self.maps_to:
-            return self.maps_to
-        return self.name if self.name in CONTACT_FIELDS else f"custom.{self.name}"
-
-
-class ConsentSpec(BaseModel):
-    """The consent checkbox (named `consent`) and the text the person agrees to."""
-
-    text: str = Field(min_length=1, max_length=2000)
-    required: bool = True
-
-
-class FormRules(BaseModel):
-    """What a submission is checked against: a form's fields, consent and honeypot."""
-
-    fields: list[FormField] = Field(min_length=1, max_length=100)
-    consent: ConsentSpec | None = None
-    default_region: str | None = None
-    honeypot_field: str = Field(default="website", pattern=FIELD_NAME_RE)
-
-    @field_validator("default_region")
-    @classmethod
-    def _known_region(cls, value: str | None) -> str | None:
-        return check_region(value)
-
-    @model_validator(mode="after")
-    def _distinct_names(self) -> FormRules:
-        names = [f.name for f in self.fields]
-        reserved = {*TRACKING_FIELDS, CONSENT_FIELD, self.honeypot_field}
-        if len(set(names)) != len(names):
-            raise ValueError("field names must be distinct")
-        if clash := reserved & set(names):
-            raise ValueError(
-                f"field names {sorted(clash)} are reserved (tracking, consent, honeypot)"
-            )
-        return self
 
 
 def check_region(value: str | None) -> str | None:
@@ -384,11 +269,11 @@ def normalise_currency(raw: str) -> str:
 # Leads from flat values (API, webhooks, and the mapped result of a form)
 
 
-def _first(values: Sequence[str]) -> str:
+def first_value(values: Sequence[str]) -> str:
     return values[0] if values else ""
 
 
-def _as_text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -419,7 +304,7 @@ def build_lead(
         raw = values.get(name)
         if raw is None:
             return None
-        text = _as_text(raw)
+        text = as_text(raw)
         if text is None:
             fail(name, "not_text", "expected text")
             return None
@@ -509,9 +394,9 @@ def build_lead(
     consent = values.get("consent")
     if isinstance(consent, Mapping):
         lead.consent_granted = bool(consent.get("granted"))
-        lead.consent_text = _as_text(consent.get("text"))
+        lead.consent_text = as_text(consent.get("text"))
     elif consent is not None:
-        lead.consent_granted = (_as_text(consent) or "").strip().lower() in CHECKED_VALUES
+        lead.consent_granted = (as_text(consent) or "").strip().lower() in CHECKED_VALUES
 
     identity_failed = any(p.field in (prefix + "email", prefix + "phone") for p in problems)
     if not lead.email and not lead.phone and not identity_failed:
@@ -523,208 +408,8 @@ def build_lead(
 # Form submissions
 
 
-def check_form_submission(
-    rules: FormRules, data: Mapping[str, Sequence[str]], *, skip_honeypot: bool = False
-) -> Verdict:
-    """Check a posted form against its definition and map it onto a lead."""
-    if not skip_honeypot and _first(data.get(rules.honeypot_field, ())).strip():
-        return Spam("spam.honeypot")
-    problems: list[FieldProblem] = []
-    mapped: dict[str, Any] = {}
-
-    for spec in rules.fields:
-        values = [v for v in data.get(spec.name, ()) if v is not None]
-        try:
-            value = _check_field(spec, values, rules.default_region)
-        except InvalidValue as exc:
-            problems.append(FieldProblem(spec.name, exc.code, exc.message))
-            continue
-        if value is None:
-            continue
-        target = spec.target
-        if target == "tags":
-            mapped["tags"] = value if isinstance(value, list) else [str(value)]
-        elif target == "consent":
-            mapped["consent"] = value
-        else:
-            mapped[target] = value
-
-    for name in TRACKING_FIELDS:
-        if value := _first(data.get(name, ())).strip():
-            mapped.setdefault(name, value)
-
-    if rules.consent is not None:
-        checked = _first(data.get(CONSENT_FIELD, ())).strip().lower() in CHECKED_VALUES
-        if rules.consent.required and not checked:
-            problems.append(FieldProblem(CONSENT_FIELD, "required", "consent is required"))
-        mapped["consent"] = {"granted": checked, "text": rules.consent.text}
-
-    by_target = {spec.target: spec.name for spec in rules.fields}
-    clean = frozenset(
-        spec.target
-        for spec in rules.fields
-        if (spec.type, spec.target) in (("email", "email"), ("phone", "phone"))
-    )
-    verdict = build_lead(mapped, rules.default_region, clean=clean)
-    if isinstance(verdict, Rejected):
-        for problem in verdict.problems:
-            name = by_target.get(problem.field, problem.field)
-            if not any(p.field == name for p in problems):
-                problems.append(FieldProblem(name, problem.code, problem.message))
-    if problems:
-        return Rejected(tuple(problems))
-    return verdict
-
-
-def _check_field(spec: FormField, values: list[str], region: str | None) -> Any:
-    """The field's clean value, None when empty and optional; raises InvalidValue."""
-    if spec.type == "checkbox":
-        checked = _first(values).strip().lower() in CHECKED_VALUES
-        if spec.required and not checked:
-            raise InvalidValue("required", f"{spec.label} is required")
-        return checked
-    if spec.type == "multi-select":
-        chosen = [v.strip() for v in values if v.strip()]
-        if not chosen:
-            if spec.required:
-                raise InvalidValue("required", f"{spec.label} is required")
-            return None
-        if unknown := [v for v in chosen if v not in spec.options]:
-            raise InvalidValue("not_an_option", f"{unknown[0]!r} is not one of the options")
-        return chosen
-    raw = _first(values).strip()
-    if not raw:
-        if spec.required:
-            raise InvalidValue("required", f"{spec.label} is required")
-        return None
-    limit = spec.max_length or (MAX_TEXT if spec.type == "textarea" else MAX_NAME * 5)
-    if len(raw) > limit:
-        raise InvalidValue("too_long", f"{spec.label} has at most {limit} characters")
-    if spec.pattern is not None and author_pattern(spec.pattern).fullmatch(raw) is None:
-        raise InvalidValue("pattern", f"{spec.label} is not in the expected format")
-    match spec.type:
-        case "email":
-            return normalise_email(raw)
-        case "phone":
-            return normalise_phone(raw, region)
-        case "number":
-            return normalise_number(raw)
-        case "date":
-            return normalise_date(raw)
-        case "select":
-            if raw not in spec.options:
-                raise InvalidValue("not_an_option", f"{raw!r} is not one of the options")
-            return raw
-        case "textarea":
-            return raw
-        case _:
-            return collapse(raw)
-
-
-def form_values(payload: Mapping[str, Any]) -> dict[str, list[str]]:
-    """A JSON form post as the same multi-valued text a browser would send."""
-    result: dict[str, list[str]] = {}
-    for key, value in payload.items():
-        items = value if isinstance(value, list) else [value]
-        texts = [t for t in (_as_text(item) for item in items) if t is not None]
-        result[str(key)] = texts
-    return result
-
-
 # ---------------------------------------------------------------------------------------------
 # Webhooks: dotted-path mapping and Standard Webhooks signatures
-
-WEBHOOK_TOLERANCE_S = 300
-SECRET_PREFIX = "whsec_"
-
-
-def resolve_path(payload: Any, path: str) -> Any:
-    """The value at a dotted path (`data.contact.email`, `items.0.sku`), None when absent."""
-    current = payload
-    for part in path.split("."):
-        if isinstance(current, Mapping):
-            current = current.get(part)
-        elif isinstance(current, list) and part.lstrip("-").isdigit():
-            index = int(part)
-            current = current[index] if -len(current) <= index < len(current) else None
-        else:
-            return None
-        if current is None:
-            return None
-    return current
-
-
-def map_payload(payload: Any, mapping: Mapping[str, str]) -> dict[str, Any]:
-    """Lead-field values from a webhook payload: `{lead_field: dotted_path}`; identity if empty."""
-    if not mapping:
-        return dict(payload) if isinstance(payload, Mapping) else {}
-    values: dict[str, Any] = {}
-    for target, path in mapping.items():
-        value = resolve_path(payload, path)
-        if value is not None:
-            values[target] = value
-    return values
-
-
-class SignatureRejected(Exception):
-    """A webhook whose signature, timestamp or id does not hold up."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def new_secret(random_bytes: bytes) -> str:
-    return SECRET_PREFIX + base64.b64encode(random_bytes).decode()
-
-
-def secret_key(secret: str) -> bytes:
-    try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("a signing secret is `whsec_` followed by base64") from exc
-    if len(key) < 16:
-        raise ValueError("a signing secret holds at least 16 random bytes")
-    return key
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` value a sender puts on a message (`v1,<base64 HMAC-SHA256>`)."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def verify_signature(
-    secret: str,
-    msg_id: str | None,
-    timestamp: str | None,
-    signatures: str | None,
-    body: bytes,
-    now: datetime,
-    tolerance_s: int = WEBHOOK_TOLERANCE_S,
-) -> None:
-    """Standard Webhooks verification; raises SignatureRejected with a reason code."""
-    if not msg_id or not timestamp or not signatures:
-        raise SignatureRejected(
-            "signature_missing", "webhook-id, webhook-timestamp and webhook-signature are required"
-        )
-    if len(msg_id) > 200:
-        raise SignatureRejected("signature_invalid", "webhook-id is too long")
-    try:
-        sent_at = int(timestamp)
-    except ValueError as exc:
-        raise SignatureRejected("signature_invalid", "webhook-timestamp is not an integer") from exc
-    if abs(now.timestamp() - sent_at) > tolerance_s:
-        raise SignatureRejected(
-            "signature_stale", f"webhook-timestamp is more than {tolerance_s}s away from now"
-        )
-    expected = sign(secret, msg_id, sent_at, body).encode()
-    for candidate in signatures.split():
-        if hmac.compare_digest(candidate.encode(), expected):
-            return
-    raise SignatureRejected("signature_invalid", "no webhook-signature matches")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,64 +469,3 @@ def retry_after(seconds: float) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Engagement events
-
-
-def build_engagement(
-    values: Mapping[str, Any], engagement_id: str, now: datetime, *, prefix: str = ""
-) -> Engagement | tuple[FieldProblem, ...]:
-    """A typed engagement payload, or every failing field; the person is an e-mail or an id."""
-    problems: list[FieldProblem] = []
-    kind = ENGAGEMENT_TYPES.get(str(values.get("type")))
-    if kind is None:
-        problems.append(
-            FieldProblem(
-                prefix + "type",
-                "not_an_option",
-                f"type must be one of {', '.join(sorted(ENGAGEMENT_TYPES))}",
-            )
-        )
-    email: str | None = None
-    if raw_email := values.get("email"):
-        try:
-            email = normalise_email(str(raw_email))
-        except InvalidValue as exc:
-            problems.append(FieldProblem(prefix + "email", exc.code, exc.message))
-    contact_id = values.get("contact_id") or None
-    if email is None and contact_id is None and not values.get("email"):
-        problems.append(
-            FieldProblem(
-                prefix + "email", "identity_required", "an e-mail or contact_id is required"
-            )
-        )
-    occurred_at = values.get("occurred_at") or now
-    if isinstance(occurred_at, datetime) and occurred_at.tzinfo is None:
-        occurred_at = occurred_at.replace(tzinfo=UTC)
-    fields: dict[str, Any] = {
-        "engagement_id": engagement_id,
-        "email": email,
-        "contact_id": contact_id,
-        "occurred_at": occurred_at,
-        "properties": dict(values.get("properties") or {}),
-    }
-    if values.get("url"):
-        if kind in (PageViewed, EmailClicked):
-            fields["url"] = values["url"]
-        else:
-            fields["properties"].setdefault("url", values["url"])
-    if kind is PurchaseCompleted:
-        amount = values.get("amount")
-        if amount is None:
-            problems.append(FieldProblem(prefix + "amount", "required", "amount is required"))
-        elif Decimal(amount) < 0:
-            problems.append(FieldProblem(prefix + "amount", "negative", "amount must be >= 0"))
-        fields["amount"] = amount
-        if not values.get("currency"):
-            problems.append(FieldProblem(prefix + "currency", "required", "currency is required"))
-        else:
-            try:
-                fields["currency"] = normalise_currency(str(values["currency"]))
-            except InvalidValue as exc:
-                problems.append(FieldProblem(prefix + "currency", exc.code, exc.message))
-    if problems or kind is None:
-        return tuple(problems)
-    return kind(**fields)

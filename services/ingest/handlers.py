@@ -18,6 +18,8 @@ from sqlalchemy import Table
 
 from services.ingest import domain
 from services.ingest.domain import Accepted, CleanLead, FieldProblem, Rejected, Spam, Verdict
+from services.ingest.forms import domain as forms_domain
+from services.ingest.leads import domain as leads_domain
 from services.ingest.models import Form, IdempotencyKey, Submission, WebhookSource
 from services.ingest.schemas import (
     RULE_KEYS,
@@ -30,6 +32,7 @@ from services.ingest.schemas import (
     WebhookSourceUpdate,
 )
 from services.ingest.store import SUBMISSIONS, store_of
+from services.ingest.webhooks import domain as webhooks_domain
 from shared.erasure import (
     digests,
     email_identity,
@@ -48,7 +51,7 @@ from shared.uow import UnitOfWork, outbox_row
 
 SOURCE = "/leadwire/ingest"
 IDEMPOTENCY_TTL = timedelta(hours=24)
-WEBHOOK_ID_TTL = timedelta(seconds=2 * domain.WEBHOOK_TOLERANCE_S)
+WEBHOOK_ID_TTL = timedelta(seconds=2 * webhooks_domain.WEBHOOK_TOLERANCE_S)
 
 
 class UnsupportedMediaType(DomainError):
@@ -101,13 +104,13 @@ class FormSnapshot:
     workspace: str
     version: int
     settings: FormSettings
-    rules: domain.FormRules
+    rules: forms_domain.FormRules
     signing_secret: str | None
 
 
 def snapshot(form: Form) -> FormSnapshot:
     settings = FormSettings.model_validate(form.definition)
-    rules = domain.FormRules.model_validate(settings.model_dump(include=RULE_KEYS))
+    rules = forms_domain.FormRules.model_validate(settings.model_dump(include=RULE_KEYS))
     return FormSnapshot(form.id, form.workspace, form.version, settings, rules, form.signing_secret)
 
 
@@ -201,7 +204,7 @@ async def create_webhook_source(
         id=prefixed("whs"),
         workspace=workspace,
         name=cmd.name,
-        secret=cmd.secret or domain.new_secret(secrets.token_bytes(32)),
+        secret=cmd.secret or webhooks_domain.new_secret(secrets.token_bytes(32)),
         mapping=cmd.mapping,
         default_region=cmd.default_region,
         created_at=now,
@@ -407,10 +410,10 @@ async def _verify(
     """Check a Standard Webhooks signature and refuse a webhook-id seen before."""
     now = datetime.now(UTC)
     try:
-        domain.verify_signature(
+        webhooks_domain.verify_signature(
             secret, signed.webhook_id, signed.timestamp, signed.signature, body, now
         )
-    except domain.SignatureRejected as exc:
+    except webhooks_domain.SignatureRejected as exc:
         raise SignatureRejected(exc.message, reason=exc.code) from exc
     assert signed.webhook_id is not None  # verified above
     if not await store_of(uow).remember_webhook_message(owner_id, signed.webhook_id, now):
@@ -436,7 +439,7 @@ def judge_form_submissions(cmds: Sequence[FormPost]) -> tuple[list[Outcome], Cap
             cmd.form.id,
             cmd.raw,
             cmd.values,
-            domain.check_form_submission(cmd.form.rules, cmd.values),
+            forms_domain.check_form_submission(cmd.form.rules, cmd.values),
             correlation_id=cmd.correlation_id,
             traceparent=cmd.traceparent,
             region=cmd.form.rules.default_region,
@@ -470,7 +473,7 @@ async def capture_webhook(cmd: WebhookPost, uow: UnitOfWork) -> Outcome:
     cmd.admit(source.workspace)
     now = await _verify(source.secret, source.id, cmd.signed, cmd.raw.body, uow)
     payload = parse_json(cmd.raw.body)
-    values = domain.map_payload(payload, source.mapping)
+    values = webhooks_domain.map_payload(payload, source.mapping)
     capture = Capture(now)
     verdict = domain.build_lead(values, source.default_region)
     outcome = capture.record(
@@ -628,7 +631,7 @@ async def publish_engagement(
     problems: list[FieldProblem] = []
     payloads = []
     for index, event in enumerate(events):
-        result = domain.build_engagement(
+        result = leads_domain.build_engagement(
             event.model_dump(), event.id or prefixed("eng"), now, prefix=f"events.{index}."
         )
         if isinstance(result, tuple):
@@ -710,12 +713,12 @@ async def _rerun(row: Submission, uow: UnitOfWork) -> Verdict:
         if form is None:
             raise Conflict("the submission's form no longer exists")
         values: Mapping[str, list[str]] = row.data
-        return domain.check_form_submission(snapshot(form).rules, values, skip_honeypot=True)
+        return forms_domain.check_form_submission(snapshot(form).rules, values, skip_honeypot=True)
     if row.source == "webhook":
         source = await store.webhook_source(row.source_id or "", row.workspace)
         if source is None:
             raise Conflict("the submission's webhook source no longer exists")
-        values_ = domain.map_payload(row.data, source.mapping)
+        values_ = webhooks_domain.map_payload(row.data, source.mapping)
         return domain.build_lead(values_, source.default_region)
     lead = LeadIn.model_validate(row.data)
     return domain.build_lead(lead.values(), None)

@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from services.ingest import domain
-from services.ingest.domain import ConsentSpec, FormField
+from services.ingest.forms import domain as forms_domain
+from services.ingest.forms.domain import ConsentSpec, FormField
+from services.ingest.webhooks import domain as webhooks_domain
 from shared.api_types import RequestDateTime, StrictBool, UtcDateTime
 from shared.json_limits import LimitedJsonObject
 
@@ -37,7 +39,7 @@ def _http_url(value: str | None) -> str | None:
 
 def _secret(value: str | None) -> str | None:
     if value is not None:
-        domain.secret_key(value)
+        webhooks_domain.secret_key(value)
     return value
 
 
@@ -72,7 +74,7 @@ class FormSettings(BaseModel):
 
     @model_validator(mode="after")
     def _rules_hold(self) -> FormSettings:
-        domain.FormRules.model_validate(self.model_dump(include=RULE_KEYS))
+        forms_domain.FormRules.model_validate(self.model_dump(include=RULE_KEYS))
         return self
 
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from services.contacts.main import app as contacts_app
-from services.ingest import domain
 from services.ingest.main import app as ingest_app
 from services.ingest.settings import IngestSettings
+from services.ingest.webhooks import domain as webhooks_domain
 from shared.settings import Settings
 from tests.conftest import unique
 from tests.helpers import SECRET, eventually, running, token
@@ -61,7 +61,7 @@ def signed(secret: str, body: bytes) -> dict[str, str]:
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(at),
-        "webhook-signature": domain.sign(secret, msg_id, at, body),
+        "webhook-signature": webhooks_domain.sign(secret, msg_id, at, body),
     }
 
 

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from services.ingest import domain as ingest_domain
+from services.ingest.webhooks import domain as webhooks_domain
 from services.registry import SERVICES, spec
 from shared.app import create_app
 from shared.bus.memory import MemoryBus
@@ -176,7 +176,7 @@ def signed(secret: str, body: bytes) -> dict[str, str]:
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(at),
-        "webhook-signature": ingest_domain.sign(secret, msg_id, at, body),
+        "webhook-signature": webhooks_domain.sign(secret, msg_id, at, body),
     }
 
 

@@ -15,9 +15,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
-from services.ingest import domain
 from services.ingest.main import app as ingest_app
 from services.ingest.settings import IngestSettings
+from services.ingest.webhooks import domain as webhooks_domain
 from shared.events import topics
 from shared.events.envelope import Envelope
 from tests.conftest import unique
@@ -117,7 +117,7 @@ class TestLeadsReachKafka:
         headers = {
             "webhook-id": "msg_1",
             "webhook-timestamp": str(now),
-            "webhook-signature": domain.sign(source["secret"], "msg_1", now, body),
+            "webhook-signature": webhooks_domain.sign(source["secret"], "msg_1", now, body),
         }
         hook = await client.post(f"/v1/webhooks/{source['id']}", content=body, headers=headers)
         assert hook.status_code == 202

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from services.ingest import domain
+from services.ingest.webhooks import domain as webhooks_domain
 from tests.helpers import token
 from tests.service.ingest.conftest import Ingest, body_of, random_email
 
@@ -41,7 +41,7 @@ def signed(
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(at),
-        "webhook-signature": domain.sign(secret, msg_id, at, body),
+        "webhook-signature": webhooks_domain.sign(secret, msg_id, at, body),
     }
 
 
@@ -98,7 +98,7 @@ class TestSignedWebhooks:
     async def test_a_wrong_signature_answers_401(self, ingest: Ingest) -> None:
         source = await create_source(ingest)
         body = orjson.dumps(payload(random_email()))
-        other_secret = domain.new_secret(b"0" * 32)
+        other_secret = webhooks_domain.new_secret(b"0" * 32)
         response = await ingest.client.post(
             f"/v1/webhooks/{source['id']}", content=body, headers=signed(other_secret, body)
         )
@@ -164,14 +164,14 @@ class TestSignedWebhooks:
         response = await ingest.client.post(
             "/v1/webhooks/whs_nope",
             content=body,
-            headers=signed(domain.new_secret(b"1" * 32), body),
+            headers=signed(webhooks_domain.new_secret(b"1" * 32), body),
         )
         assert response.status_code == 404
 
 
 class TestSignedFormPosts:
     async def test_a_server_signed_form_post_skips_the_origin_check(self, ingest: Ingest) -> None:
-        secret = domain.new_secret(b"k" * 32)
+        secret = webhooks_domain.new_secret(b"k" * 32)
         form = await ingest.create_form(signing_secret=secret)
         assert form["has_signing_secret"] is True
         body = orjson.dumps({"email": random_email(), "first_name": "Ann", "consent": True})
@@ -180,7 +180,9 @@ class TestSignedFormPosts:
             f"/v1/forms/{form['id']}/submissions", content=body, headers=headers
         )
         assert response.status_code == 202, response.text
-        forged = signed(domain.new_secret(b"x" * 32), body) | {"origin": "https://server.internal"}
+        forged = signed(webhooks_domain.new_secret(b"x" * 32), body) | {
+            "origin": "https://server.internal"
+        }
         refused = await ingest.client.post(
             f"/v1/forms/{form['id']}/submissions", content=body, headers=forged
         )

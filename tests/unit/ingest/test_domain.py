@@ -8,15 +8,11 @@ from decimal import Decimal
 import pytest
 
 from services.ingest import domain
-from services.ingest.domain import (
-    Accepted,
-    ConsentSpec,
-    FormField,
-    FormRules,
-    InvalidValue,
-    Rejected,
-    Spam,
-)
+from services.ingest.domain import Accepted, InvalidValue, Rejected, Spam
+from services.ingest.forms import domain as forms_domain
+from services.ingest.forms.domain import ConsentSpec, FormField, FormRules
+from services.ingest.leads import domain as leads_domain
+from services.ingest.webhooks import domain as webhooks_domain
 from shared.events.ingest import PageViewed, PurchaseCompleted
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -41,7 +37,7 @@ class TestNormaliseEmail:
 
     def test_one_address_in_any_case_is_one_identity(self) -> None:
         verdicts = [
-            domain.check_form_submission(rules(email_field()), {"email": [typed]})
+            forms_domain.check_form_submission(rules(email_field()), {"email": [typed]})
             for typed in ("ann.lee@example.com", "Ann.Lee@Example.COM", "ANN.LEE@EXAMPLE.COM")
         ]
         leads = [v.lead for v in verdicts if isinstance(v, Accepted)]
@@ -124,9 +120,9 @@ class TestFormDefinition:
         # `(a+)+$` backtracks exponentially in a backtracking engine on "aaa…b"; RE2 does not.
         form = rules(email_field(), FormField(name="code", label="Code", pattern=r"(a+)+$"))
         values = {"email": ["ada@example.com"], "code": ["a" * 200 + "b"]}
-        assert codes(domain.check_form_submission(form, values)) == {"code": "pattern"}
+        assert codes(forms_domain.check_form_submission(form, values)) == {"code": "pattern"}
         values["code"] = ["a" * 200]
-        assert isinstance(domain.check_form_submission(form, values), domain.Accepted)
+        assert isinstance(forms_domain.check_form_submission(form, values), domain.Accepted)
 
     def test_a_field_named_like_a_tracking_field_is_refused(self) -> None:
         with pytest.raises(ValueError, match="reserved"):
@@ -150,7 +146,7 @@ class TestCheckFormSubmission:
             default_region="GB",
             consent=ConsentSpec(text="I agree"),
         )
-        verdict = domain.check_form_submission(
+        verdict = forms_domain.check_form_submission(
             form,
             {
                 "email": [" Ann@Example.com"],
@@ -194,7 +190,7 @@ class TestCheckFormSubmission:
             default_region="GB",
             consent=ConsentSpec(text="I agree"),
         )
-        verdict = domain.check_form_submission(
+        verdict = forms_domain.check_form_submission(
             form,
             {
                 "email": ["not-an-email"],
@@ -224,23 +220,23 @@ class TestCheckFormSubmission:
 
     def test_a_lead_without_email_or_phone_is_refused(self) -> None:
         form = rules(email_field(required=False), FormField(name="first_name", label="First name"))
-        verdict = domain.check_form_submission(form, {"first_name": ["Ann"]})
+        verdict = forms_domain.check_form_submission(form, {"first_name": ["Ann"]})
         assert codes(verdict) == {"email": "identity_required"}
 
     def test_a_phone_alone_is_enough_identity(self) -> None:
         form = rules(FormField(name="phone", type="phone", label="Phone"), default_region="US")
-        verdict = domain.check_form_submission(form, {"phone": ["(650) 253-0000"]})
+        verdict = forms_domain.check_form_submission(form, {"phone": ["(650) 253-0000"]})
         assert isinstance(verdict, Accepted)
         assert verdict.lead.dedupe_key == "phone:+16502530000"
 
     def test_a_filled_honeypot_is_spam(self) -> None:
-        verdict = domain.check_form_submission(
+        verdict = forms_domain.check_form_submission(
             rules(email_field()), {"email": ["a@example.com"], "website": ["http://spam"]}
         )
         assert verdict == Spam("spam.honeypot")
 
     def test_a_release_skips_the_honeypot(self) -> None:
-        verdict = domain.check_form_submission(
+        verdict = forms_domain.check_form_submission(
             rules(email_field()),
             {"email": ["a@example.com"], "website": ["x"]},
             skip_honeypot=True,
@@ -251,11 +247,13 @@ class TestCheckFormSubmission:
         form = rules(
             email_field(), FormField(name="terms", type="checkbox", label="Terms", required=True)
         )
-        verdict = domain.check_form_submission(form, {"email": ["a@example.com"]})
+        verdict = forms_domain.check_form_submission(form, {"email": ["a@example.com"]})
         assert codes(verdict) == {"terms": "required"}
 
     def test_json_values_read_like_a_browser_post(self) -> None:
-        values = domain.form_values({"email": "a@example.com", "n": 3, "ok": True, "t": ["a", "b"]})
+        values = forms_domain.form_values(
+            {"email": "a@example.com", "n": 3, "ok": True, "t": ["a", "b"]}
+        )
         assert values == {"email": ["a@example.com"], "n": ["3"], "ok": ["true"], "t": ["a", "b"]}
 
 
@@ -288,14 +286,14 @@ class TestBuildLead:
 class TestWebhookMapping:
     def test_dotted_paths_reach_into_objects_and_lists(self) -> None:
         payload = {"data": {"contact": {"email": "a@example.com"}, "items": [{"sku": "x1"}]}}
-        assert domain.resolve_path(payload, "data.contact.email") == "a@example.com"
-        assert domain.resolve_path(payload, "data.items.0.sku") == "x1"
-        assert domain.resolve_path(payload, "data.items.5.sku") is None
-        assert domain.resolve_path(payload, "data.nothing.here") is None
+        assert webhooks_domain.resolve_path(payload, "data.contact.email") == "a@example.com"
+        assert webhooks_domain.resolve_path(payload, "data.items.0.sku") == "x1"
+        assert webhooks_domain.resolve_path(payload, "data.items.5.sku") is None
+        assert webhooks_domain.resolve_path(payload, "data.nothing.here") is None
 
     def test_a_mapping_yields_lead_field_values(self) -> None:
         payload = {"person": {"mail": "a@example.com", "name": {"first": "Ann"}}, "plan": "pro"}
-        values = domain.map_payload(
+        values = webhooks_domain.map_payload(
             payload,
             {"email": "person.mail", "first_name": "person.name.first", "custom.plan": "plan"},
         )
@@ -307,7 +305,7 @@ class TestWebhookMapping:
 
 class TestWebhookSignature:
     def test_matches_the_standard_webhooks_reference_vector(self) -> None:
-        signature = domain.sign(
+        signature = webhooks_domain.sign(
             SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
         )
         assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
@@ -315,28 +313,28 @@ class TestWebhookSignature:
     def test_a_valid_signature_among_several_is_accepted(self) -> None:
         now = datetime.now(UTC)
         ts = int(now.timestamp())
-        good = domain.sign(SECRET, "msg_1", ts, b"{}")
-        domain.verify_signature(SECRET, "msg_1", str(ts), f"v1,AAAA {good}", b"{}", now)
+        good = webhooks_domain.sign(SECRET, "msg_1", ts, b"{}")
+        webhooks_domain.verify_signature(SECRET, "msg_1", str(ts), f"v1,AAAA {good}", b"{}", now)
 
     def test_a_signature_over_another_body_is_refused(self) -> None:
         now = datetime.now(UTC)
         ts = int(now.timestamp())
-        signature = domain.sign(SECRET, "msg_1", ts, b"{}")
-        with pytest.raises(domain.SignatureRejected) as caught:
-            domain.verify_signature(SECRET, "msg_1", str(ts), signature, b'{"a":1}', now)
+        signature = webhooks_domain.sign(SECRET, "msg_1", ts, b"{}")
+        with pytest.raises(webhooks_domain.SignatureRejected) as caught:
+            webhooks_domain.verify_signature(SECRET, "msg_1", str(ts), signature, b'{"a":1}', now)
         assert caught.value.code == "signature_invalid"
 
     def test_a_timestamp_older_than_five_minutes_is_refused(self) -> None:
         now = datetime.now(UTC)
         ts = int((now - timedelta(minutes=6)).timestamp())
-        signature = domain.sign(SECRET, "msg_1", ts, b"{}")
-        with pytest.raises(domain.SignatureRejected) as caught:
-            domain.verify_signature(SECRET, "msg_1", str(ts), signature, b"{}", now)
+        signature = webhooks_domain.sign(SECRET, "msg_1", ts, b"{}")
+        with pytest.raises(webhooks_domain.SignatureRejected) as caught:
+            webhooks_domain.verify_signature(SECRET, "msg_1", str(ts), signature, b"{}", now)
         assert caught.value.code == "signature_stale"
 
     def test_missing_headers_are_refused(self) -> None:
-        with pytest.raises(domain.SignatureRejected) as caught:
-            domain.verify_signature(SECRET, None, None, None, b"{}", datetime.now(UTC))
+        with pytest.raises(webhooks_domain.SignatureRejected) as caught:
+            webhooks_domain.verify_signature(SECRET, None, None, None, b"{}", datetime.now(UTC))
         assert caught.value.code == "signature_missing"
 
 
@@ -362,7 +360,7 @@ class TestBuildEngagement:
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
     def test_a_page_view_keeps_its_url(self) -> None:
-        event = domain.build_engagement(
+        event = leads_domain.build_engagement(
             {"type": "page.viewed", "email": "A@Example.com", "url": "https://x.test/p"},
             "e1",
             self.now,
@@ -373,7 +371,7 @@ class TestBuildEngagement:
         assert event.occurred_at == self.now
 
     def test_a_purchase_needs_an_amount_and_a_known_currency(self) -> None:
-        problems = domain.build_engagement(
+        problems = leads_domain.build_engagement(
             {"type": "purchase.completed", "contact_id": "c1", "currency": "XYZ"}, "e1", self.now
         )
         assert isinstance(problems, tuple)
@@ -381,7 +379,7 @@ class TestBuildEngagement:
             "amount": "required",
             "currency": "invalid_currency",
         }
-        event = domain.build_engagement(
+        event = leads_domain.build_engagement(
             {
                 "type": "purchase.completed",
                 "contact_id": "c1",
@@ -395,7 +393,7 @@ class TestBuildEngagement:
         assert event.currency == "EUR"
 
     def test_an_unknown_type_and_no_person_are_both_reported(self) -> None:
-        problems = domain.build_engagement(
+        problems = leads_domain.build_engagement(
             {"type": "page.liked"}, "e1", self.now, prefix="events.0."
         )
         assert isinstance(problems, tuple)
