@@ -14,10 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from services.contacts.domain import RuleViolation
-from services.contacts.models import (
-    Contact,
-    TaskRow,
-)
+from services.contacts.models import Contact, TaskRow
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contacts import (
@@ -176,9 +173,6 @@ async def flush_unique(store: ContactRecords) -> None:
     await store.flush(on_conflict=Conflict("another contact already has this email or phone"))
 
 
-# --- captures -------------------------------------------------------------------------------
-
-
 # --- contacts over the API ------------------------------------------------------------------
 
 
@@ -236,15 +230,6 @@ async def record_lifecycle(
     )
 
 
-# --- erase and export -----------------------------------------------------------------------
-
-
-# --- merge and duplicates -------------------------------------------------------------------
-
-
-# --- owners, teams, assignment --------------------------------------------------------------
-
-
 # --- tasks ----------------------------------------------------------------------------------
 
 
@@ -260,21 +245,6 @@ def task_snapshot(task: TaskRow) -> TaskSnapshot:
         created_at=task.created_at,
         completed_at=task.completed_at,
     )
-
-
-# --- commands and events from other services ------------------------------------------------
-
-
-# --- timeline -------------------------------------------------------------------------------
-
-
-# --- fields ---------------------------------------------------------------------------------
-
-
-# --- reads for the API ---------------------------------------------------------------------
-
-
-# --- listing and segments -------------------------------------------------------------------
 
 
 # --- reports --------------------------------------------------------------------------------

@@ -17,16 +17,10 @@ from services.contacts.handlers import (
     snapshot_of,
     values_of,
 )
-from services.contacts.models import (
-    Contact,
-    MergeRecord,
-)
+from services.contacts.models import Contact, MergeRecord
 from services.contacts.segments.handlers import SegmentsRepository, refresh_segments
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.events.contacts import (
-    ContactMerged,
-    SegmentExited,
-)
+from shared.events.contacts import ContactMerged, SegmentExited
 from shared.ids import uuid7 as new_id
 from shared.uow import Transaction
 

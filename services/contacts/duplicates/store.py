@@ -20,10 +20,7 @@ from services.contacts.models import (
     MergeRecord,
     TaskRow,
 )
-from services.contacts.people.store import (
-    LIVE,
-    PeopleStore,
-)
+from services.contacts.people.store import LIVE, PeopleStore
 
 
 class DuplicatesStore(PeopleStore):

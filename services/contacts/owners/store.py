@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import (
-    func,
-    select,
-)
+from sqlalchemy import func, select
 
 from services.contacts.models import (
     Owner,

@@ -22,10 +22,7 @@ from services.contacts.models import (
 from services.contacts.privacy.domain import ErasureSubject
 from shared import erasure
 from shared.events import topics
-from shared.events.contacts import (
-    ContactDeleted,
-    SegmentExited,
-)
+from shared.events.contacts import ContactDeleted, SegmentExited
 from shared.export import PersonRef
 from shared.uow import Transaction
 

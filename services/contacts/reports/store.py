@@ -13,14 +13,8 @@ from sqlalchemy import (
     select,
 )
 
-from services.contacts.models import (
-    Contact,
-    LifecycleChangeRow,
-)
-from services.contacts.people.store import (
-    LIVE,
-    PeopleStore,
-)
+from services.contacts.models import Contact, LifecycleChangeRow
+from services.contacts.people.store import LIVE, PeopleStore
 from shared.db import UtcDateTime
 
 

@@ -11,10 +11,7 @@ from typing import Any, Protocol
 
 from services.contacts.domain import FieldDefinition, RuleViolation
 from services.contacts.handlers import ContactRecords, checked, publish, snapshot
-from services.contacts.models import (
-    Contact,
-    Segment,
-)
+from services.contacts.models import Contact, Segment
 from services.contacts.segments import domain as segments_domain
 from services.contacts.segments.domain import Filter, Page
 from shared.errors import NotFound

@@ -42,10 +42,7 @@ from services.contacts.people.store import (
 )
 from services.contacts.segments import domain as segments_domain
 from services.contacts.segments.domain import Condition, Filter, Group, Page
-from shared.db import (
-    UtcDateTime,
-    try_xact_lock,
-)
+from shared.db import UtcDateTime, try_xact_lock
 
 
 def compile_filter(node: Filter, now: datetime, dialect: str) -> ColumnElement[bool]:
