@@ -70,9 +70,10 @@ def apply_workflow(settings: Settings, document: Document, check: bool) -> str:
 
 def apply_form(settings: Settings, document: Document, check: bool) -> str:
     """Create the form, or update the workspace's form of the same name."""
-    from services.ingest import handlers
+    from services.ingest.forms import handlers
     from services.ingest.main import SPEC
     from services.ingest.schemas import FormCreate, FormUpdate
+    from services.ingest.store import transaction
     from shared import db
     from shared.migrations import upgrade
     from shared.uow import UnitOfWork
@@ -92,19 +93,21 @@ def apply_form(settings: Settings, document: Document, check: bool) -> str:
         try:
             if settings.should_migrate_on_start:
                 await upgrade(engine, SPEC.migrations, settings.schema_for(SPEC.name))
-            async with UnitOfWork(db.sessionmaker(engine), SPEC.outbox, SPEC.inbox) as uow:
+            async with transaction(
+                UnitOfWork(db.sessionmaker(engine), SPEC.outbox, SPEC.inbox)
+            ) as tx:
                 existing = [
                     f
-                    for f in await handlers.list_forms(document.workspace, 1000, None, uow)
+                    for f in await handlers.list_forms(document.workspace, 1000, None, tx)
                     if f.name == form.name
                 ]
                 if existing:
                     changes = FormUpdate.model_validate(document.spec)
                     row = await handlers.update_form(
-                        existing[0].id, changes, document.workspace, uow
+                        existing[0].id, changes, document.workspace, tx
                     )
                     return f"form {row.id} updated for {document.workspace}"
-                row = await handlers.create_form(form, document.workspace, uow)
+                row = await handlers.create_form(form, document.workspace, tx)
                 return f"form {row.id} created for {document.workspace}"
         finally:
             await engine.dispose()

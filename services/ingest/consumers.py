@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.ingest import erasure
+from services.ingest.privacy import handlers as privacy
+from services.ingest.store import over
 from shared.app import ServiceContext
 from shared.bus import Subscription
 from shared.events import topics
@@ -18,7 +19,7 @@ def erasure_subscription(ctx: ServiceContext) -> Subscription:
     before any database work (no inbox row for each of them)."""
 
     async def on_deleted(event: Envelope, uow: UnitOfWork) -> None:
-        await erasure.erase_person(event.workspace, event.payload(ContactDeleted), uow)
+        await privacy.erase_person(event.workspace, event.payload(ContactDeleted), over(uow))
 
     single = ctx.subscription("erasures", (topics.CONTACTS,), on_deleted)
 

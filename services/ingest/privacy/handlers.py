@@ -12,17 +12,19 @@ from typing import Any
 
 import orjson
 
-from services.ingest.store import IngestStore, store_of
+from services.ingest.handlers import IngestRepository
 from shared.erasure import identity_digest
 from shared.events.contacts import ContactDeleted
 from shared.export import PersonRef
-from shared.uow import UnitOfWork
+from shared.uow import Transaction
 
 
-async def erase_person(workspace: str, tombstone: ContactDeleted, uow: UnitOfWork) -> None:
+async def erase_person(
+    workspace: str, tombstone: ContactDeleted, tx: Transaction[IngestRepository]
+) -> None:
     """Delete what ingest holds on an erased contact, wherever it came in (form, browser post,
     API, webhook, quarantine, engagement), and remember the erasure by digest."""
-    store = store_of(uow)
+    store = tx.store
     named = set(tombstone.identity_digests)
     await store.record_erasures(workspace, sorted(named), tombstone.deleted_at)
     removed = await store.delete_person_submissions(
@@ -38,7 +40,7 @@ async def erase_person(workspace: str, tombstone: ContactDeleted, uow: UnitOfWor
 
 
 async def _outbox_rows(
-    store: IngestStore, workspace: str, ref: ContactDeleted | PersonRef
+    store: IngestRepository, workspace: str, ref: ContactDeleted | PersonRef
 ) -> list[int]:
     """The outbox rows about the person, unsent or kept for re-publishing."""
     named = set(ref.identity_digests)
@@ -52,10 +54,12 @@ async def _outbox_rows(
     ]
 
 
-async def export_person(workspace: str, ref: PersonRef, uow: UnitOfWork) -> dict[str, Any]:
+async def export_person(
+    workspace: str, ref: PersonRef, tx: Transaction[IngestRepository]
+) -> dict[str, Any]:
     """Everything ingest holds on the person: submissions as they came in (raw and parsed,
     quarantined ones too), stored idempotent answers, and events about them not yet dropped."""
-    store = store_of(uow)
+    store = tx.store
     named = set(ref.identity_digests)
     submissions = await store.person_submissions(workspace, sorted(named), ref.submission_ids)
     ids = {s.id for s in submissions} | set(ref.submission_ids)
