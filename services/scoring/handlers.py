@@ -15,7 +15,7 @@ from services.scoring.publish import at, event_ids, report, ts
 from services.scoring.rfm import handlers as customers
 from services.scoring.rules.domain import InvalidRuleSet, RuleSet, default_rule_set, parse_rule_set
 from services.scoring.scores import domain as scores
-from services.scoring.scores.domain import ContactScore, LedgerEntry
+from services.scoring.scores.domain import ContactScore
 from services.scoring.store import Contact, Outbox, Rescore, Store, Timer
 from shared.errors import InvalidInput, NotFound
 from shared.events.contacts import ContactDeleted, ContactMerged, ContactSnapshot
@@ -376,7 +376,8 @@ async def on_contact_merged(
     scored = Scored(workspace, rules)
     await scored.load(store, [survivor])
     ledger = (await store.ledger_of(workspace, [survivor])).get(survivor, [])
-    rebuild(scored, survivor, ledger, attributes, outbox, now, "merge")
+    fresh = scores.replay(rules, ledger, attributes, ts(now), scored.states.get(survivor))
+    rebuild(scored, survivor, fresh, outbox, now, "merge")
     await scored.save(store)
     if merged_rfm is not None:
         await customers.merge_customer(workspace, survivor, merged_rfm, store, outbox, now)
@@ -385,18 +386,17 @@ async def on_contact_merged(
 def rebuild(
     scored: Scored,
     contact_id: str,
-    entries: Sequence[LedgerEntry],
-    attributes: Mapping[str, Any],
+    fresh: ContactScore,
     outbox: Outbox,
     now: datetime,
     cause: str,
     correlationid: str | None = None,
 ) -> bool:
-    """Replace a contact's score by its replay from the ledger; True when it changed visibly."""
+    """Replace a contact's score by `fresh`, its replay from the ledger; True when it changed
+    visibly."""
     rules, seconds = scored.rules, ts(now)
     previous = scored.states.get(contact_id)
     before = scores.scores_at(previous, rules, seconds) if previous else {}
-    fresh = scores.replay(rules, entries, attributes, seconds, previous)
     scored.states[contact_id] = fresh
     scored.touched.add(contact_id)
     after = scores.scores_at(fresh, rules, seconds)
@@ -497,12 +497,17 @@ async def rescore_next_chunk(store: Store, outbox: Outbox, now: datetime, size: 
         return True
     ids = [c.id for c in contacts]
     await scored.load(store, ids)
-    ledgers = await store.ledger_of(job.workspace, ids)
-    changed = sum(
-        # Every event of a rescore carries its id as correlation id.
-        rebuild(scored, c.id, ledgers.get(c.id, []), c.attributes, outbox, now, "rescore", job.id)
-        for c in contacts
+    rules, seconds = scored.rules, ts(now)
+    rates = sorted(set(scores.decay_rates(rules).values()))
+    totals = await store.ledger_totals(
+        job.workspace, ids, seconds, rates, scores.timed_types(rules)
     )
+    changed = 0
+    for c in contacts:
+        previous = scored.states.get(c.id)
+        fresh = scores.replay_totals(rules, totals.get(c.id, []), c.attributes, seconds, previous)
+        # Every event of a rescore carries its id as correlation id.
+        changed += rebuild(scored, c.id, fresh, outbox, now, "rescore", job.id)
     await scored.save(store)
     await store.update_rescore(
         job.id,

@@ -13,7 +13,7 @@ class ScoringSettings(Settings):
     scoring_timer_batch: int = 5000
     scoring_timer_claimers: int = 2
     scoring_rescore_poll_s: float = 0.5
-    scoring_rescore_chunk: int = 2000
+    scoring_rescore_chunk: int = 5000
 
 
 def scoring_settings(settings: Settings) -> ScoringSettings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -265,7 +265,7 @@ def replay(
     carried over from `previous` so a rescore reports only real crossings."""
     score = ContactScore(rules.version)
     # `award` with `now` fixed, unrolled: every contribution is kept as its value at `now`.
-    rate = {name: 1.0 / (g.half_life_days * DAY) for name, g in rules.groups.items()}
+    rate = decay_rates(rules)
     for name in rules.groups:
         score.group(name).as_of = now
     for entry in sorted(entries, key=_occurred):
@@ -285,12 +285,116 @@ def replay(
             contribution.value += rule.points * 2.0 ** ((occurred - now) * rate[rule.group])
             contribution.awarded += rule.points
     apply_attributes(score, rules, attributes or {})
+    _carry_sides(score, rules, previous)
+    return score
+
+
+def decay_rates(rules: RuleSet) -> dict[str, float]:
+    """Each group's decay rate: halvings per second."""
+    return {name: 1.0 / (g.half_life_days * DAY) for name, g in rules.groups.items()}
+
+
+def timed_types(rules: RuleSet) -> list[str]:
+    """Event types some frequency-limited rule matches: their entries' times are needed."""
+    return sorted({r.event for r in rules.body.rules if r.limit is not None and r.event})
+
+
+@dataclass(frozen=True)
+class LedgerTotal:
+    """A contact's ledger entries of one type with the same data, summed (a rescore reads
+    these, summed by the database, instead of every entry): how many, the earliest time, the
+    sum of their decay factors at `now` per decay rate, and their times in order when a
+    frequency-limited rule may match them. Times are clamped to `now`."""
+
+    type: str
+    data: Mapping[str, Any]
+    count: int
+    first: float
+    decayed: Mapping[float, float]
+    times: Sequence[float] | None
+
+
+def ledger_totals(
+    entries: Iterable[LedgerEntry], now: float, rates: Iterable[float], timed: Iterable[str]
+) -> list[LedgerTotal]:
+    """The sums of `LedgerTotal` made here from entries (where the database does not)."""
+    timed_set = set(timed)
+    rate_list = sorted(set(rates))
+    groups: dict[tuple[str, bytes], list[float]] = {}
+    datas: dict[tuple[str, bytes], Mapping[str, Any]] = {}
+    for entry in entries:
+        key = (entry.type, repr(sorted(entry.data.items())).encode())
+        groups.setdefault(key, []).append(min(entry.occurred_at, now))
+        datas[key] = entry.data
+    totals = []
+    for key, times in groups.items():
+        times.sort()
+        decayed = {r: sum(2.0 ** max((t - now) * r, -1000.0) for t in times) for r in rate_list}
+        totals.append(
+            LedgerTotal(
+                key[0],
+                datas[key],
+                len(times),
+                times[0],
+                decayed,
+                times if key[0] in timed_set else None,
+            )
+        )
+    return totals
+
+
+def replay_totals(
+    rules: RuleSet,
+    totals: Iterable[LedgerTotal],
+    attributes: Mapping[str, Any] | None,
+    now: float,
+    previous: ContactScore | None = None,
+) -> ContactScore:
+    """`replay` from summed ledger entries: a rule without a frequency limit awards its points
+    times the count, decayed by the summed factors; a limited rule goes through the times of
+    every entry it matches, in order, as `replay` does."""
+    score = ContactScore(rules.version)
+    rate = decay_rates(rules)
+    for name in rules.groups:
+        score.group(name).as_of = now
+    first: dict[str, float] = {}
+    limited: dict[str, list[float]] = {}
+    for total in totals:
+        for rule in rules.matching_engagement(total.type, total.data):
+            first[rule.id] = min(first.get(rule.id, total.first), total.first)
+            engagement = score.groups[rule.group].engagement
+            contribution = engagement.get(rule.id)
+            if contribution is None:
+                contribution = engagement[rule.id] = RuleContribution()
+            if rule.limit is not None:
+                limited.setdefault(rule.id, []).extend(total.times or ())
+                continue
+            contribution.value += rule.points * total.decayed[rate[rule.group]]
+            contribution.awarded += rule.points * total.count
+    for rule_id, times in limited.items():
+        rule = rules.rules_by_id[rule_id]
+        contribution = score.groups[rule.group].engagement[rule_id]
+        for occurred in sorted(times):
+            if _limited(rule, contribution, occurred):
+                continue
+            _record_hit(rule, contribution, occurred)
+            contribution.value += rule.points * 2.0 ** ((occurred - now) * rate[rule.group])
+            contribution.awarded += rule.points
+    for state in score.groups.values():
+        # Contributions in the order their rules first awarded, as `replay` leaves them.
+        state.engagement = dict(sorted(state.engagement.items(), key=lambda c: first[c[0]]))
+    apply_attributes(score, rules, attributes or {})
+    _carry_sides(score, rules, previous)
+    return score
+
+
+def _carry_sides(score: ContactScore, rules: RuleSet, previous: ContactScore | None) -> None:
+    """Threshold sides from `previous` (still valid thresholds only)."""
     for name in rules.groups:
         state = score.group(name)
         if previous is not None and name in previous.groups:
             valid = {t.name for t in rules.thresholds(name)}
             state.above = {t: True for t in previous.groups[name].above if t in valid}
-    return score
 
 
 def changes_between(

@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import delete, func, select, text, tuple_, update
 
 from services.scoring.models import LedgerRow, ScoreRow, TimerRow
-from services.scoring.scores.domain import LedgerEntry
+from services.scoring.scores.domain import LedgerEntry, LedgerTotal, ledger_totals
 from services.scoring.sql import SqlBase, chunks
 from shared.db import insert_rows
 
@@ -47,6 +47,14 @@ class ScoreStore(Protocol):
     async def ledger_since(
         self, workspace: str, since: datetime
     ) -> dict[str, list[LedgerEntry]]: ...
+    async def ledger_totals(
+        self,
+        workspace: str,
+        ids: Iterable[str],
+        now: float,
+        rates: Sequence[float],
+        timed: Sequence[str],
+    ) -> dict[str, list[LedgerTotal]]: ...
     async def move_ledger(self, workspace: str, source: str, target: str) -> None: ...
     async def set_timers(self, timers: Sequence[Timer]) -> None: ...
     async def clear_timers(self, keys: Sequence[tuple[str, str, str, str]]) -> None: ...
@@ -147,6 +155,50 @@ class SqlScores(SqlBase):
         for part in chunks(sorted(set(ids))):
             where = (LedgerRow.workspace == workspace, self._among(LedgerRow.contact_id, part))
             await self._collect(found, where)
+        return found
+
+    async def ledger_totals(
+        self,
+        workspace: str,
+        ids: Iterable[str],
+        now: float,
+        rates: Sequence[float],
+        timed: Sequence[str],
+    ) -> dict[str, list[LedgerTotal]]:
+        """Each contact's ledger summed by type and data (see `LedgerTotal`), as of `now`:
+        on PostgreSQL summed by the database, so a rescore reads a few rows per contact
+        instead of every entry (the times only of the `timed` types)."""
+        wanted = sorted(set(ids))
+        rate_list = sorted(set(rates))
+        found: dict[str, list[LedgerTotal]] = {}
+        if not self.postgres:
+            for cid, entries in (await self.ledger_of(workspace, wanted)).items():
+                found[cid] = ledger_totals(entries, now, rate_list, timed)
+            return found
+        # 2^x below 2^-1000 is as good as nothing, and PostgreSQL calls an underflow an error.
+        sums = ", ".join(
+            f"sum(power(2.0::float8, greatest((t - $3) * ${i + 5}::float8, -1000)))"
+            for i in range(len(rate_list))
+        )
+        rows = await (await self.driver()).fetch(
+            f"SELECT contact_id, type, data::text, count(*), min(t), ARRAY[{sums}]::float8[],"
+            " array_agg(t ORDER BY t) FILTER (WHERE type = ANY($4::varchar[]))"
+            " FROM (SELECT contact_id, type, data,"
+            " least(extract(epoch FROM occurred_at)::float8, $3) AS t FROM ledger"
+            " WHERE workspace = $1 AND contact_id = ANY($2::varchar[])) AS e"
+            " GROUP BY contact_id, type, data",
+            workspace,
+            wanted,
+            now,
+            list(timed),
+            *rate_list,
+        )
+        for cid, kind, data, count, first, decayed, times in rows:
+            document = _EMPTY if data == "{}" else orjson.loads(data)
+            total = LedgerTotal(
+                kind, document, count, first, dict(zip(rate_list, decayed, strict=True)), times
+            )
+            found.setdefault(cid, []).append(total)
         return found
 
     async def ledger_since(self, workspace: str, since: datetime) -> dict[str, list[LedgerEntry]]:

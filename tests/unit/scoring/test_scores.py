@@ -16,8 +16,10 @@ from services.scoring.scores.domain import (
     check_thresholds,
     explain,
     group_score,
+    ledger_totals,
     next_decay_timer,
     replay,
+    replay_totals,
     scores_at,
 )
 
@@ -193,6 +195,56 @@ class TestReplayAndExplain:
         now = T0 + 20 * DAY
         replayed = replay(rules, entries, {}, now)
         assert overall(replayed, rules, now) == pytest.approx(overall(live, rules, now))
+
+    def test_replay_from_summed_entries_equals_replay_entry_by_entry(self) -> None:
+        """A rescore replays from the ledger summed by type and data (limits and conditions,
+        two groups of different half-lives, an entry from the future clamped to now)."""
+        rules = rule_set(
+            groups=[
+                {"name": "overall", "half_life_days": 30},
+                {"name": "product", "half_life_days": 7, "cap": 40},
+            ],
+            rules=[
+                {"id": "demo", "kind": "engagement", "event": "demo.requested", "points": 30},
+                {
+                    "id": "pricing",
+                    "kind": "engagement",
+                    "event": "page.viewed",
+                    "when": [{"field": "url", "op": "contains", "value": "/pricing"}],
+                    "points": 10,
+                    "group": "product",
+                },
+                {"id": "viewed", "kind": "engagement", "event": "page.viewed", "points": 0.5},
+                {
+                    "id": "open",
+                    "kind": "engagement",
+                    "event": "email.opened",
+                    "points": 1,
+                    "limit": {"times": 2, "per_days": 10},
+                },
+            ],
+        )
+        now = T0 + 40 * DAY
+        entries = [
+            LedgerEntry("email.opened", T0 + d * DAY, {}) for d in (0, 1, 2, 3, 12, 13, 14, 30)
+        ] + [
+            LedgerEntry("page.viewed", T0 + d * DAY, {"url": url})
+            for d, url in ((1, "/pricing"), (5, "/blog"), (9, "/pricing"), (39, "/pricing"))
+        ]
+        entries += [LedgerEntry("demo.requested", T0 + 2 * DAY, {})]
+        entries += [LedgerEntry("demo.requested", now + DAY, {})]
+        one_by_one = replay(rules, entries, {}, now)
+        totals = ledger_totals(entries, now, {1 / (30 * DAY), 1 / (7 * DAY)}, ["email.opened"])
+        summed = replay_totals(rules, totals, {}, now)
+        assert len(totals) == 4  # opened, /pricing, /blog, demo
+        for name, state in one_by_one.groups.items():
+            other = summed.groups[name]
+            assert list(other.engagement) == list(state.engagement)
+            for rule_id, c in state.engagement.items():
+                assert other.engagement[rule_id].value == pytest.approx(c.value, rel=1e-12)
+                assert other.engagement[rule_id].awarded == pytest.approx(c.awarded)
+                assert other.engagement[rule_id].hits == c.hits
+        assert scores_at(summed, rules, now) == pytest.approx(scores_at(one_by_one, rules, now))
 
     def test_replay_under_new_rules(self) -> None:
         entries = [LedgerEntry("demo.requested", T0, {})]
