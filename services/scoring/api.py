@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Depends
 
 from services.scoring import handlers
 from services.scoring.rfm import handlers as customers
+from services.scoring.rules.domain import RuleSetBody
 from services.scoring.schemas import (
     RescoreRead,
     RfmSummary,
@@ -59,13 +60,11 @@ def router(clock: Clock) -> APIRouter:
         )
 
     @api.put("/v1/scoring/rules", status_code=201)
-    async def put_rules(
-        principal: Writer, ctx: Context, body: Annotated[dict[str, Any], Body()]
-    ) -> RuleSetSaved:
+    async def put_rules(principal: Writer, ctx: Context, body: RuleSetBody) -> RuleSetSaved:
         """Save a new rule-set version (422 names every error's path); rescoring starts."""
         async with ctx.uow() as uow:
             job = await handlers.save_rule_set(
-                principal.workspace, body, SqlStore(uow.session), clock()
+                principal.workspace, body.model_dump(mode="json"), SqlStore(uow.session), clock()
             )
         return RuleSetSaved(version=job.version, rescore=rescore_read(job))
 
@@ -86,7 +85,7 @@ def router(clock: Clock) -> APIRouter:
             try:
                 result = await reading.simulate(
                     principal.workspace,
-                    request.rules,
+                    request.rules.model_dump(mode="json"),
                     request.contact_id,
                     request.days,
                     request.sample,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+
+from services.scoring.rules.domain import RuleSetBody
+from shared.api_types import StrictInt, UtcDateTime
 
 
 class RescoreRead(BaseModel):
@@ -17,8 +19,8 @@ class RescoreRead(BaseModel):
     total: int
     done: int
     changed: int
-    created_at: datetime
-    finished_at: datetime | None = None
+    created_at: UtcDateTime
+    finished_at: UtcDateTime | None = None
 
 
 class RuleSetRead(BaseModel):
@@ -38,10 +40,12 @@ class SimulateIn(BaseModel):
     """A proposed rule set, and whom to score with it: one contact, or everyone engaged in the
     last `days` (30 when neither is given)."""
 
-    rules: dict[str, Any]
+    model_config = ConfigDict(extra="forbid")
+
+    rules: RuleSetBody
     contact_id: str | None = None
-    days: float | None = Field(default=None, gt=0, le=3650)
-    sample: int = Field(default=10, ge=0, le=100)
+    days: StrictFloat | None = Field(default=None, gt=0, le=3650)
+    sample: StrictInt = Field(default=10, ge=0, le=100)
 
 
 class SimulateSample(BaseModel):
@@ -73,7 +77,7 @@ class ScoreRead(BaseModel):
     contact_id: str
     rule_set_version: int
     scored_with_version: int
-    at: datetime
+    at: UtcDateTime
     groups: list[dict[str, Any]]
     rfm: dict[str, Any] | None = None
 

@@ -1,5 +1,8 @@
 """The scoring rule language: a versioned rule set per workspace, its validation (every error
-with its path) and the compiled matchers that evaluate it. Pure: no I/O."""
+with its path) and the compiled matchers that evaluate it. Pure: no I/O.
+
+The models are strict (`"5"` is not a number of points) and forbid unknown keys: they are the
+request schema of the rules API, and it must refuse what it does not describe."""
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ PROPERTY = re.compile(r"^properties\.[A-Za-z0-9_-]{1,100}$")
 class Condition(BaseModel):
     """`field` `op` `value`, e.g. `url contains /pricing`, `company_size gte 50`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     field: str
     op: Op
@@ -48,7 +51,7 @@ class Condition(BaseModel):
 class Limit(BaseModel):
     """A frequency cap: the rule awards its points at most `times` times per `per_days`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     times: int = Field(gt=0)
     per_days: float = Field(gt=0)
@@ -58,21 +61,21 @@ class Rule(BaseModel):
     """Engagement rules match an event type (and conditions on it); fit and negative rules
     match the contact's attributes. Points go to one score group."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(pattern=NAME)
     kind: Literal["engagement", "fit", "negative"]
     event: str | None = None
     when: list[Condition] = Field(default_factory=list)
     points: float
-    group: str = DEFAULT_GROUP
+    group: str = Field(default=DEFAULT_GROUP, pattern=NAME)
     limit: Limit | None = None
 
 
 class Group(BaseModel):
     """A score group: each contact has one score per group; `cap` bounds it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(pattern=NAME)
     cap: float | None = Field(default=None, gt=0)
@@ -82,10 +85,10 @@ class Group(BaseModel):
 class Threshold(BaseModel):
     """Crossed up at `at`; crossed down only below `at - margin` (hysteresis)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(pattern=NAME)
-    group: str = DEFAULT_GROUP
+    group: str = Field(default=DEFAULT_GROUP, pattern=NAME)
     at: float
     margin: float = Field(default=5.0, ge=0)
 
@@ -93,7 +96,7 @@ class Threshold(BaseModel):
 class RuleSetBody(BaseModel):
     """A whole rule set as written (YAML or JSON)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     groups: list[Group] = Field(default_factory=lambda: [Group(name=DEFAULT_GROUP)])
     thresholds: list[Threshold] = Field(default_factory=list)

@@ -97,7 +97,7 @@ class TestValidation:
     def test_schema_errors_carry_paths(self) -> None:
         assert paths({"rules": [{"id": "x", "kind": "sometimes", "points": "many"}]}) == {
             "rules.0.kind": "literal_error",
-            "rules.0.points": "float_parsing",
+            "rules.0.points": "float_type",
         }
 
 
