@@ -9,12 +9,20 @@ where the database hands back a naive value (SQLite keeps no offset).
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, StrictBool, StrictInt
+from pydantic import AfterValidator, BeforeValidator, StrictBool, StrictFloat, StrictInt
 
-__all__ = ["RequestDate", "RequestDateTime", "StrictBool", "StrictInt", "UtcDateTime"]
+__all__ = [
+    "RequestDate",
+    "RequestDateTime",
+    "RequestTime",
+    "StrictBool",
+    "StrictFloat",
+    "StrictInt",
+    "UtcDateTime",
+]
 
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
@@ -35,4 +43,6 @@ def _as_utc(value: datetime) -> datetime:
 
 RequestDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
 RequestDate = Annotated[date, BeforeValidator(_not_a_number)]
+# 540 is not 00:09: YAML 1.1 reads an unquoted 09:00 as that number.
+RequestTime = Annotated[time, BeforeValidator(_not_a_number)]
 UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -77,6 +77,25 @@ def problem_response(status: int) -> dict[str, Any]:
     return answer
 
 
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema with its `$defs` references inlined (our request models do not recurse)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            if "mapping" in node and "propertyName" in node:  # a discriminator's `$defs` refs
+                return {"propertyName": node["propertyName"]}
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` of a route for the error answers only it gives (409, 413, 415, 429)."""
     return {status: problem_response(status) for status in statuses}

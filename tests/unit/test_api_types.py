@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from shared.api_types import RequestDate, RequestDateTime, StrictBool, UtcDateTime
+from shared.api_types import RequestDate, RequestDateTime, RequestTime, StrictBool, UtcDateTime
 
 
 class _Request(BaseModel):
     flag: StrictBool | None = None
     at: RequestDateTime | None = None
     on: RequestDate | None = None
+    daily: RequestTime | None = None
 
 
 class _Response(BaseModel):
@@ -22,7 +23,15 @@ class _Response(BaseModel):
 
 class TestRequestTypes:
     @pytest.mark.parametrize(
-        "body", [{"flag": 0}, {"flag": "true"}, {"at": 0.5}, {"at": "0.5"}, {"on": 20260101}]
+        "body",
+        [
+            {"flag": 0},
+            {"flag": "true"},
+            {"at": 0.5},
+            {"at": "0.5"},
+            {"on": 20260101},
+            {"daily": 540},  # YAML's reading of an unquoted 09:00
+        ],
     )
     def test_a_value_of_another_type_is_refused(self, body: dict[str, object]) -> None:
         with pytest.raises(ValidationError):
@@ -30,8 +39,9 @@ class TestRequestTypes:
 
     def test_values_of_the_documented_types_are_read(self) -> None:
         read = _Request.model_validate(
-            {"flag": False, "at": "2026-01-01T10:00:00+02:00", "on": "2026-01-02"}
+            {"flag": False, "at": "2026-01-01T10:00:00+02:00", "on": "2026-01-02", "daily": "09:00"}
         )
+        assert read.daily == time(9)
         assert read.flag is False
         assert read.at == datetime(2026, 1, 1, 8, tzinfo=UTC)
 

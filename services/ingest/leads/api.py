@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +25,7 @@ from services.ingest.store import KeyTaken, transaction
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
-from shared.openapi import problems
+from shared.openapi import inline_schema, problems
 
 router = APIRouter(tags=["ingest"])
 
@@ -34,23 +34,6 @@ API_MAX_BODY = 8 * 1024 * 1024  # a batch of 500 leads
 
 
 EVENTS_MAX_BODY = 8 * 1024 * 1024  # a batch of 1,000 events
-
-
-def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A JSON Schema with its `$defs` references inlined (our request models do not recurse)."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
 
 
 # The body is read by hand (size limit, one lead or a batch), so its schema is given here.
