@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from services.workflows.conditions import domain as conditions
 from services.workflows.templates import domain as templates
+from shared.api_types import RequestTime, StrictFloat, StrictInt
 
 STEP_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -22,6 +23,8 @@ Errors = list[dict[str, str]]
 
 
 class Strict(BaseModel):
+    # Unknown keys are refused, and numbers and times are typed strictly (StrictInt,
+    # RequestTime): a document is the request schema of the definitions API.
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     # Conditions parsed once per saved document (versions never change), not per event.
     _filters: dict[str, conditions.Filter | None] = PrivateAttr(default_factory=dict)
@@ -40,10 +43,10 @@ class Strict(BaseModel):
 class Duration(Strict):
     """A length of time; at least one part is set."""
 
-    days: int = Field(0, ge=0, le=3650)
-    hours: int = Field(0, ge=0, le=100_000)
-    minutes: int = Field(0, ge=0, le=1_000_000)
-    seconds: float = Field(0, ge=0, le=100_000_000)
+    days: StrictInt = Field(0, ge=0, le=3650)
+    hours: StrictInt = Field(0, ge=0, le=100_000)
+    minutes: StrictInt = Field(0, ge=0, le=1_000_000)
+    seconds: StrictFloat = Field(0, ge=0, le=100_000_000)
 
     @property
     def delta(self) -> timedelta:
@@ -61,8 +64,8 @@ class Duration(Strict):
 class Offset(Strict):
     """A signed shift from a date: `{"days": -30}` is 30 days before."""
 
-    days: int = Field(0, ge=-3650, le=3650)
-    hours: int = Field(0, ge=-100_000, le=100_000)
+    days: StrictInt = Field(0, ge=-3650, le=3650)
+    hours: StrictInt = Field(0, ge=-100_000, le=100_000)
 
     @property
     def delta(self) -> timedelta:
@@ -148,14 +151,14 @@ class DateRelativeTrigger(Strict):
     type: Literal["date_relative"]
     field: str
     offset: Offset = Field(default_factory=Offset)
-    at: time | None = None
+    at: RequestTime | None = None
 
 
 class InactivityTrigger(Strict):
     """No interaction (engagement or capture) for `days` days."""
 
     type: Literal["inactivity"]
-    days: int = Field(ge=1, le=3650)
+    days: StrictInt = Field(ge=1, le=3650)
 
 
 class ManualTrigger(Strict):
@@ -208,7 +211,7 @@ class WaitUntilDateStep(StepBase):
     type: Literal["wait_until_date"]
     field: str
     offset: Offset = Field(default_factory=Offset)
-    at: time | None = None
+    at: RequestTime | None = None
     on_missing: str | None = None
 
     def targets(self) -> Iterator[tuple[str, str]]:
@@ -222,8 +225,8 @@ class WaitForWindowStep(StepBase):
 
     type: Literal["wait_for_window"]
     days: list[Weekday] = Field(default_factory=lambda: list(WORKDAYS))
-    start: time = time(9)
-    end: time = time(17)
+    start: RequestTime = time(9)
+    end: RequestTime = time(17)
     timezone: str | None = None
 
 
@@ -262,7 +265,7 @@ class IfStep(StepBase):
 
 class SplitBranch(Strict):
     name: str = Field(min_length=1, max_length=60)
-    percent: int = Field(ge=0, le=100)
+    percent: StrictInt = Field(ge=0, le=100)
     next: str | None = None
 
 
@@ -356,7 +359,7 @@ class CreateTaskStep(StepBase):
     type: Literal["create_task"]
     title: str = Field(min_length=1, max_length=500)
     description: str | None = None
-    due_in_days: int | None = Field(None, ge=0, le=3650)
+    due_in_days: StrictInt | None = Field(None, ge=0, le=3650)
     assignee: str | None = "owner"  # `owner` (the contact's owner), an owner id, or None
 
 
@@ -397,7 +400,7 @@ class Reenrollment(Strict):
     """May a contact enter again: never, after N days since its last entry, or every time."""
 
     policy: Literal["never", "after_days", "always"] = "never"
-    days: int | None = Field(None, ge=1, le=3650)
+    days: StrictInt | None = Field(None, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _days(self) -> Reenrollment:
@@ -442,13 +445,17 @@ class InvalidDocument(Exception):
 
 def _pydantic_path(loc: Iterable[Any]) -> str:
     parts: list[str] = []
+    previous: Any = None
     for part in loc:
         if isinstance(part, int):
             parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
-        elif part in {*(s for s in _STEP_TAGS), *_TRIGGER_TAGS}:
-            continue  # the union member's tag pydantic inserts into the location
+        elif (part in _STEP_TAGS and isinstance(previous, int)) or (
+            part in _TRIGGER_TAGS and previous == "trigger"
+        ):
+            pass  # the union member's tag pydantic inserts after a step's index or `trigger`
         else:
             parts.append(str(part))
+        previous = part
     return ".".join(parts) or "document"
 
 

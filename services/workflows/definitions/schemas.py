@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.api_types import StrictInt, UtcDateTime
 
 
 class WorkflowRead(BaseModel):
@@ -14,8 +15,8 @@ class WorkflowRead(BaseModel):
     enabled: bool
     version: int
     trigger: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
     document: dict[str, Any]
 
 
@@ -25,7 +26,7 @@ class WorkflowSummary(BaseModel):
     enabled: bool
     version: int
     trigger: str
-    updated_at: datetime
+    updated_at: UtcDateTime
 
 
 class WorkflowList(BaseModel):
@@ -34,7 +35,7 @@ class WorkflowList(BaseModel):
 
 class VersionRead(BaseModel):
     version: int
-    created_at: datetime
+    created_at: UtcDateTime
     document: dict[str, Any]
 
 
@@ -45,9 +46,11 @@ class VersionList(BaseModel):
 class DryRunIn(BaseModel):
     """A contact id from the projection, or a contact given inline (its fields)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     contact_id: str | None = None
     contact: dict[str, Any] | None = None
-    version: int | None = None
+    version: StrictInt | None = Field(default=None, ge=1)
     # Events a wait-for-event step should take as arrived; other waits time out.
     events: list[str] = Field(default_factory=list)
 

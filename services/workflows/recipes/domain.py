@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.api_types import StrictBool, StrictInt
+
 Document = dict[str, Any]
 
 LEAD_LINE = (
@@ -30,7 +32,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, min_length=1, max_length=200)
-    enabled: bool = True
+    enabled: StrictBool = True
     # Where links back to a contact point (the contacts API or the team's CRM front end).
     link_base: str = Field("http://127.0.0.1:8002", max_length=500, pattern=r"^https?://[^{}\s]+$")
 
@@ -52,19 +54,19 @@ class Welcome(Params):
 
 
 class EvaluationCall(Params):
-    days_after: int = Field(14, ge=1, le=365)
+    days_after: StrictInt = Field(14, ge=1, le=365)
 
 
 class RenewalReminder(Params):
     email_channel: str = Field("email", min_length=1, max_length=200)
     date_field: str = Field("custom_fields.subscription_end_date", max_length=120)
-    days_before: int = Field(30, ge=1, le=365)
+    days_before: StrictInt = Field(30, ge=1, le=365)
 
 
 class InactivityWinBack(Params):
     email_channel: str = Field("email", min_length=1, max_length=200)
-    inactive_days: int = Field(30, ge=1, le=3650)
-    open_within_days: int = Field(3, ge=1, le=60)
+    inactive_days: StrictInt = Field(30, ge=1, le=3650)
+    open_within_days: StrictInt = Field(3, ge=1, le=60)
 
 
 class ChurnWinBack(Params):

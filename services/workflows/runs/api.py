@@ -19,6 +19,7 @@ from services.workflows.runs.schemas import (
 )
 from shared.app import Context
 from shared.auth import Principal, require_scope
+from shared.openapi import problems
 
 Reader = Annotated[Principal, Depends(require_scope("workflows:read"))]
 Writer = Annotated[Principal, Depends(require_scope("workflows:write"))]
@@ -59,7 +60,7 @@ def run_read(row: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> 
 def router(doors: Doors) -> APIRouter:
     api = APIRouter(tags=["runs"])
 
-    @api.post("/v1/workflows/{workflow_id}/enrollments", status_code=201)
+    @api.post("/v1/workflows/{workflow_id}/enrollments", status_code=201, responses=problems(409))
     async def enroll(ctx: Context, who: Writer, workflow_id: str, body: EnrollIn) -> EnrollOut:
         """Enroll one contact or every member of a segment; 409 says why a contact cannot."""
         async with doors.work(ctx) as (book, store, _):

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from shared.api_types import UtcDateTime
 
 
 class EnrollIn(BaseModel):
     """One contact, or every member of a segment."""
+
+    # Exactly one of the two is a string (the other absent or null), said in the schema too.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {key: {"type": "string"}}, "required": [key]}
+                for key in ("contact_id", "segment_id")
+            ]
+        },
+    )
 
     contact_id: str | None = None
     segment_id: str | None = None
@@ -30,7 +42,7 @@ class StepRead(BaseModel):
     step: str
     type: str
     outcome: str
-    at: datetime
+    at: UtcDateTime
     detail: dict[str, Any]
     error: str | None = None
 
@@ -44,11 +56,11 @@ class EnrollmentRead(BaseModel):
     trigger: str
     step: str | None
     wait_event: str | None
-    wait_until: datetime | None
+    wait_until: UtcDateTime | None
     error: str | None
-    enrolled_at: datetime
-    updated_at: datetime
-    ended_at: datetime | None
+    enrolled_at: UtcDateTime
+    updated_at: UtcDateTime
+    ended_at: UtcDateTime | None
     steps: list[StepRead] | None = None
 
 
