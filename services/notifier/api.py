@@ -307,7 +307,7 @@ async def list_notifications(
     principal: Reader,
     ctx: Context,
     contact_id: str | None = None,
-    status: str | None = None,
+    status: Annotated[str | None, Query(json_schema_extra={"enum": list(STATUSES)})] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> NotificationPage:

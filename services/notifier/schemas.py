@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.api_types import StrictBool, StrictInt
+from shared.api_types import StrictBool, StrictInt, UtcDateTime
 from shared.events.notifications import Purpose
 from shared.json_limits import LimitedJsonList, LimitedJsonObject
 
 Kind = Literal["slack", "email", "webhook", "log"]
+# An hour and minute of the day, 00:00 to 23:59.
+CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
-class ChannelIn(BaseModel):
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChannelIn(_In):
     """A channel to create or replace; `secrets` are write-only: stored sealed, never returned."""
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -29,11 +34,11 @@ class ChannelRead(BaseModel):
     kind: Kind
     config: dict[str, Any]
     secrets_set: list[str]  # names of the secrets stored, never their values
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
-class TemplateIn(BaseModel):
+class TemplateIn(_In):
     """A template: each part is a sandboxed Jinja2 text; `blocks` is Block Kit JSON whose
     strings are templates."""
 
@@ -46,11 +51,11 @@ class TemplateIn(BaseModel):
 
 class TemplateRead(TemplateIn):
     id: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(_In):
     """Render against a contact of the projection, or sample data when none is given."""
 
     contact_id: str | None = None
@@ -64,7 +69,7 @@ class Preview(BaseModel):
     blocks: list[Any] | None = None
 
 
-class NotificationIn(BaseModel):
+class NotificationIn(_In):
     """Ask for a notification over HTTP, as `notification.requested` does over Kafka."""
 
     idempotency_key: str = Field(min_length=1, max_length=300)
@@ -79,8 +84,8 @@ class NotificationIn(BaseModel):
 
 class AttemptRead(BaseModel):
     number: int
-    started_at: datetime
-    finished_at: datetime | None
+    started_at: UtcDateTime
+    finished_at: UtcDateTime | None
     outcome: str | None
     status_code: int | None
     response: str | None
@@ -99,10 +104,10 @@ class NotificationRead(BaseModel):
     reason: str | None
     attempts: int
     provider_message_id: str | None
-    created_at: datetime
-    first_attempt_at: datetime | None
-    finished_at: datetime | None
-    next_attempt_at: datetime | None
+    created_at: UtcDateTime
+    first_attempt_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
+    next_attempt_at: UtcDateTime | None
     attempt_log: list[AttemptRead]
 
 
@@ -111,19 +116,19 @@ class NotificationPage(BaseModel):
     next_cursor: str | None = None
 
 
-class OwnerAddress(BaseModel):
+class OwnerAddress(_In):
     name: str | None = None
     email: str | None = None
     slack: str | None = None  # a Slack user or channel id for bot-token channels
 
 
-class QuietHoursIn(BaseModel):
-    start: str = Field(pattern=r"^\d{2}:\d{2}$")
-    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+class QuietHoursIn(_In):
+    start: str = Field(pattern=CLOCK_TIME)
+    end: str = Field(pattern=CLOCK_TIME)
     timezone: str = "UTC"
 
 
-class WorkspaceSettingsIn(BaseModel):
+class WorkspaceSettingsIn(_In):
     """A workspace's delivery policy."""
 
     tracking: StrictBool = True  # open pixel and click tracking in marketing mail

@@ -33,7 +33,6 @@ CONFIGS = Path(__file__).parent / "conformance"
 EXCLUDED = {
     "ingest": ["positive_data_acceptance"],
     "contacts": ["positive_data_acceptance"],
-    "notifier": ["positive_data_acceptance"],
     "access": ["positive_data_acceptance"],
 }
 

@@ -61,6 +61,12 @@ async def replace_channel(
 ) -> Channel:
     """Replace a channel's configuration; secrets not given again are kept."""
     channel = await get_channel(workspace, channel_id, store)
+    named = await store.channel(workspace, data.name)
+    if named is not None and named.id != channel.id:  # else the unique index answers a 500
+        raise problems_error(
+            [ConfigProblem("name", "taken", f"a channel named {data.name!r} exists")],
+            "The channel is invalid.",
+        )
     kept = box.open(channel.sealed_secrets) if data.kind == channel.kind else {}
     secrets = kept | data.secrets
     if data.kind == "slack" and data.secrets:  # a new Slack credential replaces the other kind
