@@ -19,6 +19,7 @@ from services.access.schemas import (
 from shared.app import Context
 from shared.auth import Principal, authenticate
 from shared.errors import Forbidden, NotFound
+from shared.openapi import problems
 
 router = APIRouter(tags=["access"])
 # Any valid credential; what it may do is decided per route by the domain's rules.
@@ -47,7 +48,7 @@ def key_read(key: ApiKey) -> ApiKeyRead:
     )
 
 
-@router.post("/v1/workspaces", status_code=201)
+@router.post("/v1/workspaces", status_code=201, responses=problems(409))
 async def create_workspace(body: WorkspaceCreate, ctx: Context, caller: Caller) -> WorkspaceRead:
     """Register a workspace (operators only)."""
     _operator(caller)
@@ -64,7 +65,7 @@ async def list_workspaces(ctx: Context, caller: Caller) -> list[WorkspaceRead]:
         return [_workspace_read(row) for row in await handlers.list_workspaces(uow)]
 
 
-@router.post("/v1/workspaces/{workspace}/keys", status_code=201)
+@router.post("/v1/workspaces/{workspace}/keys", status_code=201, responses=problems(409))
 async def create_key(
     workspace: str, body: ApiKeyCreate, ctx: Context, caller: Caller
 ) -> ApiKeyCreated:

@@ -19,7 +19,9 @@ SOURCE = "/access"
 
 
 def _invalid(error: domain.AccessRuleError) -> InvalidInput:
-    return InvalidInput(str(error), errors=[{"code": error.code, "message": str(error)}])
+    return InvalidInput(
+        str(error), errors=[{"field": error.field, "code": error.code, "message": str(error)}]
+    )
 
 
 def key_state(key: ApiKey) -> dict[str, object]:

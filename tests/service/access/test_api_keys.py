@@ -108,22 +108,53 @@ class TestApiKeys:
             assert registry.status_code == 403
 
     @pytest.mark.parametrize(
-        ("body", "status"),
+        ("body", "field"),
         [
-            ({"name": "x", "scopes": ["contacts:delete"]}, 422),
-            ({"name": "x", "scopes": []}, 422),
-            ({"name": "x", "scopes": ["leads:write"], "ttl_days": 0}, 422),
-            ({"name": "x", "scopes": ["leads:write"], "expires_at": "2001-01-01T00:00:00Z"}, 422),
+            ({"name": "x", "scopes": ["contacts:delete"]}, "scopes"),
+            ({"name": "x", "scopes": ["admin\n"]}, "scopes"),
+            ({"name": "x", "scopes": []}, "scopes"),
+            ({"name": "x", "scopes": ["leads:write"], "ttl_days": 0}, "ttl_days"),
+            ({"name": "x", "scopes": ["leads:write"], "ttl_days": "30"}, "ttl_days"),
+            ({"name": "x", "scopes": ["leads:write"], "expires_at": 4102444800}, "expires_at"),
+            (
+                {"name": "x", "scopes": ["leads:write"], "expires_at": "2001-01-01T00:00:00Z"},
+                "expires_at",
+            ),
+            (
+                {
+                    "name": "x",
+                    "scopes": ["leads:write"],
+                    "ttl_days": 1,
+                    "expires_at": "2099-01-01T00:00:00Z",
+                },
+                "ttl_days",
+            ),
+            ({"name": "x", "scopes": ["leads:write"], "ttl": 1}, "ttl"),
         ],
     )
     async def test_bad_keys_are_refused_clearly(
-        self, tmp_path: Path, body: dict[str, object], status: int
+        self, tmp_path: Path, body: dict[str, object], field: str
     ) -> None:
         async with two_services(tmp_path) as (access, _):
             await access.post("/v1/workspaces", json={"id": "acme", "name": "A"}, headers=OPERATOR)
             refused = await access.post("/v1/workspaces/acme/keys", json=body, headers=OPERATOR)
-            assert refused.status_code == status, refused.text
+            assert refused.status_code == 422, refused.text
             assert refused.headers["content-type"].startswith("application/problem+json")
+            assert [e["field"] for e in refused.json()["errors"]] == [field]
+
+    async def test_keys_and_workspaces_answer_their_times_in_utc(self, tmp_path: Path) -> None:
+        async with two_services(tmp_path) as (access, _):
+            await access.post("/v1/workspaces", json={"id": "acme", "name": "A"}, headers=OPERATOR)
+            await access.post(
+                "/v1/workspaces/acme/keys",
+                json={"name": "x", "scopes": ["leads:write"], "ttl_days": 3},
+                headers=OPERATOR,
+            )
+            keys = (await access.get("/v1/workspaces/acme/keys", headers=OPERATOR)).json()
+            assert keys[0]["created_at"].endswith("Z")
+            assert keys[0]["expires_at"].endswith("Z")
+            workspaces = (await access.get("/v1/workspaces", headers=OPERATOR)).json()
+            assert all(w["created_at"].endswith("Z") for w in workspaces)
 
     async def test_keys_need_a_registered_workspace(self, tmp_path: Path) -> None:
         async with two_services(tmp_path) as (access, _):
