@@ -7,10 +7,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.scoring.publish import at, publish, ts
+from services.scoring.publish import at, publish_churn_risk_changed, ts
 from services.scoring.rfm import domain as rfm
 from services.scoring.store import Outbox, Store, Timer
-from shared.events.scores import ChurnRiskChanged
 
 RFM_KINDS = {"purchase.completed": "purchase", "product.login": "login"}
 BREAKPOINTS_MAX_AGE = timedelta(seconds=60)
@@ -191,18 +190,15 @@ async def _assess(
         was_band = before["band"] if before and before["band"] else None
         was_segment = before["segment"] if before and before["segment"] else None
         if (was_band, was_segment) != (result.band, result.segment):
-            publish(
+            publish_churn_risk_changed(
                 outbox,
                 workspace,
                 cid,
-                ChurnRiskChanged(
-                    contact_id=cid,
-                    risk=result.risk,
-                    band=result.band,
-                    segment=result.segment,
-                    previous_band=was_band,
-                    previous_segment=was_segment,
-                ),
+                result.risk,
+                result.band,
+                result.segment,
+                was_band,
+                was_segment,
             )
         due = rfm.next_change_at(activity, points, seconds)
         if due is None:

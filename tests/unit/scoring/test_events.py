@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+
+import pytest
 
 from services.scoring import publish
 from services.scoring.scores.domain import Change, Crossing
 from shared.events.envelope import Envelope, EventPayload
-from shared.events.scores import ScoreChanged, ScoreThresholdCrossed
+from shared.events.scores import ChurnRiskChanged, ScoreChanged, ScoreThresholdCrossed
 
 
 class Captured:
@@ -63,3 +66,34 @@ class TestPreparedScoreEvents:
         )
         assert envelope.to_bytes() == as_model_would(envelope, payload)
         assert envelope.payload(ScoreThresholdCrossed) == payload
+
+    @pytest.mark.parametrize(
+        ("previous_band", "previous_segment"), [(None, None), ("low", "loyal")]
+    )
+    def test_churn_risk_changed_matches_its_model(
+        self, previous_band: str | None, previous_segment: str | None
+    ) -> None:
+        outbox = Captured()
+        publish.publish_churn_risk_changed(
+            outbox, "ws", "c1", 71, "high", "at_risk", previous_band, previous_segment
+        )
+        [(_, _, envelope)] = outbox.sent
+        payload = ChurnRiskChanged(
+            contact_id="c1",
+            risk=71,
+            band="high",
+            segment="at_risk",
+            previous_band=previous_band,
+            previous_segment=previous_segment,
+        )
+        assert envelope.to_bytes() == as_model_would(envelope, payload)
+
+
+class TestEventIds:
+    def test_ids_are_distinct_version_4_uuids_in_their_usual_form(self) -> None:
+        ids = [next(publish.event_ids) for _ in range(1000)]
+        assert len(set(ids)) == 1000
+        for value in ids:
+            parsed = uuid.UUID(value)
+            assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+            assert str(parsed) == value
