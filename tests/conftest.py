@@ -14,11 +14,13 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from services.registry import SERVICES
+from shared.clock import TEST_CLOCK_FILE, move_test_clock
 from tests.helpers import SECRET
 from tests.infra import KafkaServer, fetch_kafka_jars, start_kafka, start_postgres
 
@@ -86,9 +88,21 @@ class Processes:
     ports: dict[str, int]
     prefix: str
     kafka_bootstrap: str
+    # The processes' business time is the system clock moved by the offset in this file.
+    clock_file: Path
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    def now(self) -> datetime:
+        """The time the processes read now (the system clock plus the moves so far)."""
+        offset = float(self.clock_file.read_text() or 0) if self.clock_file.exists() else 0.0
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    def move_clock(self, by: timedelta) -> None:
+        """Move every process's clock forward (seen within 50 ms): time-driven automations are
+        tested across the real processes without waiting. The move lasts for the session."""
+        move_test_clock(self.clock_file, by)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +112,9 @@ def distributed_processes(
     """The five services as separate processes on real Kafka and PostgreSQL."""
     prefix = unique("boot") + "."
     ports = {name: free_port() for name in SERVICES}
+    clock_file = tmp_path_factory.mktemp("clock") / "offset"
     env = os.environ | {
+        TEST_CLOCK_FILE: str(clock_file),
         "LEADWIRE_BUS": "kafka",
         "LEADWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "LEADWIRE_TOPIC_PREFIX": prefix,
@@ -133,7 +149,7 @@ def distributed_processes(
         for name, port in ports.items()
     }
     try:
-        yield Processes(ports, prefix, kafka_bootstrap)
+        yield Processes(ports, prefix, kafka_bootstrap, clock_file)
     finally:
         for child in children.values():
             child.terminate()

@@ -18,6 +18,7 @@ from services.contacts.segments import api as segments
 from services.contacts.settings import ContactsSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
+from shared.clock import service_clock
 from shared.settings import Settings
 
 
@@ -38,7 +39,8 @@ def build_spec(clock: Clock = system_clock, sweep_interval_s: float | None = Non
     )
 
 
-SPEC = build_spec()
+# The system clock, or the one an end-to-end test moves (shared/clock.py).
+SPEC = build_spec(service_clock())
 
 
 def app(settings: Settings | None = None, bus: Bus | None = None) -> FastAPI:

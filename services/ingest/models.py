@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UtcDateTime, service_metadata
@@ -91,7 +91,7 @@ class Submission(Base):
     # first ones found in its data), so an erasure finds the person's submissions.
     email_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     phone_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    correlation_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     released_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 

@@ -13,6 +13,7 @@ from services.scoring.scores.domain import Clock, system_clock
 from services.scoring.settings import ScoringSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
+from shared.clock import service_clock
 from shared.settings import Settings
 
 
@@ -30,7 +31,8 @@ def build_spec(clock: Clock = system_clock) -> ServiceSpec:
     )
 
 
-SPEC = build_spec()
+# The system clock, or the one an end-to-end test moves (shared/clock.py).
+SPEC = build_spec(service_clock())
 
 
 def app(settings: Settings | None = None, bus: Bus | None = None) -> FastAPI:

@@ -15,6 +15,7 @@ from services.workflows.runs.api import router as runs_router
 from services.workflows.settings import WorkflowsSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
+from shared.clock import service_clock
 from shared.settings import Settings
 
 
@@ -36,7 +37,8 @@ def build_spec(
     )
 
 
-SPEC = build_spec()
+# The system clock, or the one an end-to-end test moves (shared/clock.py).
+SPEC = build_spec(service_clock())
 
 
 def app(settings: Settings | None = None, bus: Bus | None = None) -> FastAPI:

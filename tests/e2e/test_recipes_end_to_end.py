@@ -2,13 +2,16 @@
 PostgreSQL, with a real HTTP server standing in for Slack and a real SMTP server for email:
 a form post becomes a scored contact with an owner whose Slack alert arrives; the welcome email
 arrives with a working one-click unsubscribe; engagement makes a lead sales-qualified; the same
-lead twice makes one contact and one alert; an erased contact's runs stop everywhere."""
+lead twice makes one contact and one alert; an erased contact's runs stop everywhere; a renewal
+reminder and an inactivity win-back fire when the processes' clock is moved, not by sleeping."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -86,9 +89,17 @@ async def ready(client: httpx.AsyncClient, stack: Processes) -> None:
     await eventually(all_ready, timeout=120)
 
 
+# The recipes a `team` installs unless a test names others with `@pytest.mark.recipes(...)`.
+RECIPES = ("new-lead-alert", "welcome", "high-score")
+
+
 @pytest.fixture
-async def team(distributed_processes: Processes) -> AsyncIterator[Team]:
+async def team(
+    distributed_processes: Processes, request: pytest.FixtureRequest
+) -> AsyncIterator[Team]:
     stack = distributed_processes
+    marker = request.node.get_closest_marker("recipes")
+    recipes = marker.args if marker else RECIPES
     workspace = unique("ws")
     headers = token(workspace, "admin")
     slack, smtp = HttpReceiver(), SmtpReceiver()
@@ -145,13 +156,10 @@ async def team(distributed_processes: Processes) -> AsyncIterator[Team]:
                 },
             )
             base = {"link_base": stack.url("contacts")}
-            await t.post(
-                "workflows",
-                "/v1/workflows/recipes/new-lead-alert",
-                base | {"team_id": sales["id"]},
-            )
-            await t.post("workflows", "/v1/workflows/recipes/welcome", base | {"product": "Acme"})
-            await t.post("workflows", "/v1/workflows/recipes/high-score", base)
+            params = {"new-lead-alert": {"team_id": sales["id"]}, "welcome": {"product": "Acme"}}
+            for recipe in recipes:
+                body = base | params.get(recipe, {})
+                await t.post("workflows", f"/v1/workflows/recipes/{recipe}", body)
             yield t
     finally:
         smtp.stop()
@@ -326,3 +334,84 @@ class TestErasure:
 
         await eventually(gone_everywhere, timeout=60)
         assert await team.contact_by_email(email) is None
+
+
+class TestTimeDrivenRecipes:
+    """Days pass by moving the processes' clock (`Processes.move_clock`), never by sleeping.
+    The moves last for the session, so each test reads the time from `stack.now()`."""
+
+    async def lead_with_owner(self, team: Team, first_name: str) -> tuple[str, dict[str, Any]]:
+        email = f"{unique(first_name.lower())}@time.example"
+        await team.submit({"email": email, "first_name": first_name})
+        await until(lambda: bool(team.alerts_for(email)), timeout=60)
+        contact = await team.contact_by_email(email)
+        assert contact is not None
+        assert contact["owner_id"] in team.owners
+        return email, contact
+
+    async def tasks_of(self, team: Team, contact_id: str) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = await team.get(
+            "contacts", "/v1/tasks", contact_id=contact_id
+        )
+        return tasks
+
+    @pytest.mark.recipes("new-lead-alert", "renewal-reminder")
+    async def test_a_renewal_reminder_fires_30_days_before_the_subscription_ends(
+        self, team: Team
+    ) -> None:
+        email, contact = await self.lead_with_owner(team, "Rena")
+        ends = (team.stack.now() + timedelta(days=40)).date().isoformat()
+        answer = await team.client.patch(
+            team.url("contacts", f"/v1/contacts/{contact['id']}"),
+            json={"custom_fields": {"subscription_end_date": ends}},
+        )
+        assert answer.status_code == 200, answer.text
+
+        def reminders() -> list[Any]:
+            mails = team.smtp.handler.to(email)
+            return [m for m in mails if m.message["Subject"] == "Your subscription renews soon"]
+
+        # Nine days on, the reminder (due 30 days before the end) is not due yet: the moved
+        # clock is seen within 50 ms and the timer loop looks at least every 0.5 s.
+        team.stack.move_clock(timedelta(days=9))
+        await asyncio.sleep(2)
+        assert not reminders()
+        team.stack.move_clock(timedelta(days=2))
+        await until(lambda: bool(reminders()), timeout=60)
+        assert "ends in 30 days" in reminders()[0].message.get_body(("plain",)).get_content()
+
+        async def renewal_task() -> bool:
+            tasks = await self.tasks_of(team, contact["id"])
+            return any(t["title"].startswith("Renewal: Rena") for t in tasks)
+
+        await eventually(renewal_task, timeout=60)
+        [task] = await self.tasks_of(team, contact["id"])
+        assert task["assignee_id"] == contact["owner_id"]
+        assert len(reminders()) == 1
+
+    @pytest.mark.recipes("new-lead-alert", "inactivity-win-back")
+    async def test_an_inactive_contact_gets_a_win_back_email_then_its_owner_a_task(
+        self, team: Team
+    ) -> None:
+        email, contact = await self.lead_with_owner(team, "Ivy")
+
+        def win_backs() -> list[Any]:
+            mails = team.smtp.handler.to(email)
+            return [m for m in mails if m.message["Subject"].startswith("We miss you")]
+
+        team.stack.move_clock(timedelta(days=30, minutes=1))
+        await until(lambda: bool(win_backs()), timeout=60)
+        assert win_backs()[0].message["Subject"] == "We miss you, Ivy"
+        assert await self.tasks_of(team, contact["id"]) == []
+
+        # Not opened within 3 days: a task for the owner.
+        team.stack.move_clock(timedelta(days=3, minutes=1))
+
+        async def task_for_owner() -> bool:
+            return bool(await self.tasks_of(team, contact["id"]))
+
+        await eventually(task_for_owner, timeout=60)
+        [task] = await self.tasks_of(team, contact["id"])
+        assert task["title"].startswith("Reach out to inactive contact")
+        assert task["assignee_id"] == contact["owner_id"]
+        assert len(win_backs()) == 1

@@ -148,6 +148,21 @@ class TestLeadsReachKafka:
         assert sources == ["api", "api", "form", "form", "form", "webhook"]
         assert all(e.type == "lead.captured" and e.workspace == ws for _, e in records)
 
+    async def test_the_longest_correlation_id_a_caller_may_send_is_kept(
+        self, stack: Stack
+    ) -> None:
+        # The door accepts X-Correlation-Id tokens of up to 128 characters; every column that
+        # keeps one must hold them (PostgreSQL refuses what SQLite would silently store).
+        correlation = "c" * 128
+        response = await stack.client.post(
+            "/v1/leads",
+            json={"leads": [{"email": "long-correlation@example.com"}]},
+            headers=stack.admin | {"x-correlation-id": correlation},
+        )
+        assert response.status_code == 202, response.text
+        [(_, envelope)] = await stack.read(topics.LEADS, 1)
+        assert envelope.correlationid == correlation
+
     async def test_engagement_events_arrive_on_the_engagement_topic(self, stack: Stack) -> None:
         events = [
             {"type": "page.viewed", "email": "reader@example.com", "url": "https://x.example/"},
