@@ -350,9 +350,7 @@ class TestTimeDrivenRecipes:
         return email, contact
 
     async def tasks_of(self, team: Team, contact_id: str) -> list[dict[str, Any]]:
-        tasks: list[dict[str, Any]] = await team.get(
-            "contacts", "/v1/tasks", contact_id=contact_id
-        )
+        tasks: list[dict[str, Any]] = await team.get("contacts", "/v1/tasks", contact_id=contact_id)
         return tasks
 
     @pytest.mark.recipes("new-lead-alert", "renewal-reminder")

@@ -148,9 +148,7 @@ class TestLeadsReachKafka:
         assert sources == ["api", "api", "form", "form", "form", "webhook"]
         assert all(e.type == "lead.captured" and e.workspace == ws for _, e in records)
 
-    async def test_the_longest_correlation_id_a_caller_may_send_is_kept(
-        self, stack: Stack
-    ) -> None:
+    async def test_the_longest_correlation_id_a_caller_may_send_is_kept(self, stack: Stack) -> None:
         # The door accepts X-Correlation-Id tokens of up to 128 characters; every column that
         # keeps one must hold them (PostgreSQL refuses what SQLite would silently store).
         correlation = "c" * 128
