@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,9 @@ def infrastructure() -> Iterator[tuple[str, str]]:
     postgres = os.environ.get("DATABASE_URL", "")
     state = ROOT / ".leadwire" / "bench" / str(os.getpid())
     started: list[Any] = []
+    # A benchmark stopped by SIGTERM (`timeout`, Ctrl-C's cousin) still stops its servers:
+    # the default handler would end the process without running the `finally` below.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if not kafka or not postgres.startswith("postgresql"):
             from tests.infra import fetch_kafka_jars, start_kafka, start_postgres
@@ -39,3 +44,8 @@ def infrastructure() -> Iterator[tuple[str, str]]:
         for server in reversed(started):
             server.stop(remove_data=True)
         shutil.rmtree(state, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    sys.exit(128 + signum)
