@@ -102,6 +102,15 @@ class SqlContacts(SqlBase):
         """Whether each contact is known, erased or merged (its attributes left in the table)."""
         wanted = sorted(set(ids))
         found: dict[str, Identity] = {}
+        if self.postgres:
+            # Every polled engagement event's contact: rows straight from the driver.
+            rows = await (await self.driver()).fetch(
+                "SELECT contact_id, erased, attributes->>'merged_into' FROM contacts"
+                " WHERE workspace = $1 AND contact_id = ANY($2::varchar[])",
+                workspace,
+                wanted,
+            )
+            return {cid: Identity(cid, erased, into) for cid, erased, into in rows}
         merged_into = ContactRow.attributes["merged_into"].as_string()
         for part in chunks(wanted):
             rows = await self.session.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -16,6 +16,11 @@ from services.scoring.sql import SqlBase, chunks
 from shared.db import insert_rows
 
 _EMPTY: dict[str, Any] = {}  # the data of most ledger entries; shared, only ever read
+
+
+def _utc(value: datetime) -> datetime:
+    """A naive time is UTC (as the `UtcDateTime` columns read it)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,22 @@ class SqlScores(SqlBase):
     # --- ledger -----------------------------------------------------------------------------
 
     async def append_ledger(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        await insert_rows(self.session, LedgerRow.__table__, rows)  # type: ignore[arg-type]
+        """Rows of workspace, contact_id, type, occurred_at and data."""
+        if not (self.postgres and rows):
+            await insert_rows(self.session, LedgerRow.__table__, rows)  # type: ignore[arg-type]
+            return
+        # A poll's entries as one array per column, given to the driver as they are (the
+        # generic path runs a column type's conversion for every value).
+        await (await self.driver()).execute(
+            "INSERT INTO ledger (workspace, contact_id, type, occurred_at, data)"
+            " SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[],"
+            " $4::timestamptz[], $5::jsonb[])",
+            [r["workspace"] for r in rows],
+            [r["contact_id"] for r in rows],
+            [r["type"] for r in rows],
+            [_utc(r["occurred_at"]) for r in rows],
+            [orjson.dumps(r["data"]).decode() for r in rows],
+        )
 
     async def ledger_of(self, workspace: str, ids: Iterable[str]) -> dict[str, list[LedgerEntry]]:
         """Each contact's ledger, in time order (times as epoch seconds)."""
