@@ -56,6 +56,7 @@ class UnitOfWork:
         self._on_commit = on_commit
         self._session: AsyncSession | None = None
         self._pending: list[dict[str, object]] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -67,6 +68,7 @@ class UnitOfWork:
         self._session = self._sessions()
         await self._session.begin()
         self._pending = []
+        self._after_commit = []
         return self
 
     async def __aexit__(
@@ -76,6 +78,7 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         session = self.session
+        committed = False
         try:
             if exc_type is None:
                 if self._pending:
@@ -86,17 +89,39 @@ class UnitOfWork:
                     self._on_commit()
                 else:
                     await session.commit()
+                committed = True
             else:
                 await session.rollback()
         finally:
             await session.close()
             self._session = None
+        if committed:
+            for callback in self._after_commit:
+                callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this transaction has committed (never if it rolls back): to
+        tell another task of rows it can now see."""
+        self._after_commit.append(callback)
 
     def emit(self, topic: str, key: str, envelope: Envelope) -> None:
         """Queue an event for publication when (and only if) this transaction commits."""
         if envelope.traceparent is None:
             envelope.traceparent = traceparent_for(envelope.correlationid)
         self._pending.append(outbox_row(topic, key, envelope))
+
+    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
+        """Queue an event already encoded to the bytes `Envelope.to_bytes()` gives (trace
+        context included), for hot paths that build many events without envelope objects."""
+        self._pending.append(
+            {
+                "topic": topic,
+                "key": key,
+                "event_id": event_id,
+                "payload": payload,
+                "created_at": datetime.now(UTC),
+            }
+        )
 
     def with_store(self, make: Callable[[AsyncSession], R]) -> StoreTransaction[R]:
         """This transaction as a handler sees it: the service's repository over its session."""
