@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import Gauge
@@ -41,7 +41,7 @@ class MalformedEvent(InvalidInput):
     """A consumed event whose data does not fit its type: it goes to the DLQ with the reason."""
 
 
-def incoming(event: Envelope, models: dict[str, type[EventPayload]]) -> Incoming | None:
+def incoming(event: Envelope, models: Mapping[str, type[EventPayload]]) -> Incoming | None:
     """The event's data checked against its type's model; None for a type we do not read."""
     model = models.get(event.type)
     if model is None:
@@ -53,71 +53,66 @@ def incoming(event: Envelope, models: dict[str, type[EventPayload]]) -> Incoming
             f"{event.type} {event.id}: {exc.error_count()} invalid field(s)",
             errors=exc.errors(include_url=False, include_context=False, include_input=False),
         ) from exc
-    return Incoming(event.type, data, event.correlationid)
+    return Incoming(event.type, data, event.correlationid, event.time)
+
+
+# A use case of one consumed event: (run book, store, workspace, event).
+TopicHandler = Callable[[RunBook, WorkflowsStore, str, Incoming], Awaitable[None]]
 
 
 def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscription]]:
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
-        contact_models = dict(CONTACT_EVENT_TYPES)
-
         def book_of(uow: UnitOfWork) -> tuple[RunBook, WorkflowsStore]:
             store = WorkflowsStore(uow.session)
             return RunBook(store, uow, doors.clock(), limits_of(ctx.settings)), store
 
+        def wake_after_commit(uow: UnitOfWork, store: WorkflowsStore) -> None:
+            # The timer loop would not see the timers before the commit.
+            uow.after_commit(lambda: doors.wakeup.poke(store.earliest_timer))
+
         async def on_contacts(events: Sequence[Envelope], uow: UnitOfWork) -> None:
             by_workspace: dict[str, list[Incoming]] = defaultdict(list)
             for event in events:
-                item = incoming(event, contact_models)
+                item = incoming(event, CONTACT_EVENT_TYPES)
                 if item is not None:
                     by_workspace[event.workspace].append(item)
             book, store = book_of(uow)
             for workspace, items in by_workspace.items():
                 await handlers.on_contact_events(book, store, workspace, items)
             await book.flush()
-            doors.wakeup.poke(store.earliest_timer)
+            wake_after_commit(uow, store)
 
-        async def on_engagement(event: Envelope, uow: UnitOfWork) -> None:
-            item = incoming(event, dict(ENGAGEMENT_TYPES))
-            if item is None:
-                return
-            book, store = book_of(uow)
-            await handlers.on_engagement(book, store, event.workspace, item)
-            await book.flush()
-            doors.wakeup.poke(store.earliest_timer)
+        def each(
+            models: Mapping[str, type[EventPayload]], handle: TopicHandler
+        ) -> Callable[[Envelope, UnitOfWork], Awaitable[None]]:
+            """A consumer of one event at a time (each may move runs the next one reads)."""
 
-        async def on_scores(event: Envelope, uow: UnitOfWork) -> None:
-            item = incoming(event, SCORE_EVENT_TYPES)
-            if item is None:
-                return
-            book, store = book_of(uow)
-            await handlers.on_score_event(book, store, event.workspace, item)
-            await book.flush()
-            doors.wakeup.poke(store.earliest_timer)
+            async def on_event(event: Envelope, uow: UnitOfWork) -> None:
+                item = incoming(event, models)
+                if item is None:
+                    return
+                book, store = book_of(uow)
+                await handle(book, store, event.workspace, item)
+                await book.flush()
+                wake_after_commit(uow, store)
 
-        async def on_notifications(event: Envelope, uow: UnitOfWork) -> None:
-            item = incoming(event, NOTIFICATION_EVENT_TYPES)
-            if item is None:
-                return
-            book, store = book_of(uow)
-            await handlers.on_notification_outcome(book, store, event.workspace, item)
-            await book.flush()
-            doors.wakeup.poke(store.earliest_timer)
+            return on_event
 
-        async def on_leads(event: Envelope, uow: UnitOfWork) -> None:
-            item = incoming(event, {LeadCaptured.event_type: LeadCaptured})
-            if item is None:
-                return
-            book, store = book_of(uow)
-            await handlers.on_lead(book, store, event.workspace, item)
-            await book.flush()
-            doors.wakeup.poke(store.earliest_timer)
-
+        leads: dict[str, type[EventPayload]] = {LeadCaptured.event_type: LeadCaptured}
         return [
             ctx.batch_subscription("contacts", [topics.CONTACTS], on_contacts),
-            ctx.subscription("leads", [topics.LEADS], on_leads),
-            ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
-            ctx.subscription("scores", [topics.SCORES], on_scores),
-            ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notifications),
+            ctx.subscription("leads", [topics.LEADS], each(leads, handlers.on_lead)),
+            ctx.subscription(
+                "engagement", [topics.ENGAGEMENT], each(ENGAGEMENT_TYPES, handlers.on_engagement)
+            ),
+            ctx.subscription(
+                "scores", [topics.SCORES], each(SCORE_EVENT_TYPES, handlers.on_score_event)
+            ),
+            ctx.subscription(
+                "notifications",
+                [topics.NOTIFICATIONS],
+                each(NOTIFICATION_EVENT_TYPES, handlers.on_notification_outcome),
+            ),
         ]
 
     return build

@@ -12,7 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, func, select, tuple_, update
+import orjson
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +40,7 @@ from services.workflows.models import (
     Workflow,
     WorkflowVersion,
 )
-from shared.db import insert_rows
+from shared.db import insert_json_rows, insert_rows, update_json_rows
 
 ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
 STEPS: Table = StepRun.__table__  # type: ignore[assignment]
@@ -78,6 +92,43 @@ class WorkflowsStore:
 
     def _insert(self, table: Table) -> Any:
         return postgresql.insert(table) if self.postgres else sqlite.insert(table)
+
+    def _among(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+        """`column IN values`; on PostgreSQL `= ANY(<one array>)`: one statement text for
+        every batch size (cached and prepared once), not a parameter per value."""
+        if self.postgres:
+            return column == any_(
+                bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+            )
+        return column.in_(values)
+
+    async def _upsert(
+        self,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        key: Sequence[str],
+        update: Sequence[str],
+    ) -> None:
+        """Insert whole rows, or set `update` on the rows already holding their `key`. On
+        PostgreSQL the batch travels as one JSON document (`json_populate_recordset`, typed by
+        the table), like `shared.db.insert_json_rows`."""
+        if not self.postgres:
+            stmt = self._insert(table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c[k] for k in key], set_={n: stmt.excluded[n] for n in update}
+            )
+            await self.session.execute(stmt, list(rows))
+            return
+        names = ", ".join(f'"{n}"' for n in rows[0])
+        sets = ", ".join(f'"{n}" = excluded."{n}"' for n in update)
+        keys = ", ".join(f'"{k}"' for k in key)
+        sql = (
+            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM '
+            f'json_populate_recordset(NULL::"{table.name}", CAST(:rows AS json)) '
+            f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+        )
+        document = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
+        await self.session.execute(text(sql), {"rows": document})
 
     # --- workflows ----------------------------------------------------------------------------
 
@@ -144,7 +195,7 @@ class WorkflowsStore:
             return {}
         c = CONTACTS.c
         query = select(c.id, c.data).where(
-            c.workspace == workspace, c.id.in_(wanted), c.merged_into.is_(None)
+            c.workspace == workspace, self._among(c.id, wanted), c.merged_into.is_(None)
         )
         return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
 
@@ -166,12 +217,11 @@ class WorkflowsStore:
         """Upsert projection rows (workspace, id, email, data, merged_into, updated_at)."""
         if not rows:
             return
-        stmt = self._insert(CONTACTS)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[CONTACTS.c.workspace, CONTACTS.c.id],
-            set_={n: stmt.excluded[n] for n in ("email", "data", "merged_into", "updated_at")},
+        # One row per contact: a statement may not update the same row twice.
+        unique = list({(r["workspace"], r["id"]): r for r in rows}.values())
+        await self._upsert(
+            CONTACTS, unique, ("workspace", "id"), ("email", "data", "merged_into", "updated_at")
         )
-        await self.session.execute(stmt, list(rows))
 
     async def contact_ids(
         self, workspace: str, after: str | None, limit: int
@@ -186,21 +236,15 @@ class WorkflowsStore:
     # --- runs ---------------------------------------------------------------------------------
 
     async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        await insert_rows(self.session, ENROLLMENTS, rows)
+        await insert_json_rows(self.session, ENROLLMENTS, rows)
 
     async def save_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Write back the state of runs (`id` plus the RUN_STATE columns)."""
-        if not rows:
-            return
-        e = ENROLLMENTS.c
-        stmt = (
-            update(ENROLLMENTS)
-            .where(e.id == bindparam("b_id"))
-            .values({n: bindparam(f"b_{n}") for n in RUN_STATE})
-            .execution_options(synchronize_session=False)
+        await update_json_rows(
+            self.session,
+            ENROLLMENTS,
+            [{"id": r["id"], **{n: r[n] for n in RUN_STATE}} for r in rows],
         )
-        params = [{"b_id": r["id"], **{f"b_{n}": r[n] for n in RUN_STATE}} for r in rows]
-        await self.session.execute(stmt, params)
 
     async def runs(
         self, workspace: str | None, ids: Iterable[str], lock: bool = False
@@ -208,7 +252,7 @@ class WorkflowsStore:
         wanted = list(set(ids))
         if not wanted:
             return {}
-        query = select(ENROLLMENTS).where(ENROLLMENTS.c.id.in_(wanted))
+        query = select(ENROLLMENTS).where(self._among(ENROLLMENTS.c.id, wanted))
         if workspace is not None:
             query = query.where(ENROLLMENTS.c.workspace == workspace)
         if lock and self.postgres:
@@ -224,7 +268,9 @@ class WorkflowsStore:
             return []
         e = ENROLLMENTS.c
         query = select(ENROLLMENTS).where(
-            e.workspace == workspace, e.contact_id.in_(wanted), e.status.in_(("active", "waiting"))
+            e.workspace == workspace,
+            self._among(e.contact_id, wanted),
+            e.status.in_(("active", "waiting")),
         )
         if lock and self.postgres:
             query = query.with_for_update()
@@ -238,8 +284,25 @@ class WorkflowsStore:
         if not wanted:
             return {}
         e = ENROLLMENTS.c
+        if self.postgres:
+            # The pairs as two arrays: one statement text for every batch size.
+            listed = select(
+                func.unnest(
+                    bindparam(
+                        "wfs", [w for w, _ in wanted], type_=postgresql.ARRAY(e.workflow_id.type)
+                    )
+                ).label("w"),
+                func.unnest(
+                    bindparam(
+                        "cids", [c for _, c in wanted], type_=postgresql.ARRAY(e.contact_id.type)
+                    )
+                ).label("c"),
+            )
+            among = tuple_(e.workflow_id, e.contact_id).in_(listed)
+        else:
+            among = tuple_(e.workflow_id, e.contact_id).in_(wanted)
         query = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status).where(
-            e.workspace == workspace, tuple_(e.workflow_id, e.contact_id).in_(wanted)
+            e.workspace == workspace, among
         )
         latest: dict[tuple[str, str], tuple[datetime, bool]] = {}
         for wf, cid, at, status in (await self.session.execute(query)).all():
@@ -297,15 +360,9 @@ class WorkflowsStore:
         if not rows:
             return
         unique = list({r["id"]: r for r in rows}.values())
-        stmt = self._insert(TIMERS)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[TIMERS.c.id],
-            set_={
-                n: stmt.excluded[n]
-                for n in ("due_at", "step", "enrollment_id", "contact_id", "failures")
-            },
+        await self._upsert(
+            TIMERS, unique, ("id",), ("due_at", "step", "enrollment_id", "contact_id", "failures")
         )
-        await self.session.execute(stmt, unique)
         earliest = min(r["due_at"] for r in unique)
         if self.earliest_timer is None or earliest < self.earliest_timer:
             self.earliest_timer = earliest
@@ -313,7 +370,7 @@ class WorkflowsStore:
     async def delete_timers(self, ids: Iterable[str]) -> None:
         wanted = list(set(ids))
         if wanted:
-            await self.session.execute(delete(TIMERS).where(TIMERS.c.id.in_(wanted)))
+            await self.session.execute(delete(TIMERS).where(self._among(TIMERS.c.id, wanted)))
 
     async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
         """Timers due by `now`, locked for this transaction; replicas skip each other's."""
@@ -350,10 +407,7 @@ class WorkflowsStore:
     # --- effects ------------------------------------------------------------------------------
 
     async def add_effects(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        stmt = self._insert(EFFECTS).on_conflict_do_nothing(index_elements=[EFFECTS.c.id])
-        await self.session.execute(stmt, list(rows))
+        await insert_json_rows(self.session, EFFECTS, rows, ignore=True)
 
     async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None:
         f = EFFECTS.c

@@ -324,16 +324,21 @@ def _action(
     ctx: Context,
     zone: tzinfo,
 ) -> tuple[Action, dict[str, Any]]:
-    contact = dict(ctx.contact or {})
-    variables = templates.context_of(
-        contact, {"id": run.workflow_id, "version": run.version, "name": document.name}, {}
-    )
+    contact = ctx.contact or {}
+    built: list[dict[str, Any]] = []
+
+    def variables() -> dict[str, Any]:
+        # Built on the first template rendered: most actions (tags, lists) render none.
+        if not built:
+            workflow = {"id": run.workflow_id, "version": run.version, "name": document.name}
+            built.append(templates.context_of(dict(contact), workflow, {}))
+        return built[0]
 
     def render(source: str | None) -> str | None:
         if source is None:
             return None
         try:
-            return templates.render(source, variables)
+            return templates.render(source, variables())
         except templates.RenderError as exc:
             raise StepFailure(f"{step.id}: {exc}") from exc
 
@@ -362,7 +367,7 @@ def _action(
         return Notify(payload), {"channel": step.channel, "content": content}
     if isinstance(step, defs.SendWebhookStep):
         try:
-            body = templates.render_value(step.payload, variables)
+            body = templates.render_value(step.payload, variables())
         except templates.RenderError as exc:
             raise StepFailure(f"{step.id}: {exc}") from exc
         payload = _notification(
@@ -379,7 +384,7 @@ def _action(
         }
     if isinstance(step, defs.SetFieldStep):
         try:
-            value = templates.render_value(step.value, variables)
+            value = templates.render_value(step.value, variables())
         except templates.RenderError as exc:
             raise StepFailure(f"{step.id}: {exc}") from exc
         name = step.field

@@ -36,7 +36,12 @@ RECENT_LATENESS: deque[float] = deque(maxlen=200_000)
 
 
 class Wakeup:
-    """Tells the timer loop that a timer sooner than the one it sleeps towards exists."""
+    """Tells the timer loop that a timer sooner than the one it sleeps towards was committed.
+
+    A poke while the loop is claiming (not asleep) is kept: the loop's next sleep returns at
+    once and it claims again, so a timer committed during a claim round is never left for the
+    next poll.
+    """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -48,12 +53,15 @@ class Wakeup:
         if self.sleeping_until is None or due < self.sleeping_until:
             self._event.set()
 
+    def claiming(self) -> None:
+        """The loop starts a claim round: what was poked so far, the round will see."""
+        self._event.clear()
+
     async def sleep(self, until: datetime | None, now: datetime, longest: float) -> None:
         seconds = longest if until is None else min(longest, (until - now).total_seconds())
         if seconds <= 0:
             return
         self.sleeping_until = until
-        self._event.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._event.wait()
@@ -140,6 +148,7 @@ async def run_timers(
     while True:
         try:
             started = time.perf_counter()
+            wakeup.claiming()
             # Several claimers drain a burst side by side; SKIP LOCKED keeps them apart.
             await asyncio.gather(*(claim_until_drained() for _ in range(max(1, workers))))
             due = await next_due(ctx)

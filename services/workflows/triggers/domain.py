@@ -3,7 +3,7 @@ and when the time-based triggers are due. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -280,3 +280,129 @@ def timer_trigger_fires(
         and abs((due - due_at).total_seconds()) < 1
         and due <= now + timedelta(seconds=1)
     )
+
+
+# --- the workspace's triggers, indexed ------------------------------------------------------
+
+Enabled = tuple[str, int, defs.WorkflowDocument]  # (workflow id, version, document)
+# A fact's value under which keyed triggers are filed: (the fact's data field, its value).
+_Key = tuple[str, str]
+
+
+class TriggerIndex:
+    """The enabled workflows of a workspace filed by trigger kind and, where the trigger names
+    one, by the value a fact must carry (a tag, a segment, a form, `source` equal to X …).
+
+    A fact looks up only the workflows that could match it (those filed under its kind and its
+    own values, plus its kind's triggers without a key), so 100 workflows do not mean 100
+    evaluations per event. It is a pre-filter: every candidate is still checked in full by
+    `fact_matches`.
+    """
+
+    def __init__(self, enabled: Sequence[Enabled]) -> None:
+        self.enabled = tuple(enabled)
+        # Items with their place in `enabled`, so candidates keep the saved order.
+        self._unkeyed: dict[str, list[tuple[int, Enabled]]] = {}
+        self._keyed: dict[str, dict[_Key, list[tuple[int, Enabled]]]] = {}
+        for place, item in enumerate(self.enabled):
+            trigger = item[2].trigger
+            key = trigger_key(trigger)
+            if key is None:
+                self._unkeyed.setdefault(trigger.type, []).append((place, item))
+            else:
+                filed = self._keyed.setdefault(trigger.type, {}).setdefault(key, [])
+                filed.append((place, item))
+        # The data fields each kind's keyed triggers are filed by.
+        self._fields = {
+            kind: tuple(dict.fromkeys(f for f, _ in keyed)) for kind, keyed in self._keyed.items()
+        }
+
+    def of_kind(self, kinds: Collection[str]) -> list[Enabled]:
+        """Every enabled workflow whose trigger is one of `kinds`."""
+        return [item for item in self.enabled if item[2].trigger.type in kinds]
+
+    def candidates(self, fact: Fact, contact: Mapping[str, Any] | None) -> list[Enabled]:
+        """The workflows `fact` may trigger (a superset of those it does), in saved order."""
+        found = self._unkeyed.get(fact.kind, [])
+        keyed = self._keyed.get(fact.kind)
+        if keyed:
+            parts = [found]
+            for name in self._fields[fact.kind]:
+                value = _fact_value(fact, contact, name)
+                if value is not None and (name, value) in keyed:
+                    parts.append(keyed[(name, value)])
+            if len(parts) > 1:
+                found = sorted(p for part in parts for p in part)
+        return [item for _, item in found]
+
+    def matching(
+        self, fact: Fact, contact: Mapping[str, Any] | None, now: datetime
+    ) -> list[Enabled]:
+        """The workflows `fact` triggers."""
+        return [
+            item
+            for item in self.candidates(fact, contact)
+            if fact_matches(item[2].trigger, fact, contact, now)
+        ]
+
+
+def trigger_key(trigger: defs.Trigger) -> _Key | None:
+    """The (data field, value) a fact must carry for the trigger to match; None when the
+    trigger has no such single value (it is then checked against every fact of its kind)."""
+    match trigger:
+        case defs.TagTrigger():
+            return ("tag", trigger.tag.strip().lower())
+        case defs.ListTrigger():
+            return ("list", trigger.list.strip().lower())
+        case defs.FieldChangedTrigger():
+            return ("field", trigger.field)
+        case defs.SegmentTrigger():
+            return ("segment_id", trigger.segment_id)
+        case defs.EngagementTrigger():
+            return ("type", trigger.event)
+        case defs.FormSubmittedTrigger() if trigger.form_id is not None:
+            return ("form_id", trigger.form_id)
+        case defs.LifecycleTrigger() if trigger.to_stage is not None:
+            return ("to", trigger.to_stage)
+        case defs.ContactCreatedTrigger() if trigger.conditions is not None:
+            node = trigger.compiled("conditions", trigger.conditions, "contact")
+            equal = _required_equality(node)
+            return None if equal is None else (f"contact.{equal[0]}", equal[1])
+    return None
+
+
+def _required_equality(node: conditions.Filter | None) -> tuple[str, str] | None:
+    """A text field the filter requires to equal one value (`source` eq `form-x`, alone or in
+    an `and`): (field, value); else None."""
+    if isinstance(node, conditions.Condition):
+        if (
+            node.op == "eq"
+            and node.kind in ("text", "enum")
+            and isinstance(node.value, str)
+            and not node.field.startswith("run.")
+        ):
+            return node.field, node.value
+        return None
+    if isinstance(node, conditions.Group) and node.op == "and":
+        for child in node.children:
+            found = _required_equality(child)
+            if found is not None:
+                return found
+    return None
+
+
+def _fact_value(fact: Fact, contact: Mapping[str, Any] | None, name: str) -> str | None:
+    """The fact's value under a key's field, normalised as its trigger compares it."""
+    data = fact.data
+    if name.startswith("contact."):
+        # What an `eq` condition compares: the value as text (a missing value, a boolean or a
+        # list never equals a text).
+        record = data.get("contact") or contact or {}
+        value = conditions.lookup(record, name.removeprefix("contact."), {})
+        if value is None or isinstance(value, bool | list | tuple | set | frozenset):
+            return None
+        return str(value)
+    if name in ("tag", "list"):
+        return str(data.get(name, "")).lower()
+    value = data.get(name)
+    return value if isinstance(value, str) else None

@@ -46,6 +46,7 @@ class Incoming:
     type: str
     data: Mapping[str, Any]
     correlation: str
+    at: datetime | None = None  # when the event was produced (its envelope's time)
 
 
 def _projection_row(
@@ -134,6 +135,24 @@ async def _apply_contact_part(
     await handle_facts(book, store, workspace, facts, contacts)
 
 
+# The last index built per workspace: rebuilt when its enabled workflows or versions change.
+_INDEXES: dict[str, domain.TriggerIndex] = {}
+_INDEXES_MAX = 1024
+
+
+async def trigger_index(book: RunBook, workspace: str) -> domain.TriggerIndex:
+    """The workspace's enabled workflows, indexed by what triggers them."""
+    enabled = await book.enabled(workspace)
+    index = _INDEXES.get(workspace)
+    if index is None or [(wf, v, id(d)) for wf, v, d in index.enabled] != [
+        (wf, v, id(d)) for wf, v, d in enabled
+    ]:
+        if len(_INDEXES) >= _INDEXES_MAX:
+            _INDEXES.clear()
+        index = _INDEXES[workspace] = domain.TriggerIndex(enabled)
+    return index
+
+
 async def handle_facts(
     book: RunBook,
     store: Store,
@@ -144,13 +163,11 @@ async def handle_facts(
     """Start what the facts trigger; move, end or leave alone the contacts' open runs."""
     if not facts:
         return
-    enabled = await book.enabled(workspace)
+    index = await trigger_index(book, workspace)
     triggered = [
         (fact, corr, wf, version, doc)
         for fact, corr in facts
-        for wf, version, doc in enabled
-        if doc.trigger.type == fact.kind
-        and domain.fact_matches(doc.trigger, fact, contacts.get(fact.contact_id), book.now)
+        for wf, version, doc in index.matching(fact, contacts.get(fact.contact_id), book.now)
     ]
     last = await store.last_runs(workspace, {(wf, f.contact_id) for f, _, wf, _, _ in triggered})
     open_runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -217,12 +234,8 @@ async def reschedule_time_triggers(
     """Date-relative and inactivity timers follow the contact's date fields and interactions."""
     if not contacts:
         return
-    timed = [
-        (wf, doc)
-        for wf, _, doc in await book.enabled(workspace)
-        if doc.trigger.type in TIME_TRIGGERS
-    ]
-    for wf, doc in timed:
+    timed = (await trigger_index(book, workspace)).of_kind(TIME_TRIGGERS)
+    for wf, _, doc in timed:
         zone = doc.timezone or book.limits.timezone
         for contact_id, contact in contacts.items():
             due = domain.trigger_due(doc.trigger, contact, zone)
