@@ -228,12 +228,12 @@ async def run(
         # 1. Triggers: consumption starts once the app joined the group; measured from the
         # first committed batch to the last.
         baseline = handled()
-        samples: list[tuple[float, int]] = []
+        samples: list[tuple[float, int, float]] = []
         deadline = time.perf_counter() + 900
         done = 0
         while done < events and time.perf_counter() < deadline:
             done = handled() - baseline
-            samples.append((time.perf_counter(), done))
+            samples.append((time.perf_counter(), done, time.process_time()))
             await asyncio.sleep(0.02)
         first = next(s for s in samples if s[1] > 0)
         last = samples[-1]
@@ -242,12 +242,17 @@ async def run(
         )
         result["trigger_events_per_s"] = round((last[1] - first[1]) / (last[0] - first[0]), 1)
         result["runs_enrolled"] = runs
+        # This process's CPU (consumer, outbox relay, the benchmark's own polling) per event.
+        result["trigger_cpu_ms_per_event"] = round(
+            1000 * (last[2] - first[2]) / max(1, last[1] - first[1]), 3
+        )
 
         # 2. A burst of timers due at one instant.
         RECENT_LATENESS.clear()
         due = datetime.now(UTC) + timedelta(seconds=8)
         await park_runs(engine, timer_workflow, [due] * burst)
         wall_due = time.perf_counter() + (due - datetime.now(UTC)).total_seconds()
+        cpu_before = time.process_time()
 
         async def burst_fired() -> bool:
             return (
@@ -258,11 +263,13 @@ async def run(
             )
 
         finished = await wait_for(burst_fired, 120, every=0.02)
+        burst_cpu = time.process_time() - cpu_before
         lateness = list(RECENT_LATENESS)
         result["burst"] = {
             "timers": burst,
             "fired": len(lateness),
             "all_fired_within_s": round(finished - wall_due, 3),
+            "cpu_ms_per_fire": round(1000 * burst_cpu / max(1, len(lateness)), 3),
             "lateness": percentiles(lateness),
         }
 
@@ -272,6 +279,7 @@ async def run(
         dues = [start + timedelta(seconds=i / rate) for i in range(rate * seconds)]
         await park_runs(engine, timer_workflow, dues)
         end = dues[-1]
+        cpu_before = time.process_time()
 
         async def sustained_fired() -> bool:
             return (
@@ -282,11 +290,14 @@ async def run(
             )
 
         await wait_for(sustained_fired, seconds + 120, every=0.1)
+        sustained_cpu = time.process_time() - cpu_before
         lateness = list(RECENT_LATENESS)
         result["sustained"] = {
             "timers_per_s": rate,
             "seconds": seconds,
             "fired": len(lateness),
+            # Includes the idle wait before the first timer is due (the loop's polls).
+            "cpu_ms_per_fire": round(1000 * sustained_cpu / max(1, len(lateness)), 3),
             "lateness": percentiles(lateness),
         }
         completed = await scalar(
