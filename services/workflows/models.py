@@ -16,6 +16,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import Json, UtcDateTime, service_metadata
+from shared.erasure import erasure_table
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -28,6 +29,8 @@ class Base(DeclarativeBase):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+# A digest per erased contact id, so an old contact event replayed later brings nobody back.
+erasures = erasure_table(Base.metadata)
 
 
 class Workflow(Base):

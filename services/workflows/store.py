@@ -39,7 +39,9 @@ from services.workflows.models import (
     Timer,
     Workflow,
     WorkflowVersion,
+    erasures,
 )
+from shared import erasure
 from shared.db import insert_json_rows, insert_rows, update_json_rows
 
 ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
@@ -474,6 +476,12 @@ class WorkflowsStore:
                 t.workspace == workspace, t.contact_id == merged_id, t.kind == "trigger"
             )
         )
+
+    async def record_erasures(self, workspace: str, digests: Sequence[str], at: datetime) -> None:
+        await erasure.record_erasures(self.session, erasures, workspace, digests, at)
+
+    async def erasures(self, workspace: str, digests: Iterable[str]) -> dict[str, datetime]:
+        return await erasure.erased_at(self.session, erasures, workspace, digests)
 
     async def erase(self, workspace: str, contact_id: str) -> list[dict[str, Any]]:
         """Forget a contact: its runs (returned, to announce their end), history, timers,

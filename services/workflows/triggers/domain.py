@@ -11,6 +11,7 @@ from typing import Any
 from services.workflows.conditions import domain as conditions
 from services.workflows.definitions import domain as defs
 from services.workflows.engine.domain import date_offset, zone_of
+from shared.identity import identity_digest
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,26 @@ def facts_of_contact_event(event_type: str, data: Mapping[str, Any]) -> list[Fac
         task = data["task"]
         return [Fact("task_created", task["contact_id"], task, event_type)]
     return []
+
+
+def contact_ids_of(event_type: str, data: Mapping[str, Any]) -> list[str]:
+    """The contacts a `leadwire.contacts.v1` event is about."""
+    found = []
+    snapshot = data.get("contact")
+    if isinstance(snapshot, Mapping) and snapshot.get("id"):
+        found.append(str(snapshot["id"]))
+    task = data.get("task")
+    if isinstance(task, Mapping) and task.get("contact_id"):
+        found.append(str(task["contact_id"]))
+    for name in ("contact_id", "survivor_id", "merged_id"):
+        if data.get(name):
+            found.append(str(data[name]))
+    return list(dict.fromkeys(found))
+
+
+def contact_digest(workspace: str, contact_id: str) -> str:
+    """The erasure marker of a contact id (`shared.erasure`): it names nobody by itself."""
+    return identity_digest(workspace, f"contact:{contact_id}")
 
 
 def form_submitted(contact_id: str, form_id: str, submission_id: str) -> Fact:

@@ -4,8 +4,9 @@ whose contact entered the exclusion segment, and keep time-based triggers schedu
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -16,6 +17,9 @@ from services.workflows.engine.handlers import OPEN, RunBook, Store
 from services.workflows.store import DueTimer
 from services.workflows.triggers import domain
 from services.workflows.triggers.domain import Fact
+from shared.identity import replayed_after_erasure
+
+log = logging.getLogger(__name__)
 
 # A date-relative due time further back than this is history, not something to act on now.
 PAST_GRACE = timedelta(minutes=1)
@@ -28,6 +32,10 @@ class ProjectionStore(Store, Protocol):
     async def merged_into(self, workspace: str, contact_id: str) -> str | None: ...
     async def repoint(self, workspace: str, merged_id: str, survivor_id: str) -> None: ...
     async def erase(self, workspace: str, contact_id: str) -> list[dict[str, Any]]: ...
+    async def record_erasures(
+        self, workspace: str, digests: Sequence[str], at: datetime
+    ) -> None: ...
+    async def erasures(self, workspace: str, digests: Iterable[str]) -> dict[str, datetime]: ...
     async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None: ...
     async def pair_submission(
         self,
@@ -72,18 +80,39 @@ async def on_contact_events(
             await _apply_contact_part(book, store, workspace, part)
             part = []
             await book.flush()
-            if event.type == "contact.merged":
-                await _merge(book, store, workspace, event)
-            else:
+            if event.type == "contact.deleted":
                 await _erase(book, store, workspace, event)
+            elif await _not_replayed(store, workspace, [event]):
+                await _merge(book, store, workspace, event)
             continue
         part.append(event)
     await _apply_contact_part(book, store, workspace, part)
 
 
+async def _not_replayed(
+    store: ProjectionStore, workspace: str, events: Sequence[Incoming]
+) -> list[Incoming]:
+    """The events that do not bring an erased contact back: one produced before its contact
+    was erased (a replayed dead letter, a topic re-read) is dropped; later ones are new."""
+    ids = {id(e): domain.contact_ids_of(e.type, e.data) for e in events}
+    digests = {c: domain.contact_digest(workspace, c) for found in ids.values() for c in found}
+    erased = await store.erasures(workspace, digests.values()) if digests else {}
+    if not erased:
+        return list(events)
+    kept = []
+    for event in events:
+        found = [digests[c] for c in ids[id(event)]]
+        if event.at is not None and replayed_after_erasure(event.at, found, erased):
+            log.info("dropping an event of an erased contact", extra={"type": event.type})
+            continue
+        kept.append(event)
+    return kept
+
+
 async def _apply_contact_part(
     book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
 ) -> None:
+    events = await _not_replayed(store, workspace, events) if events else []
     if not events:
         return
     facts: list[tuple[Fact, str]] = []
@@ -407,11 +436,13 @@ async def _merge(book: RunBook, store: ProjectionStore, workspace: str, event: I
 async def _erase(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:
     """A deleted contact (and the duplicates once merged into it): its runs stop, and its
     projection, runs, history, timers and submissions are erased."""
-    ids = [event.data["contact_id"], *(event.data.get("merged_ids") or [])]
-    for contact_id in dict.fromkeys(ids):
+    ids = list(dict.fromkeys([event.data["contact_id"], *(event.data.get("merged_ids") or [])]))
+    for contact_id in ids:
         for row in await store.erase(workspace, contact_id):
             if row["status"] in OPEN:
                 book.announce_end(row, "exited", "contact_deleted")
+    at = to_datetime(event.data.get("deleted_at")) or event.at or book.now
+    await store.record_erasures(workspace, [domain.contact_digest(workspace, c) for c in ids], at)
 
 
 async def on_lead(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:

@@ -75,6 +75,10 @@ class Service:
     ) -> Envelope:
         """Publish an event as its producer would, and wait until workflows handled it."""
         envelope = Envelope.of(payload, source="/test", workspace=workspace or self.workspace)
+        return await self.deliver(topic, envelope, contact_id)
+
+    async def deliver(self, topic: str, envelope: Envelope, contact_id: str) -> Envelope:
+        """Publish a ready envelope (a replay of an old one, say) and wait until handled."""
         await self.bus.publish(topic, topics.contact_key(envelope.workspace, contact_id), envelope)
         group = {
             topics.CONTACTS: "contacts",

@@ -4,6 +4,7 @@ runs, refusals coming back as failed steps, retries, merges, erasure and workspa
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -13,10 +14,12 @@ from shared.events import topics
 from shared.events.contact_commands import parse_command
 from shared.events.contacts import (
     ContactCommandRejected,
+    ContactCreated,
     ContactDeleted,
     ContactMerged,
     SegmentEntered,
 )
+from shared.events.envelope import Envelope
 from shared.events.ingest import EmailOpened
 from shared.events.notifications import NotificationFailed, NotificationRequested, NotificationSent
 from shared.events.workflows import RUN_EVENT_TYPES
@@ -533,6 +536,32 @@ class TestMergeAndDelete:
             f"/v1/workflows/{w}/test", json={"contact_id": a}, headers=service.headers
         )
         assert dry.status_code == 404
+
+    async def test_an_old_event_replayed_after_the_erasure_brings_nobody_back(
+        self, service: Service
+    ) -> None:
+        w = await service.workflow(DRIP)
+        a = await service.create_contact()
+        # An event produced before the erasure, never applied here (parked as a dead letter,
+        # say), replayed after it.
+        old = Envelope.of(
+            ContactCreated(contact=service.contacts[a], cause="api"),
+            source="/test",
+            workspace=service.workspace,
+        )
+        await service.publish(
+            topics.CONTACTS, ContactDeleted(contact_id=a, deleted_at=datetime.now(UTC)), a
+        )
+        assert await service.runs(w) == []
+        await service.deliver(topics.CONTACTS, old, a)
+        assert await service.runs(w) == []
+        dry = await service.client.post(
+            f"/v1/workflows/{w}/test", json={"contact_id": a}, headers=service.headers
+        )
+        assert dry.status_code == 404  # no projection row came back
+        # Events produced after the erasure are new: a new contact is enrolled as ever.
+        b = await service.create_contact()
+        assert [r["contact_id"] for r in await service.runs(w)] == [b]
 
 
 async def test_a_malformed_event_goes_to_the_dlq(service: Service) -> None:
