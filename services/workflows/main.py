@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.workflows.consumers import background, subscriptions
 from services.workflows.definitions.api import router as definitions_router
 from services.workflows.doors import Clock, Doors, system_clock
+from services.workflows.exports.api import router as exports_router
 from services.workflows.models import Base
 from services.workflows.recipes.api import router as recipes_router
 from services.workflows.runs.api import router as runs_router
@@ -30,7 +31,12 @@ def build_spec(
         port=8003,
         metadata=Base.metadata,
         migrations=Path(__file__).parent / "migrations",
-        routers=[recipes_router(doors), definitions_router(doors), runs_router(doors)],
+        routers=[
+            recipes_router(doors),
+            definitions_router(doors),
+            runs_router(doors),
+            exports_router(),
+        ],
         subscriptions=subscriptions(doors),
         background=background(doors, timer_loop),
         settings_factory=WorkflowsSettings,

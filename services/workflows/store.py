@@ -477,6 +477,55 @@ class WorkflowsStore:
             )
         )
 
+    async def person_rows(
+        self, workspace: str, contact_ids: Sequence[str], submission_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every row held on these contacts (an export), by table, oldest first."""
+
+        async def rows(query: Any) -> list[dict[str, Any]]:
+            return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+        c, e, s, f, t, sub = (
+            CONTACTS.c,
+            ENROLLMENTS.c,
+            STEPS.c,
+            EFFECTS.c,
+            TIMERS.c,
+            SUBMISSIONS.c,
+        )
+        ids = list(contact_ids)
+        return {
+            "contacts": await rows(
+                select(CONTACTS).where(c.workspace == workspace, c.id.in_(ids)).order_by(c.id)
+            ),
+            "enrollments": await rows(
+                select(ENROLLMENTS)
+                .where(e.workspace == workspace, e.contact_id.in_(ids))
+                .order_by(e.enrolled_at, e.id)
+            ),
+            "steps": await rows(
+                select(STEPS).where(s.workspace == workspace, s.contact_id.in_(ids)).order_by(s.id)
+            ),
+            "effects": await rows(
+                select(EFFECTS)
+                .where(f.workspace == workspace, f.contact_id.in_(ids))
+                .order_by(f.created_at, f.id)
+            ),
+            "timers": await rows(
+                select(TIMERS)
+                .where(t.workspace == workspace, t.contact_id.in_(ids))
+                .order_by(t.due_at, t.id)
+            ),
+            "submissions": await rows(
+                select(SUBMISSIONS)
+                .where(
+                    sub.workspace == workspace,
+                    sub.contact_id.in_(ids) | sub.submission_id.in_(list(submission_ids)),
+                )
+                .order_by(sub.at, sub.submission_id)
+            ),
+        }
+
     async def record_erasures(self, workspace: str, digests: Sequence[str], at: datetime) -> None:
         await erasure.record_erasures(self.session, erasures, workspace, digests, at)
 

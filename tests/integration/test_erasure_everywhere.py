@@ -279,6 +279,7 @@ class TestEraseEverywhere:
         assert any(s.startswith("contacts.contacts") for s in before)
 
         # The export gathers every service's part into one document.
+        await product.settled("workflows.contacts", topics.CONTACTS)
         export = await product.contacts.get(
             f"/v1/contacts/{contact_id}/export", headers=token(product.workspace, "contacts:read")
         )
@@ -292,6 +293,9 @@ class TestEraseEverywhere:
         [answer] = ingest_part["idempotency_records"]
         assert answer["status_code"] == 202
         assert "ingest" not in document["not_exported"]
+        assert "workflows" not in document["not_exported"]
+        workflows_part = document["services"]["workflows"]
+        assert [c["id"] for c in workflows_part["contacts"]] == [contact_id]
 
         erased = await product.contacts.delete(
             f"/v1/contacts/{contact_id}", headers=product.admin()

@@ -583,3 +583,45 @@ async def test_a_malformed_event_goes_to_the_dlq(service: Service) -> None:
     await eventually(parked, timeout=20)
     record = (await service.bus.dead_letters(topics.CONTACTS))[0]
     assert "validation_failed" in record.headers["leadwire-error"]
+
+
+class TestExportPerson:
+    async def test_answers_the_persons_projection_runs_history_and_effects(
+        self, service: Service
+    ) -> None:
+        w = await service.workflow(DRIP)
+        survivor, merged = await service.create_contact(), await service.create_contact()
+        other = await service.create_contact()
+        await service.publish(
+            topics.CONTACTS,
+            ContactMerged(
+                survivor_id=survivor,
+                merged_id=merged,
+                chosen={},
+                contact=service.contacts[survivor],
+            ),
+            survivor,
+        )
+        reader = token(service.workspace, "contacts:read")
+        response = await service.client.post(
+            "/v1/exports/person",
+            json={"contact_id": survivor, "merged_ids": [merged]},
+            headers=reader,
+        )
+        assert response.status_code == 200, response.text
+        part = response.json()
+        assert {c["id"] for c in part["contacts"]} == {survivor, merged}
+        runs = part["enrollments"]
+        assert {r["contact_id"] for r in runs} == {survivor}  # the merged one's run re-pointed
+        assert {r["workflow_id"] for r in runs} == {w}
+        waiting = next(r for r in runs if r["status"] == "waiting")
+        assert [s["step"] for s in waiting["steps"]] == ["hello", "wait"]
+        assert [e["step"] for e in part["sent_effects"]] == ["hello", "hello"]
+        assert [t["step"] for t in part["timers"]] == ["wait"]
+        assert other not in response.text
+
+    async def test_needs_the_contacts_read_scope(self, service: Service) -> None:
+        response = await service.client.post(
+            "/v1/exports/person", json={"contact_id": "c"}, headers=service.headers
+        )
+        assert response.status_code == 403
