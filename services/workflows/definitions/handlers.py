@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.workflows.definitions import domain
+from services.workflows.definitions import domain, validation
 from services.workflows.engine import domain as engine
 from services.workflows.engine.handlers import Limits, RunBook
 from services.workflows.models import Workflow, WorkflowVersion
@@ -34,8 +34,8 @@ class DefinitionsStore(Protocol):
 def validated(raw: Any, known: set[str], self_id: str | None = None) -> domain.WorkflowDocument:
     """The document, or a 422 naming the path of every error."""
     try:
-        return domain.parse_document(raw, known, self_id)
-    except domain.InvalidDocument as exc:
+        return validation.parse_document(raw, known, self_id)
+    except validation.InvalidDocument as exc:
         raise InvalidInput("The workflow is invalid.", errors=exc.errors) from exc
 
 

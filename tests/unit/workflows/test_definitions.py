@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.workflows.definitions.domain import InvalidDocument, parse_document
+from services.workflows.definitions.validation import InvalidDocument, parse_document
 
 
 def doc(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

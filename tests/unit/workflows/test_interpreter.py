@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.workflows.definitions.domain import WorkflowDocument, parse_document
+from services.workflows.definitions.domain import WorkflowDocument
+from services.workflows.definitions.validation import parse_document
 from services.workflows.engine import domain
 from services.workflows.engine.domain import (
     Command,

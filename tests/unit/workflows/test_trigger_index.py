@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from services.workflows.definitions.domain import parse_document
+from services.workflows.definitions.validation import parse_document
 from services.workflows.triggers import domain
 from services.workflows.triggers.domain import Enabled, Fact, TriggerIndex
 
