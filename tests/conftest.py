@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.registry import SERVICES
 from shared.clock import TEST_CLOCK_FILE, move_test_clock
-from tests.helpers import SECRET
+from tests.helpers import SECRET, eventually
 from tests.infra import KafkaServer, fetch_kafka_jars, start_kafka, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,23 @@ class Processes:
         """The time the processes read now (the system clock plus the moves so far)."""
         offset = float(self.clock_file.read_text() or 0) if self.clock_file.exists() else 0.0
         return datetime.now(UTC) + timedelta(seconds=offset)
+
+    async def wait_ready(self, timeout: float = 300) -> None:
+        """Until every process answers /readyz with 200 (six processes booting on a busy
+        machine can take minutes)."""
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def all_ready() -> bool:
+                for name in self.ports:
+                    try:
+                        response = await client.get(f"{self.url(name)}/readyz")
+                    except httpx.TransportError:
+                        return False
+                    if response.status_code != 200:
+                        return False
+                return True
+
+            await eventually(all_ready, timeout=timeout)
 
     def move_clock(self, by: timedelta) -> None:
         """Move every process's clock forward (seen within 50 ms): time-driven automations are

@@ -15,7 +15,7 @@ from cloudevents.core.formats.json import JSONFormat
 from shared.events import topics
 from shared.events.envelope import CLOUDEVENTS_JSON
 from tests.conftest import Processes, unique
-from tests.helpers import eventually, token
+from tests.helpers import token
 
 
 @pytest.mark.kafka
@@ -24,20 +24,11 @@ async def test_every_record_decodes_as_a_structured_cloudevent_with_all_attribut
     distributed_processes: Processes,
 ) -> None:
     ingest = distributed_processes.url("ingest")
-    contacts = distributed_processes.url("contacts")
     workspace = unique("ws")
     admin = token(workspace, "admin")
     email = f"{unique('grace')}@example.com"
     async with httpx.AsyncClient(timeout=10) as client:
-
-        async def ready() -> bool:
-            try:
-                answers = [await client.get(f"{base}/readyz") for base in (ingest, contacts)]
-            except httpx.TransportError:
-                return False
-            return all(a.status_code == 200 for a in answers)
-
-        await eventually(ready, timeout=90)
+        await distributed_processes.wait_ready()
         form = await client.post(
             f"{ingest}/v1/forms",
             headers=admin,

@@ -27,15 +27,7 @@ class TestLeadToContact:
         admin = token(workspace, "admin")
         email = f"{unique('ada')}@Example.COM"
         async with httpx.AsyncClient(timeout=10) as client:
-
-            async def ready() -> bool:
-                try:
-                    answers = [await client.get(f"{base}/readyz") for base in (ingest, contacts)]
-                except httpx.TransportError:
-                    return False
-                return all(a.status_code == 200 for a in answers)
-
-            await eventually(ready, timeout=90)
+            await distributed_processes.wait_ready()
             form = await client.post(
                 f"{ingest}/v1/forms",
                 headers=admin,

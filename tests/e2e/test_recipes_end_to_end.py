@@ -78,17 +78,6 @@ async def until(predicate: Callable[[], bool], timeout: float = 60) -> None:
     await eventually(holds, timeout=timeout)
 
 
-async def ready(client: httpx.AsyncClient, stack: Processes) -> None:
-    async def all_ready() -> bool:
-        try:
-            answers = [await client.get(stack.url(name) + "/readyz") for name in stack.ports]
-        except httpx.TransportError:
-            return False
-        return all(a.status_code == 200 for a in answers)
-
-    await eventually(all_ready, timeout=120)
-
-
 # The recipes a `team` installs unless a test names others with `@pytest.mark.recipes(...)`.
 RECIPES = ("new-lead-alert", "welcome", "high-score")
 
@@ -107,7 +96,7 @@ async def team(
     smtp.start()
     try:
         async with httpx.AsyncClient(timeout=30, headers=headers) as client:
-            await ready(client, stack)
+            await stack.wait_ready()
             t = Team(stack, client, headers, slack, smtp, "", {})
             form = await t.post(
                 "ingest",

@@ -20,18 +20,7 @@ class TestApiKeysAcrossServices:
         access = distributed_processes.url("access")
         workspace = unique("ws").replace("_", "-").lower()[:40]
         async with httpx.AsyncClient(timeout=10) as client:
-
-            async def all_ready() -> bool:
-                for name in SERVICES:
-                    try:
-                        response = await client.get(f"{distributed_processes.url(name)}/readyz")
-                    except httpx.TransportError:
-                        return False
-                    if response.status_code != 200:
-                        return False
-                return True
-
-            await eventually(all_ready, timeout=300)  # six processes booting on a busy machine
+            await distributed_processes.wait_ready()
             registered = await client.post(
                 f"{access}/v1/workspaces", json={"id": workspace, "name": "K"}, headers=OPERATOR
             )
