@@ -49,7 +49,13 @@ def create_engine(url: str, schema: str | None = None, **kwargs: Any) -> AsyncEn
         connect_args["server_settings"] = {"search_path": schema}
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No ping before each checkout: it cost a round trip and 200-450 µs of CPU on every
+    # transaction, a fifth of a small one. A connection that died with the server fails its
+    # first statement instead; SQLAlchemy then invalidates the whole pool, consumers retry
+    # (shared.transient) and a request answers 503 once. Recycling bounds how long an idle
+    # connection is trusted (a firewall or proxy may have dropped it).
+    kwargs.setdefault("pool_pre_ping", False)
+    kwargs.setdefault("pool_recycle", 300)
     return create_async_engine(url, connect_args=connect_args, **kwargs)
 
 
