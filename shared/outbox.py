@@ -31,6 +31,10 @@ from shared.tracing import publish_spans
 log = logging.getLogger(__name__)
 # How long published rows are kept: long enough to re-publish after a volatile bus restarts.
 SENT_RETENTION = timedelta(days=1)
+# An idle relay's longest wait between polls (see `OutboxRelay._poll_interval`).
+IDLE_POLL_MAX_S = 1.0
+# How soon a relay that found another replica publishing tries again.
+LOCK_RETRY_S = 0.02
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -100,6 +104,7 @@ class OutboxRelay:
         # Unsent rows as last counted: grows while the bus is down (readiness reports it).
         self.backlog = 0
         self._lock = f"leadwire-outbox-{service}"
+        self._lock_busy = False
 
     def notify(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without waiting a poll."""
@@ -129,7 +134,11 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         republish = _first_relay_on_volatile_bus(self.bus, self.service)
+        quiet = 0  # rounds in a row that found nothing to publish
         while not self._stopping:
+            # Cleared before the round, not after: a commit landing while this round runs
+            # wakes the next one at once instead of waiting out a poll interval.
+            self._wake.clear()
             try:
                 if republish:
                     await self._republish_recent()
@@ -137,14 +146,20 @@ class OutboxRelay:
                 sent = await self.publish_pending()
             except Exception:
                 log.warning("outbox relay failed, will retry", exc_info=True)
-                sent = 0
                 with contextlib.suppress(Exception):  # the database may be the one down
                     await self._count_backlog()
+                self._wake.clear()
                 await self._sleep(1)
+                continue
+            if self._lock_busy:
+                # Another replica is publishing; this one's rows may have missed its claim.
+                await asyncio.sleep(LOCK_RETRY_S)
+                continue
+            quiet = 0 if sent else quiet + 1
             if sent == 0 and self.keep_sent and not self._stopping:
                 await self._purge_sent()
             if sent < self.batch:
-                await self._sleep(self.poll_interval_s)
+                await self._sleep(self._poll_interval(quiet))
                 # Woken by a commit while busy (the last round carried several commits' rows):
                 # let the next few commits land too, so that under a steady stream of small
                 # transactions one relay round (lock, claim, publish, commit) carries many
@@ -152,11 +167,17 @@ class OutboxRelay:
                 if not self._stopping and self.linger_s and sent > 1:
                     await asyncio.sleep(self.linger_s)
 
+    def _poll_interval(self, quiet: int) -> float:
+        """This process's commits wake the relay; polling finds only rows another process
+        left (one that crashed before publishing), so an idle relay polls less and less
+        often, up to IDLE_POLL_MAX_S, instead of a transaction every interval for nothing."""
+        longest = max(IDLE_POLL_MAX_S, self.poll_interval_s)
+        return float(min(self.poll_interval_s * 2 ** min(quiet, 8), longest))
+
     async def _sleep(self, seconds: float) -> None:
-        """Wait for a commit's notification, a stop request or the poll interval."""
+        """Wait for a commit's notification, a stop request or `seconds`."""
         if self._stopping:
             return
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel on 3.11
                 await self._wake.wait()
@@ -169,7 +190,8 @@ class OutboxRelay:
         SQLite's write lock, which keeps two relays on one file from publishing a row twice.
         """
         async with self.sessions() as session, session.begin():
-            if not await try_xact_lock(session, self._lock):
+            self._lock_busy = not await try_xact_lock(session, self._lock)
+            if self._lock_busy:
                 return 0
             unsent = (
                 select(self.table.c.id)

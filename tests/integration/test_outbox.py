@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, Table, select, text
@@ -155,6 +156,61 @@ class TestOutbox:
         else:
             assert len(rows) == 1  # kept, to be re-published after a restart
             assert rows[0] is not None
+
+
+class TestPromptness:
+    """A relay never waits out its poll interval (here a minute) while rows wait to go."""
+
+    async def test_a_commit_landing_while_a_round_publishes_goes_in_the_next_round(
+        self, stack: Stack
+    ) -> None:
+        if stack.schema is None:
+            pytest.skip("a relay round holds SQLite's one write lock: no commit lands during it")
+        received = await collect(stack.bus)
+        relay = OutboxRelay(stack.engine, stack.outbox, stack.bus, "test", poll_interval_s=60)
+        publish = stack.bus.publish_batch
+        committed_meanwhile = False
+
+        async def publish_then_commit_another(*args: Any, **kwargs: Any) -> None:
+            nonlocal committed_meanwhile
+            await publish(*args, **kwargs)
+            if not committed_meanwhile:  # the round is still open: this commit missed it
+                committed_meanwhile = True
+                async with stack.uow(relay) as uow:
+                    uow.emit(TOPIC, "k", envelope("during"))
+
+        stack.bus.publish_batch = publish_then_commit_another  # type: ignore[method-assign]
+        relay.start()
+        try:
+            async with stack.uow(relay) as uow:
+                uow.emit(TOPIC, "k", envelope("before"))
+            async with asyncio.timeout(10):
+                while "during" not in received:
+                    await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
+        assert received == ["before", "during"]
+
+    async def test_rows_wait_only_briefly_while_another_replica_holds_the_relay_lock(
+        self, stack: Stack
+    ) -> None:
+        if stack.schema is None:
+            pytest.skip("SQLite serialises writers itself; the relay lock is PostgreSQL's")
+        received = await collect(stack.bus)
+        relay = OutboxRelay(stack.engine, stack.outbox, stack.bus, "test", poll_interval_s=60)
+        relay.start()
+        try:
+            async with db.sessionmaker(stack.engine)() as other, other.begin():
+                assert await db.try_xact_lock(other, "leadwire-outbox-test")
+                async with stack.uow(relay) as uow:
+                    uow.emit(TOPIC, "k", envelope("while-locked"))
+                await asyncio.sleep(0.5)
+                assert received == []  # the other replica holds the lock
+            async with asyncio.timeout(10):  # released: well before the poll interval
+                while "while-locked" not in received:
+                    await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
 
 
 class TestSeveralRelays:
