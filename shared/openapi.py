@@ -122,9 +122,15 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             for status in _implied(path, operation):
-                # FastAPI documents its 422 as application/json; the answer is problem+json.
+                # FastAPI documents its 422 as application/json; the answer is problem+json
+                # (beside any other type the route declares, such as a browser's HTML page).
                 if status == 422 or str(status) not in responses:
-                    responses[str(status)] = problem_response(status)
+                    declared = responses.get(str(status), {}).get("content", {})
+                    answer = problem_response(status)
+                    answer["content"] |= {
+                        kind: body for kind, body in declared.items() if kind != "application/json"
+                    }
+                    responses[str(status)] = answer
     schemas = schema["components"]["schemas"]
     for name in ("HTTPValidationError", "ValidationError"):
         if f"#/components/schemas/{name}" not in json.dumps(schema["paths"]):
