@@ -13,6 +13,7 @@ from services.ingest.forms import domain as forms_domain
 from services.ingest.forms.domain import ConsentSpec, FormField
 from services.ingest.webhooks import domain as webhooks_domain
 from shared.api_types import RequestDateTime, StrictBool, UtcDateTime
+from shared.events.ingest import ENGAGEMENT_TYPES
 from shared.json_limits import LimitedJsonObject
 
 MAX_LEADS = 500
@@ -273,7 +274,8 @@ class EngagementIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str
+    # Checked by the handler (its 422 lists the types); documented here as their enum.
+    type: str = Field(json_schema_extra={"enum": list[JsonValue](sorted(ENGAGEMENT_TYPES))})
     id: str | None = Field(default=None, max_length=64)  # the sender's id, for dedupe
     email: str | None = None
     contact_id: str | None = Field(default=None, max_length=64)

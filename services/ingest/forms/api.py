@@ -262,6 +262,23 @@ public.add_api_route(
     response_model=SubmissionAccepted,
     responses={
         303: {"description": "browser post: see the redirect URL"},
+        # A browser post that fails its rules gets the form again, with each field's error.
+        422: {"content": {"text/html": {"schema": {"type": "string"}}}},
         **problems(403, 409, 413, 415, 429),
+    },
+    # Read by hand (the hot path); which fields it takes is the form's own definition.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The form's fields by name (see the form's `fields`).",
+            "content": {
+                kind: {"schema": {"type": "object"}}
+                for kind in (
+                    "application/x-www-form-urlencoded",
+                    "multipart/form-data",
+                    "application/json",
+                )
+            },
+        }
     },
 )

@@ -32,3 +32,19 @@ class TestOpenApi:
             assert chunk.split('"', 1)[0] in schemas
         lead_body = document["paths"]["/v1/leads"]["post"]["requestBody"]["content"]
         assert "email" in json.dumps(lead_body)
+
+    async def test_a_submission_documents_its_body_and_a_browsers_html_refusal(
+        self, ingest: Ingest
+    ) -> None:
+        document = (await ingest.client.get("/openapi.json")).json()
+        submit = document["paths"]["/v1/forms/{form_id}/submissions"]["post"]
+        assert submit["requestBody"]["required"] is True
+        assert set(submit["requestBody"]["content"]) == {
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "application/json",
+        }
+        assert set(submit["responses"]["422"]["content"]) == {
+            "application/problem+json",
+            "text/html",
+        }
