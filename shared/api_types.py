@@ -12,7 +12,7 @@ import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, StrictBool, StrictFloat, StrictInt
+from pydantic import AfterValidator, BeforeValidator, Strict, StrictBool, StrictFloat
 
 __all__ = [
     "RequestDate",
@@ -35,6 +35,12 @@ def _not_a_number(value: Any) -> Any:
     return value
 
 
+def _whole_number(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)  # stored in UTC, read back without its offset
@@ -46,3 +52,5 @@ RequestDate = Annotated[date, BeforeValidator(_not_a_number)]
 # 540 is not 00:09: YAML 1.1 reads an unquoted 09:00 as that number.
 RequestTime = Annotated[time, BeforeValidator(_not_a_number)]
 UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+# JSON Schema's integer is any number without a fraction: 2.0 is one, "2", 2.5 and true are not.
+StrictInt = Annotated[int, BeforeValidator(_whole_number), Strict()]

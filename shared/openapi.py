@@ -115,8 +115,27 @@ def _implied(path: str, operation: dict[str, Any]) -> list[int]:
     return statuses
 
 
+# Bounds pydantic leaves under its own names when a validator wraps a constrained optional
+# number (shared.api_types.StrictInt | None): JSON Schema's names for them.
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _json_schema_bounds(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            for raw, name in _BOUNDS.items():
+                if raw in node:
+                    node[name] = node.pop(raw)
+        for child in node.values():
+            _json_schema_bounds(child)
+    elif isinstance(node, list):
+        for child in node:
+            _json_schema_bounds(child)
+
+
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the problem+json answers to every operation of an OpenAPI document (in place)."""
+    _json_schema_bounds(schema)
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():

@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from shared.api_types import RequestDate, RequestDateTime, RequestTime, StrictBool, UtcDateTime
+from shared.api_types import (
+    RequestDate,
+    RequestDateTime,
+    RequestTime,
+    StrictBool,
+    StrictInt,
+    UtcDateTime,
+)
 
 
 class _Request(BaseModel):
@@ -15,6 +22,10 @@ class _Request(BaseModel):
     at: RequestDateTime | None = None
     on: RequestDate | None = None
     daily: RequestTime | None = None
+
+
+class _Count(BaseModel):
+    count: StrictInt | None = Field(default=None, ge=1, le=10)
 
 
 class _Response(BaseModel):
@@ -44,6 +55,16 @@ class TestRequestTypes:
         assert read.daily == time(9)
         assert read.flag is False
         assert read.at == datetime(2026, 1, 1, 8, tzinfo=UTC)
+
+
+class TestIntegers:
+    @pytest.mark.parametrize("value", ["2", True, 2.5, 0, 11.0])
+    def test_text_booleans_fractions_and_out_of_bounds_are_refused(self, value: object) -> None:
+        with pytest.raises(ValidationError):
+            _Count.model_validate({"count": value})
+
+    def test_a_number_without_fraction_is_an_integer_as_json_schema_says(self) -> None:
+        assert _Count.model_validate({"count": 2.0}).count == 2
 
 
 class TestResponseInstants:

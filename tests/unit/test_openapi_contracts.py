@@ -44,6 +44,17 @@ class TestServiceDocuments:
                     assert set(content) - {PROBLEM_JSON} <= {"text/html"}, (method, path, status)
                     assert content[PROBLEM_JSON]["schema"] == {"$ref": PROBLEM_REF}
 
+    def test_every_bound_has_its_json_schema_name(self, service: str) -> None:
+        def bounds(node: Any) -> list[str]:
+            if isinstance(node, dict):
+                found = [k for k in ("ge", "le", "gt", "lt") if k in node and "type" in node]
+                return found + [b for child in node.values() for b in bounds(child)]
+            if isinstance(node, list):
+                return [b for child in node for b in bounds(child)]
+            return []
+
+        assert bounds(service_openapi(service)) == []
+
     def test_platform_answers_are_documented_on_every_operation(self, service: str) -> None:
         for path, method, operation in operations(service_openapi(service)):
             responses = operation["responses"]
