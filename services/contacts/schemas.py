@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue
 
-from shared.api_types import RequestDate, StrictBool, StrictInt, UtcDateTime
+from services.contacts.domain import FIELD_NAME_RE, RESERVED_FIELD_NAMES
+from shared.api_types import RequestDate, StrictBool, StrictFloat, StrictInt, UtcDateTime
 from shared.json_limits import LimitedJsonObject
 
 Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "churned"]
@@ -35,7 +36,12 @@ class ContactCreate(_In):
     owner_id: str | None = None
     custom_fields: LimitedJsonObject = Field(default_factory=dict)
     tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
-    lists: list[str] = Field(default_factory=list, max_length=100)
+    # A list name needs a letter, digit or _ (domain.normalise_list_name, code invalid_list).
+    lists: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"items": {"type": "string", "pattern": "[A-Za-z0-9_]"}},
+    )
 
 
 class ContactUpdate(_In):
@@ -124,13 +130,21 @@ MAX_FIELD_LENGTH = 1_000_000
 
 
 class FieldIn(_In):
-    name: str = Field(min_length=1, max_length=63)
+    # The handler's rule (domain.check_definition, code invalid_name), documented here.
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        json_schema_extra={
+            "pattern": FIELD_NAME_RE.pattern,
+            "not": {"enum": list[JsonValue](sorted(RESERVED_FIELD_NAMES))},
+        },
+    )
     type: Literal["text", "number", "date", "boolean", "select", "multi_select"]
     label: str | None = Field(default=None, max_length=200)
     required: StrictBool = False
     options: list[str] = Field(default_factory=list, max_length=500)
-    min: float | None = None
-    max: float | None = None
+    min: StrictFloat | None = None
+    max: StrictFloat | None = None
     # Bounded by the column (a 32-bit integer) with room to spare: a text value past a
     # million characters is no field of a contact.
     max_length: StrictInt | None = Field(default=None, ge=1, le=MAX_FIELD_LENGTH)
@@ -204,6 +218,17 @@ class OwnerRead(BaseModel):
 
 
 class AssignIn(_In):
+    # An owner, or a team whose rotation picks one (the owner wins when both are given).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {key: {"type": "string"}}, "required": [key]}
+                for key in ("owner_id", "team_id")
+            ]
+        },
+    )
+
     owner_id: str | None = None
     team_id: str | None = None
 

@@ -29,10 +29,6 @@ from tests.helpers import SECRET
 SEED = 20261128
 MAX_EXAMPLES = 5
 CONFIGS = Path(__file__).parent / "conformance"
-# Services whose documents do not yet state what their handlers refuse (being done one by one).
-EXCLUDED = {
-    "contacts": ["positive_data_acceptance"],
-}
 
 
 @pytest.fixture
@@ -101,7 +97,6 @@ def test_the_service_answers_what_its_openapi_document_says(
             f"{served}/openapi.json",
             "--checks",
             "all",
-            *(["--exclude-checks", ",".join(EXCLUDED[name])] if name in EXCLUDED else []),
             "--seed",
             str(SEED),
             "--max-examples",

@@ -35,3 +35,19 @@ class TestStrictRequestTypes:
             headers=service.headers,
         )
         assert dated.status_code == 200, dated.text
+
+    async def test_a_number_bound_of_a_field_is_not_a_boolean(self, service: Service) -> None:
+        answer = await service.client.post(
+            "/v1/fields",
+            json={"name": "seats", "type": "number", "max": False},
+            headers=service.headers,
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == "max"
+
+    async def test_a_weight_without_fraction_is_an_integer(self, service: Service) -> None:
+        created = await service.client.post(
+            "/v1/owners", json={"name": "Ada", "weight": 3.0}, headers=service.headers
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["weight"] == 3
