@@ -36,6 +36,7 @@ import httpx
 
 from bench.infra import ROOT, infrastructure
 from bench.ingest_bench import Connection, cpu_seconds, free_port
+from services.demo import prepare_workspace
 from services.registry import SERVICES
 from shared.auth import issue_token
 
@@ -82,40 +83,11 @@ class Receiver:
 
 
 async def install_speed_to_lead(urls: dict[str, str], token: str, slack_url: str) -> str:
-    """A form, a team of two owners, a Slack channel to the receiver and recipe 1; the path
-    form posts go to."""
-    async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30) as c:
-
-        async def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-            response = await c.post(url, json=body)
-            if response.status_code >= 300:
-                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
-            answer: dict[str, Any] = response.json()
-            return answer
-
-        form = await post(
-            urls["ingest"] + "/v1/forms",
-            {
-                "name": "Speed to lead",
-                "fields": [
-                    {"name": "email", "type": "email", "label": "Email", "required": True},
-                    {"name": "first_name", "label": "First name"},
-                    {"name": "company", "label": "Company"},
-                ],
-            },
-        )
-        team = await post(urls["contacts"] + "/v1/teams", {"name": "Sales"})
-        for name in ("Ada Lovelace", "Grace Hopper"):
-            await post(urls["contacts"] + "/v1/owners", {"name": name, "team_id": team["id"]})
-        await post(
-            urls["notifier"] + "/v1/channels",
-            {"name": "sales", "kind": "slack", "secrets": {"webhook_url": slack_url}},
-        )
-        await post(
-            urls["workflows"] + "/v1/workflows/recipes/new-lead-alert",
-            {"team_id": team["id"], "slack_channel": "sales"},
-        )
-    return f"/v1/forms/{form['id']}/submissions"
+    """The workspace of `services.demo` with its Slack channel pointing at the receiver and
+    recipe 1 alone; the path form posts go to."""
+    slack = {"slack": {"kind": "slack", "secrets": {"webhook_url": slack_url}}}
+    made = await prepare_workspace(urls, token, slack, recipes=("new-lead-alert",))
+    return made.submissions_path
 
 
 @dataclass

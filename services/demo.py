@@ -1,12 +1,16 @@
 """The embedded default's `demo` workspace, made over the services' own APIs on first start:
 a signup form, a sales team of two owners, `log` channels standing in for Slack and email, and
 recipes 1 (new lead alert), 2 (welcome) and 8 (high score). Scoring's default rule set applies
-to a workspace that has none. Idempotent: what exists (by name) is left as it is."""
+to a workspace that has none. Idempotent: what exists (by name) is left as it is.
+
+`prepare_workspace` is the general form: the speed-to-lead benchmark and the end-to-end tests
+make their workspaces with it, with channels to their own Slack and SMTP stand-ins."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -40,11 +44,34 @@ def _ok(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
 
-async def prepare_demo(urls: Mapping[str, str], token: str) -> list[str]:
-    """Make what is missing of the demo workspace; lines saying what is there, for the terminal."""
+@dataclass(frozen=True)
+class Workspace:
+    """What `prepare_workspace` made (or found): the form, the team and its owners (id → name)."""
+
+    form: dict[str, Any]
+    team_id: str
+    owners: dict[str, str]
+    recipes: dict[str, str]  # name → title
+
+    @property
+    def submissions_path(self) -> str:
+        return f"/v1/forms/{self.form['id']}/submissions"
+
+
+async def prepare_workspace(
+    urls: Mapping[str, str],
+    token: str,
+    channels: Mapping[str, Mapping[str, Any]],
+    recipes: Sequence[str] = RECIPES,
+    recipe_params: Mapping[str, Mapping[str, Any]] | None = None,
+    owners: Sequence[tuple[str, str]] = OWNERS,
+) -> Workspace:
+    """A workspace ready for leads, made over the services' APIs: a signup form, a sales team
+    whose owners take turns, the named notifier channels and the recipes (the demo, the
+    speed-to-lead benchmark and the end-to-end tests all start from one). Idempotent: what
+    exists (by name) is left as it is."""
     headers = {"authorization": f"Bearer {token}"}
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the terminal shows the summary
-    async with httpx.AsyncClient(headers=headers, timeout=10) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
         ingest, contacts = urls["ingest"], urls["contacts"]
         notifier, workflows = urls["notifier"], urls["workflows"]
 
@@ -57,33 +84,43 @@ async def prepare_demo(urls: Mapping[str, str], token: str) -> list[str]:
         team = next((t for t in teams if t["name"] == TEAM_NAME), None)
         if team is None:
             team = _ok(await client.post(f"{contacts}/v1/teams", json={"name": TEAM_NAME}))
-            for name, email in OWNERS:
+            for name, email in owners:
                 owner = {"name": name, "email": email, "team_id": team["id"]}
                 _ok(await client.post(f"{contacts}/v1/owners", json=owner))
+        members = _ok(await client.get(f"{contacts}/v1/owners", params={"team_id": team["id"]}))
+        team_owners = {o["id"]: o["name"] for o in members}
 
-        channels = {c["name"] for c in _ok(await client.get(f"{notifier}/v1/channels"))}
-        for name in CHANNELS:
-            if name not in channels:
-                channel = {"name": name, "kind": "log"}
-                _ok(await client.post(f"{notifier}/v1/channels", json=channel))
+        existing = {c["name"] for c in _ok(await client.get(f"{notifier}/v1/channels"))}
+        for name, channel in channels.items():
+            if name not in existing:
+                _ok(await client.post(f"{notifier}/v1/channels", json={"name": name, **channel}))
 
         installed = _ok(await client.get(f"{workflows}/v1/workflows"))["items"]
         names = {w["name"] for w in installed}
         listed = _ok(await client.get(f"{workflows}/v1/workflows/recipes"))["items"]
         titles = {r["name"]: r["title"] for r in listed}
         params: dict[str, dict[str, Any]] = {
-            "new-lead-alert": {"team_id": team["id"], "link_base": contacts},
-            "welcome": {"product": "Leadwire", "link_base": contacts},
-            "high-score": {"link_base": contacts},
+            "new-lead-alert": {"team_id": team["id"]},
+            "welcome": {"product": "Leadwire"},
         }
-        for recipe in RECIPES:
+        for recipe in recipes:
             if titles[recipe] not in names:
-                body = params[recipe] | {"name": titles[recipe]}
+                body = {"name": titles[recipe], "link_base": contacts}
+                body |= params.get(recipe, {}) | dict((recipe_params or {}).get(recipe, {}))
                 _ok(await client.post(f"{workflows}/v1/workflows/recipes/{recipe}", json=body))
 
+    return Workspace(form, team["id"], team_owners, {r: titles[r] for r in recipes})
+
+
+async def prepare_demo(urls: Mapping[str, str], token: str) -> list[str]:
+    """Make what is missing of the demo workspace; lines saying what is there, for the terminal."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the terminal shows the summary
+    log_channels = {name: {"kind": "log"} for name in CHANNELS}
+    made = await prepare_workspace(urls, token, log_channels)
+    ingest = urls["ingest"]
     return [
-        f"demo form      {form['hosted_url']}",
-        f"  submit       POST {ingest}/v1/forms/{form['id']}/submissions",
+        f"demo form      {made.form['hosted_url']}",
+        f"  submit       POST {ingest}{made.submissions_path}",
         f"demo team      {TEAM_NAME}: {', '.join(n for n, _ in OWNERS)} (round-robin)",
-        f"recipes        {', '.join(titles[r] for r in RECIPES)}; Slack and email print here",
+        f"recipes        {', '.join(made.recipes.values())}; Slack and email print here",
     ]

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.demo import prepare_workspace
 from tests.conftest import Processes, unique
 from tests.helpers import eventually, token
 from tests.receivers import HttpReceiver, SmtpReceiver
@@ -97,58 +98,28 @@ async def team(
     try:
         async with httpx.AsyncClient(timeout=30, headers=headers) as client:
             await stack.wait_ready()
-            t = Team(stack, client, headers, slack, smtp, "", {})
-            form = await t.post(
-                "ingest",
-                "/v1/forms",
-                {
-                    "name": "Signup",
-                    "fields": [
-                        {"name": "email", "type": "email", "label": "Email", "required": True},
-                        {"name": "first_name", "label": "First name"},
-                        {"name": "company", "label": "Company"},
-                    ],
+            email = {
+                "kind": "email",
+                "config": {
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "security": "none",
+                    "username": SmtpReceiver.USER,
+                    "from_address": "hello@leadwire.example",
                 },
-            )
-            t.form_id = form["id"]
-            sales = await t.post("contacts", "/v1/teams", {"name": "Sales"})
-            for name in ("Ada Owner", "Bo Owner"):
-                owner = await t.post(
-                    "contacts",
-                    "/v1/owners",
-                    {
-                        "name": name,
-                        "email": f"{name.split()[0].lower()}@team.example",
-                        "team_id": sales["id"],
-                    },
-                )
-                t.owners[owner["id"]] = name
-            await t.post(
-                "notifier",
-                "/v1/channels",
-                {"name": "slack", "kind": "slack", "secrets": {"webhook_url": slack.url("/slack")}},
-            )
-            await t.post(
-                "notifier",
-                "/v1/channels",
+                "secrets": {"password": SmtpReceiver.PASSWORD},
+            }
+            made = await prepare_workspace(
+                {name: stack.url(name) for name in stack.ports},
+                headers["Authorization"].removeprefix("Bearer "),
                 {
-                    "name": "email",
-                    "kind": "email",
-                    "config": {
-                        "host": "127.0.0.1",
-                        "port": smtp.port,
-                        "security": "none",
-                        "username": SmtpReceiver.USER,
-                        "from_address": "hello@leadwire.example",
-                    },
-                    "secrets": {"password": SmtpReceiver.PASSWORD},
+                    "slack": {"kind": "slack", "secrets": {"webhook_url": slack.url("/slack")}},
+                    "email": email,
                 },
+                recipes=recipes,
+                recipe_params={"welcome": {"product": "Acme"}},
             )
-            base = {"link_base": stack.url("contacts")}
-            params = {"new-lead-alert": {"team_id": sales["id"]}, "welcome": {"product": "Acme"}}
-            for recipe in recipes:
-                body = base | params.get(recipe, {})
-                await t.post("workflows", f"/v1/workflows/recipes/{recipe}", body)
+            t = Team(stack, client, headers, slack, smtp, made.form["id"], made.owners)
             yield t
     finally:
         smtp.stop()
