@@ -49,7 +49,7 @@ class Principal:
 
 
 def validate_workspace(workspace: str) -> str:
-    if not WORKSPACE_RE.match(workspace):
+    if not WORKSPACE_RE.fullmatch(workspace):  # `$` alone lets a trailing newline through
         raise InvalidInput(
             "workspace must be 2-63 lower-case letters, digits or dashes",
             errors=[{"field": "workspace", "code": "pattern", "message": "invalid workspace"}],

@@ -171,7 +171,7 @@ RESERVED_FIELD_NAMES = frozenset(
 def check_definition(definition: FieldDefinition) -> None:
     """A field definition must be well-formed before it can validate anything."""
     errors: list[dict[str, str]] = []
-    if not FIELD_NAME_RE.match(definition.name) or definition.name in RESERVED_FIELD_NAMES:
+    if not FIELD_NAME_RE.fullmatch(definition.name) or definition.name in RESERVED_FIELD_NAMES:
         errors.append(
             {
                 "field": "name",

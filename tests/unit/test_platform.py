@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.auth import validate_workspace
+from shared.errors import InvalidInput
 from shared.events.envelope import Envelope
 from shared.events.ingest import LeadCaptured, PurchaseCompleted
 from shared.events.topics import ALL_TOPICS, all_topics_with_dlq, contact_key, dlq
@@ -132,3 +134,11 @@ class TestKafkaPartitioner:
             assert partition_of(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % 12
         # Known value of Kafka's murmur2 (Utils.murmur2 in the Java client).
         assert murmur2(b"21") == -973932308 & 0xFFFFFFFF
+
+
+class TestWorkspaceNames:
+    def test_a_workspace_name_is_lower_case_letters_digits_and_dashes(self) -> None:
+        assert validate_workspace("acme-2") == "acme-2"
+        for bad in ("Acme", "a", "acme_2", "acme\n", "-acme"):
+            with pytest.raises(InvalidInput):
+                validate_workspace(bad)

@@ -149,6 +149,10 @@ class TestCustomFields:
         with pytest.raises(RuleViolation):
             domain.check_definition(FieldDefinition("email", "text"))
 
+    def test_a_definition_name_with_a_trailing_newline_is_refused(self) -> None:
+        with pytest.raises(RuleViolation):
+            domain.check_definition(FieldDefinition("seats\n", "text"))
+
 
 class TestLifecycle:
     def test_churned_needs_a_known_reason(self) -> None:
