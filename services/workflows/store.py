@@ -375,13 +375,16 @@ class WorkflowsStore:
             await self.session.execute(delete(TIMERS).where(self._among(TIMERS.c.id, wanted)))
 
     async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
-        """Timers due by `now`, locked for this transaction; replicas skip each other's."""
+        """Take the timers due by `now`, earliest first: deleted in this transaction (so back
+        if it rolls back), locked rows skipped, so replicas never take the same timer."""
         t = TIMERS.c
-        query = select(TIMERS).where(t.due_at <= now).order_by(t.due_at).limit(limit)
+        due = select(t.id).where(t.due_at <= now).order_by(t.due_at).limit(limit)
         if self.postgres:
-            query = query.with_for_update(skip_locked=True)
-        rows = (await self.session.execute(query)).mappings()
-        return [DueTimer(**{k: r[k] for k in DueTimer.__dataclass_fields__}) for r in rows]
+            due = due.with_for_update(skip_locked=True)
+        claim = delete(TIMERS).where(t.id.in_(due.scalar_subquery())).returning(*TIMERS.c)
+        rows = (await self.session.execute(claim)).mappings()
+        timers = [DueTimer(**{k: r[k] for k in DueTimer.__dataclass_fields__}) for r in rows]
+        return sorted(timers, key=lambda timer: (timer.due_at, timer.id))
 
     async def next_due(self) -> datetime | None:
         value: datetime | None = await self.session.scalar(select(func.min(TIMERS.c.due_at)))

@@ -108,6 +108,7 @@ class RunBook:
     _enabled: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     _enabled_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     _traceparents: dict[str, str | None] = field(default_factory=dict)
+    _claimed: set[str] = field(default_factory=set)
     started: int = 0
 
     # --- documents ----------------------------------------------------------------------------
@@ -405,8 +406,8 @@ class RunBook:
         }
 
     def fired(self, timer_ids: Iterable[str]) -> None:
-        for timer_id in timer_ids:
-            self._timers[timer_id] = None
+        """These timers were claimed (deleted) already: no need to delete them again."""
+        self._claimed.update(timer_ids)
 
     def _save(self, row: dict[str, Any]) -> None:
         if row["id"] not in self._new:
@@ -446,9 +447,11 @@ class RunBook:
         await self.store.add_runs(list(self._new.values()))
         await self.store.save_runs(list(self._saved.values()))
         await self.store.add_steps(self._steps)
-        deleted = [k for k, v in self._timers.items() if v is None]
+        deleted = [k for k, v in self._timers.items() if v is None and k not in self._claimed]
         await self.store.delete_timers(deleted)
-        await self.store.put_timers([v for v in self._timers.values() if v is not None])
+        put = [v for v in self._timers.values() if v is not None]
+        await self.store.put_timers(put)
+        self._claimed.difference_update(v["id"] for v in put)  # they exist again
         await self.store.add_effects(self._effects)
         self._new, self._saved, self._steps, self._timers, self._effects = {}, {}, [], {}, []
 
