@@ -13,6 +13,8 @@ def test_event_ids_are_random_uuids() -> None:
     made = {ids.event_id() for _ in range(1000)} | {new_id() for _ in range(1000)}
     assert len(made) == 2000
     assert {uuid.UUID(i).version for i in made} == {4}
+    assert {uuid.UUID(i).variant for i in made} == {uuid.RFC_4122}
+    assert all(str(uuid.UUID(i)) == i for i in made)  # the canonical form
 
 
 def test_prefixed_ids_name_their_kind() -> None:
