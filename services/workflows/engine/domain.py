@@ -19,6 +19,7 @@ from services.workflows.templates import domain as templates
 
 # Namespace of the deterministic ids of everything a run emits (uuid5 of the idempotency key).
 EFFECT_NAMESPACE = uuid.UUID("6f1d3a8e-2b7c-4c1e-9a55-3d0b7e1f4a20")
+_NAMESPACE_BYTES = EFFECT_NAMESPACE.bytes
 MAX_STEPS_PER_ADVANCE = 200
 WEEKDAY_NUMBERS = {name: i for i, name in enumerate(defs.WEEKDAYS)}
 
@@ -151,7 +152,13 @@ def effect_key(run: Run, step: str) -> str:
 
 
 def effect_id(key: str) -> str:
-    return str(uuid.uuid5(EFFECT_NAMESPACE, key))
+    """`str(uuid.uuid5(EFFECT_NAMESPACE, key))`, formatted from the SHA-1 digest directly (a
+    third of the cost: one per action a run takes)."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def enrollment_of_key(key: str) -> str | None:

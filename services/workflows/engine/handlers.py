@@ -312,10 +312,11 @@ class RunBook:
                 "notification.requested",
                 action.payload,
             )
-        self._publish(topic, event_type, data, row, effect.event_id)
+        event_id = effect.event_id
+        self._publish(topic, event_type, data, row, event_id)
         self._effects.append(
             {
-                "id": effect.event_id,
+                "id": event_id,
                 "workspace": workspace,
                 "enrollment_id": row["id"],
                 "contact_id": contact_id,

@@ -1,9 +1,12 @@
-"""Run events are encoded straight to bytes: the same bytes their envelope would give."""
+"""Run events are encoded straight to bytes (the same bytes their envelope would give), and
+effect ids are the uuid5 of their idempotency key."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
+from services.workflows.engine.domain import EFFECT_NAMESPACE, effect_id
 from services.workflows.engine.handlers import SOURCE, encode_envelope
 from shared.events.envelope import Envelope, PreparedEnvelope
 
@@ -36,3 +39,9 @@ class TestEncodeEnvelope:
             )
             assert encoded == expected
             assert Envelope.from_bytes(encoded).traceparent == traceparent
+
+
+class TestEffectId:
+    def test_is_the_uuid5_of_the_idempotency_key(self) -> None:
+        for key in ("workflow:enr_1:hello:1", "workflow:enr_ü:step-2:12", ""):
+            assert effect_id(key) == str(uuid.uuid5(EFFECT_NAMESPACE, key))
