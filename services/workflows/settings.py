@@ -13,7 +13,7 @@ class WorkflowsSettings(Settings):
     workflows_max_attempts: int = 3
     workflows_retry_base_s: float = 1.0
     # Timers claimed per transaction, and how many claimers run side by side.
-    workflows_timer_batch: int = 500
+    workflows_timer_batch: int = 1000
     workflows_timer_workers: int = 2
     # Longest sleep of the timer loop: timers another replica scheduled are seen this soon.
     workflows_timer_poll_s: float = 0.5

@@ -124,10 +124,10 @@ def contact_ids_of(event_type: str, data: Mapping[str, Any]) -> list[str]:
     """The contacts a `leadwire.contacts.v1` event is about."""
     found = []
     snapshot = data.get("contact")
-    if isinstance(snapshot, Mapping) and snapshot.get("id"):
+    if isinstance(snapshot, dict) and snapshot.get("id"):
         found.append(str(snapshot["id"]))
     task = data.get("task")
-    if isinstance(task, Mapping) and task.get("contact_id"):
+    if isinstance(task, dict) and task.get("contact_id"):
         found.append(str(task["contact_id"]))
     for name in ("contact_id", "survivor_id", "merged_id"):
         if data.get(name):
