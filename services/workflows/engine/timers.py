@@ -68,16 +68,14 @@ class Wakeup:
         self.sleeping_until = None
 
 
-async def fire_once(
-    ctx: ServiceContext, clock: Clock, limits: Limits, batch: int, wakeup: Wakeup | None = None
-) -> int:
+async def fire_once(ctx: ServiceContext, clock: Clock, limits: Limits, batch: int) -> int:
     """One claim of due timers in one transaction; returns how many fired.
 
     When the batch fails, its timers are fired one by one, and a timer that fails alone is
     postponed with backoff (never dropped), so one bad run cannot hold back the others.
     """
     try:
-        fired = await _fire(ctx, clock, limits, batch, wakeup)
+        fired = await _fire(ctx, clock, limits, batch)
     except Exception:
         if batch == 1:
             raise
@@ -86,7 +84,7 @@ async def fire_once(
         for _ in range(batch):
             claimed: list[str] = []
             try:
-                one = await _fire(ctx, clock, limits, 1, wakeup, claimed)
+                one = await _fire(ctx, clock, limits, 1, claimed)
             except Exception:
                 log.error("timer failed, postponed", exc_info=True, extra={"timer": claimed})
                 async with ctx.uow() as uow:
@@ -109,16 +107,13 @@ async def _fire(
     clock: Clock,
     limits: Limits,
     batch: int,
-    wakeup: Wakeup | None,
     claimed: list[str] | None = None,
 ) -> list[DueTimer]:
+    # The loop reads the next due time after its claims: timers scheduled here need no poke.
     async with ctx.uow() as uow:
         store = WorkflowsStore(uow.session)
         book = RunBook(store, uow, clock(), limits)
-        fired = await fire_due_timers(book, store, batch, claimed)
-    if wakeup is not None:
-        wakeup.poke(store.earliest_timer)
-    return fired
+        return await fire_due_timers(book, store, batch, claimed)
 
 
 async def next_due(ctx: ServiceContext) -> datetime | None:
@@ -140,7 +135,7 @@ async def run_timers(
     async def claim_until_drained() -> int:
         total = 0
         while True:
-            fired = await fire_once(ctx, clock, limits, batch, wakeup)
+            fired = await fire_once(ctx, clock, limits, batch)
             total += fired
             if fired < batch:
                 return total
