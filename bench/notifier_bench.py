@@ -205,6 +205,22 @@ def pace_of(times: list[float]) -> tuple[int, float]:
     return most, min(gaps) if gaps else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_figures(cpu_s: float, delivered: int) -> dict[str, Any]:
+    """The notifier process's CPU over a phase (publishing to the last arrival), per message:
+    on a shared machine wall-clock rates are noisy, CPU per message is not."""
+    return {
+        "notifier_cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_message": round(cpu_s * 1000 / delivered, 3) if delivered else None,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
@@ -242,7 +258,7 @@ async def run(args: argparse.Namespace, kafka: str, pg: str) -> dict[str, Any]:
     try:
         with (
             process(receivers, env, logs / "receivers.log"),
-            process(serve, env, logs / "notifier.log"),
+            process(serve, env, logs / "notifier.log") as served,
         ):
             await wait_up(f"{receiver}/stats")
             await wait_up(f"{notifier}/readyz")
@@ -267,13 +283,18 @@ async def run(args: argparse.Namespace, kafka: str, pg: str) -> dict[str, Any]:
                 }
                 body = {"name": "mail", "kind": "email", "config": mail}
                 (await client.post("/v1/channels", json=body)).raise_for_status()
+            phases = (
+                ("slack", slack_phase),
+                ("email", email_phase),
+                ("latency", latency_phase),
+            )
             async with httpx.AsyncClient(timeout=30) as client:
-                result["slack"] = await slack_phase(args, bus, workspace, client, receiver)
-                print(json.dumps({"slack": result["slack"]}), flush=True)
-                result["email"] = await email_phase(args, bus, workspace, client, receiver)
-                print(json.dumps({"email": result["email"]}), flush=True)
-                result["latency"] = await latency_phase(args, bus, workspace, client, receiver)
-                print(json.dumps({"latency": result["latency"]}), flush=True)
+                for name, phase in phases:
+                    before = cpu_seconds(served.pid)
+                    figures = await phase(args, bus, workspace, client, receiver)
+                    figures |= cpu_figures(cpu_seconds(served.pid) - before, figures["delivered"])
+                    result[name] = figures
+                    print(json.dumps({name: figures}), flush=True)
             result["first_attempt_latency_ms"] = await attempt_latency(pg, prefix)
     finally:
         await bus.stop()
@@ -428,7 +449,11 @@ async def main() -> None:
         f"--seconds {args.seconds:g} --channels {args.channels} --slack-rate {args.slack_rate}"
         f" --pace {args.pace:g} --email-rate {args.email_rate}"
         f" --latency-rate {args.latency_rate}",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
         "targets": {
             "slack_per_s_over_50_channels": 1000,
             "email_per_s": 300,
@@ -437,6 +462,7 @@ async def main() -> None:
     }
     with infrastructure() as (kafka, pg):
         report |= await run(args, kafka, pg)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"notifier-{stamp}.json"
