@@ -13,9 +13,9 @@ from fastapi.responses import HTMLResponse
 
 from services.notifier import handlers
 from services.notifier.channels import handlers as channel_handlers
-from services.notifier.delivery import handlers as delivery
 from services.notifier.delivery.domain import STATUSES
 from services.notifier.models import Attempt, Channel, Delivery, Template
+from services.notifier.requests import handlers as intake
 from services.notifier.runtime import runtime_of
 from services.notifier.schemas import (
     AttemptRead,
@@ -33,10 +33,12 @@ from services.notifier.schemas import (
 )
 from services.notifier.store import NotifierStore
 from services.notifier.templates import handlers as template_handlers
+from shared import tracing
 from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
 from shared.events.notifications import NotificationRequested
+from shared.logs import correlation_id_var
 
 Reader = Annotated[Principal, Depends(require_scope("notifications:read"))]
 Writer = Annotated[Principal, Depends(require_scope("notifications:write"))]
@@ -275,9 +277,10 @@ async def request_notification(
     payload = NotificationRequested(**body.model_dump(), requested_by="api")
     async with ctx.uow() as uow:
         store = NotifierStore(uow.session)
-        await delivery.accept_requests(
-            [delivery.Request(principal.workspace, payload)], store, uow, rt.links, now()
+        request = intake.Request(
+            principal.workspace, payload, correlation_id_var.get(), tracing.current_traceparent()
         )
+        await intake.accept_requests([request], store, uow, rt.links, now())
     rt.worker.wake()
     async with ctx.uow() as uow:
         store = NotifierStore(uow.session)

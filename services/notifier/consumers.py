@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from services.notifier import handlers
-from services.notifier.delivery import handlers as delivery
+from services.notifier.requests import handlers as intake
 from services.notifier.store import NotifierStore
+from shared import tracing
 from shared.app import ServiceContext
 from shared.bus import Subscription
 from shared.errors import InvalidInput
@@ -43,8 +44,15 @@ def requests_subscription(
                 except ValidationError as exc:
                     # Without a key and a channel there is no delivery to fail: dead-letter it.
                     raise InvalidInput(f"invalid notification request {event.id}: {exc}") from exc
-                requests.append(delivery.Request(event.workspace, payload, event.correlationid))
-            await delivery.accept_requests(
+                requests.append(
+                    intake.Request(
+                        event.workspace,
+                        payload,
+                        event.correlationid,
+                        tracing.traceparent_for(event.correlationid) or event.traceparent,
+                    )
+                )
+            await intake.accept_requests(
                 requests, NotifierStore(uow.session), uow, links, datetime.now(UTC)
             )
         wake()

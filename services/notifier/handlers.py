@@ -74,11 +74,26 @@ def problems_error(problems: Sequence[ConfigProblem], message: str) -> InvalidIn
     )
 
 
-def emit_outcome(outbox: Outbox, workspace: str, key: str, payload: EventPayload) -> None:
+def emit_outcome(
+    outbox: Outbox,
+    workspace: str,
+    key: str,
+    payload: EventPayload,
+    correlation_id: str | None = None,
+    traceparent: str | None = None,
+) -> None:
+    """A delivery's outcome event, under its request's correlation id and in its trace."""
     outbox.emit(
         topics.NOTIFICATIONS,
         topics.contact_key(workspace, key),
-        Envelope.of(payload, source=SOURCE, workspace=workspace, subject=key),
+        Envelope.of(
+            payload,
+            source=SOURCE,
+            workspace=workspace,
+            subject=key,
+            correlationid=correlation_id,
+            traceparent=traceparent,
+        ),
     )
 
 

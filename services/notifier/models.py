@@ -113,11 +113,17 @@ class Delivery(Base):
     message: Mapped[dict[str, Any]] = mapped_column(Json)  # rendered content, addresses, ids
     provider_message_id: Mapped[str | None] = mapped_column(String(300))
     correlation_id: Mapped[str | None] = mapped_column(Text)
+    # The request's W3C trace context: its outcome events continue the request's trace.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     requested_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # A paced message waiting in a live process's memory for its slot: leased to that process
+    # (`held_by`) until `held_until`, with no attempt started; another claims it after that.
+    held_by: Mapped[str | None] = mapped_column(String(40))
+    held_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     first_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 

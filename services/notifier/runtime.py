@@ -100,6 +100,7 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
         ),
         slack_interval_s=settings.notifier_slack_interval_s,
         sending_lease_s=lease,
+        hold_lease_s=settings.notifier_hold_lease_s,
         batch=settings.notifier_worker_batch,
         max_in_flight=settings.notifier_max_in_flight,
         poll_interval_s=settings.notifier_poll_interval_s,

@@ -38,6 +38,9 @@ class NotifierSettings(Settings):
     # A delivery claimed this long ago and never recorded crashed mid-send: its outcome is
     # unknown. Never shorter than the longest attempt (timeouts + 6 s): it may still be in flight.
     notifier_sending_lease_s: float = 300.0
+    # A paced Slack message waits in a process's memory for its slot (a second at most) under a
+    # lease this long, with no attempt recorded: if the process dies, it is sent after that.
+    notifier_hold_lease_s: float = 10.0
     notifier_worker_batch: int = 200
     notifier_max_in_flight: int = 2000
     notifier_poll_interval_s: float = 0.5

@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from services.notifier.models import (
     Attempt,
@@ -41,6 +42,8 @@ _PG_TYPES = {
     "outcome": "varchar",
     "status_code": "integer",
     "response": "text",
+    "held_by": "varchar",
+    "held_until": "timestamptz",
 }
 deliveries = cast(Table, Delivery.__table__)
 attempts = cast(Table, Attempt.__table__)
@@ -89,7 +92,6 @@ class Store(Protocol):
     ) -> Sequence[Delivery]: ...
     async def attempts_of(self, ids: Sequence[str]) -> dict[str, list[Attempt]]: ...
     async def finish_attempts(self, results: Sequence[Mapping[str, Any]]) -> None: ...
-    async def drop_attempts(self, keys: Sequence[tuple[str, int]]) -> None: ...
 
 
 class NotifierStore:
@@ -384,33 +386,52 @@ class NotifierStore:
 
     # -- the delivery worker ------------------------------------------------------------------
 
-    async def claim_due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
-        """Take up to `limit` prepared deliveries that are due and record the attempt about to
-        be made, before anything is sent. Replicas skip each other's rows (SKIP LOCKED)."""
-        due = (
-            select(deliveries.c.id)
+    async def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` prepared deliveries that are due and held by no live process, locked
+        for this transaction (replicas skip each other's rows: SKIP LOCKED)."""
+        query = (
+            select(*deliveries.c)
             .where(
                 deliveries.c.status.in_(WAITING),
                 deliveries.c.prepared.is_(True),
                 deliveries.c.next_attempt_at <= now,
+                or_(deliveries.c.held_until.is_(None), deliveries.c.held_until < now),
             )
             .order_by(deliveries.c.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        claim = (
+        return [dict(r._mapping) for r in await self.session.execute(query)]
+
+    async def start_attempts(
+        self, ids: Sequence[str], now: datetime, holder: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Record the attempt about to be made on each delivery, before anything is sent; with
+        `holder`, only on the deliveries that process still holds (another may have taken one
+        whose hold ran out). Returns the deliveries started, as they now are."""
+        if not ids:
+            return []
+        conditions: list[ColumnElement[bool]] = [
+            deliveries.c.id.in_(ids),
+            deliveries.c.status.in_(WAITING),
+        ]
+        if holder is not None:
+            conditions.append(deliveries.c.held_by == holder)
+        start = (
             update(deliveries)
-            .where(deliveries.c.id.in_(due.scalar_subquery()))
+            .where(*conditions)
             .values(
                 status="sending",
                 attempts=deliveries.c.attempts + 1,
                 claimed_at=now,
                 updated_at=now,
                 first_attempt_at=func.coalesce(deliveries.c.first_attempt_at, now),
+                held_by=None,
+                held_until=None,
             )
             .returning(*deliveries.c)
         )
-        rows = [dict(r._mapping) for r in await self.session.execute(claim)]
+        rows = [dict(r._mapping) for r in await self.session.execute(start)]
         if rows:
             await self.session.execute(
                 attempts.insert(),
@@ -420,6 +441,16 @@ class NotifierStore:
                 ],
             )
         return rows
+
+    async def hold(self, ids: Sequence[str], holder: str, until: datetime) -> None:
+        """Lease deliveries to a process that keeps them in memory until their pacing slot;
+        no attempt is recorded, so if it dies they are claimed again once `until` passes."""
+        if ids:
+            await self.session.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(held_by=holder, held_until=until)
+            )
 
     async def unprepared_due(self, now: datetime, limit: int) -> list[Delivery]:
         """Deliveries still waiting for their contact, due for another look."""
@@ -459,15 +490,6 @@ class NotifierStore:
             )
         )
         await self.session.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in results])
-
-    async def drop_attempts(self, keys: Sequence[tuple[str, int]]) -> None:
-        """Forget attempts that were never made (a paced message put back)."""
-        for delivery_id, number in keys:
-            await self.session.execute(
-                delete(attempts).where(
-                    attempts.c.delivery_id == delivery_id, attempts.c.number == number
-                )
-            )
 
     async def stale_sending(self, claimed_before: datetime, limit: int) -> list[dict[str, Any]]:
         """Deliveries claimed before `claimed_before` and never recorded: the process died

@@ -8,6 +8,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Mapping
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -15,7 +16,7 @@ import httpx
 from services.notifier.channels.domain import AllowList, IpAddress, refused_addresses
 from services.notifier.delivery.domain import Outcome, http_outcome
 
-__all__ = ["Refused", "http_outcome", "pinned", "post", "resolve"]
+__all__ = ["Refused", "http_outcome", "pinned", "post", "resolve", "timed_out"]
 
 
 class Refused(Exception):
@@ -61,8 +62,10 @@ async def post(
     headers: Mapping[str, str],
     allow: AllowList,
     timeout: float,
+    no_answer: Literal["retry", "unknown"] = "retry",
 ) -> tuple[Outcome, httpx.Response | None]:
-    """POST `body` to a user-given URL; the outcome (never raises for the target's answer)."""
+    """POST `body` to a user-given URL; the outcome (never raises for the target's answer).
+    `no_answer` is what a request sent but not answered in time comes to."""
     try:
         target, host_header, extensions = await pinned(url, allow)
     except Refused as exc:
@@ -79,8 +82,19 @@ async def post(
             follow_redirects=False,
         )
     except httpx.TimeoutException as exc:
-        return Outcome("retry", f"timed out after {timeout:g} s ({type(exc).__name__})"), None
+        return timed_out(exc, timeout, no_answer), None
     except httpx.HTTPError as exc:
         return Outcome("retry", f"{type(exc).__name__}: {exc}"), None
     outcome = http_outcome(response.status_code, response.text, response.headers.get("retry-after"))
     return outcome, response
+
+
+def timed_out(
+    exc: httpx.TimeoutException, timeout: float, no_answer: Literal["retry", "unknown"]
+) -> Outcome:
+    """A timeout before the request left (no connection) is retried; one after it may have
+    arrived comes to `no_answer`."""
+    detail = f"timed out after {timeout:g} s ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Outcome("retry", detail)
+    return Outcome(no_answer, detail)

@@ -43,6 +43,8 @@ class SlackSender:
                 {"content-type": "application/json"},
                 self._allow,
                 self._timeout,
+                # Slack takes no idempotency key: a post that may have arrived is not repeated.
+                no_answer="unknown",
             )
             return outcome
         return await self._post_message(job, body)
@@ -61,8 +63,8 @@ class SlackSender:
                 timeout=self._timeout,
                 follow_redirects=False,
             )
-        except httpx.TimeoutException:
-            return Outcome("retry", f"timed out after {self._timeout:g} s")
+        except httpx.TimeoutException as exc:
+            return http.timed_out(exc, self._timeout, "unknown")
         except httpx.HTTPError as exc:
             return Outcome("retry", f"{type(exc).__name__}: {exc}")
         outcome = http.http_outcome(

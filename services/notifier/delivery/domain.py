@@ -33,10 +33,11 @@ class Outcome:
 
     `kind`: `sent`; `retry` (temporary: try again, at `retry_after` seconds at the earliest when
     the provider said so); `failed` (permanent); `bounced` (a permanent refusal of the address,
-    which also suppresses it); `deferred` (not attempted: the channel's pace says later).
+    which also suppresses it); `unknown` (the request may have reached the provider but no answer
+    came, and sending again could double it: not retried, shown and counted as unknown).
     """
 
-    kind: Literal["sent", "retry", "failed", "bounced", "deferred"]
+    kind: Literal["sent", "retry", "failed", "bounced", "unknown"]
     detail: str = ""
     status_code: int | None = None
     retry_after: float | None = None
@@ -116,11 +117,17 @@ class RetryPolicy:
 class Pacer:
     """About one message per `interval` per key (a Slack channel), each key on its own: the
     first message to a quiet key goes at once, the next ones are spaced out, a 429 pauses the
-    key until its `Retry-After`. Other keys are never held up."""
+    key until its `Retry-After`. Other keys are never held up.
+
+    Two clocks per key: the slots booked when messages are claimed (`reserve`, so that no more
+    wait in memory than the pace lets out soon), and the start of the last send (`sending`,
+    which keeps the spacing where messages actually leave, whatever held them up between)."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self._next: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+        self._paused: dict[str, float] = {}
 
     def reserve(self, key: str, now: float) -> float:
         """Seconds to wait before sending on `key`; the slot is taken."""
@@ -135,13 +142,31 @@ class Pacer:
         if self._next.get(key) == at + self.interval_s:
             self._next[key] = at
 
+    def sending(self, key: str, now: float, longest: float = float("inf")) -> float:
+        """Seconds before a send on `key` may start: an interval after the previous send's
+        start, and not before a pause ends. The send is counted as starting then, unless that
+        is more than `longest` away (the caller puts the message off instead)."""
+        previous = self._started.get(key)
+        at = max(now, self._paused.get(key, now))
+        if previous is not None:
+            at = max(at, previous + self.interval_s)
+        if at - now <= longest:
+            self._started[key] = at
+            if len(self._started) > 10_000:
+                self._forget(now)
+        return at - now
+
     def pause(self, key: str, until: float) -> None:
         """The provider asked us to wait (429): nothing goes on `key` before `until`."""
         self._next[key] = max(self._next.get(key, until), until)
+        self._paused[key] = max(self._paused.get(key, until), until)
 
     def _forget(self, now: float) -> None:
-        for key in [k for k, at in self._next.items() if at <= now]:
-            del self._next[key]
+        for book in (self._next, self._paused):
+            for key in [k for k, at in book.items() if at <= now]:
+                del book[key]
+        for key in [k for k, at in self._started.items() if at + self.interval_s <= now]:
+            del self._started[key]
 
 
 # ---------------------------------------------------------------------------------------------

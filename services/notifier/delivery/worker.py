@@ -1,7 +1,11 @@
-"""The delivery worker: claims due deliveries from the database (recording each attempt before
-anything is sent), sends them concurrently with per-channel Slack pacing, and records the
-outcomes in batches. Retries are rows with a `next_attempt_at`, never in-memory sleeps, so a
-restart loses none; only the short pacing waits of Slack live in memory."""
+"""The delivery worker: claims due deliveries from the database, sends them concurrently with
+per-channel Slack pacing, and records the outcomes in batches.
+
+An attempt is recorded (the delivery `sending`, an attempt row) in the same transaction as the
+claim when the message can go at once, and otherwise only when its pacing slot comes: a paced
+Slack message waiting in memory is merely held (leased to this process for a short while), so
+a process that dies while holding it leaves it unsent and unattempted, to be claimed again.
+Retries are rows with a `next_attempt_at`, never in-memory sleeps, so a restart loses none."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,18 +27,31 @@ from services.notifier.channels.slack import pace_key
 from services.notifier.delivery import handlers as delivery
 from services.notifier.delivery.domain import Outcome, Pacer, RetryPolicy
 from services.notifier.models import Channel
+from services.notifier.requests import handlers as intake
 from services.notifier.store import NotifierStore
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 # A Slack message whose channel is booked further ahead than this goes back to the database
-# instead of holding an in-flight slot.
+# (due at its slot) instead of waiting in memory.
 MAX_PACING_WAIT_S = 1.0
 SWEEP_EVERY_S = 30.0
+# How many held deliveries one transaction starts at most.
+START_BATCH = 500
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a claim does with each due delivery: start it now, hold it in memory until its
+    pacing slot (seconds from now), or put it back until a later slot."""
+
+    now: list[dict[str, Any]]
+    held: list[tuple[dict[str, Any], float]]
+    later: list[tuple[str, datetime]]
 
 
 class DeliveryWorker:
@@ -48,6 +67,7 @@ class DeliveryWorker:
         *,
         slack_interval_s: float,
         sending_lease_s: float,
+        hold_lease_s: float,
         batch: int,
         max_in_flight: int,
         poll_interval_s: float,
@@ -61,6 +81,9 @@ class DeliveryWorker:
         self._policy = policy
         self._pacer = Pacer(slack_interval_s)
         self._lease = timedelta(seconds=sending_lease_s)
+        # A hold outlives the longest wait for a slot, with room for a slow start.
+        self._hold = timedelta(seconds=max(hold_lease_s, 2 * MAX_PACING_WAIT_S + 1.0))
+        self._holder = f"{uuid.uuid4().hex[:12]}"
         self._batch = batch
         self._max_in_flight = max_in_flight
         self._poll_interval_s = poll_interval_s
@@ -69,6 +92,9 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._results: asyncio.Queue[delivery.Result] = asyncio.Queue()
+        self._starts: asyncio.Queue[tuple[str, asyncio.Future[Mapping[str, Any] | None]]] = (
+            asyncio.Queue()
+        )
         self._in_flight: set[asyncio.Task[None]] = set()
         self._secrets: dict[tuple[str, datetime], dict[str, str]] = {}
         self._rng = random.Random()
@@ -79,15 +105,18 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        recorder = asyncio.create_task(self._record_forever(), name="notifier:recorder")
+        helpers = [
+            asyncio.create_task(self._record_forever(), name="notifier:recorder"),
+            asyncio.create_task(self._start_forever(), name="notifier:starter"),
+        ]
         try:
             await self._claim_forever()
         finally:
-            for task in list(self._in_flight):
+            for task in [*self._in_flight, *helpers]:
                 task.cancel()
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _claim_forever(self) -> None:
         while True:
@@ -132,20 +161,94 @@ class DeliveryWorker:
             store = NotifierStore(uow.session)
             waiting = await store.unprepared_due(now, self._batch)
             if waiting:
-                await delivery.prepare_waiting(waiting, store, uow, self._links, now)
-            rows = await store.claim_due(now, min(self._batch, room))
+                await intake.prepare_waiting(waiting, store, uow, self._links, now)
+            rows = await store.due(now, min(self._batch, room))
             channels = await store.channels_by_id(
                 [r["channel_id"] for r in rows if r["channel_id"]]
             )
-        for row in rows:
-            task = asyncio.create_task(self._attempt(row, channels.get(row["channel_id"] or "")))
-            self._in_flight.add(task)
-            task.add_done_callback(self._done)
+            plan = self._plan(rows, channels, now)
+            started = await store.start_attempts([r["id"] for r in plan.now], now)
+            await store.hold([r["id"] for r, _ in plan.held], self._holder, now + self._hold)
+            await store.update_deliveries(
+                [{"id": i, "next_attempt_at": at, "updated_at": now} for i, at in plan.later]
+            )
+        for row in started:
+            self._spawn(self._attempt(row, channels.get(row["channel_id"] or "")))
+        for row, wait in plan.held:
+            self._spawn(self._attempt_at_slot(row, channels.get(row["channel_id"] or ""), wait))
         return len(rows) + len(waiting)
+
+    def _plan(
+        self, rows: Sequence[dict[str, Any]], channels: Mapping[str, Channel], now: datetime
+    ) -> Plan:
+        """Book each Slack message a slot on its channel's pace; everything else goes now."""
+        plan = Plan([], [], [])
+        clock = time.monotonic()
+        for row in rows:
+            channel = channels.get(row["channel_id"] or "")
+            if row["kind"] != "slack" or (row["channel_id"] and channel is None):
+                plan.now.append(row)
+                continue
+            key = pace_key(self._job(row, channel))
+            wait = self._pacer.reserve(key, clock)
+            if wait <= 0:
+                plan.now.append(row)
+            elif wait <= MAX_PACING_WAIT_S:
+                plan.held.append((row, wait))
+            else:
+                self._pacer.release(key, clock + wait)
+                plan.later.append((row["id"], now + timedelta(seconds=wait)))
+        return plan
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._room.set()
+
+    async def _attempt_at_slot(
+        self, row: Mapping[str, Any], channel: Channel | None, wait: float
+    ) -> None:
+        """A held message: at its slot, record the attempt (batched with others'), then send."""
+        await asyncio.sleep(wait)
+        future: asyncio.Future[Mapping[str, Any] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        await self._starts.put((row["id"], future))
+        started = await future
+        if started is None:
+            # Our hold ran out and another process took it: it is theirs to send.
+            log.info("held delivery taken by another process", extra={"delivery": row["id"]})
+            return
+        await self._attempt(started, channel)
+
+    async def _start_forever(self) -> None:
+        """Record the attempts of held messages whose slot came, many in one transaction."""
+        while True:
+            batch = [await self._starts.get()]
+            while not self._starts.empty() and len(batch) < START_BATCH:
+                batch.append(self._starts.get_nowait())
+            waiting = [(i, f) for i, f in batch if not f.done()]
+            while True:
+                try:
+                    async with self._uow() as uow:
+                        rows = await NotifierStore(uow.session).start_attempts(
+                            [i for i, _ in waiting], utcnow(), holder=self._holder
+                        )
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The database is away: nothing was sent, so nothing is lost by waiting.
+                    log.warning("starting held deliveries failed, will retry", exc_info=True)
+                    await asyncio.sleep(1.0)
+            started = {r["id"]: r for r in rows}
+            for delivery_id, future in waiting:
+                if not future.done():
+                    future.set_result(started.get(delivery_id))
 
     def _job(self, row: Mapping[str, Any], channel: Channel | None) -> Job:
         secrets: dict[str, str] = {}
@@ -182,22 +285,25 @@ class DeliveryWorker:
         job = self._job(row, channel)
         sender = self._senders[job.kind]
         key = pace_key(job) if job.kind == "slack" else None
-        if key is not None:
-            now = time.monotonic()
-            wait = self._pacer.reserve(key, now)
-            if wait > MAX_PACING_WAIT_S:
-                self._pacer.release(key, now + wait)
-                return Outcome("deferred", retry_after=wait)
-            if wait > 0:
-                await asyncio.sleep(wait)
         # HTTP sends wait for a free connection here, not in the client's pool: a pool with
         # thousands of queued requests spends its time matching them to connections.
         slots = self._http_slots if job.kind in ("slack", "webhook") else contextlib.nullcontext()
         async with slots:
+            if key is not None:
+                # The pace is kept where the message leaves: however long the wait for a
+                # connection was, two sends on one channel start at least an interval apart.
+                wait = self._pacer.sending(key, time.monotonic(), MAX_PACING_WAIT_S)
+                if wait > MAX_PACING_WAIT_S:  # Slack asked to wait (429) meanwhile
+                    return Outcome("retry", "the channel is paused by Slack", retry_after=wait)
+                if wait > 0:
+                    await asyncio.sleep(wait)
             try:
                 outcome = await asyncio.wait_for(sender.send(job), self._attempt_timeout_s)
             except TimeoutError:
-                outcome = Outcome("retry", f"no answer within {self._attempt_timeout_s:g} s")
+                detail = f"no answer within {self._attempt_timeout_s:g} s"
+                # A Slack post carries no idempotency key: one that may have arrived is not
+                # sent again.
+                outcome = Outcome("unknown" if job.kind == "slack" else "retry", detail)
         if key is not None and outcome.status_code == 429:
             self._pacer.pause(key, time.monotonic() + (outcome.retry_after or 1.0))
         return outcome

@@ -113,6 +113,14 @@ class Notifier:
         await self.ctx.bus.publish(topics.NOTIFICATION_REQUESTS, key, envelope)
         return payload.idempotency_key
 
+    async def unknown_count(self) -> float:
+        """notifier_unknown_outcomes_total as /metrics shows it (process-wide: compare)."""
+        metrics = (await self.client.get("/metrics")).text
+        for line in metrics.splitlines():
+            if line.startswith("notifier_unknown_outcomes_total "):
+                return float(line.split()[1])
+        return 0.0
+
     async def delivery(self, key: str, workspace: str | None = None) -> dict[str, Any] | None:
         response = await self.get("/v1/notifications", workspace, limit=500)
         assert response.status_code == 200, response.text

@@ -3,9 +3,12 @@ policy for marketing mail, bad requests, erasure."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -14,6 +17,7 @@ from services.notifier.store import NotifierStore
 from shared.events import topics
 from shared.events.contacts import ContactDeleted
 from shared.events.envelope import Envelope
+from shared.events.notifications import NotificationRequested
 from tests.helpers import eventually
 from tests.receivers import Answer, HttpReceiver, SmtpReceiver
 from tests.service.notifier.conftest import Notifier
@@ -54,6 +58,50 @@ class TestIdempotency:
         mine = await notifier.settled(key)
         theirs = await notifier.settled(key, workspace="other-ws")
         assert mine["id"] != theirs["id"]
+
+
+class TestOutcomeEvents:
+    async def test_outcomes_carry_the_requests_correlation_id_and_trace(
+        self, notifier: Notifier, slack: HttpReceiver
+    ) -> None:
+        await notifier.channel("s", "slack", secrets={"webhook_url": slack.url("/hook/traced")})
+        trace_id = uuid.uuid4().hex
+        keys = {"sent": f"t:{uuid.uuid4().hex}", "failed": f"t:{uuid.uuid4().hex}"}
+        for outcome, key in keys.items():
+            channel = "s" if outcome == "sent" else "no-such-channel"
+            payload = NotificationRequested(
+                idempotency_key=key, channel=channel, content={"text": "x"}
+            )
+            envelope = Envelope.of(
+                payload,
+                source="/leadwire/workflows",
+                workspace=notifier.workspace,
+                correlationid=f"lead-{outcome}",
+                traceparent=f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
+            )
+            await notifier.ctx.bus.publish(
+                topics.NOTIFICATION_REQUESTS, topics.contact_key(notifier.workspace, key), envelope
+            )
+        for key in keys.values():
+            await notifier.settled(key)
+
+        def outcome_of(key: str) -> Envelope | None:
+            events = notifier.published(topics.NOTIFICATIONS)
+            return next((e for e in events if e.data["idempotency_key"] == key), None)
+
+        await eventually(lambda: _all_published(outcome_of, keys.values()), timeout=10)
+        for outcome, key in keys.items():
+            event = outcome_of(key)
+            assert event is not None
+            assert event.type == f"notification.{outcome}"
+            assert event.correlationid == f"lead-{outcome}"
+            assert event.traceparent is not None
+            assert event.traceparent.split("-")[1] == trace_id
+
+
+async def _all_published(outcome_of: Callable[[str], Envelope | None], keys: Iterable[str]) -> bool:
+    await asyncio.sleep(0)
+    return all(outcome_of(key) is not None for key in keys)
 
 
 class TestWebhooks:

@@ -57,16 +57,22 @@ class TestSlackAnswers:
         assert [a["outcome"] for a in item["attempt_log"]] == ["retry", "retry", "sent"]
         assert len(slack.at("/hook/flaky")) == 3
 
-    async def test_an_answer_hanging_past_the_timeout_is_retried(
+    async def test_an_answer_hanging_past_the_timeout_is_unknown_and_not_sent_again(
         self, notifier: Notifier, slack: HttpReceiver
     ) -> None:
+        # Slack takes no idempotency key: a post that may have arrived is never repeated.
         slack.plan("/hook/slow", Answer(200, delay_s=3.0), Answer())
         await notifier.channel("slow", "slack", secrets={"webhook_url": slack.url("/hook/slow")})
+        before = await notifier.unknown_count()
         key = await notifier.request(channel="slow", content={"text": "hello"})
         item = await notifier.settled(key)
-        assert item["status"] == "sent"
-        assert item["attempt_log"][0]["outcome"] == "retry"
+        assert item["status"] == "unknown", item
+        assert item["attempts"] == 1
+        assert item["attempt_log"][0]["outcome"] == "unknown"
         assert "timed out" in item["attempt_log"][0]["response"]
+        assert "not sent again" in item["reason"]
+        assert len(slack.at("/hook/slow")) == 1
+        assert await notifier.unknown_count() == before + 1
 
     async def test_a_4xx_fails_without_retry(self, notifier: Notifier, slack: HttpReceiver) -> None:
         slack.plan("/hook/gone", Answer(404, b"no_service"))
