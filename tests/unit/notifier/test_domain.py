@@ -97,6 +97,18 @@ class TestPacer:
         pacer = Pacer(1.0)
         pacer.pause("a", 130.0)
         assert pacer.reserve("a", 100.0) == 30.0
+        assert pacer.sending("a", 100.0, longest=1.0) == 30.0  # put off, not counted
+        assert pacer.sending("a", 130.0) == 0
+
+    def test_sends_start_an_interval_apart_whatever_held_them_up(self) -> None:
+        pacer = Pacer(1.0)
+        # Two messages booked a second apart, both let out late at once (a wait for a
+        # connection): the second still starts a second after the first.
+        assert pacer.reserve("a", 100.0) == 0
+        assert pacer.reserve("a", 100.0) == 1.0
+        assert pacer.sending("a", 101.2) == 0
+        assert pacer.sending("a", 101.2) == 1.0
+        assert pacer.sending("b", 101.2) == 0
 
 
 class TestMarketingDecision:
