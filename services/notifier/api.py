@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Response
@@ -38,6 +38,7 @@ from shared.app import Context
 from shared.auth import Principal, require_scope
 from shared.errors import InvalidInput
 from shared.events.notifications import NotificationRequested
+from shared.export import EXPORT_PATH, PersonRef
 from shared.logs import correlation_id_var
 
 Reader = Annotated[Principal, Depends(require_scope("notifications:read"))]
@@ -374,3 +375,22 @@ async def unsubscribe(token: str, ctx: Context) -> UnsubscribeResult:
 
 
 __all__ = ["public", "router"]
+
+
+# -- a person's data, for contacts' export (see shared.export) ---------------------------------
+
+
+@router.post(EXPORT_PATH.removeprefix("/v1"))
+async def export_person(
+    ref: PersonRef,
+    ctx: Context,
+    principal: Annotated[Principal, Depends(require_scope("contacts:read"))],
+) -> dict[str, Any]:
+    """Everything notifier holds on a person: projection, messages with attempts, suppressions."""
+    async with ctx.uow() as uow:
+        return await handlers.export_person(
+            principal.workspace,
+            [ref.contact_id, *ref.merged_ids],
+            NotifierStore(uow.session),
+            runtime_of(ctx).links,
+        )

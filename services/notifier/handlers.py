@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from services.notifier.channels.domain import (
     ConfigProblem,
+    address_hash,
 )
 from services.notifier.delivery.domain import (
     parse_quiet_hours,
@@ -207,3 +208,62 @@ def set_subscription(outbox: Outbox, workspace: str, contact_id: str, status: st
         topics.contact_key(workspace, contact_id),
         Envelope.of(command, source=SOURCE, workspace=workspace, subject=contact_id),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A person's data, for contacts' export (see shared.export)
+
+
+async def export_person(
+    workspace: str, contact_ids: Sequence[str], store: Store, links: Links
+) -> dict[str, Any]:
+    """Everything notifier holds on a person: the contact as projected here, every message to
+    or about them with its attempts (content, recipient, provider answers), and the
+    suppressions naming them or one of their addresses."""
+    projected = await store.contacts(workspace, list(contact_ids))
+    deliveries = await store.person_deliveries(workspace, list(contact_ids))
+    attempts = await store.attempts_of([d.id for d in deliveries])
+    addresses = {str(s["email"]).lower() for s in projected.values() if s.get("email")}
+    addresses |= {d.recipient.lower() for d in deliveries if d.kind == "email" and d.recipient}
+    hashes = [address_hash(links.hash_key, a) for a in sorted(addresses)]
+    suppressions = await store.person_suppressions(workspace, list(contact_ids), hashes)
+    return {
+        "contacts": [projected[cid] for cid in contact_ids if cid in projected],
+        "notifications": [
+            {
+                "id": d.id,
+                "idempotency_key": d.idempotency_key,
+                "contact_id": d.contact_id,
+                "channel": d.channel,
+                "kind": d.kind,
+                "purpose": d.purpose,
+                "recipient": d.recipient,
+                "status": d.status,
+                "reason": d.reason,
+                "message": d.message,
+                "provider_message_id": d.provider_message_id,
+                "created_at": d.created_at.isoformat(),
+                "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+                "attempts": [
+                    {
+                        "number": a.number,
+                        "started_at": a.started_at.isoformat(),
+                        "finished_at": a.finished_at.isoformat() if a.finished_at else None,
+                        "outcome": a.outcome,
+                        "status_code": a.status_code,
+                        "response": a.response,
+                    }
+                    for a in attempts.get(d.id, [])
+                ],
+            }
+            for d in deliveries
+        ],
+        "suppressions": [
+            {
+                "reason": s.reason,
+                "contact_id": s.contact_id,
+                "created_at": s.created_at.isoformat(),
+            }
+            for s in suppressions
+        ],
+    }

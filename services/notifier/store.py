@@ -92,6 +92,12 @@ class Store(Protocol):
     ) -> Sequence[Delivery]: ...
     async def attempts_of(self, ids: Sequence[str]) -> dict[str, list[Attempt]]: ...
     async def finish_attempts(self, results: Sequence[Mapping[str, Any]]) -> None: ...
+    async def person_deliveries(
+        self, workspace: str, contact_ids: Sequence[str]
+    ) -> Sequence[Delivery]: ...
+    async def person_suppressions(
+        self, workspace: str, contact_ids: Sequence[str], hashes: Sequence[str]
+    ) -> Sequence[Suppression]: ...
 
 
 class NotifierStore:
@@ -383,6 +389,32 @@ class NotifierStore:
         for attempt in (await self.session.execute(query)).scalars():
             found[attempt.delivery_id].append(attempt)
         return found
+
+    async def person_deliveries(
+        self, workspace: str, contact_ids: Sequence[str]
+    ) -> Sequence[Delivery]:
+        """Every delivery to or about these contacts, oldest first (a person's export)."""
+        if not contact_ids:
+            return []
+        query = (
+            select(Delivery)
+            .where(Delivery.workspace == workspace, Delivery.contact_id.in_(set(contact_ids)))
+            .order_by(Delivery.created_at, Delivery.id)
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def person_suppressions(
+        self, workspace: str, contact_ids: Sequence[str], hashes: Sequence[str]
+    ) -> Sequence[Suppression]:
+        """Suppressions naming these contacts or the keyed hashes of their addresses."""
+        query = select(Suppression).where(
+            Suppression.workspace == workspace,
+            or_(
+                Suppression.contact_id.in_(set(contact_ids)),
+                Suppression.address_hash.in_(set(hashes)),
+            ),
+        )
+        return (await self.session.execute(query)).scalars().all()
 
     # -- the delivery worker ------------------------------------------------------------------
 

@@ -296,6 +296,12 @@ class TestEraseEverywhere:
         assert "workflows" not in document["not_exported"]
         workflows_part = document["services"]["workflows"]
         assert [c["id"] for c in workflows_part["contacts"]] == [contact_id]
+        assert "notifier" not in document["not_exported"]
+        assert set(document["services"]["notifier"]) == {
+            "contacts",
+            "notifications",
+            "suppressions",
+        }
 
         erased = await product.contacts.delete(
             f"/v1/contacts/{contact_id}", headers=product.admin()

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from shared import signed_links
 from shared.events import topics
-from tests.helpers import SECRET, eventually
+from tests.helpers import SECRET, eventually, token
 from tests.receivers import SmtpReceiver
 from tests.service.notifier.conftest import Notifier, random_email
 
@@ -209,3 +209,41 @@ class TestBounces:
         assert item["status"] == "sent"
         assert [a["outcome"] for a in item["attempt_log"]] == ["retry", "retry", "sent"]
         assert len(smtp.handler.to(address)) == 1
+
+
+class TestPersonExport:
+    async def test_export_holds_the_persons_messages_attempts_and_suppression(
+        self, notifier: Notifier, smtp: SmtpReceiver
+    ) -> None:
+        await mail_channel(notifier, smtp)
+        await notifier.post("/v1/templates", WELCOME)
+        contact = await notifier.contact()
+        other = await notifier.contact()
+        key = await notifier.request(
+            contact_id=contact.id, channel="mail", template="welcome", purpose="marketing"
+        )
+        await notifier.request(contact_id=other.id, channel="log", content={"text": "other"})
+        await notifier.settled(key, "sent")
+        [mail] = smtp.handler.to(str(contact.email))
+        path = urlsplit(str(mail.message["List-Unsubscribe"]).strip("<>")).path
+        assert (await notifier.client.post(path)).status_code == 200
+        ref = {"contact_id": contact.id, "merged_ids": [], "identity_digests": []}
+
+        reader = await notifier.client.post(
+            "/v1/exports/person", json=ref, headers=notifier.headers
+        )
+        assert reader.status_code == 403  # the export is read with contacts' scope
+        export = await notifier.client.post(
+            "/v1/exports/person", json=ref, headers=token(notifier.workspace, "contacts:read")
+        )
+
+        assert export.status_code == 200, export.text
+        part = export.json()
+        assert [c["id"] for c in part["contacts"]] == [contact.id]
+        [message] = part["notifications"]
+        assert message["idempotency_key"] == key
+        assert message["recipient"] == contact.email
+        assert message["message"]["subject"]
+        assert [a["outcome"] for a in message["attempts"]] == ["sent"]
+        assert [s["reason"] for s in part["suppressions"]] == ["unsubscribed"]
+        assert other.id not in export.text
