@@ -10,6 +10,7 @@ import httpx
 
 from services.notifier.channels.domain import AllowList
 from services.notifier.channels.email import EmailSender, SmtpPool
+from services.notifier.channels.http import Lanes
 from services.notifier.channels.job import Sender
 from services.notifier.channels.log import LogSender
 from services.notifier.channels.secrets import SecretBox
@@ -29,7 +30,7 @@ class Runtime:
     links: Links
     allow: AllowList
     worker: DeliveryWorker
-    http: httpx.AsyncClient
+    http: Lanes
     smtp: SmtpPool
     senders: dict[str, Sender] = field(default_factory=dict)
 
@@ -40,8 +41,11 @@ class Runtime:
 
 
 _runtimes: dict[int, tuple[ServiceContext, Runtime]] = {}
-# Outbound HTTP connections (Slack, webhooks) one process keeps; sends beyond wait their turn.
-HTTP_CONNECTIONS = 100
+# Outbound HTTP connections (Slack, webhooks) one process keeps, over several small pools;
+# sends beyond wait their turn.
+HTTP_CLIENTS = 10
+HTTP_CONNECTIONS_PER_CLIENT = 10
+HTTP_CONNECTIONS = HTTP_CLIENTS * HTTP_CONNECTIONS_PER_CLIENT
 
 
 def runtime_of(ctx: ServiceContext) -> Runtime:
@@ -70,12 +74,16 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
     )
     allow = AllowList.parse(settings.notifier_allowed_hosts)
     timeout = settings.notifier_http_timeout_s
-    client = httpx.AsyncClient(
-        timeout=timeout,
-        follow_redirects=False,
-        limits=httpx.Limits(
-            max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS
-        ),
+    limits = httpx.Limits(
+        max_connections=HTTP_CONNECTIONS_PER_CLIENT,
+        max_keepalive_connections=HTTP_CONNECTIONS_PER_CLIENT,
+    )
+    client = Lanes(
+        [
+            httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits)
+            for _ in range(HTTP_CLIENTS)
+        ],
+        HTTP_CONNECTIONS_PER_CLIENT,
     )
     smtp = SmtpPool(settings.notifier_smtp_pool_size, settings.notifier_smtp_timeout_s)
     senders: dict[str, Sender] = {

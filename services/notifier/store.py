@@ -291,13 +291,14 @@ class NotifierStore:
         the ids inserted."""
         if not rows:
             return set()
+        # Many parameter sets to one statement (compiled once and cached, sent in batches),
+        # rather than one statement with a VALUES row per delivery compiled on every call.
         stmt = (
             self._insert(deliveries)
-            .values(list(rows))
             .on_conflict_do_nothing(index_elements=["workspace", "idempotency_key"])
             .returning(deliveries.c.id)
         )
-        return set((await self.session.execute(stmt)).scalars())
+        return set((await self.session.execute(stmt, list(rows))).scalars())
 
     async def update_deliveries(self, changes: Sequence[Mapping[str, Any]]) -> None:
         """Apply per-delivery changes; each mapping has `id` and the same other keys."""

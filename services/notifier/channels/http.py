@@ -5,9 +5,10 @@ that changes between check and connect, DNS rebinding, gains nothing). No redire
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,7 +17,33 @@ import httpx
 from services.notifier.channels.domain import AllowList, IpAddress, refused_addresses
 from services.notifier.delivery.domain import Outcome, http_outcome
 
-__all__ = ["Refused", "http_outcome", "pinned", "post", "resolve", "timed_out"]
+__all__ = ["Lanes", "Refused", "http_outcome", "pinned", "post", "resolve", "timed_out"]
+
+
+class Lanes:
+    """Outbound HTTP connections spread over several small clients. httpx's pool looks at each
+    of its connections (and polls each idle socket) whenever a request starts or ends, so one
+    pool of 100 connections costs about ten times what ten pools of ten do."""
+
+    def __init__(self, clients: Sequence[httpx.AsyncClient], per_client: int) -> None:
+        self._clients = list(clients)
+        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for _ in range(per_client):
+            for client in self._clients:
+                self._free.put_nowait(client)
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A client with a connection to spare (waits when every connection is taken)."""
+        client = await self._free.get()
+        try:
+            yield client
+        finally:
+            self._free.put_nowait(client)
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
 
 
 class Refused(Exception):
@@ -56,7 +83,7 @@ async def pinned(url: str, allow: AllowList) -> tuple[str, dict[str, str], dict[
 
 
 async def post(
-    client: httpx.AsyncClient,
+    lanes: Lanes,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
@@ -73,14 +100,15 @@ async def post(
     except OSError as exc:  # DNS failure: maybe temporary
         return Outcome("retry", f"cannot resolve: {exc}"), None
     try:
-        response = await client.post(
-            target,
-            content=body,
-            headers={**headers, **host_header},
-            extensions=extensions,
-            timeout=timeout,
-            follow_redirects=False,
-        )
+        async with lanes.client() as client:
+            response = await client.post(
+                target,
+                content=body,
+                headers={**headers, **host_header},
+                extensions=extensions,
+                timeout=timeout,
+                follow_redirects=False,
+            )
     except httpx.TimeoutException as exc:
         return timed_out(exc, timeout, no_answer), None
     except httpx.HTTPError as exc:

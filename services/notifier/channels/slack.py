@@ -23,10 +23,8 @@ def pace_key(job: Job) -> str:
 
 
 class SlackSender:
-    def __init__(
-        self, client: httpx.AsyncClient, api_url: str, allow: AllowList, timeout: float
-    ) -> None:
-        self._client = client
+    def __init__(self, lanes: http.Lanes, api_url: str, allow: AllowList, timeout: float) -> None:
+        self._lanes = lanes
         self._api_url = api_url.rstrip("/")
         self._allow = allow
         self._timeout = timeout
@@ -37,7 +35,7 @@ class SlackSender:
             body["blocks"] = blocks
         if url := job.secrets.get("webhook_url"):
             outcome, _ = await http.post(
-                self._client,
+                self._lanes,
                 url,
                 orjson.dumps(body),
                 {"content-type": "application/json"},
@@ -56,13 +54,14 @@ class SlackSender:
             "content-type": "application/json; charset=utf-8",
         }
         try:
-            response = await self._client.post(
-                f"{self._api_url}/chat.postMessage",
-                content=orjson.dumps(body),
-                headers=headers,
-                timeout=self._timeout,
-                follow_redirects=False,
-            )
+            async with self._lanes.client() as client:
+                response = await client.post(
+                    f"{self._api_url}/chat.postMessage",
+                    content=orjson.dumps(body),
+                    headers=headers,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                )
         except httpx.TimeoutException as exc:
             return http.timed_out(exc, self._timeout, "unknown")
         except httpx.HTTPError as exc:
