@@ -6,11 +6,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-import httpx
-
 from services.notifier.channels.domain import AllowList
 from services.notifier.channels.email import EmailSender, SmtpPool
-from services.notifier.channels.http import Lanes
+from services.notifier.channels.http import Client
 from services.notifier.channels.job import Sender
 from services.notifier.channels.log import LogSender
 from services.notifier.channels.secrets import SecretBox
@@ -30,7 +28,7 @@ class Runtime:
     links: Links
     allow: AllowList
     worker: DeliveryWorker
-    http: Lanes
+    http: Client
     smtp: SmtpPool
     senders: dict[str, Sender] = field(default_factory=dict)
 
@@ -41,11 +39,8 @@ class Runtime:
 
 
 _runtimes: dict[int, tuple[ServiceContext, Runtime]] = {}
-# Outbound HTTP connections (Slack, webhooks) one process keeps, over several small pools;
-# sends beyond wait their turn.
-HTTP_CLIENTS = 10
-HTTP_CONNECTIONS_PER_CLIENT = 10
-HTTP_CONNECTIONS = HTTP_CLIENTS * HTTP_CONNECTIONS_PER_CLIENT
+# Outbound HTTP connections (Slack, webhooks) one process keeps; sends beyond wait their turn.
+HTTP_CONNECTIONS = 100
 
 
 def runtime_of(ctx: ServiceContext) -> Runtime:
@@ -74,17 +69,7 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
     )
     allow = AllowList.parse(settings.notifier_allowed_hosts)
     timeout = settings.notifier_http_timeout_s
-    limits = httpx.Limits(
-        max_connections=HTTP_CONNECTIONS_PER_CLIENT,
-        max_keepalive_connections=HTTP_CONNECTIONS_PER_CLIENT,
-    )
-    client = Lanes(
-        [
-            httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=limits)
-            for _ in range(HTTP_CLIENTS)
-        ],
-        HTTP_CONNECTIONS_PER_CLIENT,
-    )
+    client = Client(HTTP_CONNECTIONS)
     smtp = SmtpPool(settings.notifier_smtp_pool_size, settings.notifier_smtp_timeout_s)
     senders: dict[str, Sender] = {
         "slack": SlackSender(client, settings.notifier_slack_api_url, allow, timeout),

@@ -5,45 +5,98 @@ that changes between check and connect, DNS rebinding, gains nothing). No redire
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 
 from services.notifier.channels.domain import AllowList, IpAddress, refused_addresses
 from services.notifier.delivery.domain import Outcome, http_outcome
 
-__all__ = ["Lanes", "Refused", "http_outcome", "pinned", "post", "resolve", "timed_out"]
+__all__ = [
+    "Answer",
+    "Client",
+    "NotSent",
+    "Refused",
+    "http_outcome",
+    "pinned",
+    "post",
+    "resolve",
+    "timed_out",
+]
 
 
-class Lanes:
-    """Outbound HTTP connections spread over several small clients. httpx's pool looks at each
-    of its connections (and polls each idle socket) whenever a request starts or ends, so one
-    pool of 100 connections costs about ten times what ten pools of ten do."""
+@dataclass(frozen=True)
+class Answer:
+    """A target's answer, read whole."""
 
-    def __init__(self, clients: Sequence[httpx.AsyncClient], per_client: int) -> None:
-        self._clients = list(clients)
-        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for _ in range(per_client):
-            for client in self._clients:
-                self._free.put_nowait(client)
+    status: int
+    text: str
+    headers: Mapping[str, str]
 
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
-        """A client with a connection to spare (waits when every connection is taken)."""
-        client = await self._free.get()
+
+class Client:
+    """Outbound HTTP with keep-alive connections, shared by every send of the process.
+
+    aiohttp rather than httpx here: posting to a local receiver, httpx spent about 1.6 ms of CPU
+    per request (its pool looks at every connection, and polls each idle socket, whenever a
+    request starts or ends) and aiohttp about 0.2 ms; at a thousand Slack posts a second that is
+    the difference between possible and not."""
+
+    def __init__(self, connections: int) -> None:
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                trust_env=False,  # never through a proxy chosen by the environment
+            )
+        return self._session
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: float,
+        server_hostname: str | None = None,
+    ) -> Answer:
+        """POST and read the whole answer; redirects are not followed. Raises `NotSent` when no
+        connection could be made (the request surely did not arrive), TimeoutError when the
+        answer did not come in time, aiohttp.ClientError for anything else."""
+        limits = aiohttp.ClientTimeout(total=timeout, connect=timeout / 2)
         try:
-            yield client
-        finally:
-            self._free.put_nowait(client)
+            async with self._open().post(
+                url,
+                data=body,
+                headers=dict(headers),
+                timeout=limits,
+                allow_redirects=False,
+                server_hostname=server_hostname,
+            ) as response:
+                content = await response.read()
+                return Answer(
+                    response.status,
+                    content.decode(response.charset or "utf-8", "replace"),
+                    {k.lower(): v for k, v in response.headers.items()},
+                )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise NotSent(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+
+class NotSent(Exception):
+    """No connection to the target: the request did not leave."""
 
 
 class Refused(Exception):
@@ -58,13 +111,13 @@ async def resolve(host: str, port: int) -> list[IpAddress]:
     )
 
 
-async def pinned(url: str, allow: AllowList) -> tuple[str, dict[str, str], dict[str, str]]:
+async def pinned(url: str, allow: AllowList) -> tuple[str, dict[str, str], str | None]:
     """The URL rewritten to a checked address, with its Host header and TLS server name; an
     allow-listed host is used as it is."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if allow.allows_name(host):
-        return url, {}, {}
+        return url, {}, None
     if host.rstrip(".").endswith(".localhost"):
         # RFC 6761: every name under `localhost.` is loopback, whatever a resolver says.
         raise Refused(f"refused target {host}: a .localhost name is loopback")
@@ -78,51 +131,40 @@ async def pinned(url: str, allow: AllowList) -> tuple[str, dict[str, str], dict[
     literal = f"[{address}]" if address.version == 6 else str(address)
     netloc = f"{literal}:{parts.port}" if parts.port else literal
     headers = {"host": parts.netloc.rpartition("@")[2]}
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return urlunsplit(parts._replace(netloc=netloc)), headers, extensions
+    server_hostname = host if parts.scheme == "https" else None
+    return urlunsplit(parts._replace(netloc=netloc)), headers, server_hostname
 
 
 async def post(
-    lanes: Lanes,
+    client: Client,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
     allow: AllowList,
     timeout: float,
     no_answer: Literal["retry", "unknown"] = "retry",
-) -> tuple[Outcome, httpx.Response | None]:
+) -> tuple[Outcome, Answer | None]:
     """POST `body` to a user-given URL; the outcome (never raises for the target's answer).
     `no_answer` is what a request sent but not answered in time comes to."""
     try:
-        target, host_header, extensions = await pinned(url, allow)
+        target, host_header, server_hostname = await pinned(url, allow)
     except Refused as exc:
         return Outcome("failed", str(exc)), None
     except OSError as exc:  # DNS failure: maybe temporary
         return Outcome("retry", f"cannot resolve: {exc}"), None
     try:
-        async with lanes.client() as client:
-            response = await client.post(
-                target,
-                content=body,
-                headers={**headers, **host_header},
-                extensions=extensions,
-                timeout=timeout,
-                follow_redirects=False,
-            )
-    except httpx.TimeoutException as exc:
-        return timed_out(exc, timeout, no_answer), None
-    except httpx.HTTPError as exc:
+        answer = await client.post(
+            target, body, {**headers, **host_header}, timeout, server_hostname
+        )
+    except NotSent as exc:
+        return Outcome("retry", str(exc)), None
+    except TimeoutError:
+        return timed_out(timeout, no_answer), None
+    except aiohttp.ClientError as exc:
         return Outcome("retry", f"{type(exc).__name__}: {exc}"), None
-    outcome = http_outcome(response.status_code, response.text, response.headers.get("retry-after"))
-    return outcome, response
+    return http_outcome(answer.status, answer.text, answer.headers.get("retry-after")), answer
 
 
-def timed_out(
-    exc: httpx.TimeoutException, timeout: float, no_answer: Literal["retry", "unknown"]
-) -> Outcome:
-    """A timeout before the request left (no connection) is retried; one after it may have
-    arrived comes to `no_answer`."""
-    detail = f"timed out after {timeout:g} s ({type(exc).__name__})"
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Outcome("retry", detail)
-    return Outcome(no_answer, detail)
+def timed_out(timeout: float, no_answer: Literal["retry", "unknown"]) -> Outcome:
+    """Connected, the request sent, and no answer in time: it may have arrived."""
+    return Outcome(no_answer, f"timed out after {timeout:g} s without an answer")

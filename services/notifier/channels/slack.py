@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 import orjson
 
 from services.notifier.channels import http
@@ -23,8 +23,8 @@ def pace_key(job: Job) -> str:
 
 
 class SlackSender:
-    def __init__(self, lanes: http.Lanes, api_url: str, allow: AllowList, timeout: float) -> None:
-        self._lanes = lanes
+    def __init__(self, client: http.Client, api_url: str, allow: AllowList, timeout: float) -> None:
+        self._client = client
         self._api_url = api_url.rstrip("/")
         self._allow = allow
         self._timeout = timeout
@@ -35,7 +35,7 @@ class SlackSender:
             body["blocks"] = blocks
         if url := job.secrets.get("webhook_url"):
             outcome, _ = await http.post(
-                self._lanes,
+                self._client,
                 url,
                 orjson.dumps(body),
                 {"content-type": "application/json"},
@@ -54,30 +54,25 @@ class SlackSender:
             "content-type": "application/json; charset=utf-8",
         }
         try:
-            async with self._lanes.client() as client:
-                response = await client.post(
-                    f"{self._api_url}/chat.postMessage",
-                    content=orjson.dumps(body),
-                    headers=headers,
-                    timeout=self._timeout,
-                    follow_redirects=False,
-                )
-        except httpx.TimeoutException as exc:
-            return http.timed_out(exc, self._timeout, "unknown")
-        except httpx.HTTPError as exc:
+            answer = await self._client.post(
+                f"{self._api_url}/chat.postMessage", orjson.dumps(body), headers, self._timeout
+            )
+        except http.NotSent as exc:
+            return Outcome("retry", str(exc))
+        except TimeoutError:
+            return http.timed_out(self._timeout, "unknown")
+        except aiohttp.ClientError as exc:
             return Outcome("retry", f"{type(exc).__name__}: {exc}")
-        outcome = http.http_outcome(
-            response.status_code, response.text, response.headers.get("retry-after")
-        )
+        outcome = http.http_outcome(answer.status, answer.text, answer.headers.get("retry-after"))
         if outcome.kind != "sent":
             return outcome
         try:
-            answer = orjson.loads(response.content)
+            result = orjson.loads(answer.text)
         except orjson.JSONDecodeError:
-            return Outcome("retry", f"not JSON: {response.text[:200]}", response.status_code)
-        if answer.get("ok"):
-            return Outcome("sent", "ok", response.status_code, provider_message_id=answer.get("ts"))
-        error = str(answer.get("error"))
+            return Outcome("retry", f"not JSON: {answer.text[:200]}", answer.status)
+        if result.get("ok"):
+            return Outcome("sent", "ok", answer.status, provider_message_id=result.get("ts"))
+        error = str(result.get("error"))
         if error in RETRYABLE_ERRORS:
-            return Outcome("retry", f"slack: {error}", response.status_code)
-        return Outcome("failed", f"slack: {error}", response.status_code)
+            return Outcome("retry", f"slack: {error}", answer.status)
+        return Outcome("failed", f"slack: {error}", answer.status)

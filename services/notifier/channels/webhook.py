@@ -13,8 +13,8 @@ from services.notifier.delivery.domain import Outcome
 
 
 class WebhookSender:
-    def __init__(self, lanes: http.Lanes, allow: AllowList, timeout: float) -> None:
-        self._lanes = lanes
+    def __init__(self, client: http.Client, allow: AllowList, timeout: float) -> None:
+        self._client = client
         self._allow = allow
         self._timeout = timeout
 
@@ -32,6 +32,6 @@ class WebhookSender:
             job.secrets.get("signing_secret", ""), job.delivery_id, timestamp, body
         )
         outcome, _ = await http.post(
-            self._lanes, str(job.config["url"]), body, headers, self._allow, self._timeout
+            self._client, str(job.config["url"]), body, headers, self._allow, self._timeout
         )
         return outcome
