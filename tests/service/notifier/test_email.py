@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from email import message_from_bytes, policy
 from typing import Any
 from urllib.parse import urlsplit
 
+from services.notifier.channels.email import build_message
+from services.notifier.channels.job import Job
 from shared import signed_links
 from shared.events import topics
 from tests.helpers import SECRET, eventually, token
@@ -247,3 +250,40 @@ class TestPersonExport:
         assert [a["outcome"] for a in message["attempts"]] == ["sent"]
         assert [s["reason"] for s in part["suppressions"]] == ["unsubscribed"]
         assert other.id not in export.text
+
+
+class TestMimeMessage:
+    def test_non_ascii_subject_and_sender_name_are_encoded_and_long_links_kept_whole(
+        self,
+    ) -> None:
+        unsubscribe = "https://notifier.test/v1/unsubscribe/" + "t" * 300
+        job = Job(
+            delivery_id="ntf_1",
+            workspace="ws",
+            channel_id="chn_1",
+            channel_name="mail",
+            kind="email",
+            purpose="marketing",
+            recipient="zoe@example.com",
+            message={
+                "subject": "Bienvenue Zoë, ça va ?",
+                "text": "Salut Zoë",
+                "html": "<p>Salut Zoë</p>",
+                "message_id": "<m1@leadwire.test>",
+                "unsubscribe_url": unsubscribe,
+            },
+            attempt=1,
+            config={"from_address": "hi@leadwire.test", "from_name": "Équipe Leadwire"},
+        )
+        raw = build_message(job)
+        assert raw.isascii()
+        mail = message_from_bytes(raw, policy=policy.default)
+        assert mail["Subject"] == "Bienvenue Zoë, ça va ?"
+        assert mail["From"] == "Équipe Leadwire <hi@leadwire.test>"
+        assert mail["List-Unsubscribe"] == f"<{unsubscribe}>"
+        assert mail["Message-ID"] == "<m1@leadwire.test>"
+        text, html = mail.get_body(("plain",)), mail.get_body(("html",))
+        assert text is not None
+        assert html is not None
+        assert text.get_content() == "Salut Zoë"
+        assert html.get_content() == "<p>Salut Zoë</p>"
