@@ -298,7 +298,13 @@ class DeliveryWorker:
                 if wait > 0:
                     await asyncio.sleep(wait)
             try:
-                outcome = await asyncio.wait_for(sender.send(job), self._attempt_timeout_s)
+                if job.kind == "email":
+                    # SMTP times each command itself; the wait for one of the pool's
+                    # connections is no attempt timing out (one cut off mid-DATA could have
+                    # been delivered, and would be sent again).
+                    outcome = await sender.send(job)
+                else:
+                    outcome = await asyncio.wait_for(sender.send(job), self._attempt_timeout_s)
             except TimeoutError:
                 detail = f"no answer within {self._attempt_timeout_s:g} s"
                 # A Slack post carries no idempotency key: one that may have arrived is not
