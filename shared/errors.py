@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from shared.transient import is_transient
 
@@ -124,6 +125,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return dependency_unavailable()
         log.exception("unhandled error", exc_info=exc)
         return problem(500, "internal_error", "An unexpected error occurred.")
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client closed the connection while sending its body: nobody reads the answer,
+        # and it is not our error. 499 is the status proxies record for it.
+        log.info("client disconnected before its request was read")
+        return problem(499, "client_disconnected", "The client closed the connection.")
 
     # The failures of a dependency are registered by class as well as under `Exception`:
     # Starlette sends `Exception` to its outermost middleware, which answers and then re-raises

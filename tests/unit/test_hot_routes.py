@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from shared import metrics
 from shared.app import ServiceApp
@@ -19,6 +20,8 @@ async def echo(request: Request) -> Response:
         raise NotFound("no such item")
     if item == "broken":
         raise RuntimeError("boom")
+    if item == "gone":
+        raise ClientDisconnect()  # what reading the body raises when the client hung up
     return Response(f"{item}|{correlation_id_var.get()}", status_code=202)
 
 
@@ -60,7 +63,12 @@ async def test_served_with_its_path_params_and_the_callers_correlation_id() -> N
 
 
 @pytest.mark.parametrize(
-    ("item", "status", "code"), [("missing", 404, "not_found"), ("broken", 500, "internal_error")]
+    ("item", "status", "code"),
+    [
+        ("missing", 404, "not_found"),
+        ("broken", 500, "internal_error"),
+        ("gone", 499, "client_disconnected"),
+    ],
 )
 async def test_errors_answer_the_apps_problem_json(item: str, status: int, code: str) -> None:
     async with client() as http:
@@ -78,3 +86,11 @@ async def test_other_methods_and_paths_go_through_the_app() -> None:
     assert routed.json() == {"item": "a1", "served_by": "router"}
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "not_found"
+
+
+async def test_a_client_that_hung_up_is_not_logged_as_our_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with client() as http:
+        await http.post("/v1/items/gone/echo")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
