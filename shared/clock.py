@@ -66,11 +66,15 @@ def service_clock() -> Clock:
     return MovedClock(Path(path)) if path else system_clock
 
 
+def moved_clock_offset(path: Path) -> timedelta:
+    """How far the test clock in `path` has been moved so far."""
+    return timedelta(seconds=float(path.read_text().strip() or 0) if path.exists() else 0.0)
+
+
 def move_test_clock(path: Path, by: timedelta) -> timedelta:
     """Move the processes reading `path` forward by `by`; returns the new total offset. The
     file is replaced atomically, so a process never reads half of it."""
-    current = float(path.read_text().strip() or 0) if path.exists() else 0.0
-    total = current + by.total_seconds()
+    total = (moved_clock_offset(path) + by).total_seconds()
     scratch = path.with_suffix(".tmp")
     scratch.write_text(f"{total}\n")
     scratch.replace(path)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from services.registry import SERVICES
-from shared.clock import TEST_CLOCK_FILE, move_test_clock
+from shared.clock import TEST_CLOCK_FILE, move_test_clock, moved_clock_offset
 from tests.helpers import SECRET, eventually
 from tests.infra import KafkaServer, fetch_kafka_jars, start_kafka, start_postgres
 
@@ -97,8 +97,7 @@ class Processes:
 
     def now(self) -> datetime:
         """The time the processes read now (the system clock plus the moves so far)."""
-        offset = float(self.clock_file.read_text() or 0) if self.clock_file.exists() else 0.0
-        return datetime.now(UTC) + timedelta(seconds=offset)
+        return datetime.now(UTC) + moved_clock_offset(self.clock_file)
 
     async def wait_ready(self, timeout: float = 300) -> None:
         """Until every process answers /readyz with 200 (six processes booting on a busy

@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from services.contacts.captures import handlers as captures
 from services.contacts.commands import handlers as commands
-from services.contacts.domain import Clock
 from services.contacts.segments import handlers as segments
 from services.contacts.settings import sweep_interval
 from services.contacts.store import over, transaction
 from shared.app import ServiceContext
 from shared.bus import Subscription
+from shared.clock import Clock
 from shared.errors import DomainError
 from shared.events import topics
 from shared.events.contact_commands import parse_command

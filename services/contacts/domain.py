@@ -5,9 +5,9 @@ own rules are in its `domain.py`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import idna
@@ -49,12 +49,6 @@ MERGEABLE_FIELDS: tuple[str, ...] = (
     "score",
     "last_interaction_at",
 )
-
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 class RuleViolation(Exception):

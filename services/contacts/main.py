@@ -7,7 +7,6 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.contacts.consumers import background, subscriptions
-from services.contacts.domain import Clock, system_clock
 from services.contacts.duplicates import api as duplicates
 from services.contacts.models import Base
 from services.contacts.owners import api as owners
@@ -18,7 +17,7 @@ from services.contacts.segments import api as segments
 from services.contacts.settings import ContactsSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
-from shared.clock import service_clock
+from shared.clock import Clock, service_clock, system_clock
 from shared.settings import Settings
 
 

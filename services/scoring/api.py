@@ -19,10 +19,10 @@ from services.scoring.schemas import (
     SimulateRead,
 )
 from services.scoring.scores import handlers as reading
-from services.scoring.scores.domain import Clock
 from services.scoring.store import Rescore, SqlStore
 from shared.app import Context
 from shared.auth import Principal, require_scope
+from shared.clock import Clock
 from shared.errors import InvalidInput
 from shared.export import EXPORT_PATH, PersonRef
 from shared.openapi import problems

@@ -11,11 +11,11 @@ from typing import Any
 from pydantic import PrivateAttr
 
 from services.scoring import handlers
-from services.scoring.scores.domain import Clock
 from services.scoring.settings import scoring_settings
 from services.scoring.store import SqlStore
 from shared.app import ServiceContext
 from shared.bus import Subscription
+from shared.clock import Clock
 from shared.events import topics
 from shared.events.contacts import (
     CONTACT_EVENT_TYPES,

@@ -9,11 +9,10 @@ from fastapi import FastAPI
 from services.scoring.api import router
 from services.scoring.consumers import background, subscriptions
 from services.scoring.models import Base
-from services.scoring.scores.domain import Clock, system_clock
 from services.scoring.settings import ScoringSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
-from shared.clock import service_clock
+from shared.clock import Clock, service_clock, system_clock
 from shared.settings import Settings
 
 

@@ -3,24 +3,18 @@ engine limits, the timer loop's wake-up, and a unit of work that wakes it after 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from services.workflows.engine.handlers import Limits, RunBook
 from services.workflows.engine.timers import Wakeup
 from services.workflows.settings import WorkflowsSettings
 from services.workflows.store import WorkflowsStore
 from shared.app import ServiceContext
+from shared.clock import Clock, system_clock
 from shared.settings import Settings
 from shared.uow import UnitOfWork
-
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def workflows_settings(settings: Settings) -> WorkflowsSettings:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from services.workflows.consumers import background, subscriptions
 from services.workflows.definitions.api import router as definitions_router
-from services.workflows.doors import Clock, Doors, system_clock
+from services.workflows.doors import Doors
 from services.workflows.exports.api import router as exports_router
 from services.workflows.models import Base
 from services.workflows.recipes.api import router as recipes_router
@@ -16,7 +16,7 @@ from services.workflows.runs.api import router as runs_router
 from services.workflows.settings import WorkflowsSettings
 from shared.app import ServiceSpec, create_app
 from shared.bus import Bus
-from shared.clock import service_clock
+from shared.clock import Clock, service_clock, system_clock
 from shared.settings import Settings
 
 

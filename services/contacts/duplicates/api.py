@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from services.contacts.api import Reader, Writer, contact_read
-from services.contacts.domain import Clock
 from services.contacts.duplicates import handlers
 from services.contacts.schemas import ContactRead, MergeIn
 from services.contacts.store import transaction
 from shared.app import Context
+from shared.clock import Clock
 from shared.openapi import problems
 
 

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from services.contacts import handlers as shared_handlers
 from services.contacts.api import Limit, Reader, Writer, contact_read
-from services.contacts.domain import Clock
 from services.contacts.models import Owner, TaskRow, Team
 from services.contacts.owners import handlers
 from services.contacts.schemas import (
@@ -23,6 +22,7 @@ from services.contacts.schemas import (
 )
 from services.contacts.store import transaction
 from shared.app import Context
+from shared.clock import Clock
 from shared.openapi import problems
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import RedirectResponse
 
 from services.contacts.api import Limit, Reader, Writer, contact_page, contact_read
-from services.contacts.domain import Clock, FieldDefinition
+from services.contacts.domain import FieldDefinition
 from services.contacts.people import handlers
 from services.contacts.schemas import (
     ContactCreate,
@@ -29,6 +29,7 @@ from services.contacts.schemas import (
 from services.contacts.segments import handlers as segments_handlers
 from services.contacts.store import transaction
 from shared.app import Context
+from shared.clock import Clock
 from shared.errors import InvalidInput
 from shared.openapi import problems
 

@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from services.contacts.api import Reader, Writer
-from services.contacts.domain import Clock
 from services.contacts.privacy import handlers
 from services.contacts.store import transaction
 from shared import export
 from shared.app import Context
+from shared.clock import Clock
 from shared.erasure import checkpoint
 
 

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from services.contacts.api import Reader
-from services.contacts.domain import Clock
 from services.contacts.reports import handlers
 from services.contacts.store import transaction
 from shared.api_types import RequestDateTime
 from shared.app import Context
+from shared.clock import Clock
 from shared.errors import InvalidInput
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from services.contacts.api import Limit, Reader, Writer, contact_page
-from services.contacts.domain import Clock
 from services.contacts.models import Segment
 from services.contacts.schemas import (
     ContactPage,
@@ -17,6 +16,7 @@ from services.contacts.schemas import (
 from services.contacts.segments import handlers
 from services.contacts.store import transaction
 from shared.app import Context
+from shared.clock import Clock
 from shared.openapi import problems
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from services.scoring.rules.domain import Group, Rule, RuleSet
@@ -459,10 +458,3 @@ def explain(score: ContactScore, rules: RuleSet, at: float) -> list[dict[str, An
             }
         )
     return groups
-
-
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
@@ -18,9 +17,9 @@ from prometheus_client import Counter, Histogram
 from services.workflows.engine.handlers import Limits, RunBook, fire_due_timers
 from services.workflows.store import DueTimer, WorkflowsStore
 from shared.app import ServiceContext
+from shared.clock import Clock
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 
 TIMERS_FIRED = Counter("leadwire_workflow_timers_fired_total", "Durable timers fired", ["kind"])
 TIMER_LATENESS = Histogram(
