@@ -19,12 +19,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from statistics import quantiles
 from typing import Any
 
 from sqlalchemy import MetaData, text
 
 from bench.infra import ROOT, infrastructure
+from bench.speed_to_lead import summary_ms
 from shared import db
 from shared.bus.base import Subscription
 from shared.bus.kafka import KafkaBus
@@ -36,16 +36,6 @@ from shared.uow import UnitOfWork
 
 RESULTS = ROOT / "bench" / "results"
 TOPIC = "leadwire.hop-latency.v1"
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    cuts = quantiles(values, n=100, method="inclusive")
-    return {
-        "p50_ms": round(cuts[49] * 1000, 2),
-        "p95_ms": round(cuts[94] * 1000, 2),
-        "p99_ms": round(cuts[98] * 1000, 2),
-        "max_ms": round(max(values) * 1000, 2),
-    }
 
 
 class TimedBus(KafkaBus):
@@ -118,10 +108,10 @@ async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str,
         await engine.dispose()
     names = list(committed)
     return {
-        "relay": percentiles([bus.acked[n] - committed[n] for n in names]),
-        "delivery": percentiles([received[n] - bus.acked[n] for n in names]),
-        "handler": percentiles([handled[n] - received[n] for n in names]),
-        "hop": percentiles([handled[n] - committed[n] for n in names]),
+        "relay": summary_ms([bus.acked[n] - committed[n] for n in names]),
+        "delivery": summary_ms([received[n] - bus.acked[n] for n in names]),
+        "handler": summary_ms([handled[n] - received[n] for n in names]),
+        "hop": summary_ms([handled[n] - committed[n] for n in names]),
     }
 
 
