@@ -52,6 +52,7 @@ class Receiver:
     arrivals: dict[bytes, list[float]] = field(default_factory=dict)
     port: int = 0
     _server: asyncio.Server | None = None
+    _open: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = field(default_factory=dict)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -60,9 +61,16 @@ class Receiver:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            # Close the kept-alive connections so each handler ends at EOF rather than being
+            # cancelled when the loop shuts down (Python 3.11 logs a cancelled handler).
+            handlers = [task for task in self._open.values() if task is not None]
+            for writer in list(self._open):
+                writer.close()
+            await asyncio.gather(*handlers, return_exceptions=True)
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open[writer] = asyncio.current_task()
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -79,6 +87,7 @@ class Receiver:
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
                 )
                 await writer.drain()
+        self._open.pop(writer, None)
         writer.close()
 
 
