@@ -13,17 +13,11 @@ from typing import Any
 import idna
 import phonenumbers
 
-LIFECYCLE_STAGES: tuple[str, ...] = (
-    "subscriber",
-    "lead",
-    "mql",
-    "sql",
-    "opportunity",
-    "customer",
-    "churned",
-)
-SUBSCRIPTION_STATUSES: tuple[str, ...] = ("subscribed", "unsubscribed", "bounced")
-CHURN_REASONS: tuple[str, ...] = ("budget", "missing_feature", "competitor", "service", "other")
+# The contact model's enumerations live with the condition language that checks them.
+from shared.conditions import CHURN_REASONS as CHURN_REASONS
+from shared.conditions import LIFECYCLE_STAGES as LIFECYCLE_STAGES
+from shared.conditions import SUBSCRIPTION_STATUSES as SUBSCRIPTION_STATUSES
+
 FIELD_TYPES: tuple[str, ...] = ("text", "number", "date", "boolean", "select", "multi_select")
 ROTATION_RULES: tuple[str, ...] = ("round_robin", "weighted")
 

@@ -1,95 +1,27 @@
-"""The condition language of segments, evaluated in memory against workflows' own projection.
-
-It is the grammar contacts compiles to SQL for segments (`{"and": [...]}`, `{"or": [...]}`,
-`{"not": {...}}` and conditions `{"field": ..., "op": ..., "value": ...}`), with two additions a
-run needs: `segments` (the segments a contact is in) and `run.<step id>` (the outcome an earlier
-step of the same run had). Event conditions (`page.viewed` whose `url` contains `/pricing`) use
-the same language over an event's data, whose field kinds are read from the values.
+"""The condition language of segments (`shared.conditions`), evaluated in memory against
+workflows' own projection, with two additions a run needs: `segments` (the segments a contact
+is in) and `run.<step id>` (the outcome an earlier step of the same run had). Event conditions
+(`page.viewed` whose `url` contains `/pricing`) use the same language over an event's data,
+whose field kinds are read from the values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-LIFECYCLE_STAGES: tuple[str, ...] = (
-    "subscriber",
-    "lead",
-    "mql",
-    "sql",
-    "opportunity",
-    "customer",
-    "churned",
-)
-SUBSCRIPTION_STATUSES: tuple[str, ...] = ("subscribed", "unsubscribed", "bounced")
-CHURN_REASONS: tuple[str, ...] = ("budget", "missing_feature", "competitor", "service", "other")
+from shared.conditions import CORE_FIELDS as SHARED_CORE_FIELDS
+from shared.conditions import LIFECYCLE_STAGES as LIFECYCLE_STAGES
+from shared.conditions import RELATIVE_OPS as RELATIVE_OPS
+from shared.conditions import Condition as Condition
+from shared.conditions import Errors, Field, FieldKind, check_choice, parse_tree
+from shared.conditions import Filter as Filter
+from shared.conditions import Group as Group
 
-FieldKind = Literal["text", "enum", "number", "datetime", "date", "boolean", "set", "any"]
-CORE_FIELDS: dict[str, FieldKind] = {
-    "id": "text",
-    "email": "text",
-    "phone": "text",
-    "first_name": "text",
-    "last_name": "text",
-    "company": "text",
-    "job_title": "text",
-    "country": "text",
-    "source": "text",
-    "owner_id": "text",
-    "churn_reason": "enum",
-    "lifecycle_stage": "enum",
-    "subscription_status": "enum",
-    "score": "number",
-    "created_at": "datetime",
-    "updated_at": "datetime",
-    "last_interaction_at": "datetime",
-    "tags": "set",
-    "lists": "set",
-    "segments": "set",
-}
+# A run can also test the segments a contact is in.
+CORE_FIELDS: dict[str, FieldKind] = SHARED_CORE_FIELDS | {"segments": "set"}
 DATE_FIELDS = tuple(name for name, kind in CORE_FIELDS.items() if kind == "datetime")
-ENUM_VALUES: dict[str, tuple[str, ...]] = {
-    "lifecycle_stage": LIFECYCLE_STAGES,
-    "subscription_status": SUBSCRIPTION_STATUSES,
-    "churn_reason": CHURN_REASONS,
-}
-EMPTY_OPS = ("is_empty", "is_not_empty")
-RELATIVE_OPS = ("older_than_days", "within_last_days", "within_next_days")
-OPS_BY_KIND: dict[FieldKind, tuple[str, ...]] = {
-    "text": ("eq", "neq", "in", "not_in", "contains", "starts_with", *EMPTY_OPS),
-    "enum": ("eq", "neq", "in", "not_in", *EMPTY_OPS),
-    "number": ("eq", "neq", "gt", "gte", "lt", "lte", *EMPTY_OPS),
-    "datetime": ("before", "after", *RELATIVE_OPS, *EMPTY_OPS),
-    "date": ("eq", "before", "after", *RELATIVE_OPS, *EMPTY_OPS),
-    "boolean": ("eq", *EMPTY_OPS),
-    "set": ("contains", "not_contains", *EMPTY_OPS),
-}
-# A custom field's or an event property's kind is only known from its value.
-ANY_OPS: tuple[str, ...] = tuple(dict.fromkeys(op for ops in OPS_BY_KIND.values() for op in ops))
-MAX_DEPTH = 8
-MAX_CONDITIONS = 50
-Errors = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One test on one field. `kind` "any" reads the kind from the value at evaluation."""
-
-    field: str
-    kind: FieldKind
-    op: str
-    value: Any
-
-
-@dataclass(frozen=True)
-class Group:
-    op: Literal["and", "or", "not"]
-    children: tuple[Filter, ...] = field(default_factory=tuple)
-
-
-Filter = Condition | Group
 Scope = Literal["contact", "event"]
 
 
@@ -101,69 +33,12 @@ def parse(
     `scope` "contact" knows the core fields, `custom_fields.<name>` and `run.<step id>` (one of
     `steps`); "event" accepts any field of the event's data.
     """
-    count = [0]
-    node = _parse(raw, path, 0, scope, steps, errors, count)
-    if count[0] > MAX_CONDITIONS:
-        errors.append({"field": path, "code": "too_many", "message": f"at most {MAX_CONDITIONS}"})
-    return node
 
+    def resolve(name: str) -> Field | None:
+        kind = field_kind(name, scope, steps)
+        return None if kind is None else Field(name, kind)
 
-def _parse(
-    raw: Any,
-    path: str,
-    depth: int,
-    scope: Scope,
-    steps: frozenset[str],
-    errors: Errors,
-    count: list[int],
-) -> Filter | None:
-    def fail(code: str, message: str, where: str = path) -> None:
-        errors.append({"field": where, "code": code, "message": message})
-
-    if depth > MAX_DEPTH:
-        fail("too_deep", f"groups nest at most {MAX_DEPTH} deep")
-        return None
-    if not isinstance(raw, dict):
-        fail("not_an_object", "a condition is an object")
-        return None
-    groups = [k for k in ("and", "or", "not") if k in raw]
-    if groups:
-        if len(raw) != 1:
-            fail("ambiguous", "a group has exactly one key: and, or or not")
-            return None
-        key = groups[0]
-        if key == "not":
-            child = _parse(raw["not"], f"{path}.not", depth + 1, scope, steps, errors, count)
-            return Group("not", (child,)) if child is not None else None
-        items = raw[key]
-        if not isinstance(items, list) or not items:
-            fail("empty_group", f"`{key}` needs a non-empty list", f"{path}.{key}")
-            return None
-        children = [
-            _parse(item, f"{path}.{key}[{i}]", depth + 1, scope, steps, errors, count)
-            for i, item in enumerate(items)
-        ]
-        if any(c is None for c in children):
-            return None
-        return Group(key, tuple(c for c in children if c is not None))  # type: ignore[arg-type]
-    count[0] += 1
-    name, op = raw.get("field"), raw.get("op")
-    if not isinstance(name, str) or not isinstance(op, str):
-        fail("invalid_condition", "a condition has `field`, `op` and usually `value`")
-        return None
-    kind = field_kind(name, scope, steps)
-    if kind is None:
-        fail("unknown_field", f"no field {name!r}", f"{path}.field")
-        return None
-    allowed = ANY_OPS if kind == "any" else OPS_BY_KIND[kind]
-    if op not in allowed:
-        fail("invalid_op", f"{name} takes {list(allowed)}", f"{path}.op")
-        return None
-    value, problem = _value(name, kind, op, raw.get("value"))
-    if problem:
-        fail("invalid_value", problem, f"{path}.value")
-        return None
-    return Condition(name, kind, op, value)
+    return parse_tree(raw, path, errors, resolve, _check_value)
 
 
 def field_kind(name: str, scope: Scope, steps: frozenset[str]) -> FieldKind | None:
@@ -183,19 +58,12 @@ def is_identifier(name: str) -> bool:
     return bool(name) and name[0].isalpha() and all(c.isalnum() or c == "_" for c in name)
 
 
-def _value(name: str, kind: FieldKind, op: str, value: Any) -> tuple[Any, str | None]:
-    if op in EMPTY_OPS:
-        return None, None
-    if op in RELATIVE_OPS:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500:
-            return None, "a whole number of days"
-        return value, None
-    if op in ("in", "not_in"):
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            return None, "a non-empty list of strings"
-        if kind == "enum" and (bad := [v for v in value if v not in ENUM_VALUES[name]]):
-            return None, f"{bad} not in {list(ENUM_VALUES[name])}"
-        return tuple(value), None
+def _check_value(found: Field, op: str, value: Any) -> tuple[Any, str | None]:
+    """A condition's value as the evaluator compares it: a field whose kind only its value
+    tells is compared by the kind of the expected value."""
+    if (checked := check_choice(found, op, value)) is not None:
+        return checked
+    kind = found.kind
     if op in ("gt", "gte", "lt", "lte") or kind == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, "a number"
@@ -209,11 +77,9 @@ def _value(name: str, kind: FieldKind, op: str, value: Any) -> tuple[Any, str | 
         return value, None
     if not isinstance(value, str) or not value:
         return None, "a non-empty string"
-    if kind == "enum" and value not in ENUM_VALUES[name]:
-        return None, f"one of {list(ENUM_VALUES[name])}"
-    if name == "email":
+    if found.name == "email":
         value = value.strip().lower()
-    if kind == "set" and name != "segments":
+    if kind == "set" and found.name != "segments":
         value = value.strip().lower()
     return value, None
 
