@@ -73,3 +73,13 @@ def create_platform_tables() -> None:
         sa.Column("event_id", sa.String(64), primary_key=True),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
     )
+
+
+def create_erasures_table() -> None:
+    """The erasure markers of `shared.erasure` (one digest per identity of an erased person)."""
+    op.create_table(
+        "erasures",
+        sa.Column("workspace", sa.String(63), primary_key=True),
+        sa.Column("digest", sa.String(64), primary_key=True),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
+    )

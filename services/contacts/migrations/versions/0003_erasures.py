@@ -4,8 +4,9 @@ Revision ID: contacts_0003
 Revises: contacts_0002
 """
 
-import sqlalchemy as sa
 from alembic import op
+
+from shared.migrations import create_erasures_table
 
 revision = "contacts_0003"
 down_revision = "contacts_0002"
@@ -14,12 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "erasures",
-        sa.Column("workspace", sa.String(63), primary_key=True),
-        sa.Column("digest", sa.String(64), primary_key=True),
-        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
-    )
+    create_erasures_table()
 
 
 def downgrade() -> None:

@@ -7,6 +7,8 @@ Revises: ingest_0002
 import sqlalchemy as sa
 from alembic import op
 
+from shared.migrations import create_erasures_table
+
 revision = "ingest_0003"
 down_revision = "ingest_0002"
 branch_labels = None
@@ -14,12 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "erasures",
-        sa.Column("workspace", sa.String(63), primary_key=True),
-        sa.Column("digest", sa.String(64), primary_key=True),
-        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
-    )
+    create_erasures_table()
     for column in ("email_digest", "phone_digest"):
         op.add_column("submissions", sa.Column(column, sa.String(64), nullable=True))
         op.create_index(f"ix_submissions_{column}", "submissions", [column])

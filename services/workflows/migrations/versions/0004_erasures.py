@@ -5,8 +5,9 @@ Revision ID: workflows_0004
 Revises: workflows_0003
 """
 
-import sqlalchemy as sa
 from alembic import op
+
+from shared.migrations import create_erasures_table
 
 revision = "workflows_0004"
 down_revision = "workflows_0003"
@@ -15,12 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "erasures",
-        sa.Column("workspace", sa.String(63), primary_key=True),
-        sa.Column("digest", sa.String(64), primary_key=True),
-        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
-    )
+    create_erasures_table()
 
 
 def downgrade() -> None:
