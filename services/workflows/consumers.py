@@ -56,62 +56,55 @@ def incoming(event: Envelope, models: Mapping[str, type[EventPayload]]) -> Incom
     return Incoming(event.type, data, event.correlationid, event.time)
 
 
-# A use case of one consumed event: (run book, store, workspace, event).
-TopicHandler = Callable[[RunBook, WorkflowsStore, str, Incoming], Awaitable[None]]
+# A use case of a polled batch of one workspace's events: (run book, store, workspace, events).
+TopicHandler = Callable[[RunBook, WorkflowsStore, str, Sequence[Incoming]], Awaitable[None]]
 
 
 def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscription]]:
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
-        def book_of(uow: UnitOfWork) -> tuple[RunBook, WorkflowsStore]:
-            store = WorkflowsStore(uow.session)
-            return RunBook(store, uow, doors.clock(), limits_of(ctx.settings)), store
-
-        def wake_after_commit(uow: UnitOfWork, store: WorkflowsStore) -> None:
-            # The timer loop would not see the timers before the commit.
-            uow.after_commit(lambda: doors.wakeup.poke(store.earliest_timer))
-
-        async def on_contacts(events: Sequence[Envelope], uow: UnitOfWork) -> None:
-            by_workspace: dict[str, list[Incoming]] = defaultdict(list)
-            for event in events:
-                item = incoming(event, CONTACT_EVENT_TYPES)
-                if item is not None:
-                    by_workspace[event.workspace].append(item)
-            book, store = book_of(uow)
-            for workspace, items in by_workspace.items():
-                await handlers.on_contact_events(book, store, workspace, items)
-            await book.flush()
-            wake_after_commit(uow, store)
-
-        def each(
+        def batch(
             models: Mapping[str, type[EventPayload]], handle: TopicHandler
-        ) -> Callable[[Envelope, UnitOfWork], Awaitable[None]]:
-            """A consumer of one event at a time (each may move runs the next one reads)."""
+        ) -> Callable[[Sequence[Envelope], UnitOfWork], Awaitable[None]]:
+            """A consumer of polled batches: each workspace's events handed over in order, one
+            run book (written in bulk) for the whole transaction."""
 
-            async def on_event(event: Envelope, uow: UnitOfWork) -> None:
-                item = incoming(event, models)
-                if item is None:
+            async def on_events(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+                by_workspace: dict[str, list[Incoming]] = defaultdict(list)
+                for event in events:
+                    item = incoming(event, models)
+                    if item is not None:
+                        by_workspace[event.workspace].append(item)
+                if not by_workspace:
                     return
-                book, store = book_of(uow)
-                await handle(book, store, event.workspace, item)
+                store = WorkflowsStore(uow.session)
+                book = RunBook(store, uow, doors.clock(), limits_of(ctx.settings))
+                for workspace, items in by_workspace.items():
+                    await handle(book, store, workspace, items)
                 await book.flush()
-                wake_after_commit(uow, store)
+                # The timer loop would not see the timers before the commit.
+                uow.after_commit(lambda: doors.wakeup.poke(store.earliest_timer))
 
-            return on_event
+            return on_events
+
+        def subscribe(
+            purpose: str,
+            topic: str,
+            models: Mapping[str, type[EventPayload]],
+            handle: TopicHandler,
+        ) -> Subscription:
+            return ctx.batch_subscription(purpose, [topic], batch(models, handle))
 
         leads: dict[str, type[EventPayload]] = {LeadCaptured.event_type: LeadCaptured}
         return [
-            ctx.batch_subscription("contacts", [topics.CONTACTS], on_contacts),
-            ctx.subscription("leads", [topics.LEADS], each(leads, handlers.on_lead)),
-            ctx.subscription(
-                "engagement", [topics.ENGAGEMENT], each(ENGAGEMENT_TYPES, handlers.on_engagement)
-            ),
-            ctx.subscription(
-                "scores", [topics.SCORES], each(SCORE_EVENT_TYPES, handlers.on_score_event)
-            ),
-            ctx.subscription(
+            subscribe("contacts", topics.CONTACTS, CONTACT_EVENT_TYPES, handlers.on_contact_events),
+            subscribe("leads", topics.LEADS, leads, handlers.on_lead),
+            subscribe("engagement", topics.ENGAGEMENT, ENGAGEMENT_TYPES, handlers.on_engagement),
+            subscribe("scores", topics.SCORES, SCORE_EVENT_TYPES, handlers.on_score_event),
+            subscribe(
                 "notifications",
-                [topics.NOTIFICATIONS],
-                each(NOTIFICATION_EVENT_TYPES, handlers.on_notification_outcome),
+                topics.NOTIFICATIONS,
+                NOTIFICATION_EVENT_TYPES,
+                handlers.on_notification_outcome,
             ),
         ]
 

@@ -66,6 +66,23 @@ RUN_STATE = (
 )
 ENDED = ("completed", "goal_met", "exited", "failed")
 
+# (submission id, form id, contact id): one side of a form submission, the other side None.
+SubmissionHalf = tuple[str, str | None, str | None]
+
+# One text for every batch size (prepared once per connection). `ON CONFLICT … WHERE` leaves a
+# completed pair alone: only rows inserted or still missing a side come back.
+_PAIR_SUBMISSIONS = text(
+    "INSERT INTO submissions (workspace, submission_id, form_id, contact_id, at) "
+    "SELECT :workspace, h.submission_id, h.form_id, h.contact_id, :at FROM unnest("
+    "CAST(:ids AS varchar[]), CAST(:forms AS varchar[]), CAST(:contacts AS varchar[])"
+    ") AS h(submission_id, form_id, contact_id) ORDER BY h.submission_id "
+    "ON CONFLICT (workspace, submission_id) DO UPDATE SET "
+    "form_id = coalesce(excluded.form_id, submissions.form_id), "
+    "contact_id = coalesce(excluded.contact_id, submissions.contact_id) "
+    "WHERE submissions.form_id IS NULL OR submissions.contact_id IS NULL "
+    "RETURNING submission_id, form_id, contact_id"
+)
+
 
 @dataclass(frozen=True)
 class DueTimer:
@@ -201,19 +218,32 @@ class WorkflowsStore:
         )
         return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
 
-    async def contact_by_email(self, workspace: str, email: str) -> str | None:
+    async def survivors(self, workspace: str, ids: Iterable[str]) -> dict[str, str]:
+        """Of these contact ids, the ones merged away, each with the contact it went into."""
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        c = CONTACTS.c
+        query = select(c.id, c.merged_into).where(
+            c.workspace == workspace, self._among(c.id, wanted), c.merged_into.is_not(None)
+        )
+        return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
+
+    async def contacts_by_email(self, workspace: str, emails: Iterable[str]) -> dict[str, str]:
+        """The projection's (unmerged) contact of each of these emails, where there is one."""
+        wanted = list(set(emails))
+        if not wanted:
+            return {}
         c = CONTACTS.c
         query = (
-            select(c.id)
-            .where(c.workspace == workspace, c.email == email, c.merged_into.is_(None))
-            .limit(1)
+            select(c.email, c.id)
+            .where(c.workspace == workspace, self._among(c.email, wanted), c.merged_into.is_(None))
+            .order_by(c.id)
         )
-        return (await self.session.execute(query)).scalar_one_or_none()
-
-    async def merged_into(self, workspace: str, contact_id: str) -> str | None:
-        c = CONTACTS.c
-        query = select(c.merged_into).where(c.workspace == workspace, c.id == contact_id)
-        return (await self.session.execute(query)).scalar_one_or_none()
+        found: dict[str, str] = {}
+        for email, contact_id in (await self.session.execute(query)).all():
+            found.setdefault(email, contact_id)
+        return found
 
     async def save_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Upsert projection rows (workspace, id, email, data, merged_into, updated_at)."""
@@ -422,41 +452,58 @@ class WorkflowsStore:
 
     # --- form submissions --------------------------------------------------------------------
 
-    async def pair_submission(
-        self,
-        workspace: str,
-        submission_id: str,
-        form_id: str | None,
-        contact_id: str | None,
-        now: datetime,
-    ) -> tuple[str | None, str | None, bool]:
-        """Record one side of a submission; (form, contact, completed now). Concurrent halves
-        serialise on the row, so exactly one of them sees the pair complete."""
-        s = SUBMISSIONS.c
-        before = await self.session.execute(
-            select(s.form_id, s.contact_id)
-            .where(s.workspace == workspace, s.submission_id == submission_id)
-            .with_for_update()
-        )
-        row = before.first()
-        if row is not None and row[0] is not None and row[1] is not None:
-            return row[0], row[1], False  # already paired: a redelivery
-        stmt = self._insert(SUBMISSIONS).values(
-            workspace=workspace,
-            submission_id=submission_id,
-            form_id=form_id,
-            contact_id=contact_id,
-            at=now,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[s.workspace, s.submission_id],
-            set_={
-                "form_id": func.coalesce(stmt.excluded.form_id, s.form_id),
-                "contact_id": func.coalesce(stmt.excluded.contact_id, s.contact_id),
-            },
-        ).returning(s.form_id, s.contact_id)
-        paired = (await self.session.execute(stmt)).one()
-        return paired[0], paired[1], paired[0] is not None and paired[1] is not None
+    async def pair_submissions(
+        self, workspace: str, halves: Sequence[SubmissionHalf], now: datetime
+    ) -> dict[str, tuple[str, str]]:
+        """Record sides of submissions (submission id, form, contact), one statement for the
+        batch; returns the submissions this call completed, with their (form, contact).
+
+        The upsert only touches a submission still missing a side, so a redelivered half of a
+        completed pair changes nothing and is not returned; concurrent halves serialise on the
+        row's lock, so exactly one transaction sees a pair complete. Rows are written in
+        submission order, so two batches lock shared rows in the same order."""
+        merged: dict[str, tuple[str | None, str | None]] = {}
+        for submission, form, contact in halves:
+            had = merged.get(submission, (None, None))
+            merged[submission] = (had[0] or form, had[1] or contact)
+        if not merged:
+            return {}
+        ordered = sorted(merged.items())
+        if self.postgres:
+            result = await self.session.execute(
+                _PAIR_SUBMISSIONS,
+                {
+                    "workspace": workspace,
+                    "at": now,
+                    "ids": [s for s, _ in ordered],
+                    "forms": [f for _, (f, _) in ordered],
+                    "contacts": [c for _, (_, c) in ordered],
+                },
+            )
+        else:
+            s = SUBMISSIONS.c
+            stmt = sqlite.insert(SUBMISSIONS).values(
+                [
+                    {
+                        "workspace": workspace,
+                        "submission_id": submission,
+                        "form_id": form,
+                        "contact_id": contact,
+                        "at": now,
+                    }
+                    for submission, (form, contact) in ordered
+                ]
+            )
+            upsert = stmt.on_conflict_do_update(
+                index_elements=[s.workspace, s.submission_id],
+                set_={
+                    "form_id": func.coalesce(stmt.excluded.form_id, s.form_id),
+                    "contact_id": func.coalesce(stmt.excluded.contact_id, s.contact_id),
+                },
+                where=s.form_id.is_(None) | s.contact_id.is_(None),
+            ).returning(s.submission_id, s.form_id, s.contact_id)
+            result = await self.session.execute(upsert)
+        return {r[0]: (r[1], r[2]) for r in result.all() if r[1] is not None and r[2] is not None}
 
     # --- merge and erase ----------------------------------------------------------------------
 

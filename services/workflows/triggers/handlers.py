@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from services.workflows.conditions.domain import to_datetime
 from services.workflows.engine import domain as engine
 from services.workflows.engine.handlers import OPEN, RunBook, Store
-from services.workflows.store import DueTimer
+from services.workflows.store import DueTimer, SubmissionHalf
 from services.workflows.triggers import domain
 from services.workflows.triggers.domain import Fact
 from shared.identity import replayed_after_erasure
@@ -28,8 +28,8 @@ TIME_TRIGGERS = ("date_relative", "inactivity")
 
 class ProjectionStore(Store, Protocol):
     async def save_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def contact_by_email(self, workspace: str, email: str) -> str | None: ...
-    async def merged_into(self, workspace: str, contact_id: str) -> str | None: ...
+    async def contacts_by_email(self, workspace: str, emails: Iterable[str]) -> dict[str, str]: ...
+    async def survivors(self, workspace: str, ids: Iterable[str]) -> dict[str, str]: ...
     async def repoint(self, workspace: str, merged_id: str, survivor_id: str) -> None: ...
     async def erase(self, workspace: str, contact_id: str) -> list[dict[str, Any]]: ...
     async def record_erasures(
@@ -37,14 +37,9 @@ class ProjectionStore(Store, Protocol):
     ) -> None: ...
     async def erasures(self, workspace: str, digests: Iterable[str]) -> dict[str, datetime]: ...
     async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None: ...
-    async def pair_submission(
-        self,
-        workspace: str,
-        submission_id: str,
-        form_id: str | None,
-        contact_id: str | None,
-        now: datetime,
-    ) -> tuple[str | None, str | None, bool]: ...
+    async def pair_submissions(
+        self, workspace: str, halves: Sequence[SubmissionHalf], now: datetime
+    ) -> dict[str, tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -115,6 +110,13 @@ async def _apply_contact_part(
     events = await _not_replayed(store, workspace, events) if events else []
     if not events:
         return
+    halves: list[SubmissionHalf] = []
+    for event in events:
+        submission = event.data.get("submission_id")
+        snapshot = event.data.get("contact")
+        if event.type != "contact.command_rejected" and submission and isinstance(snapshot, dict):
+            halves.append((str(submission), None, snapshot["id"]))
+    paired = await store.pair_submissions(workspace, halves, book.now) if halves else {}
     facts: list[tuple[Fact, str]] = []
     for event in events:
         if event.type == "contact.command_rejected":
@@ -123,15 +125,10 @@ async def _apply_contact_part(
         facts += [
             (f, event.correlation) for f in domain.facts_of_contact_event(event.type, event.data)
         ]
-        submission = event.data.get("submission_id")
-        snapshot = event.data.get("contact")
-        if submission and isinstance(snapshot, dict):
-            form, contact_id, paired = await store.pair_submission(
-                workspace, str(submission), None, snapshot["id"], book.now
-            )
-            if paired and form and contact_id:
-                fact = domain.form_submitted(contact_id, form, str(submission))
-                facts.append((fact, event.correlation))
+        submission = str(event.data.get("submission_id") or "")
+        if submission in paired:
+            form, paired_id = paired.pop(submission)  # the first event of it states the fact
+            facts.append((domain.form_submitted(paired_id, form, submission), event.correlation))
     ids = {f.contact_id for f, _ in facts}
     contacts = await store.contacts(workspace, ids)
     changed: dict[str, dict[str, Any]] = {}
@@ -295,85 +292,118 @@ async def fire_trigger_timer(
 
 
 # --- other topics ---------------------------------------------------------------------------
+# Each handles a polled batch of one workspace's events in order: lookups in one query per
+# kind, then every fact in one `handle_facts` (which keeps the runs it moves in memory, so a
+# later event of the batch sees what an earlier one did).
 
 
-async def resolve_contact(
-    store: ProjectionStore, workspace: str, contact_id: str | None, email: str | None
-) -> str | None:
-    """The projection's contact for an event naming an id (perhaps merged away) or an email."""
-    if contact_id:
-        survivor = await store.merged_into(workspace, contact_id)
-        return survivor or contact_id
-    if email:
-        return await store.contact_by_email(workspace, email.strip().lower())
-    return None
+async def resolve_contacts(
+    store: ProjectionStore, workspace: str, events: Sequence[Incoming], by_email: bool
+) -> list[tuple[Incoming, str]]:
+    """Each event with the projection's contact it names by id (perhaps merged away since) or,
+    with `by_email`, by email; events naming no known contact are left out."""
+    ids = {str(e.data["contact_id"]) for e in events if e.data.get("contact_id")}
+    emails = {
+        str(e.data["email"]).strip().lower()
+        for e in events
+        if by_email and not e.data.get("contact_id") and e.data.get("email")
+    }
+    survivors = await store.survivors(workspace, ids)
+    found = await store.contacts_by_email(workspace, emails)
+    resolved = []
+    for event in events:
+        contact_id, email = event.data.get("contact_id"), event.data.get("email")
+        if contact_id:
+            resolved.append((event, survivors.get(str(contact_id), str(contact_id))))
+        elif by_email and email and (known := found.get(str(email).strip().lower())):
+            resolved.append((event, known))
+    return resolved
 
 
 async def on_engagement(
-    book: RunBook, store: ProjectionStore, workspace: str, event: Incoming
+    book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
 ) -> None:
-    """An engagement event: the contact's last interaction moves (inactivity timers with it),
-    engagement triggers fire and runs waiting for it move on."""
-    data = event.data
-    contact_id = await resolve_contact(store, workspace, data.get("contact_id"), data.get("email"))
-    if contact_id is None:
-        return
-    contacts = await store.contacts(workspace, [contact_id])
-    contact = contacts.get(contact_id)
-    if contact is None:
-        return
-    occurred = to_datetime(data.get("occurred_at"))
-    seen = to_datetime(contact.get("last_interaction_at"))
-    if occurred is not None and (seen is None or occurred > seen):
-        contact = {**contact, "last_interaction_at": occurred.isoformat()}
-        contacts[contact_id] = contact
-        await store.save_contacts([_projection_row(workspace, contact, book.now)])
-        await reschedule_time_triggers(book, workspace, {contact_id: contact})
-    fact = Fact("engagement", contact_id, {**data, "type": event.type}, event.type)
-    await handle_facts(book, store, workspace, [(fact, event.correlation)], contacts)
+    """Engagement events: the contact's last interaction moves (inactivity timers with it),
+    engagement triggers fire and runs waiting for them move on."""
+    resolved = await resolve_contacts(store, workspace, events, by_email=True)
+    contacts = await store.contacts(workspace, {c for _, c in resolved})
+    changed: dict[str, dict[str, Any]] = {}
+    facts: list[tuple[Fact, str]] = []
+    for event, contact_id in resolved:
+        contact = contacts.get(contact_id)
+        if contact is None:
+            continue
+        occurred = to_datetime(event.data.get("occurred_at"))
+        seen = to_datetime(contact.get("last_interaction_at"))
+        if occurred is not None and (seen is None or occurred > seen):
+            contact = {**contact, "last_interaction_at": occurred.isoformat()}
+            contacts[contact_id] = changed[contact_id] = contact
+        data = {**event.data, "type": event.type}
+        facts.append((Fact("engagement", contact_id, data, event.type), event.correlation))
+    await store.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
+    await reschedule_time_triggers(book, workspace, changed)
+    await handle_facts(book, store, workspace, facts, contacts)
 
 
 async def on_score_event(
-    book: RunBook, store: ProjectionStore, workspace: str, event: Incoming
+    book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
 ) -> None:
-    data = event.data
-    contact_id = await resolve_contact(store, workspace, data.get("contact_id"), None)
-    if contact_id is None:
-        return
-    contacts = await store.contacts(workspace, [contact_id])
-    contact = contacts.get(contact_id)
-    if contact is None:
-        return
-    if event.type == "score.changed" and data.get("group", "overall") == "overall":
-        contact = {**contact, "score": data.get("after")}
-        contacts[contact_id] = contact
-        await store.save_contacts([_projection_row(workspace, contact, book.now)])
-    facts = domain.facts_of_score_event(event.type, {**data, "contact_id": contact_id})
-    facts.append(Fact("score_event", contact_id, data, event.type))
-    await handle_facts(book, store, workspace, [(f, event.correlation) for f in facts], contacts)
+    resolved = await resolve_contacts(store, workspace, events, by_email=False)
+    contacts = await store.contacts(workspace, {c for _, c in resolved})
+    changed: dict[str, dict[str, Any]] = {}
+    facts: list[tuple[Fact, str]] = []
+    for event, contact_id in resolved:
+        data = event.data
+        contact = contacts.get(contact_id)
+        if contact is None:
+            continue
+        if event.type == "score.changed" and data.get("group", "overall") == "overall":
+            contact = {**contact, "score": data.get("after")}
+            contacts[contact_id] = changed[contact_id] = contact
+        stated = domain.facts_of_score_event(event.type, {**data, "contact_id": contact_id})
+        stated.append(Fact("score_event", contact_id, data, event.type))
+        facts += [(f, event.correlation) for f in stated]
+    await store.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
+    await handle_facts(book, store, workspace, facts, contacts)
 
 
 async def on_notification_outcome(
-    book: RunBook, store: ProjectionStore, workspace: str, event: Incoming
+    book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
 ) -> None:
     """A failed notification fails the step that asked for it; any outcome may end a wait."""
-    data = event.data
-    key = str(data.get("idempotency_key", ""))
-    enrollment_id = engine.enrollment_of_key(key)
-    if enrollment_id is None:
-        return
-    if event.type == "notification.failed":
+    part: list[tuple[Incoming, str]] = []
+    for event in events:
+        key = str(event.data.get("idempotency_key", ""))
+        enrollment_id = engine.enrollment_of_key(key)
+        if enrollment_id is None:
+            continue
+        if event.type != "notification.failed":
+            part.append((event, enrollment_id))
+            continue
+        # A failure reads its run from the database: what came before it is written first.
+        await _notification_outcomes(book, store, workspace, part)
+        part = []
+        await book.flush()
         effect = await store.effect(workspace, engine.effect_id(key))
-        await _fail_step(
-            book, store, workspace, enrollment_id, effect, str(data.get("reason", "failed"))
-        )
+        reason = str(event.data.get("reason", "failed"))
+        await _fail_step(book, store, workspace, enrollment_id, effect, reason)
+        await book.flush()
+    await _notification_outcomes(book, store, workspace, part)
+
+
+async def _notification_outcomes(
+    book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[tuple[Incoming, str]]
+) -> None:
+    if not events:
         return
-    row = (await store.runs(workspace, [enrollment_id])).get(enrollment_id)
-    if row is None:
-        return
-    contacts = await store.contacts(workspace, [row["contact_id"]])
-    fact = Fact("notification", row["contact_id"], data, event.type)
-    await handle_facts(book, store, workspace, [(fact, event.correlation)], contacts)
+    runs = await store.runs(workspace, {enrollment_id for _, enrollment_id in events})
+    facts = [
+        (Fact("notification", runs[e]["contact_id"], event.data, event.type), event.correlation)
+        for event, e in events
+        if e in runs
+    ]
+    contacts = await store.contacts(workspace, {f.contact_id for f, _ in facts})
+    await handle_facts(book, store, workspace, facts, contacts)
 
 
 async def _command_rejected(
@@ -445,19 +475,29 @@ async def _erase(book: RunBook, store: ProjectionStore, workspace: str, event: I
     await store.record_erasures(workspace, [domain.contact_digest(workspace, c) for c in ids], at)
 
 
-async def on_lead(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:
-    """A lead captured from a form: with the contact event of the same submission (whichever
-    comes second), it fires form-submitted triggers."""
-    data = event.data
-    if data.get("source") != "form" or not data.get("source_id"):
+async def on_lead(
+    book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
+) -> None:
+    """Leads captured from forms: with the contact event of the same submission (whichever
+    comes second), each fires form-submitted triggers."""
+    halves: list[SubmissionHalf] = []
+    correlation: dict[str, str] = {}
+    for event in events:
+        data = event.data
+        if data.get("source") != "form" or not data.get("source_id"):
+            continue
+        submission = str(data["submission_id"])
+        halves.append((submission, str(data["source_id"]), None))
+        correlation.setdefault(submission, event.correlation)
+    paired = await store.pair_submissions(workspace, halves, book.now) if halves else {}
+    if not paired:
         return
-    submission = str(data["submission_id"])
-    form, contact_id, paired = await store.pair_submission(
-        workspace, submission, str(data["source_id"]), None, book.now
-    )
-    if not (paired and form and contact_id):
-        return
-    contact_id = await resolve_contact(store, workspace, contact_id, None) or contact_id
-    contacts = await store.contacts(workspace, [contact_id])
-    fact = domain.form_submitted(contact_id, form, submission)
-    await handle_facts(book, store, workspace, [(fact, event.correlation)], contacts)
+    survivors = await store.survivors(workspace, {c for _, c in paired.values()})
+    facts = []
+    for submission, corr in correlation.items():  # in the order of the events
+        if submission in paired:
+            form, contact_id = paired[submission]
+            fact = domain.form_submitted(survivors.get(contact_id, contact_id), form, submission)
+            facts.append((fact, corr))
+    contacts = await store.contacts(workspace, {f.contact_id for f, _ in facts})
+    await handle_facts(book, store, workspace, facts, contacts)
