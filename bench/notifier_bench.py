@@ -5,6 +5,8 @@ and outbox relay) is fed `notification.requested` events published to Kafka at a
 rate; a second process runs the receivers: an HTTP server standing in for Slack (and webhook
 targets) and an SMTP server (aiosmtpd), both recording each arrival's wall-clock time.
 
+0. Idle: `--idle-rate` requests/s (5) for `--seconds` to webhook channels, nothing else queued:
+   request published to the post arriving at the receiver, p50, p99, max.
 1. Slack: `--slack-rate` requests/s for `--seconds` over `--channels` Slack webhook channels,
    paced at `--pace` messages/s per channel. Measured at the receiver: delivered messages/s
    (first to last arrival), and each channel's pace (the most arrivals in any 1 s window, the
@@ -17,7 +19,9 @@ targets) and an SMTP server (aiosmtpd), both recording each arrival's wall-clock
    p99, max; and, from the receiver, request published to the post arriving.
 
 Usage: `.venv/bin/python -m bench.notifier_bench [--seconds 20] [--channels 50]
-[--slack-rate 1000] [--pace 25] [--email-rate 300] [--latency-rate 500]`.
+[--slack-rate 1000] [--pace 25] [--email-rate 300] [--latency-rate 500] [--idle-rate 5]
+[--phases idle slack email latency]`. Offered rates above the targets show the headroom; the
+Slack rate a run can deliver is at most `--channels` x `--pace`.
 Uses DATABASE_URL (postgresql+asyncpg) and LEADWIRE_KAFKA_BOOTSTRAP when set, otherwise starts
 throwaway servers (removed afterwards). Writes bench/results/notifier-<ts>.json.
 """
@@ -55,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 SCOPES = ["notifications:read", "notifications:write"]
+PHASES = ("idle", "slack", "email", "latency")
 
 
 def free_port() -> int:
@@ -284,12 +289,15 @@ async def run(args: argparse.Namespace, kafka: str, pg: str) -> dict[str, Any]:
                 body = {"name": "mail", "kind": "email", "config": mail}
                 (await client.post("/v1/channels", json=body)).raise_for_status()
             phases = (
+                ("idle", idle_phase),
                 ("slack", slack_phase),
                 ("email", email_phase),
                 ("latency", latency_phase),
             )
             async with httpx.AsyncClient(timeout=30) as client:
                 for name, phase in phases:
+                    if name not in args.phases:
+                        continue
                     before = cpu_seconds(served.pid)
                     figures = await phase(args, bus, workspace, client, receiver)
                     figures |= cpu_figures(cpu_seconds(served.pid) - before, figures["delivered"])
@@ -358,24 +366,45 @@ async def email_phase(
     }
 
 
+async def idle_phase(
+    args: argparse.Namespace, bus: KafkaBus, ws: str, client: httpx.AsyncClient, receiver: str
+) -> dict[str, Any]:
+    """A quiet notifier (`--idle-rate`, 5/s): how long one request takes, with nothing queued."""
+    return await timed_phase(args, bus, ws, client, receiver, "idle", args.idle_rate)
+
+
 async def latency_phase(
     args: argparse.Namespace, bus: KafkaBus, ws: str, client: httpx.AsyncClient, receiver: str
 ) -> dict[str, Any]:
+    return await timed_phase(args, bus, ws, client, receiver, "lat", args.latency_rate)
+
+
+async def timed_phase(
+    args: argparse.Namespace,
+    bus: KafkaBus,
+    ws: str,
+    client: httpx.AsyncClient,
+    receiver: str,
+    phase: str,
+    rate: int,
+) -> dict[str, Any]:
+    """Webhook requests (unpaced) stamped with their publish time, to the receiver's arrival."""
     run_id = uuid.uuid4().hex[:6]
+    await client.get(f"{receiver}/reset")
 
     def make(i: int) -> NotificationRequested:
         return NotificationRequested(
-            idempotency_key=f"lat:{run_id}:{i}",
+            idempotency_key=f"{phase}:{run_id}:{i}",
             channel=f"wh-{i % args.channels}",
             content={"text": repr(time.time())},
         )
 
-    count, took = await publish_at(bus, ws, args.latency_rate, args.seconds, make)
+    count, took = await publish_at(bus, ws, rate, args.seconds, make)
     await wait_count(client, receiver, "/wh/", count, timeout=args.seconds * 4 + 60)
     pairs = (await stats(client, receiver))["latency"]
     e2e = [(arrived - sent) * 1000 for sent, arrived in pairs]
     return {
-        "offered_per_s": args.latency_rate,
+        "offered_per_s": rate,
         "published": count,
         "publish_s": round(took, 2),
         "delivered": len(e2e),
@@ -441,6 +470,10 @@ async def main() -> None:
     parser.add_argument("--pace", type=float, default=25.0)
     parser.add_argument("--email-rate", type=int, default=300)
     parser.add_argument("--latency-rate", type=int, default=500)
+    parser.add_argument("--idle-rate", type=int, default=5)
+    parser.add_argument(
+        "--phases", nargs="+", default=list(PHASES), choices=PHASES, help="which phases to run"
+    )
     args = parser.parse_args()
     report: dict[str, Any] = {
         "benchmark": "notifier",
@@ -448,7 +481,8 @@ async def main() -> None:
         "command": "python -m bench.notifier_bench "
         f"--seconds {args.seconds:g} --channels {args.channels} --slack-rate {args.slack_rate}"
         f" --pace {args.pace:g} --email-rate {args.email_rate}"
-        f" --latency-rate {args.latency_rate}",
+        f" --latency-rate {args.latency_rate} --idle-rate {args.idle_rate}"
+        f" --phases {' '.join(args.phases)}",
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
