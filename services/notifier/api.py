@@ -276,13 +276,25 @@ async def request_notification(
     """Ask for a notification (as `notification.requested` does); a known key is a no-op."""
     rt = runtime_of(ctx)
     payload = NotificationRequested(**body.model_dump(), requested_by="api")
-    async with ctx.uow() as uow:
-        store = NotifierStore(uow.session)
-        request = intake.Request(
-            principal.workspace, payload, correlation_id_var.get(), tracing.current_traceparent()
-        )
-        await intake.accept_requests([request], store, uow, rt.links, now())
-    rt.worker.wake()
+    admission = rt.worker.admission()
+    try:
+        async with ctx.uow() as uow:
+            store = NotifierStore(uow.session)
+            request = intake.Request(
+                principal.workspace,
+                payload,
+                correlation_id_var.get(),
+                tracing.current_traceparent(),
+            )
+            accepted = await intake.accept_requests(
+                [request], store, uow, rt.links, now(), admission
+            )
+    except BaseException:
+        admission.cancel()
+        raise
+    admission.launch(accepted.started)
+    if accepted.queued:
+        rt.worker.wake()
     async with ctx.uow() as uow:
         store = NotifierStore(uow.session)
         found = await store.list_by_key(principal.workspace, body.idempotency_key)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
 from services.notifier import handlers
+from services.notifier.delivery.worker import DeliveryWorker
 from services.notifier.requests import handlers as intake
 from services.notifier.store import NotifierStore
 from shared import tracing
@@ -25,13 +26,28 @@ log = logging.getLogger(__name__)
 
 
 def requests_subscription(
-    ctx: ServiceContext, links: handlers.Links, wake: Callable[[], None]
+    ctx: ServiceContext, links: handlers.Links, worker: DeliveryWorker
 ) -> Subscription:
-    """Notification requests, a polled batch in one transaction; the worker is woken once the
-    new deliveries are committed, so the first attempt does not wait for its next poll."""
+    """Notification requests, a polled batch in one transaction. The deliveries that can go at
+    once have their first attempt recorded in it and are sent the moment it commits; the
+    worker is woken for the rest (paced, held), so none waits for its next poll."""
     group = ctx.group("requests")
 
     async def handle(events: Sequence[Envelope]) -> None:
+        received = datetime.now(UTC)
+        admission = worker.admission()
+        try:
+            accepted = await accept(events, received, admission)
+        except BaseException:
+            admission.cancel()
+            raise
+        admission.launch(accepted.started)
+        if accepted.queued:
+            worker.wake()
+
+    async def accept(
+        events: Sequence[Envelope], received: datetime, admission: intake.Admit
+    ) -> intake.Accepted:
         async with ctx.uow() as uow:
             fresh = await uow.first_times(group, [e.id for e in events])
             requests = []
@@ -52,10 +68,9 @@ def requests_subscription(
                         tracing.traceparent_for(event.correlationid) or event.traceparent,
                     )
                 )
-            await intake.accept_requests(
-                requests, NotifierStore(uow.session), uow, links, datetime.now(UTC)
+            return await intake.accept_requests(
+                requests, NotifierStore(uow.session), uow, links, received, admission
             )
-        wake()
 
     return Subscription(group, (topics.NOTIFICATION_REQUESTS,), handle)
 

@@ -92,6 +92,7 @@ class Store(Protocol):
     ) -> Sequence[Delivery]: ...
     async def attempts_of(self, ids: Sequence[str]) -> dict[str, list[Attempt]]: ...
     async def finish_attempts(self, results: Sequence[Mapping[str, Any]]) -> None: ...
+    async def add_attempts(self, started: Sequence[Mapping[str, Any]]) -> None: ...
     async def person_deliveries(
         self, workspace: str, contact_ids: Sequence[str]
     ) -> Sequence[Delivery]: ...
@@ -465,15 +466,20 @@ class NotifierStore:
             .returning(*deliveries.c)
         )
         rows = [dict(r._mapping) for r in await self.session.execute(start)]
-        if rows:
+        await self.add_attempts(rows)
+        return rows
+
+    async def add_attempts(self, started: Sequence[Mapping[str, Any]]) -> None:
+        """The attempt rows of deliveries just started (`attempts` numbers the attempt,
+        `claimed_at` is when it started)."""
+        if started:
             await self.session.execute(
                 attempts.insert(),
                 [
-                    {"delivery_id": r["id"], "number": r["attempts"], "started_at": now}
-                    for r in rows
+                    {"delivery_id": r["id"], "number": r["attempts"], "started_at": r["claimed_at"]}
+                    for r in started
                 ],
             )
-        return rows
 
     async def hold(self, ids: Sequence[str], holder: str, until: datetime) -> None:
         """Lease deliveries to a process that keeps them in memory until their pacing slot;

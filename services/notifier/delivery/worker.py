@@ -54,6 +54,30 @@ class Plan:
     later: list[tuple[str, datetime]]
 
 
+class Admission:
+    """The deliveries one accepting transaction starts itself: their attempt is recorded in that
+    transaction and they are sent the moment it commits, with no claim or poll in between.
+    Called as the transaction prepares them (`requests.handlers.Admit`), then either
+    `launch`ed with those it recorded or `cancel`led if it rolled back."""
+
+    def __init__(self, worker: DeliveryWorker) -> None:
+        self._worker = worker
+        # Pacing slots taken, to give back for any delivery that is not sent after all.
+        self.slots: dict[str, tuple[str, float]] = {}
+        self.channels: dict[str, Channel] = {}
+
+    def __call__(self, rows: Sequence[dict[str, Any]], channels: Mapping[str, Channel]) -> set[str]:
+        return self._worker._admit(self, rows, channels)
+
+    def launch(self, started: Sequence[Mapping[str, Any]]) -> None:
+        """The transaction committed with the attempts of `started`: send them now."""
+        self._worker._launch(self, started)
+
+    def cancel(self) -> None:
+        """The transaction rolled back: nothing started."""
+        self._worker._release(self)
+
+
 class DeliveryWorker:
     """One per service process; several replicas share the work through SKIP LOCKED claims."""
 
@@ -103,6 +127,60 @@ class DeliveryWorker:
     def wake(self) -> None:
         """New deliveries were committed: claim them now rather than at the next poll."""
         self._wake.set()
+
+    def admission(self) -> Admission:
+        """For one accepting transaction: which of its new deliveries start at once."""
+        return Admission(self)
+
+    def _admit(
+        self,
+        admission: Admission,
+        rows: Sequence[dict[str, Any]],
+        channels: Mapping[str, Channel],
+    ) -> set[str]:
+        """Take the deliveries that can go now: while there is room in flight, and for Slack
+        only when the channel's pace lets it go at once (the others wait for a claim, which
+        holds them until their slot). Each taken row is marked as started."""
+        room = self._max_in_flight - len(self._in_flight)
+        clock = time.monotonic()
+        now = utcnow()
+        taken: set[str] = set()
+        for row in rows:
+            if len(taken) >= room:
+                break
+            channel = channels.get(row["channel_id"] or "")
+            if row["channel_id"] and channel is None:
+                continue
+            if row["kind"] == "slack":
+                key = pace_key(self._job(row, channel))
+                wait = self._pacer.reserve(key, clock)
+                if wait > 0:
+                    self._pacer.release(key, clock + wait)
+                    continue
+                admission.slots[row["id"]] = (key, clock)
+            if channel is not None:
+                admission.channels[channel.id] = channel
+            row.update(
+                status="sending",
+                attempts=row["attempts"] + 1,
+                claimed_at=now,
+                first_attempt_at=row["first_attempt_at"] or now,
+                updated_at=now,
+            )
+            taken.add(row["id"])
+        return taken
+
+    def _launch(self, admission: Admission, started: Sequence[Mapping[str, Any]]) -> None:
+        for row in started:
+            admission.slots.pop(row["id"], None)
+            channel = admission.channels.get(row["channel_id"] or "")
+            self._spawn(self._attempt(row, channel))
+        self._release(admission)
+
+    def _release(self, admission: Admission) -> None:
+        for key, at in admission.slots.values():
+            self._pacer.release(key, at)
+        admission.slots.clear()
 
     async def run(self) -> None:
         helpers = [

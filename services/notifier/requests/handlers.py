@@ -5,10 +5,10 @@ applied and its message rendered, so the delivery worker sends what is queued.""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from services.notifier.channels.domain import (
@@ -67,30 +67,66 @@ class Request:
     traceparent: str | None = None
 
 
+class Admit(Protocol):
+    """The delivery worker's say on which just-prepared deliveries start at once: it marks
+    each one it takes as started (`sending`, its attempt numbered) and returns their ids; their
+    attempt is recorded in the accepting transaction and they are sent once it commits."""
+
+    def __call__(
+        self, rows: Sequence[dict[str, Any]], channels: Mapping[str, Channel]
+    ) -> set[str]: ...
+
+
+@dataclass
+class Accepted:
+    """What one accepting transaction recorded."""
+
+    ids: list[str] = field(default_factory=list)
+    # Deliveries whose first attempt this transaction recorded: to send once it commits.
+    started: list[dict[str, Any]] = field(default_factory=list)
+    # New deliveries left queued for the worker's claim (paced, held, waiting for a contact).
+    queued: int = 0
+
+
 async def accept_requests(
-    requests: Sequence[Request], store: Store, outbox: Outbox, links: Links, now: datetime
-) -> list[str]:
+    requests: Sequence[Request],
+    store: Store,
+    outbox: Outbox,
+    links: Links,
+    now: datetime,
+    admit: Admit | None = None,
+) -> Accepted:
     """Record each new request as a delivery (a known idempotency key is a no-op), render it
-    and apply policy; the worker sends what is queued. Returns the new delivery ids."""
-    accepted: list[str] = []
+    and apply policy. Deliveries `admit` takes have their first attempt recorded here; the
+    worker claims the rest."""
+    accepted = Accepted()
     by_workspace: dict[str, list[Request]] = {}
     for request in requests:
         by_workspace.setdefault(request.workspace, []).append(request)
     for workspace, group in by_workspace.items():
-        known = await store.known_keys(workspace, [r.payload.idempotency_key for r in group])
         rows: dict[str, dict[str, Any]] = {}
         for request in group:
-            key = request.payload.idempotency_key
-            if key in known or key in rows:
-                continue
-            rows[key] = _new_row(request, now)
+            # A key already recorded (another event, another replica) is skipped by the
+            # insert itself: no read for it before.
+            rows.setdefault(request.payload.idempotency_key, _new_row(request, now))
         fresh = list(rows.values())
-        await prepare(workspace, fresh, store, links, now)
+        channels = await prepare(workspace, fresh, store, links, now)
+        startable = [r for r in fresh if r["status"] == "queued" and r["prepared"]]
+        startable = [r for r in startable if r["reason"] is None]
+        started = admit(startable, channels) if admit is not None and startable else set()
         inserted = await store.insert_deliveries(fresh)
+        begun = []
         for row in fresh:
-            if row["id"] in inserted:
-                accepted.append(row["id"])
-                _emit_final(outbox, row)
+            if row["id"] not in inserted:
+                continue
+            accepted.ids.append(row["id"])
+            if row["id"] in started:
+                begun.append(row)
+            elif row["status"] == "queued":
+                accepted.queued += 1
+            _emit_final(outbox, row)
+        await store.add_attempts(begun)
+        accepted.started.extend(begun)
     return accepted
 
 
@@ -132,12 +168,12 @@ def _fail(row: dict[str, Any], status: str, reason: str, now: datetime) -> None:
 
 async def prepare(
     workspace: str, rows: Sequence[dict[str, Any]], store: Store, links: Links, now: datetime
-) -> None:
+) -> dict[str, Channel]:
     """Resolve channel, contact and recipient, apply the marketing policy and render, in
     place: each row ends prepared (queued, held, failed or suppressed) or, when its contact is
-    not yet known, waiting a moment for it."""
+    not yet known, waiting a moment for it. Returns the rows' channels by id."""
     if not rows:
-        return
+        return {}
     settings = await store.workspace_settings(workspace)
     contacts = await store.contacts(workspace, [r["contact_id"] for r in rows if r["contact_id"]])
     requests = [NotificationRequested.model_validate(r["message"]["request"]) for r in rows]
@@ -194,6 +230,7 @@ async def prepare(
         row["prepared"] = True
         if row["reason"] is None:
             row["next_attempt_at"] = now
+    return {c.id: c for c in channels.values()}
 
 
 @dataclass(frozen=True)
