@@ -53,6 +53,10 @@ class ContactCreated(EventPayload):
     contact: ContactSnapshot
     cause: str  # `lead.captured`, `api`
     submission_id: str | None = None
+    # Who the owner is when the contact is created with one (assigned at capture), so a
+    # consumer can name them without waiting for `contact.owner_assigned`.
+    owner_name: str | None = None
+    owner_email: str | None = None
 
 
 class ContactUpdated(EventPayload):
@@ -270,12 +274,41 @@ def contact_snapshot_data(
 
 
 def contact_created_data(
-    snapshot: dict[str, Any], cause: str, submission_id: str | None
+    snapshot: dict[str, Any],
+    cause: str,
+    submission_id: str | None,
+    owner_name: str | None = None,
+    owner_email: str | None = None,
 ) -> dict[str, Any]:
     """The data of a `contact.created`."""
     data: dict[str, Any] = {"contact": snapshot, "cause": cause}
     if submission_id is not None:
         data["submission_id"] = submission_id
+    if owner_name is not None:
+        data["owner_name"] = owner_name
+    if owner_email is not None:
+        data["owner_email"] = owner_email
+    return data
+
+
+def contact_owner_assigned_data(
+    snapshot: dict[str, Any],
+    owner_id: str,
+    team_id: str | None,
+    rule: str,
+    owner_name: str | None,
+    owner_email: str | None,
+) -> dict[str, Any]:
+    """The data of a `contact.owner_assigned` of a contact that had no owner before."""
+    data: dict[str, Any] = {"contact_id": snapshot["id"], "owner_id": owner_id}
+    if team_id is not None:
+        data["team_id"] = team_id
+    data["rule"] = rule
+    if owner_name is not None:
+        data["owner_name"] = owner_name
+    if owner_email is not None:
+        data["owner_email"] = owner_email
+    data["contact"] = snapshot
     return data
 
 

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from shared.events import contacts as capture_events
-from shared.events.contacts import ContactCreated, ContactSnapshot, ContactUpdated, FieldChange
+from shared.events.contacts import (
+    ContactCreated,
+    ContactOwnerAssigned,
+    ContactSnapshot,
+    ContactUpdated,
+    FieldChange,
+)
 from shared.events.envelope import Envelope, EventPayload
 from shared.ids import uuid7 as new_id
 from shared.ids import uuid7s as random_ids
@@ -110,6 +116,55 @@ def test_contact_created_is_encoded_as_the_models_encode_it(
     )
     assert direct_bytes(capture_events.ContactCreated.event_type, data, "e-1", AT) == models_bytes(
         payload, "e-1", AT
+    )
+
+
+@pytest.mark.parametrize("owner", [("Ada", "ada@x.example"), ("Ada", None)], ids=["both", "name"])
+def test_contact_created_with_its_owner_is_encoded_as_the_models_encode_it(
+    owner: tuple[str, str | None],
+) -> None:
+    state = STATES[1]
+    payload = ContactCreated.model_construct(
+        contact=model_snapshot(state, [], []),
+        cause="lead.captured",
+        submission_id="sub-1",
+        owner_name=owner[0],
+        owner_email=owner[1],
+    )
+    data = capture_events.contact_created_data(
+        capture_events.contact_snapshot_data(state, [], []), "lead.captured", "sub-1", *owner
+    )
+    assert direct_bytes(ContactCreated.event_type, data, "e-1", AT) == models_bytes(
+        payload, "e-1", AT
+    )
+
+
+@pytest.mark.parametrize("team_id", ["t-1", None])
+@pytest.mark.parametrize("email", ["ada@x.example", None])
+def test_contact_owner_assigned_is_encoded_as_the_models_encode_it(
+    team_id: str | None, email: str | None
+) -> None:
+    state = STATES[1]
+    payload = ContactOwnerAssigned.model_construct(
+        contact_id=state["id"],
+        owner_id="o-1",
+        previous_owner_id=None,
+        team_id=team_id,
+        rule="weighted",
+        owner_name="Ada",
+        owner_email=email,
+        contact=model_snapshot(state, ["a"], []),
+    )
+    data = capture_events.contact_owner_assigned_data(
+        capture_events.contact_snapshot_data(state, ["a"], []),
+        "o-1",
+        team_id,
+        "weighted",
+        "Ada",
+        email,
+    )
+    assert direct_bytes(ContactOwnerAssigned.event_type, data, "e-4", AT) == models_bytes(
+        payload, "e-4", AT
     )
 
 
