@@ -154,6 +154,17 @@ class Team(Base):
     last_owner_id: Mapped[str | None] = mapped_column(String(36))
 
 
+class CaptureAssignment(Base):
+    """A workspace's rule that every contact a capture creates gets an owner from `team_id`'s
+    rotation, in the capture's own transaction."""
+
+    __tablename__ = "capture_assignments"
+
+    workspace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(36))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class Owner(Base):
     """A sales person who can own contacts and be assigned tasks."""
 

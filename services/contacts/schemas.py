@@ -192,6 +192,19 @@ class TeamRead(BaseModel):
     rule: str
 
 
+class CaptureAssignmentIn(_In):
+    team_id: str = Field(min_length=1, max_length=36)
+
+
+class CaptureAssignmentRead(BaseModel):
+    """New contacts get their owner at capture from this team's rotation."""
+
+    team_id: str
+    team_name: str
+    rule: str
+    updated_at: UtcDateTime
+
+
 class OwnerIn(_In):
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr | None = None

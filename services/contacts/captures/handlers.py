@@ -13,16 +13,19 @@ from services.contacts import domain
 from services.contacts.captures import domain as captures_domain
 from services.contacts.domain import RuleViolation
 from services.contacts.handlers import SOURCE, activity, lifecycle_row, resolve_contact
-from services.contacts.models import Contact
+from services.contacts.models import Contact, Owner, Team
+from services.contacts.owners.handlers import CaptureRotation, RotationRepository
 from services.contacts.segments.handlers import SegmentsRepository, refresh_segments
 from shared import erasure
 from shared.errors import NotFound
 from shared.events import topics
 from shared.events.contacts import (
     ContactCreated,
+    ContactOwnerAssigned,
     ContactUpdated,
     contact_created_data,
     contact_event,
+    contact_owner_assigned_data,
     contact_snapshot_data,
     contact_updated_data,
 )
@@ -36,7 +39,7 @@ from shared.uow import Transaction
 log = logging.getLogger(__name__)
 
 
-class CapturesRepository(SegmentsRepository, Protocol):
+class CapturesRepository(SegmentsRepository, RotationRepository, Protocol):
     """The repository as captures use it."""
 
     async def add_tags(self, workspace: str, pairs: Iterable[tuple[str, str]]) -> None: ...
@@ -191,6 +194,7 @@ async def _capture_in_workspace(
     new_tags: list[tuple[str, str]] = []
     activities: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
+    rotation = CaptureRotation(workspace, store)
 
     for item, raw in zip(items, captures, strict=True):
         lead = item.lead
@@ -200,24 +204,46 @@ async def _capture_in_workspace(
         custom, rejected = domain.accept_captured_fields(raw.custom_fields, definitions)
         capture = captures_domain.Capture(raw.email, raw.phone, raw.fields, custom, raw.tags)
         contact_id, matched_by = captures_domain.match_contact(capture, by_email, by_phone)
-        event: tuple[str, dict[str, Any]] | None = None
+        events: list[tuple[str, dict[str, Any]]] = []
         if contact_id is None:
             contact_id = next(ids)
             state = new_contact_state(contact_id, workspace, capture, lead, now)
+            assigned = await rotation.next_owner()
+            if assigned is not None:
+                state["owner_id"] = assigned[1].id
             created.append(state)
             states[contact_id] = state
             tags[contact_id] = set(capture.tags)
             lists[contact_id] = []
             new_tags.extend((contact_id, t) for t in capture.tags)
             stages.append(lifecycle_row(workspace, contact_id, None, "lead", now, row_id=next(ids)))
-            event = (
-                ContactCreated.event_type,
-                contact_created_data(
-                    contact_snapshot_data(state, tags[contact_id], []),
-                    LeadCaptured.event_type,
-                    lead.submission_id,
-                ),
+            snapshot = contact_snapshot_data(state, tags[contact_id], [])
+            owner = assigned[1] if assigned is not None else None
+            events.append(
+                (
+                    ContactCreated.event_type,
+                    contact_created_data(
+                        snapshot,
+                        LeadCaptured.event_type,
+                        lead.submission_id,
+                        owner.name if owner else None,
+                        owner.email if owner else None,
+                    ),
+                )
             )
+            if assigned is not None:
+                team, owner = assigned
+                events.append(owner_assigned(snapshot, team, owner))
+                activities.append(
+                    activity(
+                        workspace,
+                        contact_id,
+                        ContactOwnerAssigned.event_type,
+                        now,
+                        {"owner_id": owner.id, "previous_owner_id": None, "rule": team.rule},
+                        row_id=next(ids),
+                    )
+                )
         else:
             state = states[contact_id]
             before_tags = sorted(tags[contact_id])
@@ -241,18 +267,19 @@ async def _capture_in_workspace(
                 changed.add(contact_id)
                 if added:
                     field_changes["tags"] = (before_tags, sorted(tags[contact_id]))
-                event = (
-                    ContactUpdated.event_type,
-                    contact_updated_data(
-                        contact_id,
-                        field_changes,
-                        contact_snapshot_data(state, tags[contact_id], lists[contact_id]),
-                        LeadCaptured.event_type,
-                        lead.submission_id,
-                    ),
+                events.append(
+                    (
+                        ContactUpdated.event_type,
+                        contact_updated_data(
+                            contact_id,
+                            field_changes,
+                            contact_snapshot_data(state, tags[contact_id], lists[contact_id]),
+                            LeadCaptured.event_type,
+                            lead.submission_id,
+                        ),
+                    )
                 )
-        if event is not None:
-            kind, data = event
+        for kind, data in events:
             emit_captured(tx, next(ids), kind, workspace, contact_id, data, item.correlationid)
         if state["email"]:
             by_email[state["email"]] = contact_id
@@ -291,6 +318,7 @@ async def _capture_in_workspace(
         names = tuple(n for n in CAPTURE_UPDATED_COLUMNS if state[n] != original[n])
         if names:
             updates.setdefault(names, []).append({"id": cid, **{n: state[n] for n in names}})
+    rotation.save()
     for rows in updates.values():
         await store.update_contacts(rows)
     await store.insert_contacts(created)
@@ -298,6 +326,15 @@ async def _capture_in_workspace(
     await store.add_activities(activities)
     await store.add_lifecycle_changes(stages)
     await refresh_segments({a["contact_id"] for a in activities}, workspace, tx, now, definitions)
+
+
+def owner_assigned(
+    snapshot: dict[str, Any], team: Team, owner: Owner
+) -> tuple[str, dict[str, Any]]:
+    """The `contact.owner_assigned` of a contact the capture rule gave an owner."""
+    return ContactOwnerAssigned.event_type, contact_owner_assigned_data(
+        snapshot, owner.id, team.id, team.rule, owner.name, owner.email
+    )
 
 
 def new_contact_state(

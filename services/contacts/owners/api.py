@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from services.contacts import handlers as shared_handlers
 from services.contacts.api import Limit, Reader, Writer, contact_read
-from services.contacts.models import Owner, TaskRow, Team
+from services.contacts.models import CaptureAssignment, Owner, TaskRow, Team
 from services.contacts.owners import handlers
 from services.contacts.schemas import (
     AssignIn,
+    CaptureAssignmentIn,
+    CaptureAssignmentRead,
     ContactRead,
     OwnerIn,
     OwnerRead,
@@ -39,6 +41,12 @@ def owner_read(owner: Owner) -> OwnerRead:
 
 def team_read(team: Team) -> TeamRead:
     return TeamRead(id=team.id, name=team.name, rule=team.rule)
+
+
+def capture_assignment_read(rule: CaptureAssignment, team: Team) -> CaptureAssignmentRead:
+    return CaptureAssignmentRead(
+        team_id=team.id, team_name=team.name, rule=team.rule, updated_at=rule.updated_at
+    )
 
 
 def task_read(task: TaskRow) -> TaskRead:
@@ -71,6 +79,31 @@ def router(clock: Clock) -> APIRouter:
         """The workspace's teams."""
         async with transaction(ctx.uow()) as tx:
             return [team_read(t) for t in await handlers.list_teams(who.workspace, tx)]
+
+    @api.put("/capture-assignment", responses=problems(422))
+    async def set_capture_assignment(
+        body: CaptureAssignmentIn, ctx: Context, who: Writer
+    ) -> CaptureAssignmentRead:
+        """Assign every new contact an owner at capture, by the team's rotation (the one
+        `POST /contacts/{id}/owner` with `team_id` uses): `contact.created` carries the owner."""
+        async with transaction(ctx.uow()) as tx:
+            rule, team = await handlers.set_capture_assignment(
+                who.workspace, body.team_id, tx, clock()
+            )
+            return capture_assignment_read(rule, team)
+
+    @api.get("/capture-assignment", responses=problems(404))
+    async def get_capture_assignment(ctx: Context, who: Reader) -> CaptureAssignmentRead:
+        """The team whose rotation assigns new contacts at capture."""
+        async with transaction(ctx.uow()) as tx:
+            return capture_assignment_read(*await handlers.capture_assignment(who.workspace, tx))
+
+    @api.delete("/capture-assignment", status_code=204, responses=problems(404))
+    async def clear_capture_assignment(ctx: Context, who: Writer) -> Response:
+        """Capture new contacts without an owner again."""
+        async with transaction(ctx.uow()) as tx:
+            await handlers.clear_capture_assignment(who.workspace, tx)
+        return Response(status_code=204)
 
     @api.post("/owners", status_code=201, responses=problems(404, 409))
     async def create_owner(body: OwnerIn, ctx: Context, who: Writer) -> OwnerRead:

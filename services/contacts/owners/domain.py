@@ -45,3 +45,30 @@ def pick_weighted(members: Sequence[RotationMember]) -> tuple[str, dict[str, int
     chosen = max(active, key=lambda m: (credits[m.owner_id], -active.index(m))).owner_id
     credits[chosen] -= total
     return chosen, credits
+
+
+@dataclass
+class Rotation:
+    """A team's rotation as it stands, picking owner after owner: one assignment (a command,
+    the API) or every new contact of a captured batch, so both keep one fair count."""
+
+    rule: str  # `round_robin` or `weighted`
+    members: list[RotationMember]
+    last_owner_id: str | None
+
+    def pick(self) -> str:
+        """The next owner; the rotation moves on (last owner, weighted credits)."""
+        if self.rule == "weighted":
+            chosen, credits = pick_weighted(self.members)
+            self.members = [
+                RotationMember(m.owner_id, m.active, m.weight, credits.get(m.owner_id, 0))
+                for m in self.members
+            ]
+        else:
+            chosen = pick_round_robin(self.members, self.last_owner_id)
+        self.last_owner_id = chosen
+        return chosen
+
+    def credits(self) -> dict[str, int]:
+        """Every member's weighted credit (inactive ones back to 0, as a pick leaves them)."""
+        return {m.owner_id: m.credit for m in self.members}

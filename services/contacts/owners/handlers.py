@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
 from services.contacts import domain
+from services.contacts.domain import RuleViolation
 from services.contacts.handlers import (
     activity,
     checked,
@@ -17,6 +20,7 @@ from services.contacts.handlers import (
     task_snapshot,
 )
 from services.contacts.models import (
+    CaptureAssignment,
     Contact,
     Owner,
     TaskRow,
@@ -35,15 +39,27 @@ from shared.events.contacts import (
 from shared.ids import uuid7 as new_id
 from shared.uow import Transaction
 
+log = logging.getLogger(__name__)
 
-class OwnersRepository(SegmentsRepository, Protocol):
+
+class RotationRepository(Protocol):
+    """The repository as a team's rotation uses it."""
+
+    async def capture_team(self, workspace: str) -> Team | None: ...
+
+    async def owners(self, workspace: str, team_id: str | None = None) -> list[Owner]: ...
+
+
+class OwnersRepository(SegmentsRepository, RotationRepository, Protocol):
     """The repository as owners, teams and tasks use it."""
+
+    async def capture_assignment(self, workspace: str) -> CaptureAssignment | None: ...
+
+    async def clear_capture_assignment(self, workspace: str) -> bool: ...
 
     async def next_owner_position(self, team_id: str | None) -> int: ...
 
     async def owner(self, workspace: str, owner_id: str) -> Owner | None: ...
-
-    async def owners(self, workspace: str, team_id: str | None = None) -> list[Owner]: ...
 
     async def task(self, workspace: str, task_id: str) -> TaskRow | None: ...
 
@@ -61,6 +77,69 @@ class OwnersRepository(SegmentsRepository, Protocol):
     async def team(self, workspace: str, team_id: str, lock: bool = False) -> Team | None: ...
 
     async def teams(self, workspace: str) -> list[Team]: ...
+
+
+@dataclass
+class TeamRotation:
+    """A team's rotation over its owners' rows (the team's row locked by whoever loaded it):
+    picks owners, then `save` writes where the rotation stands back onto the rows."""
+
+    team: Team
+    owners: dict[str, Owner]
+    rotation: owners_domain.Rotation
+
+    @classmethod
+    async def of(cls, store: RotationRepository, team: Team) -> TeamRotation:
+        owners = await store.owners(team.workspace, team.id)
+        members = [owners_domain.RotationMember(o.id, o.active, o.weight, o.credit) for o in owners]
+        rotation = owners_domain.Rotation(team.rule, members, team.last_owner_id)
+        return cls(team, {o.id: o for o in owners}, rotation)
+
+    def pick(self) -> Owner:
+        """The next owner; raises a `RuleViolation` when the team has no active owner."""
+        return self.owners[self.rotation.pick()]
+
+    def save(self) -> None:
+        self.team.last_owner_id = self.rotation.last_owner_id
+        if self.team.rule == "weighted":
+            for owner_id, credit in self.rotation.credits().items():
+                self.owners[owner_id].credit = credit
+
+
+class CaptureRotation:
+    """The rotation that owns a workspace's new contacts at capture (its assignment-at-capture
+    rule), loaded with its team's row locked on the first new contact of a batch only."""
+
+    def __init__(self, workspace: str, store: RotationRepository) -> None:
+        self.workspace, self.store = workspace, store
+        self.rotation: TeamRotation | None = None
+        self.loaded = False
+
+    async def next_owner(self) -> tuple[Team, Owner] | None:
+        """The team and the owner of the next new contact; None without the rule or while the
+        team has no active owner (the lead is captured unassigned, never refused)."""
+        if not self.loaded:
+            self.loaded = True
+            team = await self.store.capture_team(self.workspace)
+            if team is not None:
+                self.rotation = await TeamRotation.of(self.store, team)
+        if self.rotation is None:
+            return None
+        try:
+            return self.rotation.team, self.rotation.pick()
+        except RuleViolation:
+            log.warning(
+                "assignment at capture skipped: the team has no active owner",
+                extra={"workspace": self.workspace, "team_id": self.rotation.team.id},
+            )
+            self.rotation.save()
+            self.rotation = None
+            return None
+
+    def save(self) -> None:
+        """Where the rotation stands, onto the team's and owners' rows."""
+        if self.rotation is not None:
+            self.rotation.save()
 
 
 async def create_team(
@@ -145,18 +224,11 @@ async def assign_owner(
         team = await store.team(workspace, team_id, lock=True)
         if team is None:
             raise NotFound(f"team {team_id} not found")
-        owners = await store.owners(workspace, team.id)
-        members = [owners_domain.RotationMember(o.id, o.active, o.weight, o.credit) for o in owners]
+        rotation = await TeamRotation.of(store, team)
         with checked():
-            if team.rule == "weighted":
-                chosen, credits = owners_domain.pick_weighted(members)
-                for o in owners:
-                    o.credit = credits.get(o.id, 0)
-            else:
-                chosen = owners_domain.pick_round_robin(members, team.last_owner_id)
-        team.last_owner_id = chosen
-        rule = team.rule
-        owner = next(o for o in owners if o.id == chosen)
+            owner = rotation.pick()
+        rotation.save()
+        chosen, rule = owner.id, team.rule
     else:
         raise InvalidInput(
             "give an owner or a team",
@@ -332,3 +404,42 @@ async def list_owners(
     workspace: str, team_id: str | None, tx: Transaction[OwnersRepository]
 ) -> list[Owner]:
     return await tx.store.owners(workspace, team_id)
+
+
+async def set_capture_assignment(
+    workspace: str, team_id: str, tx: Transaction[OwnersRepository], now: datetime
+) -> tuple[CaptureAssignment, Team]:
+    """From now on, every contact a capture creates gets its owner from `team_id`'s rotation
+    (the rotation `assign_owner` moves too), in the capture's transaction."""
+    store = tx.store
+    team = await store.team(workspace, team_id)
+    if team is None:
+        raise InvalidInput(
+            "unknown team",
+            errors=[{"field": "team_id", "code": "unknown_team", "message": "no such team"}],
+        )
+    rule = await store.capture_assignment(workspace)
+    if rule is None:
+        rule = CaptureAssignment(workspace=workspace, team_id=team.id, updated_at=now)
+        store.add(rule)
+    rule.team_id, rule.updated_at = team.id, now
+    await store.flush()
+    return rule, team
+
+
+async def capture_assignment(
+    workspace: str, tx: Transaction[OwnersRepository]
+) -> tuple[CaptureAssignment, Team]:
+    """The workspace's assignment-at-capture rule and its team; 404 without one."""
+    store = tx.store
+    rule = await store.capture_assignment(workspace)
+    team = None if rule is None else await store.team(workspace, rule.team_id)
+    if rule is None or team is None:
+        raise NotFound("no assignment at capture is set")
+    return rule, team
+
+
+async def clear_capture_assignment(workspace: str, tx: Transaction[OwnersRepository]) -> None:
+    """New contacts are captured without an owner again (a workflow may assign one)."""
+    if not await tx.store.clear_capture_assignment(workspace):
+        raise NotFound("no assignment at capture is set")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from services.contacts.models import (
+    CaptureAssignment,
     Owner,
     TaskRow,
     Team,
@@ -21,6 +22,25 @@ class OwnersStore(PeopleStore):
         stmt = select(Team).where(Team.workspace == workspace, Team.id == team_id)
         if lock:
             stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def capture_assignment(self, workspace: str) -> CaptureAssignment | None:
+        return await self.session.get(CaptureAssignment, workspace)
+
+    async def clear_capture_assignment(self, workspace: str) -> bool:
+        stmt = delete(CaptureAssignment).where(CaptureAssignment.workspace == workspace)
+        result = await self.session.execute(stmt)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def capture_team(self, workspace: str) -> Team | None:
+        """The team whose rotation assigns the workspace's new contacts at capture, locked for
+        this transaction (its rotation moves), or None without the rule."""
+        stmt = (
+            select(Team)
+            .join(CaptureAssignment, CaptureAssignment.team_id == Team.id)
+            .where(CaptureAssignment.workspace == workspace, Team.workspace == workspace)
+            .with_for_update(of=Team)
+        )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def teams(self, workspace: str) -> list[Team]:

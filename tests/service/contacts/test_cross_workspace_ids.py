@@ -77,6 +77,11 @@ CASES: dict[tuple[str, str, str], Case] = {
         f"/v1/contacts/{me.contact}/owner",
         {"team_id": foreign.team},
     ),
+    ("put", "/v1/capture-assignment", "team_id"): lambda me, foreign: (
+        "put",
+        "/v1/capture-assignment",
+        {"team_id": foreign.team},
+    ),
     ("post", "/v1/owners", "team_id"): lambda me, foreign: (
         "post",
         "/v1/owners",

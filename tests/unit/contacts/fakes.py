@@ -16,7 +16,15 @@ from typing import Any
 from services.contacts import domain
 from services.contacts.domain import FieldDefinition
 from services.contacts.duplicates.domain import DuplicatePerson
-from services.contacts.models import Contact, MergeRecord, Owner, Segment, TaskRow, Team
+from services.contacts.models import (
+    CaptureAssignment,
+    Contact,
+    MergeRecord,
+    Owner,
+    Segment,
+    TaskRow,
+    Team,
+)
 from services.contacts.segments.domain import Filter, Page
 from shared.events.envelope import Envelope
 
@@ -41,6 +49,7 @@ class FakeContacts:
     tasks_by_id: dict[str, TaskRow] = field(default_factory=dict)
     merges: list[MergeRecord] = field(default_factory=list)
     erased: dict[str, datetime] = field(default_factory=dict)  # identity digest → when
+    capture_rules: dict[str, CaptureAssignment] = field(default_factory=dict)
 
     # contacts -----------------------------------------------------------------------------
 
@@ -94,6 +103,8 @@ class FakeContacts:
                 self.contacts[row.id] = row
             case Team():
                 self.teams_by_id[row.id] = row
+            case CaptureAssignment():
+                self.capture_rules[row.workspace] = row
             case Owner():
                 self.owners_by_id[row.id] = row
             case TaskRow():
@@ -175,6 +186,16 @@ class FakeContacts:
     async def team(self, workspace: str, team_id: str, lock: bool = False) -> Team | None:
         found = self.teams_by_id.get(team_id)
         return found if found is not None and found.workspace == workspace else None
+
+    async def capture_assignment(self, workspace: str) -> CaptureAssignment | None:
+        return self.capture_rules.get(workspace)
+
+    async def capture_team(self, workspace: str) -> Team | None:
+        rule = self.capture_rules.get(workspace)
+        return None if rule is None else await self.team(workspace, rule.team_id)
+
+    async def clear_capture_assignment(self, workspace: str) -> bool:
+        return self.capture_rules.pop(workspace, None) is not None
 
     async def teams(self, workspace: str) -> list[Team]:
         return [t for t in self.teams_by_id.values() if t.workspace == workspace]

@@ -12,7 +12,11 @@ import pytest
 from services.contacts.captures.handlers import CapturedLead, capture_leads
 from services.contacts.duplicates.handlers import merge_contacts
 from services.contacts.models import Contact, Owner, Team
-from services.contacts.owners.handlers import assign_owner
+from services.contacts.owners.handlers import (
+    assign_owner,
+    clear_capture_assignment,
+    set_capture_assignment,
+)
 from shared.errors import Conflict, InvalidInput
 from shared.events import topics
 from shared.events.ingest import LeadCaptured
@@ -236,3 +240,92 @@ class TestOwnerRotation:
             await assign_owner(WS, c.id, None, team.id, tx, NOW)
         assert c.owner_id is None
         assert tx.emitted == []
+
+
+class TestAssignmentAtCapture:
+    """A workspace's assignment-at-capture rule: new contacts get their owner from the team's
+    rotation inside the capture, and `contact.created` already names it."""
+
+    async def test_new_contacts_take_the_teams_turns_and_the_events_name_the_owner(
+        self,
+    ) -> None:
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", True, 1), ("bob", False, 1), ("cy", True, 1))
+        await set_capture_assignment(WS, team.id, tx, NOW)
+        emails = [random_email() for _ in range(3)]
+        await capture(tx, *(lead(e) for e in emails))
+        owners = [tx.store.contacts[by_email(tx, e)].owner_id for e in emails]
+        assert owners == ["ann", "cy", "ann"]
+        assert team.last_owner_id == "ann"
+        assert tx.types() == ["contact.created", "contact.owner_assigned"] * 3
+        created, assigned = (tx.emitted[i][2].data for i in (0, 1))
+        assert created["contact"]["owner_id"] == "ann"
+        assert (created["owner_name"], created["owner_email"]) == ("Ann", "ann@example.com")
+        assert assigned["contact_id"] == created["contact"]["id"]
+        assert (assigned["owner_id"], assigned["team_id"], assigned["rule"]) == (
+            "ann",
+            team.id,
+            "round_robin",
+        )
+        assert "previous_owner_id" not in assigned
+        kinds = [a["kind"] for a in tx.store.activities]
+        assert kinds.count("contact.owner_assigned") == 3
+
+    async def test_capture_and_commands_share_one_weighted_rotation(self) -> None:
+        tx = FakeTransaction()
+        team = team_of(tx, "weighted", ("ann", True, 2), ("bob", True, 1))
+        await set_capture_assignment(WS, team.id, tx, NOW)
+        first = random_email()
+        await capture(tx, lead(first))
+        by_command = await assign_many(tx, team, 2)
+        second = random_email()
+        await capture(tx, lead(second), lead(random_email()))
+        chosen = [tx.store.contacts[by_email(tx, first)].owner_id, *by_command]
+        chosen += [tx.store.contacts[by_email(tx, second)].owner_id]
+        # One smooth weighted sequence (ann, bob, ann, ann, bob) across captures and commands.
+        assert chosen == ["ann", "bob", "ann", "ann"]
+        assert (team.last_owner_id, {o.id: o.credit for o in await tx.store.owners(WS)}) == (
+            "bob",
+            {"ann": 1, "bob": -1},
+        )
+
+    async def test_a_known_person_keeps_their_owner_and_makes_no_assignment(self) -> None:
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", True, 1), ("bob", True, 1))
+        email = random_email()
+        await capture(tx, lead(email))  # before the rule: captured unassigned
+        await set_capture_assignment(WS, team.id, tx, NOW)
+        await capture(tx, lead(email, first_name="Ada"))
+        assert tx.store.contacts[by_email(tx, email)].owner_id is None
+        assert "contact.owner_assigned" not in tx.types()
+        assert team.last_owner_id is None
+
+    async def test_a_team_without_an_active_owner_captures_the_lead_unassigned(self) -> None:
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", False, 1))
+        await set_capture_assignment(WS, team.id, tx, NOW)
+        email = random_email()
+        await capture(tx, lead(email))
+        assert tx.store.contacts[by_email(tx, email)].owner_id is None
+        assert tx.types() == ["contact.created"]
+        assert "owner_name" not in tx.emitted[0][2].data
+
+    async def test_an_unknown_team_is_refused_naming_the_field(self) -> None:
+        tx = FakeTransaction()
+        with pytest.raises(InvalidInput) as refused:
+            await set_capture_assignment(WS, "no-such-team", tx, NOW)
+        assert refused.value.extra["errors"][0]["field"] == "team_id"
+        assert await tx.store.capture_assignment(WS) is None
+
+    async def test_cleared_rule_captures_unassigned_again(self) -> None:
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", True, 1))
+        await set_capture_assignment(WS, team.id, tx, NOW)
+        await clear_capture_assignment(WS, tx)
+        email = random_email()
+        await capture(tx, lead(email))
+        assert tx.store.contacts[by_email(tx, email)].owner_id is None
+
+
+def by_email(tx: FakeTransaction, email: str) -> str:
+    return next(c.id for c in tx.store.contacts.values() if c.email == email)
