@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from services.workflows.conditions import domain as conditions
-from shared.api_types import RequestTime, StrictFloat, StrictInt
+from shared.api_types import RequestTime, StrictBool, StrictFloat, StrictInt
 
 STEP_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -339,11 +339,20 @@ class SetLifecycleStep(StepBase):
 
 
 class AssignOwnerStep(StepBase):
-    """An explicit owner, or a team whose round-robin or weighted rule picks one."""
+    """An explicit owner, or a team whose round-robin or weighted rule picks one. With
+    `keep_existing`, a contact that already has an owner (assigned at capture, by hand) keeps
+    them: no command is sent and the run goes on at once, to `on_kept` (else `next`)."""
 
     type: Literal["assign_owner"]
     owner_id: str | None = None
     team_id: str | None = None
+    keep_existing: StrictBool = False
+    on_kept: str | None = None
+
+    def targets(self) -> Iterator[tuple[str, str]]:
+        yield from super().targets()
+        if self.on_kept is not None:
+            yield "on_kept", self.on_kept
 
     @model_validator(mode="after")
     def _one(self) -> AssignOwnerStep:

@@ -312,6 +312,8 @@ def _execute(
         return last.name, last.next, {"bucket": bucket}
     if type(step) is defs.EndStep:
         return "ended", None, {}
+    if type(step) is defs.AssignOwnerStep and step.keep_existing and contact.get("owner_id"):
+        return "kept", step.on_kept or step.next, {"owner_id": contact["owner_id"]}
     action, detail = _action(document, step, run, ctx, zone)
     effects.append(Effect(step.id, effect_key(run, step.id), action))
     return "done", step.next, detail

@@ -94,7 +94,16 @@ def new_lead_alert(p: NewLeadAlert) -> Document:
         "owner on Slack with the lead's details, score and a link back.",
         "trigger": trigger,
         "steps": [
-            {"id": "assign", "type": "assign_owner", "team_id": p.team_id, "next": "owned"},
+            {
+                # A contact assigned at capture (contacts' assignment-at-capture rule) keeps
+                # its owner, named in its `contact.created`: straight to the alert.
+                "id": "assign",
+                "type": "assign_owner",
+                "team_id": p.team_id,
+                "keep_existing": True,
+                "on_kept": "alert",
+                "next": "owned",
+            },
             {
                 # The alert names the owner: wait (briefly) for contacts to say who it is.
                 "id": "owned",

@@ -104,6 +104,9 @@ async def _not_replayed(
     return kept
 
 
+OWNER_NAMING_EVENTS = frozenset({"contact.owner_assigned", "contact.created"})
+
+
 async def _apply_contact_part(
     book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
 ) -> None:
@@ -140,8 +143,9 @@ async def _apply_contact_part(
         if isinstance(snapshot, dict) and contact_id:
             previous = changed.get(contact_id) or contacts.get(contact_id) or {}
             current = {**snapshot, "segments": list(previous.get("segments") or [])}
-            # Snapshots carry the owner's id only; `contact.owner_assigned` names the owner.
-            if event.type == "contact.owner_assigned" and event.data.get("owner_name"):
+            # Snapshots carry the owner's id only; `contact.owner_assigned` names the owner,
+            # and so does `contact.created` of a contact assigned at capture.
+            if event.data.get("owner_name") and event.type in OWNER_NAMING_EVENTS:
                 current["owner_name"] = event.data["owner_name"]
             elif previous.get("owner_name") and previous.get("owner_id") == current.get("owner_id"):
                 current["owner_name"] = previous["owner_name"]

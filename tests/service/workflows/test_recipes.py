@@ -8,12 +8,13 @@ from datetime import timedelta
 
 from services.workflows.recipes.domain import RECIPES
 from shared.events import topics
-from shared.events.contacts import ContactLifecycleChanged, ContactOwnerAssigned
+from shared.events.contacts import ContactCreated, ContactLifecycleChanged, ContactOwnerAssigned
 from shared.events.envelope import Envelope
 from shared.events.ingest import EmailOpened
 from shared.events.scores import ScoreThresholdCrossed
+from shared.ids import uuid7 as new_id
 from tests.helpers import token
-from tests.service.workflows.conftest import Service
+from tests.service.workflows.conftest import Service, snapshot
 
 TEAM = {"team_id": "team_1"}
 
@@ -106,6 +107,27 @@ class TestRecipesRun:
         assert "Grace" in text
         assert "Navy" in text
         assert f"/v1/contacts/{contact_id}" in text
+
+    async def test_new_lead_alert_keeps_an_owner_assigned_at_capture_and_alerts_at_once(
+        self, service: Service
+    ) -> None:
+        workflow_id = await install(service, "new-lead-alert", TEAM | {"slack_channel": "sales"})
+        contact_id = new_id()
+        snap = snapshot(contact_id, service.clock(), first_name="Grace", owner_id="own_2")
+        created = ContactCreated(
+            contact=snap, cause="lead.captured", owner_name="Bo Owner", owner_email="bo@x.example"
+        )
+        await service.publish(topics.CONTACTS, created, contact_id)
+        assert not await service.commands("contact.assign_owner")
+        [alert] = await service.published(topics.NOTIFICATION_REQUESTS)
+        assert "New lead for Bo Owner" in alert.data["content"]["text"]
+        [run] = await service.runs(workflow_id)
+        done = await service.run(run["id"])
+        assert done["status"] == "completed"
+        assert [(s["step"], s["outcome"]) for s in done["steps"]] == [
+            ("assign", "kept"),
+            ("alert", "done"),
+        ]
 
     async def test_welcome_sends_day_0_2_and_7_and_stops_for_customers(
         self, service: Service

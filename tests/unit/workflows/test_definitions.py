@@ -110,6 +110,11 @@ class TestRefusedWorkflows:
         errors = errors_of(doc([{"id": "a", "type": "add_tag", "tag": "x", "next": "nowhere"}]))
         assert {"field": "steps[0].next", "code": "unknown_step"}.items() <= errors[0].items()
 
+    def test_an_unknown_on_kept_step_is_named_with_its_path(self) -> None:
+        step = {"id": "a", "type": "assign_owner", "team_id": "t", "keep_existing": True}
+        errors = errors_of(doc([step | {"on_kept": "nowhere"}]))
+        assert {"field": "steps[0].on_kept", "code": "unknown_step"}.items() <= errors[0].items()
+
     def test_unreachable_steps(self) -> None:
         errors = errors_of(doc([{"id": "a", "type": "end"}, {"id": "b", "type": "end"}]))
         assert [(e["field"], e["code"]) for e in errors] == [("steps[1]", "unreachable_step")]

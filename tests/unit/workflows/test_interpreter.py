@@ -44,6 +44,43 @@ def ctx(now: datetime = MONDAY_10, contact: dict[str, Any] | None = None, **extr
 
 
 class TestActions:
+    def test_assign_owner_keeps_an_existing_owner_when_told_and_goes_on_kept(self) -> None:
+        document = workflow(
+            [
+                {
+                    "id": "assign",
+                    "type": "assign_owner",
+                    "team_id": "t1",
+                    "keep_existing": True,
+                    "on_kept": "alert",
+                    "next": "owned",
+                },
+                {"id": "owned", "type": "wait", "duration": {"seconds": 30}, "next": "alert"},
+                {"id": "alert", "type": "send_slack", "channel": "s", "text": "{{ owner.id }}"},
+            ]
+        )
+        kept = domain.advance(document, run_of(document), Start(), ctx())
+        assert kept.status == "completed"
+        assert [(r.step, r.outcome) for r in kept.records] == [
+            ("assign", "kept"),
+            ("alert", "done"),
+        ]
+        assert [type(e.action) for e in kept.effects] == [Notify]
+        unowned = domain.advance(
+            document, run_of(document), Start(), ctx(contact={**CONTACT, "owner_id": None})
+        )
+        assert unowned.status == "waiting"
+        assert unowned.effects[0].action == Command(
+            "contact.assign_owner", {"contact_id": "c1", "team_id": "t1"}
+        )
+
+    def test_assign_owner_reassigns_an_owned_contact_by_default(self) -> None:
+        document = workflow([{"id": "assign", "type": "assign_owner", "team_id": "t1"}])
+        result = domain.advance(document, run_of(document), Start(), ctx())
+        assert result.effects[0].action == Command(
+            "contact.assign_owner", {"contact_id": "c1", "team_id": "t1"}
+        )
+
     def test_actions_become_commands_and_notification_requests_with_keys(self) -> None:
         document = workflow(
             [
