@@ -1,6 +1,7 @@
 """The embedded default's `demo` workspace, made over the services' own APIs on first start:
-a signup form, a sales team of two owners, `log` channels standing in for Slack and email, and
-recipes 1 (new lead alert), 2 (welcome) and 8 (high score). Scoring's default rule set applies
+a signup form, a sales team of two owners that new leads are assigned to at capture (round-robin),
+`log` channels standing in for Slack and email, and recipes 1 (new lead alert), 2 (welcome) and
+8 (high score). Scoring's default rule set applies
 to a workspace that has none. Idempotent: what exists (by name) is left as it is.
 
 `prepare_workspace` is the general form: the speed-to-lead benchmark and the end-to-end tests
@@ -65,11 +66,16 @@ async def prepare_workspace(
     recipes: Sequence[str] = RECIPES,
     recipe_params: Mapping[str, Mapping[str, Any]] | None = None,
     owners: Sequence[tuple[str, str]] = OWNERS,
+    assign_at_capture: bool = True,
 ) -> Workspace:
     """A workspace ready for leads, made over the services' APIs: a signup form, a sales team
     whose owners take turns, the named notifier channels and the recipes (the demo, the
     speed-to-lead benchmark and the end-to-end tests all start from one). Idempotent: what
-    exists (by name) is left as it is."""
+    exists (by name) is left as it is.
+
+    With `assign_at_capture` (the default) contacts assigns every new contact its owner from
+    the team's rotation as it captures it, so recipe 1 alerts at once; without, recipe 1 asks
+    contacts for the owner with a command and waits for the answer."""
     headers = {"authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(headers=headers, timeout=30) as client:
         ingest, contacts = urls["ingest"], urls["contacts"]
@@ -89,6 +95,11 @@ async def prepare_workspace(
                 _ok(await client.post(f"{contacts}/v1/owners", json=owner))
         members = _ok(await client.get(f"{contacts}/v1/owners", params={"team_id": team["id"]}))
         team_owners = {o["id"]: o["name"] for o in members}
+        rule_url = f"{contacts}/v1/capture-assignment"
+        if assign_at_capture:
+            _ok(await client.put(rule_url, json={"team_id": team["id"]}))
+        elif (await client.get(rule_url)).status_code == 200:
+            _ok(await client.delete(rule_url))
 
         existing = {c["name"] for c in _ok(await client.get(f"{notifier}/v1/channels"))}
         for name, channel in channels.items():
@@ -121,6 +132,7 @@ async def prepare_demo(urls: Mapping[str, str], token: str) -> list[str]:
     return [
         f"demo form      {made.form['hosted_url']}",
         f"  submit       POST {ingest}{made.submissions_path}",
-        f"demo team      {TEAM_NAME}: {', '.join(n for n, _ in OWNERS)} (round-robin)",
+        f"demo team      {TEAM_NAME}: {', '.join(n for n, _ in OWNERS)} "
+        "(round-robin, assigned at capture)",
         f"recipes        {', '.join(made.recipes.values())}; Slack and email print here",
     ]
