@@ -10,12 +10,18 @@
    PostgreSQL, then a new rule-set version is saved and the time until its rescore reports
    `done` is measured (every contact replayed from its ledger, states, timers and score events
    written; the relay publishes meanwhile). Repeated for each size given.
-3. Decay crossings: `--crossings` contacts above MQL whose decay takes them below it at the
+3. Contact snapshots: `--snapshots` events on `leadwire.contacts.v1` as contacts publishes
+   them for new leads (each contact's `contact.created`, then a `contact.updated` that changes
+   its job title and so its fit score; every 10th contact has engagement set aside waiting for
+   it), consumed by one scoring process; measured like the engagement phase, from its
+   contacts group's counter.
+4. Decay crossings: `--crossings` contacts above MQL whose decay takes them below it at the
    same instant (their timers all due then); measured: from that instant until the last
    `score.threshold_crossed` is read back from Kafka.
 
 Usage: `.venv/bin/python -m bench.scoring_bench [--events 60000] [--contacts 20000]
-[--rescore-contacts 100000] [--ledger 2000000] [--crossings 10000]`.
+[--snapshots 20000] [--rescore-contacts 100000] [--ledger-per-contact 20] [--crossings 10000]
+[--skip engagement snapshots rescore crossings]`.
 Uses DATABASE_URL (postgresql+asyncpg) and LEADWIRE_KAFKA_BOOTSTRAP when set, otherwise
 starts throwaway servers (removed afterwards). Writes bench/results/scoring-<ts>.json.
 """
@@ -57,6 +63,7 @@ from shared.app import create_app
 from shared.bus import Subscription
 from shared.bus.kafka import KafkaBus
 from shared.events import topics
+from shared.events.contacts import ContactCreated, ContactSnapshot, ContactUpdated, FieldChange
 from shared.events.envelope import Envelope
 from shared.events.ingest import ENGAGEMENT_TYPES
 from shared.migrations import upgrade
@@ -66,6 +73,7 @@ RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 GROUP = "scoring.engagement"
+CONTACTS_GROUP = "scoring.contacts"
 MIX = [  # (event type, share, extra fields)
     ("page.viewed", 0.20, {"url": "https://acme.io/pricing"}),
     ("page.viewed", 0.20, {"url": "https://acme.io/blog/post"}),
@@ -105,10 +113,10 @@ NEW_RULES: dict[str, Any] = {
 }
 
 
-def handled() -> int:
+def handled(group: str = GROUP) -> int:
     for family in metrics.EVENTS_CONSUMED.collect():
         for sample in family.samples:
-            if sample.name.endswith("_total") and sample.labels.get("group") == GROUP:
+            if sample.name.endswith("_total") and sample.labels.get("group") == group:
                 return int(sample.value)
     return 0
 
@@ -202,20 +210,19 @@ async def publish(kafka: str, prefix: str, messages: Sequence[tuple[str, str, by
     return elapsed
 
 
-async def engagement_run(kafka: str, pg: str, events: int, contacts: int) -> dict[str, Any]:
-    prefix = f"bsc{uuid.uuid4().hex[:8]}."
-    settings = settings_for(kafka, pg, prefix)
-    engine = await migrated(pg, settings.schema_for("scoring"))
-    await preload_contacts(engine, contacts)
-    publish_s = await publish(kafka, prefix, engagement_messages(events, contacts))
+async def consume(
+    engine: AsyncEngine, settings: ScoringSettings, group: str, events: int
+) -> dict[str, Any]:
+    """Start the app, wait until `group` handled `events`: the sustained rate and this
+    process's CPU per event, from the first batch committed to the last."""
     app = create_app(build_spec(), settings)
     samples: list[tuple[float, int, float]] = []
-    baseline = handled()
+    baseline = handled(group)
     async with app.router.lifespan_context(app):
         deadline = time.perf_counter() + 900
         done = 0
         while done < events and time.perf_counter() < deadline:
-            done = handled() - baseline
+            done = handled(group) - baseline
             samples.append((time.perf_counter(), done, time.process_time()))
             await asyncio.sleep(0.05)
         async with engine.connect() as conn:
@@ -225,16 +232,93 @@ async def engagement_run(kafka: str, pg: str, events: int, contacts: int) -> dic
     last = samples[-1]
     rate = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else 0.0
     cpu_us = 1e6 * (last[2] - first[2]) / (last[1] - first[1]) if last[1] > first[1] else 0.0
-    await drop(engine, settings.schema_for("scoring"))
     return {
-        "events": events,
-        "contacts": contacts,
         "handled": last[1],
         "ledger_rows": ledger,
         "outbox_unsent_at_end": outbox,
-        "publish_s": round(publish_s, 2),
         "events_per_s": round(rate, 1),
         "app_process_cpu_us_per_event": round(cpu_us, 1),
+    }
+
+
+async def engagement_run(kafka: str, pg: str, events: int, contacts: int) -> dict[str, Any]:
+    prefix = f"bsc{uuid.uuid4().hex[:8]}."
+    settings = settings_for(kafka, pg, prefix)
+    engine = await migrated(pg, settings.schema_for("scoring"))
+    await preload_contacts(engine, contacts)
+    publish_s = await publish(kafka, prefix, engagement_messages(events, contacts))
+    measured = await consume(engine, settings, GROUP, events)
+    await drop(engine, settings.schema_for("scoring"))
+    return {"events": events, "contacts": contacts, "publish_s": round(publish_s, 2), **measured}
+
+
+def snapshot_messages(count: int) -> list[tuple[str, str, bytes]]:
+    """Per contact a `contact.created` and a `contact.updated` (job title now VP: its fit
+    score moves), in that order on the contact's key."""
+    now = datetime.now(UTC)
+    messages = []
+    for n in range(1, count // 2 + 1):
+        cid = contact_id(n)
+        values: dict[str, Any] = {
+            "id": cid,
+            "email": f"p{n}@acme.io",
+            "job_title": "Engineer",
+            "country": "DE",
+            "lifecycle_stage": "lead",
+            "subscription_status": "subscribed",
+            "created_at": now,
+            "updated_at": now,
+        }
+        created = ContactCreated(contact=ContactSnapshot(**values), cause="lead.captured")
+        snapshot = ContactSnapshot(**(values | {"job_title": "VP Sales"}))
+        updated = ContactUpdated(
+            contact_id=cid,
+            changes={"job_title": FieldChange(before="Engineer", after="VP Sales")},
+            contact=snapshot,
+            cause="api",
+        )
+        key = topics.contact_key(WORKSPACE, cid)
+        for payload in (created, updated):
+            envelope = Envelope.of(payload, source="/leadwire/contacts", workspace=WORKSPACE)
+            messages.append((topics.CONTACTS, key, envelope.to_bytes()))
+    return messages
+
+
+async def set_aside_for_every_tenth(engine: AsyncEngine, contacts: int) -> None:
+    """A demo request set aside for every 10th contact, arrived before the contact did."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                """
+                INSERT INTO set_aside (workspace, contact_id, email, reason, type, occurred_at,
+                    data, received_at)
+                SELECT :ws, md5('c' || g)::uuid::text, NULL, 'unknown_contact',
+                    'demo.requested', now() - interval '1 minute', '{}'::jsonb, now()
+                FROM generate_series(10, :n, 10) AS g
+                """
+            ),
+            {"ws": WORKSPACE, "n": contacts},
+        )
+
+
+async def snapshots_run(kafka: str, pg: str, events: int) -> dict[str, Any]:
+    prefix = f"bsn{uuid.uuid4().hex[:8]}."
+    settings = settings_for(kafka, pg, prefix)
+    engine = await migrated(pg, settings.schema_for("scoring"))
+    await set_aside_for_every_tenth(engine, events // 2)
+    publish_s = await publish(kafka, prefix, snapshot_messages(events))
+    measured = await consume(engine, settings, CONTACTS_GROUP, events // 2 * 2)
+    async with engine.connect() as conn:
+        scored = int(await conn.scalar(text("SELECT count(*) FROM scores")) or 0)
+        waiting = int(await conn.scalar(text("SELECT count(*) FROM set_aside")) or 0)
+    await drop(engine, settings.schema_for("scoring"))
+    return {
+        "events": events // 2 * 2,
+        "contacts": events // 2,
+        "scores_rows": scored,
+        "set_aside_left": waiting,
+        "publish_s": round(publish_s, 2),
+        **measured,
     }
 
 
@@ -382,11 +466,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--snapshots", type=int, default=20_000)
     parser.add_argument("--rescore-contacts", type=int, nargs="+", default=[100_000])
     parser.add_argument("--ledger-per-contact", type=int, default=20)
     parser.add_argument("--crossings", type=int, default=10_000)
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["engagement", "rescore", "crossings"]
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["engagement", "snapshots", "rescore", "crossings"],
     )
     args = parser.parse_args()
     report: dict[str, Any] = {
@@ -397,6 +485,7 @@ async def main() -> None:
             [
                 f"--events {args.events}",
                 f"--contacts {args.contacts}",
+                f"--snapshots {args.snapshots}",
                 "--rescore-contacts " + " ".join(map(str, args.rescore_contacts)),
                 f"--ledger-per-contact {args.ledger_per_contact}",
                 f"--crossings {args.crossings}",
@@ -420,6 +509,9 @@ async def main() -> None:
         if "engagement" not in args.skip:
             report["engagement"] = await engagement_run(kafka, pg, args.events, args.contacts)
             print(json.dumps(report["engagement"]), flush=True)
+        if "snapshots" not in args.skip:
+            report["snapshots"] = await snapshots_run(kafka, pg, args.snapshots)
+            print(json.dumps(report["snapshots"]), flush=True)
         if "crossings" not in args.skip:
             report["crossings"] = await crossings_run(kafka, pg, args.crossings)
             print(json.dumps(report["crossings"]), flush=True)
