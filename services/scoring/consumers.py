@@ -75,27 +75,33 @@ def engagement_in(event: Envelope) -> handlers.EngagementIn | None:
     )
 
 
+def contact_change(event: Envelope) -> handlers.ContactChange | None:
+    """A snapshot, merge or delete scoring acts on; None for the rest (tasks, segments, …)."""
+    payload = event.parsed if isinstance(event, ParsedEnvelope) else None
+    if isinstance(payload, ContactMerged | ContactDeleted):
+        return handlers.ContactChange(event.workspace, payload, event.correlationid)
+    snapshot = getattr(payload, "contact", None)
+    if isinstance(snapshot, ContactSnapshot):
+        return handlers.ContactChange(event.workspace, snapshot, event.correlationid)
+    return None
+
+
 def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscription]]:
-    """Engagement (a polled batch per transaction) and contact changes."""
+    """Engagement and contact changes, each a polled batch per transaction."""
 
     async def on_engagement(events: Sequence[Envelope], uow: UnitOfWork) -> None:
         batch = [e for e in map(engagement_in, events) if e is not None]
         if batch:
             await handlers.score_engagement(batch, SqlStore(uow.session), uow, clock())
 
-    async def on_contact(event: Envelope, uow: UnitOfWork) -> None:
-        payload = event.parsed if isinstance(event, ParsedEnvelope) else None
-        store, now = SqlStore(uow.session), clock()
-        if isinstance(payload, ContactMerged):
-            await handlers.on_contact_merged(event.workspace, payload, store, uow, now)
-        elif isinstance(payload, ContactDeleted):
-            await handlers.on_contact_deleted(event.workspace, payload, store)
-        elif isinstance(snapshot := getattr(payload, "contact", None), ContactSnapshot):
-            await handlers.on_contact_snapshot(event.workspace, snapshot, store, uow, now)
+    async def on_contacts(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+        changes = [c for c in map(contact_change, events) if c is not None]
+        if changes:
+            await handlers.on_contact_changes(changes, SqlStore(uow.session), uow, clock())
 
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
         engagement = ctx.batch_subscription("engagement", [topics.ENGAGEMENT], on_engagement)
-        contacts = ctx.subscription("contacts", [topics.CONTACTS], on_contact)
+        contacts = ctx.batch_subscription("contacts", [topics.CONTACTS], on_contacts)
         return [
             Subscription(
                 engagement.group, engagement.topics, engagement.handler, decoder(ENGAGEMENT_TYPES)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, func, select, text
+import orjson
+from sqlalchemy import and_, delete, func, select
 
 from services.scoring.models import (
     ContactRow,
@@ -66,6 +67,7 @@ class ContactStore(Protocol):
     ) -> dict[str, str]: ...
     async def lock_identities(self, workspace: str, keys: Iterable[str]) -> None: ...
     async def save_contact(self, workspace: str, contact: Contact) -> None: ...
+    async def save_contacts(self, workspace: str, contacts: Sequence[Contact]) -> None: ...
     async def count_contacts(self, workspace: str) -> int: ...
     async def contacts_after(self, workspace: str, cursor: str, limit: int) -> list[Contact]: ...
     async def erase_contact(self, workspace: str, contact_id: str) -> None: ...
@@ -74,8 +76,8 @@ class ContactStore(Protocol):
         self, workspace: str, contact_ids: Sequence[str], identity_digests: Iterable[str]
     ) -> list[dict[str, Any]]: ...
     async def set_aside(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def take_set_aside(
-        self, workspace: str, contact_id: str, email: str | None
+    async def take_set_aside_of(
+        self, workspace: str, contact_ids: Sequence[str], emails: Sequence[str]
     ) -> list[SetAside]: ...
 
 
@@ -142,23 +144,31 @@ class SqlContacts(SqlBase):
         if not self.postgres:
             await self.write_lock()
             return
-        for key in sorted(set(keys)):
-            await self.session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                {"key": f"leadwire-scoring:{workspace}:{key}"},
-            )
+        # One statement for any number of keys, taken in the order of the sorted array (a
+        # function scan yields its rows in order): transactions never wait on each other in
+        # a circle.
+        await (await self.driver()).execute(
+            "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM unnest($1::text[]) AS k",
+            [f"leadwire-scoring:{workspace}:{key}" for key in sorted(set(keys))],
+        )
 
     async def save_contact(self, workspace: str, contact: Contact) -> None:
+        await self.save_contacts(workspace, [contact])
+
+    async def save_contacts(self, workspace: str, contacts: Sequence[Contact]) -> None:
+        """Upsert contacts (one row per id: the last of the sequence wins), in id order."""
+        latest = {c.id: c for c in contacts}
         await self._upsert(
             ContactRow.__table__,  # type: ignore[arg-type]
             [
                 {
                     "workspace": workspace,
-                    "contact_id": contact.id,
-                    "email": contact.email,
-                    "attributes": contact.attributes,
-                    "erased": contact.erased,
+                    "contact_id": c.id,
+                    "email": c.email,
+                    "attributes": c.attributes,
+                    "erased": c.erased,
                 }
+                for _, c in sorted(latest.items())
             ],
             ["workspace", "contact_id"],
         )
@@ -249,20 +259,39 @@ class SqlContacts(SqlBase):
     async def set_aside(self, rows: Sequence[Mapping[str, Any]]) -> None:
         await insert_rows(self.session, SetAsideRow.__table__, rows)  # type: ignore[arg-type]
 
-    async def take_set_aside(
-        self, workspace: str, contact_id: str, email: str | None
+    async def take_set_aside_of(
+        self, workspace: str, contact_ids: Sequence[str], emails: Sequence[str]
     ) -> list[SetAside]:
-        """Engagement kept for a contact unknown at the time (by id or email), removed here."""
-        match = SetAsideRow.contact_id == contact_id
-        if email:
-            match = match | (SetAsideRow.email == email)
-        where = and_(
-            SetAsideRow.workspace == workspace, SetAsideRow.reason == "unknown_contact", match
-        )
-        rows = (await self.session.execute(select(SetAsideRow).where(where))).scalars().all()
-        if rows:
-            await self.session.execute(delete(SetAsideRow).where(where))
-        return [SetAside(r.contact_id, r.email, r.type, r.occurred_at, r.data) for r in rows]
+        """Engagement kept for contacts unknown at the time (by id or email), removed here."""
+        if not (contact_ids or emails):
+            return []
+        if self.postgres:
+            rows = await (await self.driver()).fetch(
+                "DELETE FROM set_aside WHERE workspace = $1 AND reason = 'unknown_contact'"
+                " AND (contact_id = ANY($2::varchar[]) OR email = ANY($3::varchar[]))"
+                " RETURNING contact_id, email, type, occurred_at, data::text",
+                workspace,
+                list(contact_ids),
+                list(emails),
+            )
+            return [
+                SetAside(cid, email, kind, occurred, orjson.loads(data))
+                for cid, email, kind, occurred, data in rows
+            ]
+        found: list[SetAside] = []
+        for ids, addresses in _pairs_of_chunks(contact_ids, emails):
+            where = and_(
+                SetAsideRow.workspace == workspace,
+                SetAsideRow.reason == "unknown_contact",
+                SetAsideRow.contact_id.in_(ids) | SetAsideRow.email.in_(addresses),
+            )
+            rows = (await self.session.execute(select(SetAsideRow).where(where))).scalars().all()
+            if rows:
+                await self.session.execute(
+                    delete(SetAsideRow).where(SetAsideRow.id.in_([r.id for r in rows]))
+                )
+            found += [SetAside(r.contact_id, r.email, r.type, r.occurred_at, r.data) for r in rows]
+        return found
 
     async def count_set_aside(self, workspace: str) -> int:
         return int(
@@ -273,3 +302,14 @@ class SqlContacts(SqlBase):
             )
             or 0
         )
+
+
+def _pairs_of_chunks(
+    first: Sequence[str], second: Sequence[str]
+) -> list[tuple[Sequence[str], Sequence[str]]]:
+    """Both lists cut into chunks side by side (SQLite's bound on parameters per statement)."""
+    left, right = list(chunks(first)), list(chunks(second))
+    count = max(len(left), len(right))
+    return [
+        (left[i] if i < len(left) else [], right[i] if i < len(right) else []) for i in range(count)
+    ]
