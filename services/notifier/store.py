@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
@@ -45,10 +46,51 @@ _PG_TYPES = {
     "held_by": "varchar",
     "held_until": "timestamptz",
 }
+
+
+@dataclass(frozen=True)
+class IntakeReads:
+    """What preparing a batch of requests reads: the workspace's settings, the contacts'
+    snapshots by id, and the channels each reference (an id or a name) names."""
+
+    settings: dict[str, Any]
+    contacts: dict[str, dict[str, Any]]
+    channels: dict[str, Channel]
+
+
+# The three reads of `IntakeReads` in one round trip on PostgreSQL (plain SQL: nothing to
+# compile per batch). `to_jsonb` of a channel row gives its columns by name.
+_INTAKE_READS = text(
+    "SELECT"
+    ' (SELECT "values" FROM workspace_settings WHERE workspace = :w) AS settings,'
+    " (SELECT coalesce(jsonb_object_agg(id, snapshot), '{}') FROM contacts"
+    "   WHERE workspace = :w AND id = ANY(CAST(:contacts AS varchar[]))) AS contacts,"
+    " (SELECT coalesce(jsonb_agg(to_jsonb(c)), '[]') FROM channels AS c"
+    "   WHERE workspace = :w AND (id = ANY(CAST(:refs AS varchar[]))"
+    "   OR name = ANY(CAST(:refs AS varchar[])))) AS channels"
+)
 deliveries = cast(Table, Delivery.__table__)
 attempts = cast(Table, Attempt.__table__)
 contacts = cast(Table, ContactView.__table__)
 WAITING = ("queued", "retrying")
+_DELIVERY_TYPES = _PG_TYPES | {
+    "workspace": "varchar",
+    "idempotency_key": "varchar",
+    "contact_id": "varchar",
+    "channel": "varchar",
+    "purpose": "varchar",
+    "correlation_id": "text",
+    "traceparent": "varchar",
+    "requested_by": "varchar",
+    "created_at": "timestamptz",
+    "claimed_at": "timestamptz",
+    "first_attempt_at": "timestamptz",
+}
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the driver gives it through plain SQL (text), decoded."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 class Store(Protocol):
@@ -79,6 +121,9 @@ class Store(Protocol):
         self, workspace: str, contact_ids: Sequence[str], since: datetime
     ) -> dict[str, int]: ...
     async def known_keys(self, workspace: str, keys: Sequence[str]) -> set[str]: ...
+    async def intake_reads(
+        self, workspace: str, contact_ids: Sequence[str], channel_refs: Sequence[str]
+    ) -> IntakeReads: ...
     async def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> set[str]: ...
     async def update_deliveries(self, changes: Sequence[Mapping[str, Any]]) -> None: ...
     async def delivery(self, workspace: str, delivery_id: str) -> Delivery | None: ...
@@ -287,11 +332,40 @@ class NotifierStore:
         )
         return set((await self.session.execute(query)).scalars())
 
+    async def intake_reads(
+        self, workspace: str, contact_ids: Sequence[str], channel_refs: Sequence[str]
+    ) -> IntakeReads:
+        if self.session.get_bind().dialect.name != "postgresql":
+            return IntakeReads(
+                await self.workspace_settings(workspace),
+                await self.contacts(workspace, contact_ids),
+                await self.channels_named(workspace, channel_refs),
+            )
+        wanted = list(set(channel_refs))
+        params = {"w": workspace, "contacts": list(set(contact_ids)), "refs": wanted}
+        settings, found, listed = (await self.session.execute(_INTAKE_READS, params)).one()
+        channels: dict[str, Channel] = {}
+        for values in _json(listed):
+            channel = Channel(
+                **values
+                | {
+                    "created_at": datetime.fromisoformat(values["created_at"]),
+                    "updated_at": datetime.fromisoformat(values["updated_at"]),
+                }
+            )
+            for ref in (channel.id, channel.name):
+                if ref in wanted:
+                    channels[ref] = channel
+        return IntakeReads(dict(_json(settings) or {}), _json(found), channels)
+
     async def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """Insert new deliveries; a key already there (another replica) is skipped. Returns
-        the ids inserted."""
+        the ids inserted. A delivery inserted as `sending` (its first attempt started by the
+        inserting transaction) gets its attempt row in the same statement on PostgreSQL."""
         if not rows:
             return set()
+        if self.session.get_bind().dialect.name == "postgresql":
+            return await self._insert_deliveries_from_arrays(rows)
         # Many parameter sets to one statement (compiled once and cached, sent in batches),
         # rather than one statement with a VALUES row per delivery compiled on every call.
         stmt = (
@@ -299,7 +373,42 @@ class NotifierStore:
             .on_conflict_do_nothing(index_elements=["workspace", "idempotency_key"])
             .returning(deliveries.c.id)
         )
-        return set((await self.session.execute(stmt, list(rows))).scalars())
+        inserted = set((await self.session.execute(stmt, list(rows))).scalars())
+        await self.add_attempts(
+            [r for r in rows if r["id"] in inserted and r["status"] == "sending"]
+        )
+        return inserted
+
+    async def _insert_deliveries_from_arrays(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """One statement, one array per column (`INSERT … SELECT FROM unnest`), whatever the
+        batch size; the attempt rows of deliveries inserted as `sending` in a CTE of it."""
+        names = [c.name for c in deliveries.c]
+        arrays, columns = {}, []
+        for i, name in enumerate(names):
+            kind = _DELIVERY_TYPES[name]
+            values = [row[name] for row in rows]
+            if kind == "jsonb":
+                values = [None if v is None else orjson.dumps(v).decode() for v in values]
+                columns.append(f"CAST(v.c{i} AS jsonb)")
+                kind = "text"
+            else:
+                columns.append(f"v.c{i}")
+            arrays[f"a{i}"] = (values, kind)
+        unnest = ", ".join(
+            f"CAST(:a{i} AS {kind}[])" for i, (_, kind) in enumerate(arrays.values())
+        )
+        alias = ", ".join(f"c{i}" for i in range(len(names)))
+        sql = (
+            f"WITH new AS (INSERT INTO deliveries ({', '.join(names)})"
+            f" SELECT {', '.join(columns)} FROM unnest({unnest}) AS v({alias})"
+            " ON CONFLICT (workspace, idempotency_key) DO NOTHING"
+            " RETURNING id, status, attempts, claimed_at),"
+            " started AS (INSERT INTO attempts (delivery_id, number, started_at)"
+            " SELECT id, attempts, claimed_at FROM new WHERE status = 'sending')"
+            " SELECT id FROM new"
+        )
+        params = {key: values for key, (values, _) in arrays.items()}
+        return set((await self.session.execute(text(sql), params)).scalars())
 
     async def update_deliveries(self, changes: Sequence[Mapping[str, Any]]) -> None:
         """Apply per-delivery changes; each mapping has `id` and the same other keys."""

@@ -125,7 +125,6 @@ async def accept_requests(
             elif row["status"] == "queued":
                 accepted.queued += 1
             _emit_final(outbox, row)
-        await store.add_attempts(begun)
         accepted.started.extend(begun)
     return accepted
 
@@ -174,10 +173,11 @@ async def prepare(
     not yet known, waiting a moment for it. Returns the rows' channels by id."""
     if not rows:
         return {}
-    settings = await store.workspace_settings(workspace)
-    contacts = await store.contacts(workspace, [r["contact_id"] for r in rows if r["contact_id"]])
     requests = [NotificationRequested.model_validate(r["message"]["request"]) for r in rows]
-    channels = await store.channels_named(workspace, [r.channel for r in requests])
+    reads = await store.intake_reads(
+        workspace, [r["contact_id"] for r in rows if r["contact_id"]], [r.channel for r in requests]
+    )
+    settings, contacts, channels = reads.settings, reads.contacts, reads.channels
     staged: list[tuple[dict[str, Any], NotificationRequested, Channel | None, Any]] = []
     for row, request in zip(rows, requests, strict=True):
         channel = channels.get(request.channel)

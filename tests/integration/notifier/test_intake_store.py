@@ -1,0 +1,120 @@
+"""The statements of a request's way in, on SQLite and the real PostgreSQL (where they are
+plain SQL, one round trip each): the reads that prepare a batch, and the insert that records
+deliveries with the attempt rows of those it starts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.notifier.main import SPEC
+from services.notifier.models import Attempt, Channel, Delivery
+from services.notifier.requests.handlers import Request, _new_row
+from services.notifier.store import NotifierStore
+from shared import db
+from shared.events.notifications import NotificationRequested
+from shared.migrations import upgrade
+from tests.conftest import unique
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "postgres":
+        schema: str | None = unique("nin")
+        made = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
+    else:
+        schema = None
+        made = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'n.db'}")
+    await upgrade(made, SPEC.migrations, schema)
+    try:
+        yield made
+    finally:
+        await made.dispose()
+
+
+def channel(ident: str, name: str, workspace: str = "ws") -> Channel:
+    return Channel(
+        id=ident,
+        workspace=workspace,
+        name=name,
+        kind="slack",
+        config={"channel": "C1"},
+        sealed_secrets="sealed",
+        secret_names=["webhook_url"],
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+async def test_the_reads_that_prepare_a_batch(engine: AsyncEngine) -> None:
+    async with db.sessionmaker(engine)() as session, session.begin():
+        store = NotifierStore(session)
+        store.add(channel("ch_1", "sales"))
+        store.add(channel("ch_2", "support"))
+        store.add(channel("ch_3", "sales", workspace="other"))
+        await store.save_workspace_settings("ws", {"marketing_daily_cap": 2}, NOW)
+        await store.upsert_contacts(
+            [
+                {
+                    "workspace": "ws",
+                    "id": "c1",
+                    "snapshot": {"email": "a@x.test"},
+                    "updated_at": NOW,
+                },
+                {"workspace": "other", "id": "c2", "snapshot": {}, "updated_at": NOW},
+            ]
+        )
+    async with db.sessionmaker(engine)() as session, session.begin():
+        reads = await NotifierStore(session).intake_reads("ws", ["c1", "c2"], ["sales", "ch_2"])
+    assert reads.settings == {"marketing_daily_cap": 2}
+    assert reads.contacts == {"c1": {"email": "a@x.test"}}
+    assert set(reads.channels) == {"sales", "ch_2"}
+    sales = reads.channels["sales"]
+    assert (sales.id, sales.workspace, sales.kind) == ("ch_1", "ws", "slack")
+    assert sales.config == {"channel": "C1"}
+    assert sales.sealed_secrets == "sealed"
+    assert sales.updated_at == NOW
+    assert reads.channels["ch_2"].name == "support"
+    async with db.sessionmaker(engine)() as session, session.begin():
+        empty = await NotifierStore(session).intake_reads("nobody", [], ["sales"])
+    assert (empty.settings, empty.contacts, empty.channels) == ({}, {}, {})
+
+
+def row(key: str, started: bool) -> dict[str, Any]:
+    request = Request("ws", NotificationRequested(idempotency_key=key, channel="sales"))
+    made = _new_row(request, NOW)
+    made["message"] = {"text": "hi", "blocks": [{"type": "section"}]}
+    made["prepared"] = True
+    if started:
+        made.update(status="sending", attempts=1, claimed_at=NOW, first_attempt_at=NOW)
+    return made
+
+
+async def test_deliveries_inserted_with_the_attempts_of_those_started(engine: AsyncEngine) -> None:
+    first = [row("k1", started=True), row("k2", started=False)]
+    async with db.sessionmaker(engine)() as session, session.begin():
+        inserted = await NotifierStore(session).insert_deliveries(first)
+    assert inserted == {first[0]["id"], first[1]["id"]}
+    again = [row("k1", started=True), row("k3", started=True)]
+    async with db.sessionmaker(engine)() as session, session.begin():
+        inserted = await NotifierStore(session).insert_deliveries(again)
+    assert inserted == {again[1]["id"]}  # k1 was known: skipped, and no attempt for it
+    async with db.sessionmaker(engine)() as session:
+        found = {d.idempotency_key: d for d in (await session.execute(select(Delivery))).scalars()}
+        attempts = (await session.execute(select(Attempt))).scalars().all()
+    assert found["k1"].id == first[0]["id"]
+    assert found["k1"].message == {"text": "hi", "blocks": [{"type": "section"}]}
+    assert (found["k1"].status, found["k1"].attempts) == ("sending", 1)
+    assert found["k1"].first_attempt_at == NOW
+    assert (found["k2"].status, found["k2"].attempts) == ("queued", 0)
+    assert sorted((a.delivery_id, a.number, a.started_at) for a in attempts) == sorted(
+        [(first[0]["id"], 1, NOW), (again[1]["id"], 1, NOW)]
+    )
