@@ -16,16 +16,18 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     delete,
     func,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared import metrics
 from shared.bus.base import Bus
-from shared.db import UtcDateTime, sessionmaker, try_xact_lock
+from shared.db import UtcDateTime, dialect_of, sessionmaker, try_xact_lock
 from shared.tracing import publish_spans
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,17 @@ class OutboxRelay:
         self.backlog = 0
         self._lock = f"leadwire-outbox-{service}"
         self._lock_busy = False
+        # PostgreSQL: the claim takes the relay's lock in the same statement (a round trip
+        # fewer before every hop's publish) and lets the claim's commit skip waiting for the
+        # WAL flush. Safe for delivery: the claim commits only after the bus acknowledged the
+        # rows, and a claim lost in a database crash only publishes them again, which
+        # consumers' inboxes absorb.
+        self._gate = select(
+            and_(
+                func.pg_try_advisory_xact_lock(func.hashtext(self._lock)),
+                func.set_config("synchronous_commit", "off", true()) == "off",
+            )
+        ).scalar_subquery()
 
     def notify(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without waiting a poll."""
@@ -190,13 +203,12 @@ class OutboxRelay:
         SQLite's write lock, which keeps two relays on one file from publishing a row twice.
         """
         async with self.sessions() as session, session.begin():
-            self._lock_busy = not await try_xact_lock(session, self._lock)
-            if self._lock_busy:
-                return 0
+            postgres = dialect_of(session) == "postgresql"
+            c = self.table.c
             unsent = (
-                select(self.table.c.id)
-                .where(self.table.c.sent_at.is_(None))
-                .order_by(self.table.c.id)
+                select(c.id)
+                .where(c.sent_at.is_(None))
+                .order_by(c.id)
                 .limit(self.batch)
                 .scalar_subquery()
             )
@@ -205,11 +217,16 @@ class OutboxRelay:
                 if self.keep_sent
                 else delete(self.table)
             )
-            c = self.table.c
-            claimed = await session.execute(
-                claim.where(c.id.in_(unsent)).returning(c.id, c.topic, c.key, c.payload)
-            )
+            # `sent_at IS NULL` again on the row itself: a row another relay claimed after
+            # this statement's snapshot is re-checked against it, and skipped.
+            claim = claim.where(c.id.in_(unsent), c.sent_at.is_(None))
+            if postgres:
+                claim = claim.where(self._gate)
+            claimed = await session.execute(claim.returning(c.id, c.topic, c.key, c.payload))
             rows = sorted(claimed.all(), key=lambda r: r.id)
+            # Nothing claimed: nothing unsent, or another replica holds the lock (asked
+            # again; a lock this transaction already holds is granted again).
+            self._lock_busy = postgres and not rows and not await try_xact_lock(session, self._lock)
             if rows:
                 # Bounded, so an unreachable broker never pins a transaction open for long.
                 batch = [(topic, key, payload) for _, topic, key, payload in rows]
