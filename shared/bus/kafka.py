@@ -300,6 +300,9 @@ class KafkaConsumer:
         self.dispatcher = Dispatcher(
             subscription, self._to_dlq, bus.max_retries, bus.backoff_s, bus.max_backoff_s
         )
+        # Offsets handled but not yet committed, and the commit under way (see `_commit`).
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -342,7 +345,11 @@ class KafkaConsumer:
                 log.warning("consumer lost kafka", extra={"group": self.group, "error": str(exc)})
                 await asyncio.sleep(1)
             finally:
-                # Leaving the group without committing: in-flight events are redelivered.
+                # Handled batches are committed; a batch in flight is redelivered.
+                await self.flush_commits(timeout_s=2.0)
+                if self._committing is not None:
+                    self._committing.cancel()
+                self._uncommitted.clear()
                 self._consumer = None
                 self._joined = False
                 await consumer.stop()
@@ -355,14 +362,48 @@ class KafkaConsumer:
             # The whole poll is one batch (one transaction for the handler); each partition's
             # records stay in order, and a key never spans partitions, so per-key order holds.
             await self.dispatcher.dispatch([_record(m) for ms in batches.values() for m in ms])
+            self._uncommitted.update({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
+            if self._committing is None or self._committing.done():
+                self._committing = asyncio.create_task(self._commit(consumer))
+            for tp, messages in batches.items():
+                self._record_lag(consumer, tp, messages[-1].offset)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the offsets of handled batches, beside the polling rather than before the
+        next poll (the broker's answer took a millisecond off every hop). Offsets only move
+        past events whose handler has committed, so delivery stays at least once: a crash
+        redelivers at most what was handled since the last commit, and inboxes absorb it.
+        Batches handled while a commit is out go in the next one, one commit for many."""
+        while self._uncommitted:
+            assigned = consumer.assignment()
+            offsets = {tp: at for tp, at in self._uncommitted.items() if tp in assigned}
+            self._uncommitted.clear()
+            if not offsets:
+                return
             try:
-                await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
+                await consumer.commit(offsets)
             except CommitFailedError:
                 # A partition moved to another member; it will see these events again and
                 # the inbox turns them into no-ops.
                 log.warning("commit lost to a rebalance", extra={"group": self.group})
-            for tp, messages in batches.items():
-                self._record_lag(consumer, tp, messages[-1].offset)
+            except KafkaError as exc:
+                log.warning("offset commit failed", extra={"group": self.group, "error": str(exc)})
+                # The next batch's commit carries them (unless it has newer offsets).
+                for tp, at in offsets.items():
+                    self._uncommitted.setdefault(tp, at)
+                return
+
+    async def flush_commits(self, timeout_s: float = 5.0) -> None:
+        """Commit every handled offset now (before partitions move or the member leaves), so
+        the next owner does not get those events again; best effort: an inbox absorbs them."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout_s):
+                if self._committing is not None:
+                    await asyncio.shield(self._committing)
+                await self._commit(consumer)
 
     def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: int) -> None:
         highwater = consumer.highwater(tp)
@@ -390,6 +431,7 @@ class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.consumer._joined = False
+        await self.consumer.flush_commits()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.consumer._joined = True
