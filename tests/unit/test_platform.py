@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import PrivateAttr
 
 from shared.auth import validate_workspace
 from shared.errors import InvalidInput
@@ -57,6 +58,25 @@ class TestEnvelope:
         finally:
             correlation_id_var.reset(token)
         assert env.correlationid == "corr-42"
+
+    def test_the_message_key_it_was_delivered_under_is_kept_but_never_serialised(self) -> None:
+        env = Envelope.of(lead(), source="/leadwire/ingest", workspace="acme")
+        assert env.message_key is None
+        delivered = Envelope.from_bytes(env.to_bytes()).delivered_under("acme:c1")
+        assert delivered.message_key == "acme:c1"
+        assert delivered.model_copy().message_key == "acme:c1"
+        assert delivered.to_bytes() == env.to_bytes()
+        assert Envelope.from_bytes(delivered.to_bytes()).message_key is None
+
+    def test_a_subclass_keeps_its_own_private_attributes_once_delivered(self) -> None:
+        class Parsed(Envelope):
+            _note: str | None = PrivateAttr(default=None)
+
+        env = Parsed.from_bytes(Envelope.of(lead(), source="/x", workspace="acme").to_bytes())
+        assert isinstance(env, Parsed)
+        env._note = "kept"
+        env.delivered_under("acme:c1")
+        assert (env._note, env.message_key) == ("kept", "acme:c1")
 
 
 class TestTopics:
