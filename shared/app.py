@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,9 +98,14 @@ class ServiceContext:
         return f"{self.spec.name}.{purpose}"
 
     def subscription(
-        self, purpose: str, topics: Sequence[str], handle: EventHandler
+        self,
+        purpose: str,
+        topics: Sequence[str],
+        handle: EventHandler,
+        types: Collection[str] | None = None,
     ) -> Subscription:
-        """A consumer group handling each event in turn, one transaction per polled batch."""
+        """A consumer group handling each event in turn, one transaction per polled batch;
+        `types` limits it to those event types (see `Subscription.types`)."""
 
         async def handle_each(events: Sequence[Envelope], uow: UnitOfWork) -> None:
             for event in events:
@@ -110,13 +122,18 @@ class ServiceContext:
                     event_id_var.reset(tokens[1])
                     correlation_id_var.reset(tokens[2])
 
-        return self.batch_subscription(purpose, topics, handle_each)
+        return self.batch_subscription(purpose, topics, handle_each, types)
 
     def batch_subscription(
-        self, purpose: str, topics: Sequence[str], handle: BatchEventHandler
+        self,
+        purpose: str,
+        topics: Sequence[str],
+        handle: BatchEventHandler,
+        types: Collection[str] | None = None,
     ) -> Subscription:
         """A consumer group handing each polled batch, minus events already applied, to
-        `handle` in one transaction with one inbox insert (for bulk work such as upserts)."""
+        `handle` in one transaction with one inbox insert (for bulk work such as upserts);
+        `types` limits it to those event types (see `Subscription.types`)."""
         group = self.group(purpose)
 
         async def handler(events: Sequence[Envelope]) -> None:
@@ -133,7 +150,8 @@ class ServiceContext:
                 # Whatever the service erased, SQLite's write-ahead log keeps no copy of it.
                 await checkpoint(self.engine)
 
-        return Subscription(group, tuple(topics), handler)
+        wanted = frozenset(types) if types is not None else None
+        return Subscription(group, tuple(topics), handler, types=wanted)
 
 
 async def get_context(request: Request) -> ServiceContext:

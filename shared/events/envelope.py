@@ -30,6 +30,33 @@ REQUIRED_ATTRIBUTES = (
 )
 
 
+# How Leadwire's encoders begin every event (attributes in declaration order, no spaces).
+_OWN_START = b'{"specversion":"1.0","id":"'
+_TYPE_KEY = b'","type":"'
+
+
+def peek_type(raw: bytes) -> str | None:
+    """The `type` of an encoded envelope read without decoding it, or None when that cannot
+    be done safely (another encoder's layout, an escape in the type): then decode it whole.
+
+    Our encoders write `type` fourth, after string attributes only; the first `","type":"`
+    is the top-level attribute as long as no object opened before it (a quote inside a
+    string is escaped, so the pattern never matches within one)."""
+    if not raw.startswith(_OWN_START):
+        return None
+    at = raw.find(_TYPE_KEY, len(_OWN_START))
+    if at < 0 or b"{" in raw[1:at]:
+        return None
+    start = at + len(_TYPE_KEY)
+    end = raw.find(b'"', start)
+    if end < 0 or b"\\" in raw[start:end]:
+        return None
+    try:
+        return raw[start:end].decode()
+    except UnicodeDecodeError:
+        return None
+
+
 class EventPayload(BaseModel):
     """Base of typed payloads; `event_type` is the CloudEvents `type` this payload travels as."""
 

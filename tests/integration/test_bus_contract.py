@@ -152,6 +152,31 @@ class TestPerKeyOrder:
         assert keys == {f"w1:contact-{i}": f"w1:contact-{i}" for i in range(5)}
 
 
+class TestTypeFilter:
+    async def test_a_subscription_limited_to_some_types_is_handed_only_those(
+        self, harness: Harness
+    ) -> None:
+        batches: list[list[str]] = []
+
+        async def handle(events: Sequence[Envelope]) -> None:
+            batches.append([e.type for e in events])
+
+        await harness.bus.subscribe(
+            Subscription(unique("g"), (TOPIC,), handle, types=frozenset({"test.wanted"}))
+        )
+        others = [event(f"k{i}", i) for i in range(5)]  # test.happened
+        wanted = event("k-last", 9).model_copy(update={"type": "test.wanted"})
+        await publish(harness.bus, others)  # a poll of only other types: handler not called
+        await publish(harness.bus, [wanted])
+
+        async def got_wanted() -> bool:
+            return any("test.wanted" in b for b in batches)
+
+        await eventually(got_wanted)
+        await asyncio.sleep(0.3)
+        assert batches == [["test.wanted"]]
+
+
 class TestFailures:
     async def test_a_failing_event_is_redelivered_until_it_succeeds(self, harness: Harness) -> None:
         attempts: dict[int, int] = defaultdict(int)

@@ -12,7 +12,7 @@ from pydantic import PrivateAttr
 
 from shared.auth import validate_workspace
 from shared.errors import InvalidInput
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, PreparedEnvelope, peek_type
 from shared.events.ingest import LeadCaptured, PurchaseCompleted
 from shared.events.topics import ALL_TOPICS, all_topics_with_dlq, contact_key, dlq
 from shared.logs import JsonFormatter, correlation_id_var, event_id_var, workspace_var
@@ -77,6 +77,33 @@ class TestEnvelope:
         env._note = "kept"
         env.delivered_under("acme:c1")
         assert (env._note, env.message_key) == ("kept", "acme:c1")
+
+
+class TestPeekType:
+    def test_reads_the_type_of_every_envelope_our_encoders_write(self) -> None:
+        env = Envelope.of(lead(), source="/leadwire/ingest", workspace="acme", subject="s1")
+        assert peek_type(env.to_bytes()) == "lead.captured"
+        prepared = PreparedEnvelope.prepare(
+            "contact.created", {"type": "nested"}, source="/c", workspace="acme"
+        )
+        assert peek_type(prepared.to_bytes()) == "contact.created"
+
+    def test_a_type_lookalike_inside_a_string_is_not_taken_for_it(self) -> None:
+        env = Envelope(source='/a","type":"fake', type="real.one", workspace="w", correlationid="c")
+        assert peek_type(env.to_bytes()) == "real.one"
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b'{"type":"a.b","specversion":"1.0","id":"1"}',  # another encoder's order
+            b'{"specversion": "1.0", "id": "1", "type": "a.b"}',  # spaces
+            b'{"specversion":"1.0","id":"1","source":"/s","x":{"k":1},"type":"a.b"}',
+            b'{"specversion":"1.0","id":"1","source":"/s","type":"a\\u002eb"}',
+            b"not json",
+        ],
+    )
+    def test_gives_up_where_it_cannot_be_sure_so_the_event_is_decoded(self, raw: bytes) -> None:
+        assert peek_type(raw) is None
 
 
 class TestTopics:
