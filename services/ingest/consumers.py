@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from services.ingest.privacy import handlers as privacy
 from services.ingest.store import over
@@ -15,22 +16,18 @@ from shared.uow import UnitOfWork
 
 
 def erasure_subscription(ctx: ServiceContext) -> Subscription:
-    """`contact.deleted` → erase the person's submissions; other contact events are skipped
-    before any database work (no inbox row for each of them)."""
+    """`contact.deleted` → erase the person's submissions; the topic's other events (a dozen
+    for every lead) are passed over undecoded, with no transaction or inbox row for them."""
 
     async def on_deleted(event: Envelope, uow: UnitOfWork) -> None:
         await privacy.erase_person(event.workspace, event.payload(ContactDeleted), over(uow))
 
-    single = ctx.subscription("erasures", (topics.CONTACTS,), on_deleted)
-
-    async def handle(events: Sequence[Envelope]) -> None:
-        tombstones = [e for e in events if e.type == ContactDeleted.event_type]
-        if tombstones:  # (the platform checkpoints SQLite's log after an erasure commits)
-            await single.handler(tombstones)
-
+    single = ctx.subscription(
+        "erasures", (topics.CONTACTS,), on_deleted, types={ContactDeleted.event_type}
+    )
     # ingest's job is taking leads in, Kafka or not (they wait in the outbox): a bus outage
     # delays erasures until it is over, it does not make ingest unready.
-    return Subscription(single.group, single.topics, handle, gates_readiness=False)
+    return replace(single, gates_readiness=False)
 
 
 def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
