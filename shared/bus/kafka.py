@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,10 @@ from shared.events.topics import COMPACTED_TOPICS, all_topics_with_dlq, dlq
 
 log = logging.getLogger(__name__)
 TOPIC_EXISTS = 36
+# While events keep coming, a group member commits its offsets at most this often: each
+# commit is a request the broker writes to its offsets log, and a poll's batch is often a
+# few events. A crash redelivers at most this long's events, which inboxes absorb.
+COMMIT_INTERVAL_S = 0.1
 _EVENT_HEADERS = [(name, value.encode()) for name, value in EVENT_HEADERS.items()]
 
 
@@ -303,6 +308,8 @@ class KafkaConsumer:
         # Offsets handled but not yet committed, and the commit under way (see `_commit`).
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        self._last_commit = 0.0  # time.monotonic() of the last commit sent
+        self._flush_now = asyncio.Event()  # cuts short the wait between two commits
 
     @property
     def running(self) -> bool:
@@ -373,13 +380,20 @@ class KafkaConsumer:
         next poll (the broker's answer took a millisecond off every hop). Offsets only move
         past events whose handler has committed, so delivery stays at least once: a crash
         redelivers at most what was handled since the last commit, and inboxes absorb it.
-        Batches handled while a commit is out go in the next one, one commit for many."""
+        Batches handled while a commit is out or within `COMMIT_INTERVAL_S` of the last
+        go in the next one, one commit for many."""
         while self._uncommitted:
+            wait = self._last_commit + COMMIT_INTERVAL_S - time.monotonic()
+            if wait > 0 and not self._flush_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._flush_now.wait()
             assigned = consumer.assignment()
             offsets = {tp: at for tp, at in self._uncommitted.items() if tp in assigned}
             self._uncommitted.clear()
             if not offsets:
                 return
+            self._last_commit = time.monotonic()
             try:
                 await consumer.commit(offsets)
             except CommitFailedError:
@@ -399,11 +413,15 @@ class KafkaConsumer:
         consumer = self._consumer
         if consumer is None:
             return
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(timeout_s):
-                if self._committing is not None:
-                    await asyncio.shield(self._committing)
-                await self._commit(consumer)
+        self._flush_now.set()
+        try:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(timeout_s):
+                    if self._committing is not None:
+                        await asyncio.shield(self._committing)
+                    await self._commit(consumer)
+        finally:
+            self._flush_now.clear()
 
     def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: int) -> None:
         highwater = consumer.highwater(tp)
