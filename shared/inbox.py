@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 
-from sqlalchemy import Column, MetaData, String, Table, text
+from sqlalchemy import Column, MetaData, String, Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UtcDateTime, insert_for
@@ -39,14 +40,8 @@ async def claim_many(
         return set()
     now = datetime.now(UTC)
     if session.get_bind().dialect.name == "postgresql":
-        # One array parameter instead of a VALUES list compiled afresh for every batch size.
         claimed = await session.execute(
-            text(
-                f"INSERT INTO {table.name} (consumer, event_id, processed_at)"
-                " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
-                " ON CONFLICT DO NOTHING RETURNING event_id"
-            ),
-            {"consumer": consumer, "now": now, "ids": ids},
+            _claim_statement(table.name), {"consumer": consumer, "now": now, "ids": ids}
         )
         return set(claimed.scalars())
     stmt = (
@@ -56,3 +51,14 @@ async def claim_many(
         .returning(table.c.event_id)
     )
     return set((await session.execute(stmt)).scalars())
+
+
+@cache
+def _claim_statement(table: str) -> TextClause:
+    """One array parameter instead of a VALUES list compiled afresh for every batch size;
+    built once per table (a `text()` parses its parameters on every construction)."""
+    return text(
+        f"INSERT INTO {table} (consumer, event_id, processed_at)"
+        " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
+        " ON CONFLICT DO NOTHING RETURNING event_id"
+    )
