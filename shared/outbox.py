@@ -23,7 +23,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared import metrics
 from shared.bus.base import Bus
@@ -202,8 +202,10 @@ class OutboxRelay:
         bus has acknowledged them, so a failed publish leaves them unsent. The claim also takes
         SQLite's write lock, which keeps two relays on one file from publishing a row twice.
         """
-        async with self.sessions() as session, session.begin():
-            postgres = dialect_of(session) == "postgresql"
+        # A Core connection, not an ORM session: a round runs for every few commits, and the
+        # session's machinery cost more CPU than the round's statements.
+        async with self.engine.connect() as conn, conn.begin():
+            postgres = dialect_of(conn) == "postgresql"
             c = self.table.c
             unsent = (
                 select(c.id)
@@ -222,11 +224,11 @@ class OutboxRelay:
             claim = claim.where(c.id.in_(unsent), c.sent_at.is_(None))
             if postgres:
                 claim = claim.where(self._gate)
-            claimed = await session.execute(claim.returning(c.id, c.topic, c.key, c.payload))
+            claimed = await conn.execute(claim.returning(c.id, c.topic, c.key, c.payload))
             rows = sorted(claimed.all(), key=lambda r: r.id)
             # Nothing claimed: nothing unsent, or another replica holds the lock (asked
             # again; a lock this transaction already holds is granted again).
-            self._lock_busy = postgres and not rows and not await try_xact_lock(session, self._lock)
+            self._lock_busy = postgres and not rows and not await try_xact_lock(conn, self._lock)
             if rows:
                 # Bounded, so an unreachable broker never pins a transaction open for long.
                 batch = [(topic, key, payload) for _, topic, key, payload in rows]
@@ -235,13 +237,13 @@ class OutboxRelay:
             # A short batch drained the backlog; only a full one needs counting what is left.
             backlog = 0
             if len(rows) == self.batch:
-                backlog = await self._unsent(session)
+                backlog = await self._unsent(conn)
             self._set_backlog(backlog)
             return len(rows)
 
-    async def _unsent(self, session: AsyncSession) -> int:
+    async def _unsent(self, bind: AsyncSession | AsyncConnection) -> int:
         unsent = select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))
-        return int(await session.scalar(unsent) or 0)
+        return int(await bind.scalar(unsent) or 0)
 
     async def _count_backlog(self) -> None:
         async with self.sessions() as session:
