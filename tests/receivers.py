@@ -112,6 +112,8 @@ class MailHandler:
     mails: list[Mail] = field(default_factory=list)
     rules: dict[str, list[str]] = field(default_factory=dict)
     logins: list[str] = field(default_factory=list)
+    # Seconds to hold the answer to DATA for a recipient: the mail is kept, its 250 comes late.
+    data_delays: dict[str, float] = field(default_factory=dict)
 
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: Any
@@ -130,6 +132,9 @@ class MailHandler:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.mails.append(Mail(str(envelope.mail_from), list(envelope.rcpt_tos), message))
+        delay = max((self.data_delays.get(a.lower(), 0.0) for a in envelope.rcpt_tos), default=0)
+        if delay:
+            await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[Mail]:

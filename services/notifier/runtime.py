@@ -70,17 +70,22 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
     allow = AllowList.parse(settings.notifier_allowed_hosts)
     timeout = settings.notifier_http_timeout_s
     client = Client(HTTP_CONNECTIONS)
-    smtp = SmtpPool(settings.notifier_smtp_pool_size, settings.notifier_smtp_timeout_s)
     senders: dict[str, Sender] = {
         "slack": SlackSender(client, settings.notifier_slack_api_url, allow, timeout),
         "webhook": WebhookSender(client, allow, timeout),
-        "email": EmailSender(smtp),
         "log": LogSender(),
     }
     box = SecretBox(settings.encryption_keys())
     attempt_timeout = max(timeout, settings.notifier_smtp_timeout_s) + 5.0
     # A claim younger than the longest attempt may still be in flight in a live process.
     lease = max(settings.notifier_sending_lease_s, attempt_timeout + 1.0)
+    # A mail waits for a pooled connection for half the lease at most, which leaves the other
+    # half to its commands (each answered within the SMTP timeout): a mail still waiting is
+    # never taken for a crashed send.
+    smtp = SmtpPool(
+        settings.notifier_smtp_pool_size, settings.notifier_smtp_timeout_s, wait_s=lease / 2
+    )
+    senders["email"] = EmailSender(smtp)
     worker = DeliveryWorker(
         ctx.uow,
         senders,

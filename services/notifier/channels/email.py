@@ -72,12 +72,20 @@ def plain_text(html: str) -> str:
     return html_lib.unescape(_TAG.sub("", text)).strip()
 
 
-class SmtpPool:
-    """Open SMTP connections per channel configuration, reused between messages."""
+class NoConnection(Exception):
+    """No pooled connection came free in time: the mail was not handed over."""
 
-    def __init__(self, size: int, timeout: float) -> None:
+
+class SmtpPool:
+    """Open SMTP connections per channel configuration, reused between messages. A mail waits
+    at most `wait_s` for one of its server's connections, then is retried later: its attempt
+    is recorded as started, and one waiting past the process's lease on attempts would be
+    taken for a crashed send (and marked `unknown`) while it was still to be sent."""
+
+    def __init__(self, size: int, timeout: float, wait_s: float = 60.0) -> None:
         self._size = size
         self._timeout = timeout
+        self._wait_s = wait_s
         self._idle: dict[bytes, list[aiosmtplib.SMTP]] = {}
         self._slots: dict[bytes, asyncio.Semaphore] = {}
 
@@ -85,7 +93,12 @@ class SmtpPool:
     async def connection(self, job: Job) -> AsyncIterator[aiosmtplib.SMTP]:
         key = orjson.dumps([job.channel_id, job.config, job.secrets], option=orjson.OPT_SORT_KEYS)
         slot = self._slots.setdefault(key, asyncio.Semaphore(self._size))
-        async with slot:
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await slot.acquire()
+        except TimeoutError:
+            raise NoConnection(f"no SMTP connection free within {self._wait_s:g} s") from None
+        try:
             idle = self._idle.setdefault(key, [])
             smtp = None
             while idle and smtp is None:
@@ -104,6 +117,8 @@ class SmtpPool:
                     idle.append(smtp)
                 else:
                     smtp.close()
+        finally:
+            slot.release()
 
     def _client(self, config: dict[str, Any], secrets: dict[str, str]) -> aiosmtplib.SMTP:
         security = config.get("security", "starttls")
@@ -137,11 +152,27 @@ class EmailSender:
         sender = str(job.config["from_address"])
         try:
             async with self._pool.connection(job) as smtp:
-                _, reply = await smtp.sendmail(sender, [job.recipient], mail)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
+                try:
+                    await smtp.mail(sender)
+                    await smtp.rcpt(job.recipient)
+                except aiosmtplib.SMTPResponseException:
+                    await _reset(smtp)
+                    raise
+                try:
+                    reply = await smtp.data(mail)
+                except aiosmtplib.SMTPResponseException:
+                    await _reset(smtp)
+                    raise
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    # Cut off inside DATA, with no final answer: the server may have taken the
+                    # mail already (the body sent, its 250 lost). A retry could deliver it
+                    # twice, and receivers do not dedupe by Message-ID: never sent again.
+                    return Outcome("unknown", f"{type(exc).__name__} in DATA: {exc}"[:500])
+        except NoConnection as exc:
+            return Outcome("retry", str(exc))
+        except aiosmtplib.SMTPRecipientRefused as exc:
             # Only a refusal of the recipient is a bounce that suppresses the address.
-            first = exc.recipients[0]
-            return smtp_outcome(first.code, first.message)
+            return smtp_outcome(exc.code, exc.message)
         except aiosmtplib.SMTPResponseException as exc:
             # Our login, our sender or our message refused: not the recipient's fault.
             outcome = smtp_outcome(exc.code, exc.message)
@@ -151,5 +182,14 @@ class EmailSender:
                 else outcome
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Before DATA (connect, greeting, TLS, login, MAIL, RCPT): nothing was handed over.
             return Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
-        return Outcome("sent", reply[:500], 250, provider_message_id=job.message["message_id"])
+        return Outcome(
+            "sent", reply.message[:500], reply.code, provider_message_id=job.message["message_id"]
+        )
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> None:
+    """Clear a refused envelope so the pooled connection can carry the next mail."""
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+        await smtp.rset()

@@ -34,10 +34,13 @@ from shared.events.notifications import (
 OUTCOMES = Counter("notifier_deliveries_total", "Delivery outcomes", ["kind", "outcome"])
 UNKNOWN = Counter(
     "notifier_unknown_outcomes_total",
-    "Deliveries that may or may not have reached the provider: the process died mid-send, or a "
-    "Slack post got no answer in time; never sent again",
+    "Deliveries that may or may not have reached the provider: the process died mid-send, a "
+    "Slack post got no answer in time, or an SMTP DATA was cut off; never sent again",
 )
-NOT_RETRIED = "it may have been delivered, so it is not sent again (Slack takes no idempotency key)"
+NOT_RETRIED = (
+    "it may have been delivered, so it is not sent again (neither Slack nor mail receivers"
+    " dedupe a repeat)"
+)
 
 # ---------------------------------------------------------------------------------------------
 # Recording attempts
