@@ -75,19 +75,29 @@ def requests_subscription(
     return Subscription(group, (topics.NOTIFICATION_REQUESTS,), handle)
 
 
-def contacts_subscription(ctx: ServiceContext) -> Subscription:
-    """The contact projection: snapshots upserted, tombstones erased."""
+def contacts_subscription(ctx: ServiceContext, worker: DeliveryWorker) -> Subscription:
+    """The contact projection: snapshots upserted, tombstones erased. A request that came
+    before its contact waits for it: the contact's arrival makes it due and wakes the worker."""
 
     async def handle(events: Sequence[Envelope], uow: UnitOfWork) -> None:
         store = NotifierStore(uow.session)
+        now = datetime.now(UTC)
         snapshots: dict[str, list[dict[str, object]]] = {}
+        woken = 0
+
+        async def flush() -> None:
+            nonlocal woken
+            for workspace, snaps in snapshots.items():
+                woken += await handlers.project_contacts(workspace, snaps, store, now)
+            snapshots.clear()
+
         for event in events:
             if event.type == ContactDeleted.event_type:
-                await flush(store, snapshots)
+                await flush()
                 deleted = event.payload(ContactDeleted)
                 await handlers.erase_contact(event.workspace, deleted.contact_id, store)
             elif event.type == ContactMerged.event_type:
-                await flush(store, snapshots)
+                await flush()
                 merged = event.payload(ContactMerged)
                 await handlers.erase_projection(event.workspace, merged.merged_id, store)
                 snapshots.setdefault(event.workspace, []).append(
@@ -95,12 +105,8 @@ def contacts_subscription(ctx: ServiceContext) -> Subscription:
                 )
             elif isinstance(snap := event.data.get("contact"), dict) and "id" in snap:
                 snapshots.setdefault(event.workspace, []).append(snap)
-        await flush(store, snapshots)
+        await flush()
+        if woken:
+            uow.after_commit(worker.wake)
 
     return ctx.batch_subscription("contacts", (topics.CONTACTS,), handle)
-
-
-async def flush(store: NotifierStore, snapshots: dict[str, list[dict[str, object]]]) -> None:
-    for workspace, snaps in snapshots.items():
-        await handlers.project_contacts(workspace, snaps, store)
-    snapshots.clear()

@@ -137,13 +137,14 @@ def owner_of(
 
 
 async def project_contacts(
-    workspace: str, snapshots: Sequence[Mapping[str, Any]], store: Store
-) -> None:
-    """Keep the newest snapshot of each contact, for rendering and recipients."""
+    workspace: str, snapshots: Sequence[Mapping[str, Any]], store: Store, now: datetime
+) -> int:
+    """Keep the newest snapshot of each contact, for rendering and recipients. Deliveries
+    that were waiting for one of these contacts are due now; returns how many."""
     newest: dict[str, Mapping[str, Any]] = {}
     for snap in snapshots:
         newest[str(snap["id"])] = snap
-    await store.upsert_contacts(
+    return await store.upsert_contacts(
         [
             {
                 "workspace": workspace,
@@ -152,7 +153,8 @@ async def project_contacts(
                 "updated_at": datetime.fromisoformat(str(snap["updated_at"])),
             }
             for cid, snap in newest.items()
-        ]
+        ],
+        now,
     )
 
 

@@ -20,7 +20,7 @@ from shared.settings import Settings
 
 def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
     rt = runtime_of(ctx)
-    return [requests_subscription(ctx, rt.links, rt.worker), contacts_subscription(ctx)]
+    return [requests_subscription(ctx, rt.links, rt.worker), contacts_subscription(ctx, rt.worker)]
 
 
 def background(ctx: ServiceContext) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:

@@ -88,6 +88,16 @@ _DELIVERY_TYPES = _PG_TYPES | {
 }
 
 
+def _waiting_for(workspace: str, contact_ids: Sequence[str]) -> list[ColumnElement[bool]]:
+    """Deliveries accepted before their contact was known, still waiting for it."""
+    return [
+        deliveries.c.workspace == workspace,
+        deliveries.c.contact_id.in_(contact_ids),
+        deliveries.c.status == "queued",
+        deliveries.c.prepared.is_(False),
+    ]
+
+
 def _json(value: Any) -> Any:
     """A JSON column as the driver gives it through plain SQL (text), decoded."""
     return orjson.loads(value) if isinstance(value, str | bytes) else value
@@ -109,7 +119,9 @@ class Store(Protocol):
     async def save_workspace_settings(
         self, workspace: str, values: Mapping[str, Any], now: datetime
     ) -> None: ...
-    async def upsert_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    async def upsert_contacts(
+        self, rows: Sequence[Mapping[str, Any]], now: datetime | None = None
+    ) -> int: ...
     async def contacts(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
     async def erase_contact(self, workspace: str, contact_id: str) -> None: ...
     async def erase_projection(self, workspace: str, contact_id: str) -> None: ...
@@ -231,10 +243,16 @@ class NotifierStore:
 
     # -- contact projection -------------------------------------------------------------------
 
-    async def upsert_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert or replace snapshots; an older snapshot never overwrites a newer one."""
+    async def upsert_contacts(
+        self, rows: Sequence[Mapping[str, Any]], now: datetime | None = None
+    ) -> int:
+        """Insert or replace snapshots; an older snapshot never overwrites a newer one. With
+        `now`, deliveries waiting for one of these contacts become due then; returns how many
+        did."""
         if not rows:
-            return
+            return 0
+        if self.session.get_bind().dialect.name == "postgresql":
+            return await self._upsert_contacts_from_arrays(rows, now)
         stmt = self._insert(contacts).values(list(rows))
         stmt = stmt.on_conflict_do_update(
             index_elements=[contacts.c.workspace, contacts.c.id],
@@ -242,6 +260,50 @@ class NotifierStore:
             where=contacts.c.updated_at <= stmt.excluded.updated_at,
         )
         await self.session.execute(stmt)
+        if now is None:
+            return 0
+        woken = 0
+        for workspace in {r["workspace"] for r in rows}:
+            ids = [r["id"] for r in rows if r["workspace"] == workspace]
+            result = await self.session.execute(
+                update(deliveries)
+                .where(*_waiting_for(workspace, ids))
+                .values(next_attempt_at=now)
+                .returning(deliveries.c.id)
+            )
+            woken += len(result.all())
+        return woken
+
+    async def _upsert_contacts_from_arrays(
+        self, rows: Sequence[Mapping[str, Any]], now: datetime | None
+    ) -> int:
+        """The upsert as one plain-SQL statement (arrays, nothing compiled per batch size),
+        and the waiting deliveries of the contacts it wrote made due in a CTE of it."""
+        params: dict[str, Any] = {
+            "ws": [r["workspace"] for r in rows],
+            "ids": [r["id"] for r in rows],
+            "snaps": [orjson.dumps(r["snapshot"]).decode() for r in rows],
+            "ats": [r["updated_at"] for r in rows],
+        }
+        upsert = (
+            "INSERT INTO contacts (workspace, id, snapshot, updated_at)"
+            " SELECT v.ws, v.id, CAST(v.snap AS jsonb), v.at FROM unnest(CAST(:ws AS varchar[]),"
+            " CAST(:ids AS varchar[]), CAST(:snaps AS text[]), CAST(:ats AS timestamptz[]))"
+            " AS v(ws, id, snap, at)"
+            " ON CONFLICT (workspace, id) DO UPDATE"
+            " SET snapshot = excluded.snapshot, updated_at = excluded.updated_at"
+            " WHERE contacts.updated_at <= excluded.updated_at"
+        )
+        if now is None:
+            await self.session.execute(text(upsert), params)
+            return 0
+        sql = (
+            f"WITH written AS ({upsert} RETURNING workspace, id)"
+            " UPDATE deliveries AS d SET next_attempt_at = CAST(:now AS timestamptz)"
+            " FROM written AS w WHERE d.workspace = w.workspace AND d.contact_id = w.id"
+            " AND d.status = 'queued' AND d.prepared = false RETURNING d.id"
+        )
+        return len((await self.session.execute(text(sql), params | {"now": now})).all())
 
     async def contacts(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not ids:

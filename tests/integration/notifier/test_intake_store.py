@@ -118,3 +118,27 @@ async def test_deliveries_inserted_with_the_attempts_of_those_started(engine: As
     assert sorted((a.delivery_id, a.number, a.started_at) for a in attempts) == sorted(
         [(first[0]["id"], 1, NOW), (again[1]["id"], 1, NOW)]
     )
+
+
+async def test_a_contacts_arrival_makes_the_deliveries_waiting_for_it_due(
+    engine: AsyncEngine,
+) -> None:
+    waiting = row("k-wait", started=False) | {"contact_id": "c9", "prepared": False}
+    waiting["next_attempt_at"] = datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
+    other = row("k-other", started=False) | {"contact_id": "c8", "prepared": False}
+    async with db.sessionmaker(engine)() as session, session.begin():
+        await NotifierStore(session).insert_deliveries([waiting, other])
+    later = datetime(2026, 3, 1, 12, 0, 0, 500000, tzinfo=UTC)
+    snapshot = {"workspace": "ws", "id": "c9", "snapshot": {"email": "a@x.test"}}
+    async with db.sessionmaker(engine)() as session, session.begin():
+        store = NotifierStore(session)
+        assert await store.upsert_contacts([snapshot | {"updated_at": NOW}], later) == 1
+        # An older snapshot (a redelivery) does not overwrite the newer one.
+        older = snapshot | {"snapshot": {}, "updated_at": datetime(2026, 1, 1, tzinfo=UTC)}
+        await store.upsert_contacts([older], later)
+    async with db.sessionmaker(engine)() as session:
+        found = {d.idempotency_key: d for d in (await session.execute(select(Delivery))).scalars()}
+        contact = await NotifierStore(session).contacts("ws", ["c9"])
+    assert found["k-wait"].next_attempt_at == later
+    assert found["k-other"].next_attempt_at == NOW
+    assert contact == {"c9": {"email": "a@x.test"}}

@@ -13,7 +13,7 @@ from services.notifier.main import SPEC
 from shared.app import create_app
 from tests.helpers import running
 from tests.receivers import HttpReceiver
-from tests.service.notifier.conftest import Notifier, notifier_settings
+from tests.service.notifier.conftest import Notifier, notifier_settings, snapshot
 
 
 class TestFirstAttempt:
@@ -54,3 +54,23 @@ class TestFirstAttempt:
                 assert item["status"] == "sent", item
             first, second = sorted(r.at for r in slack.at("/h/b"))
             assert second - first >= 0.3 * 0.8
+
+    async def test_a_request_waiting_for_its_contact_goes_when_the_contact_arrives(
+        self, tmp_path: Path, slack: HttpReceiver
+    ) -> None:
+        # No poll for an hour: only the contact's arrival can set the waiting request going.
+        settings = notifier_settings(tmp_path, notifier_poll_interval_s=3600)
+        app = create_app(SPEC, settings)
+        async with running(app) as client:
+            notifier = Notifier(app, client, f"ws-{uuid.uuid4().hex[:8]}")
+            await notifier.channel("sales", "slack", secrets={"webhook_url": slack.url("/h/c")})
+            contact = snapshot()
+            key = await notifier.request(
+                channel="sales", contact_id=contact.id, content={"text": "hello"}
+            )
+            item = await notifier.settled(key, "queued", timeout=10)
+            assert item["reason"] == "waiting for the contact"
+            await notifier.contact(**contact.model_dump())
+            item = await notifier.settled(key, timeout=10)
+            assert item["status"] == "sent", item
+            assert len(slack.at("/h/c")) == 1
