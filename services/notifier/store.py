@@ -662,20 +662,20 @@ class NotifierStore:
                 .values(held_by=holder, held_until=until)
             )
 
-    async def unprepared_due(self, now: datetime, limit: int) -> list[Delivery]:
+    async def unprepared_due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Deliveries still waiting for their contact, due for another look."""
         query = (
-            select(Delivery)
+            select(*deliveries.c)
             .where(
-                Delivery.status == "queued",
-                Delivery.prepared.is_(False),
-                Delivery.next_attempt_at <= now,
+                deliveries.c.status == "queued",
+                deliveries.c.prepared.is_(False),
+                deliveries.c.next_attempt_at <= now,
             )
-            .order_by(Delivery.next_attempt_at)
+            .order_by(deliveries.c.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return list((await self.session.execute(query)).scalars())
+        return [dict(r._mapping) for r in await self.session.execute(query)]
 
     async def finish_attempts(self, results: Sequence[Mapping[str, Any]]) -> None:
         """Complete attempt rows: `delivery_id`, `number`, `finished_at`, `outcome`,

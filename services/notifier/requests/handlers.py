@@ -26,7 +26,7 @@ from services.notifier.handlers import (
     new_id,
     owner_of,
 )
-from services.notifier.models import Channel, Delivery
+from services.notifier.models import Channel
 from services.notifier.store import Store
 from services.notifier.templates.domain import (
     Rendered,
@@ -453,7 +453,7 @@ def _emit_final(outbox: Outbox, row: Mapping[str, Any]) -> None:
 
 
 async def prepare_waiting(
-    rows: Sequence[Delivery], store: Store, outbox: Outbox, links: Links, now: datetime
+    rows: Sequence[Mapping[str, Any]], store: Store, outbox: Outbox, links: Links, now: datetime
 ) -> None:
     """Another look at deliveries whose contact was not yet known."""
     columns = (
@@ -469,8 +469,7 @@ async def prepare_waiting(
     )
     by_workspace: dict[str, list[dict[str, Any]]] = {}
     for delivery in rows:
-        row = {c.key: getattr(delivery, c.key) for c in Delivery.__table__.c}
-        by_workspace.setdefault(delivery.workspace, []).append(row)
+        by_workspace.setdefault(delivery["workspace"], []).append(dict(delivery))
     changes = []
     for workspace, group in by_workspace.items():
         await prepare(workspace, group, store, links, now)
