@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Table,
+    TextClause,
     and_,
     any_,
     bindparam,
@@ -82,6 +84,63 @@ _PAIR_SUBMISSIONS = text(
     "WHERE submissions.form_id IS NULL OR submissions.contact_id IS NULL "
     "RETURNING submission_id, form_id, contact_id"
 )
+
+
+@dataclass(frozen=True)
+class RunWrites:
+    """Everything a run book's transaction writes about runs, at once (see `write_runs`)."""
+
+    new_runs: Sequence[Mapping[str, Any]] = ()
+    saved_runs: Sequence[Mapping[str, Any]] = ()  # `id` plus the RUN_STATE columns
+    steps: Sequence[Mapping[str, Any]] = ()
+    gone_timers: Sequence[str] = ()
+    timers: Sequence[Mapping[str, Any]] = ()  # put, or moved when their id exists
+    effects: Sequence[Mapping[str, Any]] = ()
+
+
+def _json_rows(table: Table, param: str) -> str:
+    return f'json_populate_recordset(NULL::"{table.name}", CAST(:{param} AS json))'
+
+
+def _insert_sql(table: Table, param: str, tail: str = "") -> str:
+    """Insert the JSON document `param`'s rows (every column but a generated `id`)."""
+    names = ", ".join(
+        f'"{c.name}"' for c in table.c if not (c.name == "id" and c.autoincrement is True)
+    )
+    return (
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_json_rows(table, param)}{tail}'
+    )
+
+
+_TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
+# Each kind of write of `RunWrites`, as one SQL statement over its own parameter.
+_RUN_WRITES: dict[str, str] = {
+    "new_runs": _insert_sql(ENROLLMENTS, "new_runs"),
+    "saved_runs": (
+        "UPDATE enrollments AS t SET "
+        + ", ".join(f'"{n}" = v."{n}"' for n in RUN_STATE)
+        + f" FROM {_json_rows(ENROLLMENTS, 'saved_runs')} AS v WHERE t.id = v.id"
+    ),
+    "steps": _insert_sql(STEPS, "steps"),
+    "gone_timers": "DELETE FROM timers WHERE id = ANY(CAST(:gone_timers AS varchar[]))",
+    "timers": _insert_sql(
+        TIMERS,
+        "timers",
+        " ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f'"{n}" = excluded."{n}"' for n in _TIMER_MOVES),
+    ),
+    "effects": _insert_sql(EFFECTS, "effects", " ON CONFLICT DO NOTHING"),
+}
+
+
+@cache
+def _run_writes(kinds: tuple[str, ...]) -> TextClause:
+    """The statement writing these kinds at once: all but the last as data-modifying CTEs,
+    which PostgreSQL runs exactly once each, atomically with the rest."""
+    *first, last = (_RUN_WRITES[k] for k in kinds)
+    if not first:
+        return text(last)
+    return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)
 
 
 @dataclass(frozen=True)
@@ -267,6 +326,34 @@ class WorkflowsStore:
 
     # --- runs ---------------------------------------------------------------------------------
 
+    async def write_runs(self, writes: RunWrites) -> None:
+        """Write runs, history, timers and effects: on PostgreSQL in one statement (one round
+        trip, one JSON document per kind), elsewhere one statement per kind."""
+        if not self.postgres:
+            await self.add_runs(writes.new_runs)
+            await self.save_runs(writes.saved_runs)
+            await self.add_steps(writes.steps)
+            await self.delete_timers(writes.gone_timers)
+            await self.put_timers(writes.timers)
+            await self.add_effects(writes.effects)
+            return
+        params: dict[str, Any] = {}
+        for kind in _RUN_WRITES:
+            rows: Sequence[Any] = getattr(writes, kind)
+            if not rows:
+                continue
+            if kind == "gone_timers":
+                params[kind] = list(set(rows))
+                continue
+            if kind == "saved_runs":
+                rows = [{"id": r["id"], **{n: r[n] for n in RUN_STATE}} for r in rows]
+            elif kind == "timers":
+                rows = list({r["id"]: r for r in rows}.values())
+                self._note_timers(rows)
+            params[kind] = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
+        if params:
+            await self.session.execute(_run_writes(tuple(params)), params)
+
     async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
         await insert_json_rows(self.session, ENROLLMENTS, rows)
 
@@ -392,10 +479,11 @@ class WorkflowsStore:
         if not rows:
             return
         unique = list({r["id"]: r for r in rows}.values())
-        await self._upsert(
-            TIMERS, unique, ("id",), ("due_at", "step", "enrollment_id", "contact_id", "failures")
-        )
-        earliest = min(r["due_at"] for r in unique)
+        await self._upsert(TIMERS, unique, ("id",), _TIMER_MOVES)
+        self._note_timers(unique)
+
+    def _note_timers(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        earliest = min(r["due_at"] for r in rows)
         if self.earliest_timer is None or earliest < self.earliest_timer:
             self.earliest_timer = earliest
 

@@ -14,7 +14,7 @@ import orjson
 
 from services.workflows.definitions.domain import WorkflowDocument
 from services.workflows.engine import domain
-from services.workflows.store import DueTimer
+from services.workflows.store import DueTimer, RunWrites
 from shared.events import topics
 from shared.events.envelope import new_id
 from shared.events.workflows import ContactEnrolled, RunEnded, RunWaiting, StepCompleted
@@ -43,12 +43,7 @@ class Store(Protocol):
     async def last_runs(
         self, workspace: str, pairs: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[datetime, bool]]: ...
-    async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def save_runs(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def add_steps(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def put_timers(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
-    async def delete_timers(self, ids: Iterable[str]) -> None: ...
-    async def add_effects(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    async def write_runs(self, writes: RunWrites) -> None: ...
 
 
 class Outbox(Protocol):
@@ -444,16 +439,20 @@ class RunBook:
         )
 
     async def flush(self) -> None:
-        """Write everything this transaction did: one statement per kind of write."""
-        await self.store.add_runs(list(self._new.values()))
-        await self.store.save_runs(list(self._saved.values()))
-        await self.store.add_steps(self._steps)
+        """Write everything this transaction did (one statement on PostgreSQL)."""
         deleted = [k for k, v in self._timers.items() if v is None and k not in self._claimed]
-        await self.store.delete_timers(deleted)
         put = [v for v in self._timers.values() if v is not None]
-        await self.store.put_timers(put)
+        await self.store.write_runs(
+            RunWrites(
+                new_runs=list(self._new.values()),
+                saved_runs=list(self._saved.values()),
+                steps=self._steps,
+                gone_timers=deleted,
+                timers=put,
+                effects=self._effects,
+            )
+        )
         self._claimed.difference_update(v["id"] for v in put)  # they exist again
-        await self.store.add_effects(self._effects)
         self._new, self._saved, self._steps, self._timers, self._effects = {}, {}, [], {}, []
 
 
