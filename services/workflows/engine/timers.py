@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
 
@@ -39,17 +39,18 @@ class Wakeup:
 
     A poke while the loop is claiming (not asleep) is kept: the loop's next sleep returns at
     once and it claims again, so a timer committed during a claim round is never left for the
-    next poll.
+    next poll. A timer due after the loop's sleep ends anyway (its next due timer, or its
+    poll) wakes nothing: the loop reads the next due time when it wakes.
     """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
-        self.sleeping_until: datetime | None = None
+        self.wakes_at: datetime | None = None  # when the current sleep ends; None: awake
 
     def poke(self, due: datetime | None) -> None:
         if due is None:
             return
-        if self.sleeping_until is None or due < self.sleeping_until:
+        if self.wakes_at is None or due < self.wakes_at:
             self._event.set()
 
     def claiming(self) -> None:
@@ -60,11 +61,13 @@ class Wakeup:
         seconds = longest if until is None else min(longest, (until - now).total_seconds())
         if seconds <= 0:
             return
-        self.sleeping_until = until
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._event.wait()
-        self.sleeping_until = None
+        self.wakes_at = now + timedelta(seconds=seconds)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._event.wait()
+        finally:
+            self.wakes_at = None
 
 
 async def fire_once(ctx: ServiceContext, clock: Clock, limits: Limits, batch: int) -> int:

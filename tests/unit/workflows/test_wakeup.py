@@ -1,5 +1,5 @@
-"""The timer loop's wake-up: a timer committed sooner than the loop's next wake-up, while it
-sleeps or while it claims, wakes it; a later one does not."""
+"""The timer loop's wake-up: a timer committed sooner than the loop's next wake-up (its next
+timer or its poll), while it sleeps or while it claims, wakes it; a later one does not."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ class TestWakeup:
         assert await slept(wakeup, None) < 1
         wakeup.claiming()  # the next round saw it: sleeping again waits
         assert await slept(wakeup, None, longest=0.2) >= 0.15
+
+    async def test_with_no_timer_only_one_due_before_its_poll_ends_wakes_it(self) -> None:
+        wakeup = Wakeup()
+        wakeup.claiming()
+        sleeping = asyncio.create_task(slept(wakeup, None, longest=0.3))
+        await asyncio.sleep(0.05)
+        wakeup.poke(NOW + timedelta(seconds=30))  # the poll comes first: it reads it then
+        assert await sleeping >= 0.25
+        wakeup.claiming()
+        sleeping = asyncio.create_task(slept(wakeup, None, longest=5))
+        await asyncio.sleep(0.05)
+        wakeup.poke(NOW + timedelta(seconds=0.1))
+        assert await asyncio.wait_for(sleeping, 2) < 1
