@@ -88,7 +88,7 @@ _PAIR_SUBMISSIONS = text(
 
 @dataclass(frozen=True)
 class RunWrites:
-    """Everything a run book's transaction writes about runs, at once (see `write_runs`)."""
+    """Everything a run book's transaction writes, at once (see `write_runs`)."""
 
     new_runs: Sequence[Mapping[str, Any]] = ()
     saved_runs: Sequence[Mapping[str, Any]] = ()  # `id` plus the RUN_STATE columns
@@ -96,6 +96,7 @@ class RunWrites:
     gone_timers: Sequence[str] = ()
     timers: Sequence[Mapping[str, Any]] = ()  # put, or moved when their id exists
     effects: Sequence[Mapping[str, Any]] = ()
+    contacts: Sequence[Mapping[str, Any]] = ()  # projection rows, one per contact
 
 
 def _json_rows(table: Table, param: str) -> str:
@@ -112,6 +113,7 @@ def _insert_sql(table: Table, param: str, tail: str = "") -> str:
     )
 
 
+_PROJECTION = ("email", "data", "merged_into", "updated_at")
 _TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
 # Each kind of write of `RunWrites`, as one SQL statement over its own parameter.
 _RUN_WRITES: dict[str, str] = {
@@ -130,6 +132,12 @@ _RUN_WRITES: dict[str, str] = {
         + ", ".join(f'"{n}" = excluded."{n}"' for n in _TIMER_MOVES),
     ),
     "effects": _insert_sql(EFFECTS, "effects", " ON CONFLICT DO NOTHING"),
+    "contacts": _insert_sql(
+        CONTACTS,
+        "contacts",
+        " ON CONFLICT (workspace, id) DO UPDATE SET "
+        + ", ".join(f'"{n}" = excluded."{n}"' for n in _PROJECTION),
+    ),
 }
 
 
@@ -310,9 +318,7 @@ class WorkflowsStore:
             return
         # One row per contact: a statement may not update the same row twice.
         unique = list({(r["workspace"], r["id"]): r for r in rows}.values())
-        await self._upsert(
-            CONTACTS, unique, ("workspace", "id"), ("email", "data", "merged_into", "updated_at")
-        )
+        await self._upsert(CONTACTS, unique, ("workspace", "id"), _PROJECTION)
 
     async def contact_ids(
         self, workspace: str, after: str | None, limit: int
@@ -327,8 +333,9 @@ class WorkflowsStore:
     # --- runs ---------------------------------------------------------------------------------
 
     async def write_runs(self, writes: RunWrites) -> None:
-        """Write runs, history, timers and effects: on PostgreSQL in one statement (one round
-        trip, one JSON document per kind), elsewhere one statement per kind."""
+        """Write runs, history, timers, effects and contact projection rows: on PostgreSQL in
+        one statement (one round trip, one JSON document per kind), elsewhere one statement
+        per kind."""
         if not self.postgres:
             await self.add_runs(writes.new_runs)
             await self.save_runs(writes.saved_runs)
@@ -336,6 +343,7 @@ class WorkflowsStore:
             await self.delete_timers(writes.gone_timers)
             await self.put_timers(writes.timers)
             await self.add_effects(writes.effects)
+            await self.save_contacts(writes.contacts)
             return
         params: dict[str, Any] = {}
         for kind in _RUN_WRITES:

@@ -100,6 +100,7 @@ class RunBook:
     _steps: list[dict[str, Any]] = field(default_factory=list)
     _timers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     _effects: list[dict[str, Any]] = field(default_factory=list)
+    _contacts: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     _enabled: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     _enabled_ids: dict[str, frozenset[str]] = field(default_factory=dict)
     _traceparents: dict[str, str | None] = field(default_factory=dict)
@@ -401,6 +402,12 @@ class RunBook:
             "failures": 0,
         }
 
+    def save_contacts(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Projection rows to upsert at the flush (the last of a contact wins); what this
+        transaction reads of them meanwhile, the caller holds in memory."""
+        for row in rows:
+            self._contacts[(row["workspace"], row["id"])] = row
+
     def fired(self, timer_ids: Iterable[str]) -> None:
         """These timers were claimed (deleted) already: no need to delete them again."""
         self._claimed.update(timer_ids)
@@ -450,10 +457,12 @@ class RunBook:
                 gone_timers=deleted,
                 timers=put,
                 effects=self._effects,
+                contacts=list(self._contacts.values()),
             )
         )
         self._claimed.difference_update(v["id"] for v in put)  # they exist again
         self._new, self._saved, self._steps, self._timers, self._effects = {}, {}, [], {}, []
+        self._contacts = {}
 
 
 def encode_envelope(

@@ -160,7 +160,7 @@ async def _apply_contact_part(
             )
             current["segments"] = sorted(segments)
             changed[contact_id] = contacts[contact_id] = current
-    await store.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
+    book.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
     await reschedule_time_triggers(book, workspace, changed)
     await handle_facts(book, store, workspace, facts, contacts)
 
@@ -344,7 +344,7 @@ async def on_engagement(
             contacts[contact_id] = changed[contact_id] = contact
         data = {**event.data, "type": event.type}
         facts.append((Fact("engagement", contact_id, data, event.type), event.correlation))
-    await store.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
+    book.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
     await reschedule_time_triggers(book, workspace, changed)
     await handle_facts(book, store, workspace, facts, contacts)
 
@@ -367,7 +367,7 @@ async def on_score_event(
         stated = domain.facts_of_score_event(event.type, {**data, "contact_id": contact_id})
         stated.append(Fact("score_event", contact_id, data, event.type))
         facts += [(f, event.correlation) for f in stated]
-    await store.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
+    book.save_contacts([_projection_row(workspace, c, book.now) for c in changed.values()])
     await handle_facts(book, store, workspace, facts, contacts)
 
 
