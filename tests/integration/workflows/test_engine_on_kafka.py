@@ -55,13 +55,18 @@ class Engine:
 
 @asynccontextmanager
 async def started(
-    bootstrap: str, postgres: str, clock: Any = None, timer_loop: bool = True
+    bootstrap: str,
+    postgres: str,
+    clock: Any = None,
+    timer_loop: bool = True,
+    poll_s: float = 0.2,
+    doors: Doors | None = None,
 ) -> AsyncIterator[Engine]:
     prefix = unique("wf") + "."
     settings = distributed_settings(
-        bootstrap, postgres, prefix, WorkflowsSettings, workflows_timer_poll_s=0.2
+        bootstrap, postgres, prefix, WorkflowsSettings, workflows_timer_poll_s=poll_s
     )
-    doors = Doors(clock) if clock else Doors()
+    doors = doors or (Doors(clock) if clock else Doors())
     app = create_app(build_spec(doors.clock, doors, timer_loop), settings)
     driver, reader = await start_driver(bootstrap, prefix, f"ws-{uuid.uuid4().hex[:8]}")
     try:
@@ -261,3 +266,43 @@ async def test_a_form_submission_pairs_its_lead_and_contact_on_postgres(engine: 
         return [r["contact_id"] for r in await engine.runs(workflow)] == [contact_id]
 
     await eventually(enrolled, timeout=60)
+
+
+async def test_a_timer_a_consumer_commits_wakes_the_timer_loop_without_a_poll(
+    kafka_bootstrap: str, postgres_url: str
+) -> None:
+    """The loop polls once an hour here: a one-second wait that fires within the test's
+    patience was fired because the consumer's commit woke the loop, not by a poll."""
+    doors = Doors()
+    async with started(kafka_bootstrap, postgres_url, doors=doors, poll_s=3600) as engine:
+        workflow = await engine.workflow(
+            {
+                "name": "Short wait",
+                "trigger": {"type": "contact_created"},
+                "steps": [
+                    {"id": "w", "type": "wait", "duration": {"seconds": 1}, "next": "t"},
+                    {"id": "t", "type": "add_tag", "tag": "woken"},
+                ],
+            }
+        )
+
+        async def asleep_until_the_poll() -> bool:
+            wakes_at = doors.wakeup.wakes_at
+            return wakes_at is not None and wakes_at - doors.clock() > timedelta(minutes=30)
+
+        await eventually(asleep_until_the_poll, timeout=30)
+        contact = await engine.driver.contact()
+
+        async def tagged() -> bool:
+            return len(engine.driver.of("contact.add_tag")) == 1
+
+        await eventually(tagged, timeout=60)
+        tag = engine.driver.of("contact.add_tag")[0].data
+        assert (tag["contact_id"], tag["tag"]) == (contact, "woken")
+        run = (await engine.runs(workflow))[0]
+        assert run["status"] == "completed"
+        detail = (
+            await engine.client.get(f"/v1/enrollments/{run['id']}", headers=engine.headers)
+        ).json()
+        waited = [datetime.fromisoformat(s["at"]) for s in detail["steps"] if s["step"] == "w"]
+        assert waited[1] - waited[0] >= timedelta(seconds=1)  # and never before it was due
