@@ -92,7 +92,8 @@ def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscript
             models: Mapping[str, type[EventPayload]],
             handle: TopicHandler,
         ) -> Subscription:
-            return ctx.batch_subscription(purpose, [topic], batch(models, handle))
+            # Events of other types are passed over undecoded; a poll of none opens nothing.
+            return ctx.batch_subscription(purpose, [topic], batch(models, handle), types=models)
 
         leads: dict[str, type[EventPayload]] = {LeadCaptured.event_type: LeadCaptured}
         return [
