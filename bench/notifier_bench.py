@@ -14,8 +14,9 @@ targets) and an SMTP server (aiosmtpd), both recording each arrival's wall-clock
 2. E-mail: `--email-rate` requests/s for `--seconds` to one SMTP channel (pooled connections).
    Measured: mails/s received by the SMTP server.
 3. Latency: `--latency-rate` requests/s for `--seconds` to webhook channels (unpaced). Measured
-   from notifier's own delivery log: request accepted (`created_at`, when its consumer handled
-   it) to first attempt started (`first_attempt_at`, the attempt recorded before sending), p50,
+   from notifier's own delivery log: request reached notifier (`created_at`, when its consumer
+   got the polled batch) to first attempt started (`first_attempt_at`: the accepting
+   transaction records the attempt of what can go at once, the worker's claim the rest), p50,
    p99, max; and, from the receiver, request published to the post arriving.
 
 Usage: `.venv/bin/python -m bench.notifier_bench [--seconds 20] [--channels 50]

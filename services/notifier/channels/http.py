@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -103,7 +104,27 @@ class Refused(Exception):
     """The target resolves to an address outbound requests may not reach."""
 
 
+# A target's addresses are kept this long (as aiohttp's own resolver keeps them), so a busy
+# target costs no lookup per send. They are judged on every use and the request goes to the
+# judged address, so a kept answer gives DNS rebinding nothing either.
+DNS_TTL_S = 10.0
+_resolved: dict[tuple[str, int], tuple[float, list[IpAddress]]] = {}
+
+
 async def resolve(host: str, port: int) -> list[IpAddress]:
+    now = time.monotonic()
+    found = _resolved.get((host, port))
+    if found is not None and found[0] > now:
+        return found[1]
+    addresses = await _lookup(host, port)
+    if addresses:
+        if len(_resolved) > 10_000:
+            _resolved.clear()
+        _resolved[(host, port)] = (now + DNS_TTL_S, addresses)
+    return addresses
+
+
+async def _lookup(host: str, port: int) -> list[IpAddress]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(
