@@ -50,6 +50,28 @@ BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
 log = logging.getLogger(__name__)
 
 
+def each_in_turn(handle: EventHandler) -> BatchEventHandler:
+    """A batch handler calling `handle` for each event in turn, each with its workspace, id
+    and correlation id as the work in progress's (logs, traces, events it publishes)."""
+
+    async def handle_each(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+        for event in events:
+            tokens = (
+                workspace_var.set(event.workspace),
+                event_id_var.set(event.id),
+                correlation_id_var.set(event.correlationid),
+            )
+            try:
+                with tracing.handling_event(event.correlationid):
+                    await handle(event, uow)
+            finally:
+                workspace_var.reset(tokens[0])
+                event_id_var.reset(tokens[1])
+                correlation_id_var.reset(tokens[2])
+
+    return handle_each
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """What makes a service: its name, port, tables, routes, consumers and background loops."""
@@ -106,23 +128,7 @@ class ServiceContext:
     ) -> Subscription:
         """A consumer group handling each event in turn, one transaction per polled batch;
         `types` limits it to those event types (see `Subscription.types`)."""
-
-        async def handle_each(events: Sequence[Envelope], uow: UnitOfWork) -> None:
-            for event in events:
-                tokens = (
-                    workspace_var.set(event.workspace),
-                    event_id_var.set(event.id),
-                    correlation_id_var.set(event.correlationid),
-                )
-                try:
-                    with tracing.handling_event(event.correlationid):
-                        await handle(event, uow)
-                finally:
-                    workspace_var.reset(tokens[0])
-                    event_id_var.reset(tokens[1])
-                    correlation_id_var.reset(tokens[2])
-
-        return self.batch_subscription(purpose, topics, handle_each, types)
+        return self.batch_subscription(purpose, topics, each_in_turn(handle), types)
 
     def batch_subscription(
         self,
