@@ -15,7 +15,7 @@ from services.contacts.commands import handlers as commands
 from services.contacts.segments import handlers as segments
 from services.contacts.settings import sweep_interval
 from services.contacts.store import over, transaction
-from shared.app import ServiceContext
+from shared.app import ServiceContext, each_in_turn
 from shared.bus import Subscription
 from shared.clock import Clock
 from shared.errors import DomainError
@@ -135,10 +135,25 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
                 await ctx.bus.publish(topics.CONTACTS, rejected[0], rejected[1])
                 raise
 
+        one_by_one = each_in_turn(on_command)
+
+        async def on_commands(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+            # A poll at once, set-based. Should one command fail, the transaction rolls back
+            # and the dispatcher retries the poll one event at a time: that path tells the
+            # refused command's sender and dead-letters it alone.
+            if len(events) == 1:
+                await one_by_one(events, uow)
+                return
+            polled = [
+                commands.PolledCommand(e.workspace, parse_command(e), e.correlationid)
+                for e in events
+            ]
+            await commands.handle_commands(polled, over(uow), clock())
+
         return [
             leads_subscription(ctx, clock),
             ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
-            ctx.subscription("commands", [topics.CONTACT_COMMANDS], on_command),
+            ctx.batch_subscription("commands", [topics.CONTACT_COMMANDS], on_commands),
             ctx.subscription("scores", [topics.SCORES], on_score),
             ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notification),
         ]

@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from services.contacts import domain
 from services.contacts.handlers import SOURCE, checked, resolve_contact
-from services.contacts.owners.handlers import OwnersRepository, assign_owner, create_task
+from services.contacts.owners.handlers import (
+    Assignment,
+    OwnersRepository,
+    assign_owner,
+    assign_owners,
+    create_task,
+)
 from services.contacts.people.handlers import PeopleRepository, apply_changes, change_membership
 from shared.errors import InvalidInput
 from shared.events import topics
@@ -27,6 +35,7 @@ from shared.events.contact_commands import (
 )
 from shared.events.contacts import ContactCommandRejected
 from shared.events.envelope import Envelope
+from shared.logs import correlation_id_var
 from shared.uow import Transaction
 
 
@@ -41,6 +50,11 @@ async def handle_command(
 ) -> None:
     """Apply a command from `leadwire.contact-commands.v1`; an invalid one raises (→ DLQ)."""
     store = tx.store
+    if isinstance(command, AssignOwner):  # resolves the contact itself, once
+        await assign_owner(
+            workspace, command.contact_id, command.owner_id, command.team_id, tx, now, True
+        )
+        return
     contact = await resolve_contact(store, workspace, command.contact_id)
     cause = command.event_type
     match command:
@@ -87,8 +101,6 @@ async def handle_command(
             await apply_changes(
                 store, contact, {"subscription_status": command.status}, tx, now, cause
             )
-        case AssignOwner():
-            await assign_owner(workspace, contact.id, command.owner_id, command.team_id, tx, now)
         case CreateTask():
             await create_task(
                 workspace,
@@ -102,6 +114,48 @@ async def handle_command(
             )
         case _:
             raise InvalidInput(f"unsupported command {command.event_type}")
+
+
+@dataclass(frozen=True)
+class PolledCommand:
+    workspace: str
+    command: ContactCommand
+    correlationid: str | None = None
+
+
+async def handle_commands(
+    commands: Sequence[PolledCommand], tx: Transaction[CommandsRepository], now: datetime
+) -> None:
+    """A poll of commands in its order, in one transaction: each run of `assign_owner` of one
+    workspace set-based (`assign_owners`: one read of the contacts, one team lock and owners
+    read, one timeline insert and segment refresh), every other command in turn."""
+    run: list[Assignment] = []
+    run_workspace = ""
+
+    async def assign_run() -> None:
+        if run:
+            await assign_owners(run_workspace, run, tx, now, follow_merges=True)
+            run.clear()
+
+    for item in commands:
+        command = item.command
+        if isinstance(command, AssignOwner):
+            if item.workspace != run_workspace:
+                await assign_run()
+                run_workspace = item.workspace
+            run.append(
+                Assignment(
+                    command.contact_id, command.owner_id, command.team_id, item.correlationid
+                )
+            )
+            continue
+        await assign_run()
+        token = correlation_id_var.set(item.correlationid or correlation_id_var.get())
+        try:
+            await handle_command(item.workspace, command, tx, now)
+        finally:
+            correlation_id_var.reset(token)
+    await assign_run()
 
 
 def command_rejected(envelope: Envelope, error: Exception) -> tuple[str, Envelope]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -16,7 +16,7 @@ from services.contacts.handlers import (
     live_contact,
     publish,
     resolve_contact,
-    snapshot_of,
+    snapshot,
     task_snapshot,
 )
 from services.contacts.models import (
@@ -37,6 +37,7 @@ from shared.events.contacts import (
     TaskCreated,
 )
 from shared.ids import uuid7 as new_id
+from shared.logs import correlation_id_var
 from shared.uow import Transaction
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,17 @@ async def save_owner(
     return owner
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """One owner assignment asked for: an explicit owner, or a team whose rotation picks one;
+    `correlationid` is carried onto the events it causes (a command's chain)."""
+
+    contact_id: str
+    owner_id: str | None = None
+    team_id: str | None = None
+    correlationid: str | None = None
+
+
 async def assign_owner(
     workspace: str,
     contact_id: str,
@@ -205,80 +217,128 @@ async def assign_owner(
 ) -> Contact:
     """Give a contact an owner: explicitly, or by the team's round-robin or weighted rotation
     (skipping inactive owners); publishes `contact.owner_assigned`."""
-    store = tx.store
-    contact = await (
-        resolve_contact(store, workspace, contact_id)
-        if follow_merges
-        else live_contact(store, workspace, contact_id)
+    [contact] = await assign_owners(
+        workspace, [Assignment(contact_id, owner_id, team_id)], tx, now, follow_merges
     )
-    rule = "explicit"
-    if owner_id is not None:
-        owner = await store.owner(workspace, owner_id)
-        if owner is None or not owner.active:
+    return contact
+
+
+async def assign_owners(
+    workspace: str,
+    assignments: Sequence[Assignment],
+    tx: Transaction[OwnersRepository],
+    now: datetime,
+    follow_merges: bool = False,
+) -> list[Contact]:
+    """`assign_owner` for many contacts, in their order, set-based: the contacts, their tags
+    and lists are read (and locked) in one statement each, a team is locked and its owners
+    read once, and the timeline rows and segment refresh are written once."""
+    store = tx.store
+    contacts = await _contacts_to_assign(
+        store, workspace, [a.contact_id for a in assignments], follow_merges
+    )
+    ids = sorted({c.id for c in contacts.values()})
+    tags, lists = await store.tags_of(ids), await store.lists_of(ids)
+    rotations: dict[str, TeamRotation] = {}
+    activities: list[dict[str, Any]] = []
+    assigned: list[Contact] = []
+    for item in assignments:
+        contact = contacts[item.contact_id]
+        if item.owner_id is not None:
+            owner = await store.owner(workspace, item.owner_id)
+            if owner is None or not owner.active:
+                raise InvalidInput(
+                    "unknown or inactive owner",
+                    errors=[
+                        {"field": "owner_id", "code": "unknown_owner", "message": "no such owner"}
+                    ],
+                )
+            rule = "explicit"
+        elif item.team_id is not None:
+            rotation = rotations.get(item.team_id)
+            if rotation is None:
+                team = await store.team(workspace, item.team_id, lock=True)
+                if team is None:
+                    raise NotFound(f"team {item.team_id} not found")
+                rotation = rotations[item.team_id] = await TeamRotation.of(store, team)
+            with checked():
+                owner = rotation.pick()
+            rule = rotation.team.rule
+        else:
             raise InvalidInput(
-                "unknown or inactive owner",
-                errors=[{"field": "owner_id", "code": "unknown_owner", "message": "no such owner"}],
+                "give an owner or a team",
+                errors=[
+                    {"field": "owner_id", "code": "required", "message": "owner_id or team_id"}
+                ],
             )
-        chosen = owner.id
-    elif team_id is not None:
-        team = await store.team(workspace, team_id, lock=True)
-        if team is None:
-            raise NotFound(f"team {team_id} not found")
-        rotation = await TeamRotation.of(store, team)
-        with checked():
-            owner = rotation.pick()
-        rotation.save()
-        chosen, rule = owner.id, team.rule
-    else:
-        raise InvalidInput(
-            "give an owner or a team",
-            errors=[{"field": "owner_id", "code": "required", "message": "owner_id or team_id"}],
-        )
-    previous = contact.owner_id
-    contact.owner_id = chosen
-    contact.updated_at = now
-    await store.flush()
-    snap = await snapshot_of(store, contact)
-    await store.add_activities(
-        [
+        previous = contact.owner_id
+        contact.owner_id, contact.updated_at = owner.id, now
+        assigned.append(contact)
+        activities.append(
             activity(
                 workspace,
                 contact.id,
                 ContactOwnerAssigned.event_type,
                 now,
-                {"owner_id": chosen, "previous_owner_id": previous, "rule": rule},
+                {"owner_id": owner.id, "previous_owner_id": previous, "rule": rule},
             )
-        ]
-    )
-    publish(
-        tx,
-        workspace,
-        contact.id,
-        ContactOwnerAssigned(
-            contact_id=contact.id,
-            owner_id=chosen,
-            previous_owner_id=previous,
-            team_id=team_id,
-            rule=rule,
-            owner_name=owner.name,
-            owner_email=owner.email,
-            contact=snap,
-        ),
-    )
-    if previous != chosen:
-        publish(
-            tx,
-            workspace,
-            contact.id,
-            ContactUpdated(
-                contact_id=contact.id,
-                changes={"owner_id": FieldChange(before=previous, after=chosen)},
-                contact=snap,
-                cause="assignment",
-            ),
         )
-    await refresh_segments({contact.id}, workspace, tx, now)
-    return contact
+        snap = snapshot(contact, tags[contact.id], lists[contact.id])
+        token = correlation_id_var.set(item.correlationid or correlation_id_var.get())
+        try:
+            publish(
+                tx,
+                workspace,
+                contact.id,
+                ContactOwnerAssigned(
+                    contact_id=contact.id,
+                    owner_id=owner.id,
+                    previous_owner_id=previous,
+                    team_id=item.team_id,
+                    rule=rule,
+                    owner_name=owner.name,
+                    owner_email=owner.email,
+                    contact=snap,
+                ),
+            )
+            if previous != owner.id:
+                publish(
+                    tx,
+                    workspace,
+                    contact.id,
+                    ContactUpdated(
+                        contact_id=contact.id,
+                        changes={"owner_id": FieldChange(before=previous, after=owner.id)},
+                        contact=snap,
+                        cause="assignment",
+                    ),
+                )
+        finally:
+            correlation_id_var.reset(token)
+    for rotation in rotations.values():
+        rotation.save()
+    await store.flush()
+    await store.add_activities(activities)
+    await refresh_segments(set(ids), workspace, tx, now)
+    return assigned
+
+
+async def _contacts_to_assign(
+    store: OwnersRepository, workspace: str, ids: Sequence[str], follow_merges: bool
+) -> dict[str, Contact]:
+    """Each asked-for id → the live contact it names (locked), or through merge redirects to
+    its survivor with `follow_merges`; NotFound for an unknown (or merged-away) one."""
+    found = {c.id: c for c in await store.contacts_by_ids(workspace, set(ids), lock=True)}
+    contacts: dict[str, Contact] = {}
+    for contact_id in ids:
+        contact = found.get(contact_id)
+        if contact is not None and contact.merged_into is None:
+            contacts[contact_id] = contact
+        elif follow_merges:
+            contacts[contact_id] = await resolve_contact(store, workspace, contact_id)
+        else:  # NotFound, saying where a merged-away contact went
+            contacts[contact_id] = await live_contact(store, workspace, contact_id)
+    return contacts
 
 
 async def create_task(

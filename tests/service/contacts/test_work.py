@@ -101,6 +101,40 @@ class TestCommands:
         assert reason in rejected[0].data["reason"]
         assert len({e.id for e in rejected}) == 1
 
+    async def test_a_poll_of_commands_applies_in_order_and_dead_letters_only_the_bad_one(
+        self, service: Service
+    ) -> None:
+        team_id, owners = await TestOwners().team_with_owners(service, "round_robin", [1, 1])
+        people = [(await create(service, email=random_email()))["id"] for _ in range(4)]
+        payloads: list[EventPayload] = [
+            AssignOwner(contact_id=people[0], team_id=team_id),
+            AssignOwner(contact_id=people[1], team_id=team_id),
+            AddTag(contact_id=people[1], tag="hot"),
+            AssignOwner(contact_id=people[2]),  # neither owner nor team: refused
+            AssignOwner(contact_id=people[2], team_id=team_id),
+            AssignOwner(contact_id=people[3], owner_id=owners[0]),
+            AssignOwner(contact_id=people[0], team_id=team_id),
+        ]
+        envelopes = [command(service, p) for p in payloads]
+        for envelope in envelopes:  # published back to back: polled together
+            await service.publish(topics.CONTACT_COMMANDS, envelope, f"k:{people[0]}")
+        await service.processed("commands", envelopes[-1])
+        owned = [(await read(service, cid))["owner_id"] for cid in people]
+        assert owned == [owners[1], owners[1], owners[0], owners[0]]
+        assert (await read(service, people[1]))["tags"] == ["hot"]
+        dead = await service.bus.dead_letters(topics.CONTACT_COMMANDS)
+        assert [Envelope.from_bytes(r.value).id for r in dead] == [envelopes[3].id]
+        # In order per contact (the in-process bus lists records partition by partition).
+        per_contact: dict[str, list[tuple[str | None, str]]] = {}
+        for a in await service.payloads("contact.owner_assigned"):
+            per_contact.setdefault(a.contact_id, []).append((a.previous_owner_id, a.owner_id))  # type: ignore[attr-defined]
+        assert per_contact == {
+            people[0]: [(None, owners[0]), (owners[0], owners[1])],
+            people[1]: [(None, owners[1])],
+            people[2]: [(None, owners[0])],
+            people[3]: [(None, owners[0])],
+        }
+
     async def test_an_unknown_command_type_is_dead_lettered(self, service: Service) -> None:
         envelope = Envelope(
             source="/x", type="contact.explode", workspace=service.workspace, correlationid="c"

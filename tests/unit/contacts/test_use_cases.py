@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from services.contacts.captures.handlers import CapturedLead, capture_leads
+from services.contacts.commands.handlers import (
+    CommandsRepository,
+    PolledCommand,
+    handle_commands,
+)
 from services.contacts.duplicates.handlers import merge_contacts
 from services.contacts.models import Contact, Owner, Team
 from services.contacts.owners.handlers import (
@@ -17,10 +22,12 @@ from services.contacts.owners.handlers import (
     clear_capture_assignment,
     set_capture_assignment,
 )
-from shared.errors import Conflict, InvalidInput
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics
+from shared.events.contact_commands import AddTag, AssignOwner
 from shared.events.ingest import LeadCaptured
 from shared.identity import digests, identities
+from shared.uow import Transaction
 from tests.unit.contacts.fakes import FakeTransaction
 
 WS = "ws-unit"
@@ -329,3 +336,45 @@ class TestAssignmentAtCapture:
 
 def by_email(tx: FakeTransaction, email: str) -> str:
     return next(c.id for c in tx.store.contacts.values() if c.email == email)
+
+
+def as_commands_tx(tx: FakeTransaction) -> Transaction[CommandsRepository]:
+    """The fake keeps what these commands touch, not every query of people (timeline, lists)."""
+    return cast(Transaction[CommandsRepository], tx)
+
+
+class TestCommandPolls:
+    async def test_a_poll_keeps_its_order_and_each_commands_correlation(self) -> None:
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", True, 1), ("bob", True, 1))
+        a, b = contact(random_email()), contact(random_email())
+        for c in (a, b):
+            tx.store.add(c)
+        poll = [
+            PolledCommand(WS, AssignOwner(contact_id=a.id, team_id=team.id), "corr-a"),
+            PolledCommand(WS, AddTag(contact_id=a.id, tag="hot"), "corr-t"),
+            PolledCommand(WS, AssignOwner(contact_id=b.id, team_id=team.id), "corr-b"),
+            PolledCommand(WS, AssignOwner(contact_id=a.id, owner_id="bob"), "corr-c"),
+        ]
+        await handle_commands(poll, as_commands_tx(tx), NOW)
+        assert (a.owner_id, b.owner_id, team.last_owner_id) == ("bob", "bob", "bob")
+        emitted = [(e.type, e.correlationid) for _, _, e in tx.emitted]
+        assert emitted == [
+            ("contact.owner_assigned", "corr-a"),
+            ("contact.updated", "corr-a"),
+            ("contact.updated", "corr-t"),
+            ("contact.owner_assigned", "corr-b"),
+            ("contact.updated", "corr-b"),
+            ("contact.owner_assigned", "corr-c"),
+            ("contact.updated", "corr-c"),
+        ]
+        tagged = tx.emitted[2][2].data["contact"]
+        assert (tagged["tags"], tagged["owner_id"]) == (["hot"], "ann")
+        assert tx.emitted[5][2].data["contact"]["tags"] == ["hot"]
+
+    async def test_an_unknown_contact_fails_the_whole_poll(self) -> None:
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", True, 1))
+        poll = [PolledCommand(WS, AssignOwner(contact_id="nobody", team_id=team.id))]
+        with pytest.raises(NotFound):
+            await handle_commands(poll, as_commands_tx(tx), NOW)
