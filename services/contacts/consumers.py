@@ -113,13 +113,14 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
             return
         await captures.record_engagement(event.workspace, event.payload(model), over(uow), clock())
 
-    async def on_score(event: Envelope, uow: UnitOfWork) -> None:
-        await captures.record_score(event.workspace, event.type, event.data, over(uow), clock())
+    def reports(events: Sequence[Envelope]) -> list[captures.Report]:
+        return [captures.Report(e.workspace, e.type, e.data) for e in events]
 
-    async def on_notification(event: Envelope, uow: UnitOfWork) -> None:
-        await captures.record_notification(
-            event.workspace, event.type, event.data, over(uow), clock()
-        )
+    async def on_scores(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+        await captures.record_scores(reports(events), over(uow), clock())
+
+    async def on_notifications(events: Sequence[Envelope], uow: UnitOfWork) -> None:
+        await captures.record_notifications(reports(events), over(uow), clock())
 
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
         async def on_command(event: Envelope, uow: UnitOfWork) -> None:
@@ -154,8 +155,8 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
             leads_subscription(ctx, clock),
             ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
             ctx.batch_subscription("commands", [topics.CONTACT_COMMANDS], on_commands),
-            ctx.subscription("scores", [topics.SCORES], on_score),
-            ctx.subscription("notifications", [topics.NOTIFICATIONS], on_notification),
+            ctx.batch_subscription("scores", [topics.SCORES], on_scores),
+            ctx.batch_subscription("notifications", [topics.NOTIFICATIONS], on_notifications),
         ]
 
     return build

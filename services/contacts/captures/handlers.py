@@ -3,6 +3,7 @@ report about a person (engagement, scores, notifications) reaches its contact.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -397,49 +398,96 @@ async def record_engagement(
     return contact.id
 
 
-async def record_score(
-    workspace: str,
-    event_type: str,
-    data: Mapping[str, Any],
-    tx: Transaction[CapturesRepository],
-    now: datetime,
-) -> None:
-    """The contact's current score: the `overall` group's `after` of `score.changed` on
-    `leadwire.scores.v1` (not republished: scoring owns it)."""
-    contact_id = data.get("contact_id")
-    if not isinstance(contact_id, str):
-        return
-    score = None
-    if event_type == ScoreChanged.event_type and data.get("group") == "overall":
-        score = ScoreChanged.model_validate(data).after
-    store = tx.store
-    try:
-        contact = await resolve_contact(store, workspace, contact_id)
-    except NotFound:
-        return
-    if score is not None and contact.score != score:
-        contact.score = score
-        await store.flush()
-        await refresh_segments({contact.id}, workspace, tx, now)
-    if "threshold" in event_type:
-        await store.add_activities([activity(workspace, contact.id, event_type, now, dict(data))])
+@dataclass(frozen=True)
+class Report:
+    """An event another service published about a contact (a score, a notification)."""
+
+    workspace: str
+    event_type: str
+    data: Mapping[str, Any]
+
+    @property
+    def contact_id(self) -> str | None:
+        value = self.data.get("contact_id")
+        return value if isinstance(value, str) else None
 
 
-async def record_notification(
-    workspace: str,
-    event_type: str,
-    data: Mapping[str, Any],
-    tx: Transaction[CapturesRepository],
-    now: datetime,
+async def _reported_contacts(
+    store: CapturesRepository, workspace: str, reports: Sequence[Report], lock: bool
+) -> dict[str, Contact]:
+    """Each reported contact id → its contact, through merge redirects to the survivor (one
+    read for all; a merged one followed on its own); unknown ids are left out."""
+    ids = {r.contact_id for r in reports if r.contact_id}
+    found = {c.id: c for c in await store.contacts_by_ids(workspace, ids, lock=lock)}
+    contacts: dict[str, Contact] = {}
+    for contact_id in ids:
+        contact = found.get(contact_id)
+        if contact is not None and contact.merged_into is None:
+            contacts[contact_id] = contact
+            continue
+        with contextlib.suppress(NotFound):
+            contacts[contact_id] = await resolve_contact(store, workspace, contact_id)
+    return contacts
+
+
+def _by_workspace(reports: Sequence[Report]) -> dict[str, list[Report]]:
+    grouped: dict[str, list[Report]] = {}
+    for report in reports:
+        grouped.setdefault(report.workspace, []).append(report)
+    return grouped
+
+
+async def record_scores(
+    reports: Sequence[Report], tx: Transaction[CapturesRepository], now: datetime
 ) -> None:
-    """A notification sent about or to a contact goes on its timeline."""
-    contact_id = data.get("contact_id")
-    if not isinstance(contact_id, str):
-        return
+    """Contacts' current scores: the `overall` group's `after` of `score.changed` on
+    `leadwire.scores.v1` (not republished: scoring owns it); threshold crossings go on the
+    timeline. A poll at once: one read of its contacts, one segment refresh."""
     store = tx.store
-    try:
-        contact = await resolve_contact(store, workspace, contact_id)
-    except NotFound:
-        return
-    keep = {k: v for k, v in data.items() if k not in ("body", "html", "text")}
-    await store.add_activities([activity(workspace, contact.id, event_type, now, keep)])
+    for workspace, items in _by_workspace(reports).items():
+        contacts = await _reported_contacts(store, workspace, items, lock=True)
+        changed: set[str] = set()
+        activities: list[dict[str, Any]] = []
+        for report in items:
+            contact = contacts.get(report.contact_id or "")
+            if contact is None:
+                continue
+            if report.event_type == ScoreChanged.event_type and report.data.get("group") == (
+                "overall"
+            ):
+                score = ScoreChanged.model_validate(report.data).after
+                if score is not None and contact.score != score:
+                    contact.score = score
+                    changed.add(contact.id)
+            if "threshold" in report.event_type:
+                activities.append(
+                    activity(workspace, contact.id, report.event_type, now, dict(report.data))
+                )
+        if changed:
+            await store.flush()
+            await refresh_segments(changed, workspace, tx, now)
+        if activities:
+            await store.add_activities(activities)
+
+
+async def record_notifications(
+    reports: Sequence[Report], tx: Transaction[CapturesRepository], now: datetime
+) -> None:
+    """Notifications sent about or to contacts go on their timelines (without their bodies):
+    one read of the poll's contacts and one insert."""
+    store = tx.store
+    for workspace, items in _by_workspace(reports).items():
+        contacts = await _reported_contacts(store, workspace, items, lock=False)
+        rows = [
+            activity(
+                workspace,
+                contact.id,
+                report.event_type,
+                now,
+                {k: v for k, v in report.data.items() if k not in ("body", "html", "text")},
+            )
+            for report in items
+            if (contact := contacts.get(report.contact_id or "")) is not None
+        ]
+        if rows:
+            await store.add_activities(rows)

@@ -21,7 +21,8 @@ from shared.events.contact_commands import (
 )
 from shared.events.envelope import Envelope, EventPayload
 from shared.events.ingest import PageViewed
-from shared.events.scores import ScoreChanged
+from shared.events.notifications import NotificationSent
+from shared.events.scores import ScoreChanged, ScoreThresholdCrossed
 from tests.helpers import token
 from tests.service.contacts.conftest import Service, random_email
 from tests.service.contacts.test_api import create
@@ -181,6 +182,81 @@ class TestEngagementAndScores:
             await service.processed("scores", envelope)
         # The record shows the `overall` group; other groups leave it alone.
         assert (await read(service, contact["id"]))["score"] == 42
+
+    async def test_polls_of_scores_and_notifications_reach_records_and_timelines(
+        self, service: Service
+    ) -> None:
+        a = await create(service, email=random_email())
+        b = await create(service, email=random_email())
+        merged = await create(service, email=random_email())
+        await service.client.post(
+            "/v1/contacts/merge",
+            json={"survivor_id": b["id"], "merged_id": merged["id"]},
+            headers=service.headers,
+        )
+
+        def scored(contact_id: str, group: str, after: float) -> Envelope:
+            payload = ScoreChanged(
+                contact_id=contact_id, group=group, before=0, after=after, cause="t"
+            )
+            return Envelope.of(payload, source="/leadwire/scoring", workspace=service.workspace)
+
+        crossed = ScoreThresholdCrossed(
+            contact_id=merged["id"],
+            group="overall",
+            threshold="sql",
+            value=50,
+            score=60,
+            direction="up",
+            crossed_at=service.clock(),
+        )
+        scores = [
+            scored(a["id"], "overall", 10.0),
+            scored(merged["id"], "overall", 60.0),  # applies to its survivor
+            scored("no-such-contact", "overall", 5.0),
+            scored(a["id"], "product_a", 99.0),
+            scored(a["id"], "overall", 20.0),
+            Envelope.of(crossed, source="/leadwire/scoring", workspace=service.workspace),
+        ]
+        sent = [
+            Envelope.of(
+                NotificationSent(
+                    notification_id=f"n{i}",
+                    idempotency_key=f"k{i}",
+                    contact_id=contact_id,
+                    channel="slack",
+                    kind="slack",
+                ),
+                source="/leadwire/notifier",
+                workspace=service.workspace,
+            )
+            for i, contact_id in enumerate((a["id"], merged["id"], "no-such-contact"))
+        ]
+        for envelope in scores:  # back to back: polled together
+            await service.publish(topics.SCORES, envelope, "k")
+        for envelope in sent:
+            await service.publish(topics.NOTIFICATIONS, envelope, "k")
+        await service.processed("scores", scores[-1])
+        await service.processed("notifications", sent[-1])
+        assert (
+            (await read(service, a["id"]))["score"],
+            (await read(service, b["id"]))["score"],
+        ) == (
+            20,
+            60,
+        )
+
+        async def kinds(contact_id: str) -> list[str]:
+            timeline = await service.client.get(
+                f"/v1/contacts/{contact_id}/timeline", headers=service.headers
+            )
+            return [i["kind"] for i in timeline.json()["items"]]
+
+        assert (await kinds(a["id"])).count("notification.sent") == 1
+        survivor = await kinds(b["id"])
+        assert (survivor.count("notification.sent"), survivor.count(crossed.event_type)) == (1, 1)
+        assert await service.bus.dead_letters(topics.SCORES) == []
+        assert await service.bus.dead_letters(topics.NOTIFICATIONS) == []
 
 
 class TestMerge:
