@@ -23,12 +23,15 @@ from shared.events import topics
 from shared.events.contact_commands import parse_command
 from shared.events.envelope import Envelope
 from shared.events.ingest import ENGAGEMENT_TYPES, LeadCaptured
+from shared.events.scores import ScoreChanged, ScoreThresholdCrossed
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
 LEAD_LANES = 3
+# What the record keeps of scoring's events (churn risk is scoring's own business).
+SCORE_TYPES = frozenset({ScoreChanged.event_type, ScoreThresholdCrossed.event_type})
 
 
 class CapturedLeadEnvelope(Envelope):
@@ -155,7 +158,7 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
             leads_subscription(ctx, clock),
             ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
             ctx.batch_subscription("commands", [topics.CONTACT_COMMANDS], on_commands),
-            ctx.batch_subscription("scores", [topics.SCORES], on_scores),
+            ctx.batch_subscription("scores", [topics.SCORES], on_scores, SCORE_TYPES),
             ctx.batch_subscription("notifications", [topics.NOTIFICATIONS], on_notifications),
         ]
 
