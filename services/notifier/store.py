@@ -73,6 +73,8 @@ deliveries = cast(Table, Delivery.__table__)
 attempts = cast(Table, Attempt.__table__)
 contacts = cast(Table, ContactView.__table__)
 WAITING = ("queued", "retrying")
+# What completing an attempt row writes.
+ATTEMPT_OUTCOME = ("finished_at", "outcome", "status_code", "response")
 _DELIVERY_TYPES = _PG_TYPES | {
     "workspace": "varchar",
     "idempotency_key": "varchar",
@@ -96,6 +98,39 @@ def _waiting_for(workspace: str, contact_ids: Sequence[str]) -> list[ColumnEleme
         deliveries.c.status == "queued",
         deliveries.c.prepared.is_(False),
     ]
+
+
+def _array_update(
+    table: Table,
+    keys: Sequence[str],
+    names: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    tag: str,
+) -> tuple[str, dict[str, list[Any]]]:
+    """`UPDATE … FROM unnest(arrays)` of many rows' changes (PostgreSQL), its parameters
+    named `<tag><n>`: the SQL and the arrays."""
+    columns = [*keys, *names]
+    arrays: dict[str, list[Any]] = {}
+    casts = []
+    for i, name in enumerate(columns):
+        kind = _PG_TYPES[name]
+        values = [row[name] for row in rows]
+        if kind == "jsonb":
+            values = [None if v is None else orjson.dumps(v).decode() for v in values]
+            kind = "text"
+        casts.append(f"CAST(:{tag}{i} AS {kind}[])")
+        arrays[f"{tag}{i}"] = values
+    alias = ", ".join(f"c{i}" for i in range(len(columns)))
+    sets = ", ".join(
+        f"{name} = v.c{len(keys) + j}" + ("::jsonb" if _PG_TYPES[name] == "jsonb" else "")
+        for j, name in enumerate(names)
+    )
+    match = " AND ".join(f"t.{key} = v.c{i}" for i, key in enumerate(keys))
+    sql = (
+        f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(casts)})"
+        f" AS v({alias}) WHERE {match}"
+    )
+    return sql, arrays
 
 
 def _json(value: Any) -> Any:
@@ -149,6 +184,9 @@ class Store(Protocol):
     ) -> Sequence[Delivery]: ...
     async def attempts_of(self, ids: Sequence[str]) -> dict[str, list[Attempt]]: ...
     async def finish_attempts(self, results: Sequence[Mapping[str, Any]]) -> None: ...
+    async def record_attempts(
+        self, changes: Sequence[Mapping[str, Any]], finished: Sequence[Mapping[str, Any]]
+    ) -> None: ...
     async def add_attempts(self, started: Sequence[Mapping[str, Any]]) -> None: ...
     async def person_deliveries(
         self, workspace: str, contact_ids: Sequence[str]
@@ -497,29 +535,23 @@ class NotifierStore:
     ) -> None:
         """Many rows' changes in one statement on PostgreSQL: `UPDATE … FROM unnest(arrays)`,
         instead of one UPDATE per row."""
-        columns = [*keys, *names]
-        arrays: dict[str, list[Any]] = {}
-        casts = []
-        for i, name in enumerate(columns):
-            kind = _PG_TYPES[name]
-            values = [row[name] for row in rows]
-            if kind == "jsonb":
-                values = [None if v is None else orjson.dumps(v).decode() for v in values]
-                casts.append(f"CAST(:a{i} AS text[])")
-            else:
-                casts.append(f"CAST(:a{i} AS {kind}[])")
-            arrays[f"a{i}"] = values
-        alias = ", ".join(f"c{i}" for i in range(len(columns)))
-        sets = ", ".join(
-            f"{name} = v.c{len(keys) + j}" + ("::jsonb" if _PG_TYPES[name] == "jsonb" else "")
-            for j, name in enumerate(names)
-        )
-        match = " AND ".join(f"t.{key} = v.c{i}" for i, key in enumerate(keys))
-        sql = (
-            f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(casts)})"
-            f" AS v({alias}) WHERE {match}"
-        )
+        sql, arrays = _array_update(table, keys, names, rows, "a")
         await self.session.execute(text(sql), arrays)
+
+    async def record_attempts(
+        self, changes: Sequence[Mapping[str, Any]], finished: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Finished attempts: their deliveries' changes (as `update_deliveries`) and their
+        attempt rows completed (as `finish_attempts`); one statement on PostgreSQL."""
+        if not changes or not finished or self.session.get_bind().dialect.name != "postgresql":
+            await self.update_deliveries(changes)
+            await self.finish_attempts(finished)
+            return
+        names = [k for k in changes[0] if k != "id"]
+        first, params = _array_update(deliveries, ("id",), names, changes, "d")
+        keys = ("delivery_id", "number")
+        second, more = _array_update(attempts, keys, ATTEMPT_OUTCOME, finished, "f")
+        await self.session.execute(text(f"WITH done AS ({first}) {second}"), params | more)
 
     async def list_by_key(self, workspace: str, key: str) -> Delivery:
         query = select(Delivery).where(
@@ -682,9 +714,9 @@ class NotifierStore:
         `status_code`, `response`."""
         if not results:
             return
-        names = ["finished_at", "outcome", "status_code", "response"]
         if self.session.get_bind().dialect.name == "postgresql":
-            await self._update_from_arrays(attempts, ("delivery_id", "number"), names, results)
+            keys = ("delivery_id", "number")
+            await self._update_from_arrays(attempts, keys, ATTEMPT_OUTCOME, results)
             return
         stmt = (
             update(attempts)

@@ -113,8 +113,7 @@ async def record_results(
         )
         OUTCOMES.labels(row["kind"], change["status"]).inc()
         _emit_done(outbox, row, change)
-    await store.update_deliveries(changes)
-    await store.finish_attempts(finished)
+    await store.record_attempts(changes, finished)
 
 
 def _emit_done(outbox: Outbox, row: Mapping[str, Any], change: Mapping[str, Any]) -> None:

@@ -142,3 +142,37 @@ async def test_a_contacts_arrival_makes_the_deliveries_waiting_for_it_due(
     assert found["k-wait"].next_attempt_at == later
     assert found["k-other"].next_attempt_at == NOW
     assert contact == {"c9": {"email": "a@x.test"}}
+
+
+async def test_finished_attempts_recorded_with_their_deliveries(engine: AsyncEngine) -> None:
+    started = [row("k-a", started=True), row("k-b", started=True)]
+    async with db.sessionmaker(engine)() as session, session.begin():
+        await NotifierStore(session).insert_deliveries(started)
+    done = datetime(2026, 3, 1, 12, 0, 2, tzinfo=UTC)
+    changes = [
+        {"id": started[0]["id"], "status": "sent", "reason": None, "updated_at": done},
+        {"id": started[1]["id"], "status": "retrying", "reason": "HTTP 503", "updated_at": done},
+    ]
+    finished = [
+        {
+            "delivery_id": r["id"],
+            "number": 1,
+            "finished_at": done,
+            "outcome": outcome,
+            "status_code": code,
+            "response": text,
+        }
+        for r, outcome, code, text in zip(
+            started, ("sent", "retry"), (200, 503), ("ok", "busy"), strict=True
+        )
+    ]
+    async with db.sessionmaker(engine)() as session, session.begin():
+        await NotifierStore(session).record_attempts(changes, finished)
+    async with db.sessionmaker(engine)() as session:
+        found = {d.idempotency_key: d for d in (await session.execute(select(Delivery))).scalars()}
+        tries = {a.delivery_id: a for a in (await session.execute(select(Attempt))).scalars()}
+    assert (found["k-a"].status, found["k-a"].reason) == ("sent", None)
+    assert (found["k-b"].status, found["k-b"].reason) == ("retrying", "HTTP 503")
+    a, b = tries[started[0]["id"]], tries[started[1]["id"]]
+    assert (a.outcome, a.status_code, a.response, a.finished_at) == ("sent", 200, "ok", done)
+    assert (b.outcome, b.status_code, b.response) == ("retry", 503, "busy")
