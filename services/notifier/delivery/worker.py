@@ -1,10 +1,13 @@
-"""The delivery worker: claims due deliveries from the database, sends them concurrently with
-per-channel Slack pacing, and records the outcomes in batches.
+"""The delivery worker: sends deliveries concurrently with per-channel Slack pacing and
+records the outcomes in batches.
 
-An attempt is recorded (the delivery `sending`, an attempt row) in the same transaction as the
-claim when the message can go at once, and otherwise only when its pacing slot comes: a paced
-Slack message waiting in memory is merely held (leased to this process for a short while), so
-a process that dies while holding it leaves it unsent and unattempted, to be claimed again.
+A new request that can go at once is started by the transaction that accepts it (`Admission`:
+its attempt recorded there, the send begun the moment it commits). Everything else is claimed
+from the database: paced messages, retries, requests that waited for their contact. A claimed
+attempt is recorded (the delivery `sending`, an attempt row) in the claim's transaction when
+the message can go at once, and otherwise only when its pacing slot comes: a paced Slack
+message waiting in memory is merely held (leased to this process for a short while), so a
+process that dies while holding it leaves it unsent and unattempted, to be claimed again.
 Retries are rows with a `next_attempt_at`, never in-memory sleeps, so a restart loses none."""
 
 from __future__ import annotations
