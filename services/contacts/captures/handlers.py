@@ -14,7 +14,8 @@ from services.contacts import domain
 from services.contacts.captures import domain as captures_domain
 from services.contacts.domain import RuleViolation
 from services.contacts.handlers import SOURCE, activity, lifecycle_row, resolve_contact
-from services.contacts.models import Contact, Owner, Team
+from services.contacts.models import Contact
+from services.contacts.owners.domain import CaptureTeam, TeamOwner
 from services.contacts.owners.handlers import CaptureRotation, RotationRepository
 from services.contacts.segments.handlers import SegmentsRepository, refresh_segments
 from shared import erasure
@@ -241,7 +242,11 @@ async def _capture_in_workspace(
                         contact_id,
                         ContactOwnerAssigned.event_type,
                         now,
-                        {"owner_id": owner.id, "previous_owner_id": None, "rule": team.rule},
+                        {
+                            "owner_id": owner.id,
+                            "previous_owner_id": None,
+                            "rule": team.rotation.rule,
+                        },
                         row_id=next(ids),
                     )
                 )
@@ -319,7 +324,7 @@ async def _capture_in_workspace(
         names = tuple(n for n in CAPTURE_UPDATED_COLUMNS if state[n] != original[n])
         if names:
             updates.setdefault(names, []).append({"id": cid, **{n: state[n] for n in names}})
-    rotation.save()
+    await rotation.save()
     for rows in updates.values():
         await store.update_contacts(rows)
     await store.insert_contacts(created)
@@ -330,11 +335,11 @@ async def _capture_in_workspace(
 
 
 def owner_assigned(
-    snapshot: dict[str, Any], team: Team, owner: Owner
+    snapshot: dict[str, Any], team: CaptureTeam, owner: TeamOwner
 ) -> tuple[str, dict[str, Any]]:
     """The `contact.owner_assigned` of a contact the capture rule gave an owner."""
     return ContactOwnerAssigned.event_type, contact_owner_assigned_data(
-        snapshot, owner.id, team.id, team.rule, owner.name, owner.email
+        snapshot, owner.id, team.team_id, team.rotation.rule, owner.name, owner.email
     )
 
 

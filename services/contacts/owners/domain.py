@@ -72,3 +72,24 @@ class Rotation:
     def credits(self) -> dict[str, int]:
         """Every member's weighted credit (inactive ones back to 0, as a pick leaves them)."""
         return {m.owner_id: m.credit for m in self.members}
+
+
+@dataclass(frozen=True)
+class TeamOwner:
+    """Who an owner in a team's rotation is, so the events of an assignment can name them."""
+
+    id: str
+    name: str
+    email: str | None
+
+
+@dataclass
+class CaptureTeam:
+    """The team whose rotation assigns a workspace's new contacts at capture, as it stands."""
+
+    team_id: str
+    rotation: Rotation
+    owners: dict[str, TeamOwner]
+
+    def pick(self) -> TeamOwner:
+        return self.owners[self.rotation.pick()]

@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 class RotationRepository(Protocol):
     """The repository as a team's rotation uses it."""
 
-    async def capture_team(self, workspace: str) -> Team | None: ...
+    async def capture_rotation(self, workspace: str) -> owners_domain.CaptureTeam | None: ...
+
+    async def save_rotation(self, team_id: str, rotation: owners_domain.Rotation) -> None: ...
 
     async def owners(self, workspace: str, team_id: str | None = None) -> list[Owner]: ...
 
@@ -113,34 +115,34 @@ class CaptureRotation:
 
     def __init__(self, workspace: str, store: RotationRepository) -> None:
         self.workspace, self.store = workspace, store
-        self.rotation: TeamRotation | None = None
-        self.loaded = False
+        self.team: owners_domain.CaptureTeam | None = None
+        self.loaded = self.moved = False
 
-    async def next_owner(self) -> tuple[Team, Owner] | None:
+    async def next_owner(self) -> tuple[owners_domain.CaptureTeam, owners_domain.TeamOwner] | None:
         """The team and the owner of the next new contact; None without the rule or while the
         team has no active owner (the lead is captured unassigned, never refused)."""
         if not self.loaded:
             self.loaded = True
-            team = await self.store.capture_team(self.workspace)
-            if team is not None:
-                self.rotation = await TeamRotation.of(self.store, team)
-        if self.rotation is None:
+            self.team = await self.store.capture_rotation(self.workspace)
+        if self.team is None:
             return None
         try:
-            return self.rotation.team, self.rotation.pick()
+            owner = self.team.pick()
         except RuleViolation:
             log.warning(
                 "assignment at capture skipped: the team has no active owner",
-                extra={"workspace": self.workspace, "team_id": self.rotation.team.id},
+                extra={"workspace": self.workspace, "team_id": self.team.team_id},
             )
-            self.rotation.save()
-            self.rotation = None
+            await self.save()
+            self.team = None
             return None
+        self.moved = True
+        return self.team, owner
 
-    def save(self) -> None:
+    async def save(self) -> None:
         """Where the rotation stands, onto the team's and owners' rows."""
-        if self.rotation is not None:
-            self.rotation.save()
+        if self.team is not None and self.moved:
+            await self.store.save_rotation(self.team.team_id, self.team.rotation)
 
 
 async def create_team(

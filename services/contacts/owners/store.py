@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, and_, bindparam, delete, func, select, update
 
 from services.contacts.models import (
     CaptureAssignment,
@@ -12,7 +13,13 @@ from services.contacts.models import (
     TaskRow,
     Team,
 )
+from services.contacts.owners import domain as owners_domain
+from services.contacts.owners.domain import CaptureTeam
 from services.contacts.people.store import PeopleStore
+
+TEAMS = cast(Table, Team.__table__)
+OWNERS = cast(Table, Owner.__table__)
+CAPTURE_ASSIGNMENTS = cast(Table, CaptureAssignment.__table__)
 
 
 class OwnersStore(PeopleStore):
@@ -32,16 +39,64 @@ class OwnersStore(PeopleStore):
         result = await self.session.execute(stmt)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def capture_team(self, workspace: str) -> Team | None:
-        """The team whose rotation assigns the workspace's new contacts at capture, locked for
-        this transaction (its rotation moves), or None without the rule."""
+    async def capture_rotation(self, workspace: str) -> CaptureTeam | None:
+        """The team whose rotation assigns the workspace's new contacts at capture, with its
+        owners in rotation order, its row locked for this transaction (the rotation moves);
+        None without the rule. One statement (the capture path's, per batch)."""
         stmt = (
-            select(Team)
-            .join(CaptureAssignment, CaptureAssignment.team_id == Team.id)
-            .where(CaptureAssignment.workspace == workspace, Team.workspace == workspace)
-            .with_for_update(of=Team)
+            select(
+                TEAMS.c.id,
+                TEAMS.c.rule,
+                TEAMS.c.last_owner_id,
+                OWNERS.c.id.label("owner_id"),
+                OWNERS.c.name,
+                OWNERS.c.email,
+                OWNERS.c.active,
+                OWNERS.c.weight,
+                OWNERS.c.credit,
+            )
+            .select_from(
+                CAPTURE_ASSIGNMENTS.join(
+                    TEAMS,
+                    and_(
+                        TEAMS.c.id == CAPTURE_ASSIGNMENTS.c.team_id,
+                        TEAMS.c.workspace == CAPTURE_ASSIGNMENTS.c.workspace,
+                    ),
+                ).outerjoin(
+                    OWNERS,
+                    and_(OWNERS.c.team_id == TEAMS.c.id, OWNERS.c.workspace == TEAMS.c.workspace),
+                )
+            )
+            .where(CAPTURE_ASSIGNMENTS.c.workspace == workspace)
+            .order_by(OWNERS.c.position, OWNERS.c.id)
+            .with_for_update(of=TEAMS)
         )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        rows = (await self.session.execute(stmt)).all()
+        if not rows:
+            return None
+        members = [
+            owners_domain.RotationMember(r.owner_id, r.active, r.weight, r.credit)
+            for r in rows
+            if r.owner_id is not None
+        ]
+        owners = {
+            r.owner_id: owners_domain.TeamOwner(r.owner_id, r.name, r.email)
+            for r in rows
+            if r.owner_id is not None
+        }
+        rotation = owners_domain.Rotation(rows[0].rule, members, rows[0].last_owner_id)
+        return owners_domain.CaptureTeam(rows[0].id, rotation, owners)
+
+    async def save_rotation(self, team_id: str, rotation: owners_domain.Rotation) -> None:
+        """Where a team's rotation stands: its last owner, and weighted credits."""
+        await self.session.execute(
+            update(TEAMS).where(TEAMS.c.id == team_id).values(last_owner_id=rotation.last_owner_id)
+        )
+        if rotation.rule == "weighted":
+            await self.session.execute(
+                update(OWNERS).where(OWNERS.c.id == bindparam("owner")),
+                [{"owner": o, "credit": c} for o, c in rotation.credits().items()],
+            )
 
     async def teams(self, workspace: str) -> list[Team]:
         stmt = select(Team).where(Team.workspace == workspace).order_by(Team.name)

@@ -21,6 +21,7 @@ from services.contacts import domain
 from services.contacts.captures import handlers as captures
 from services.contacts.main import SPEC, build_spec
 from services.contacts.models import Activity, Contact, ContactList, ContactTag
+from services.contacts.owners import handlers as owners
 from services.contacts.people.store import CONTACTS
 from services.contacts.segments import domain as segments_domain
 from services.contacts.store import ContactsStore, transaction
@@ -439,6 +440,51 @@ class TestConcurrentCaptures:
                 select(func.count()).select_from(Contact).where(Contact.workspace == workspace)
             )
         assert count == 1
+
+
+class TestAssignmentAtCapture:
+    async def test_concurrent_captures_share_one_fair_weighted_rotation(
+        self, database: Database
+    ) -> None:
+        workspace = unique("ws-")
+        async with transaction(database.uow()) as tx:
+            team = await owners.create_team(workspace, "Sales", "weighted", tx)
+            for name, weight in (("ann", 2), ("bob", 1), ("cy", 0)):
+                data = {"name": name, "email": f"{name}@x.example", "team_id": team.id}
+                await owners.save_owner(workspace, None, data | {"weight": weight}, tx)
+            await owners.set_capture_assignment(workspace, team.id, tx, NOW)
+        batches = [
+            [captured(f"{uuid.uuid4().hex[:8]}@example.com") for _ in range(3)] for _ in range(4)
+        ]
+
+        async def capture(batch: list[LeadCaptured]) -> None:
+            for attempt in range(1, 20):
+                try:
+                    async with transaction(database.uow()) as tx:
+                        items = [captures.CapturedLead(workspace, lead) for lead in batch]
+                        await captures.capture_leads(items, tx, NOW)
+                    return
+                except (IntegrityError, DBAPIError):
+                    await asyncio.sleep(0.01 * attempt)
+            raise AssertionError("capture never succeeded")
+
+        await asyncio.gather(*(capture(batch) for batch in batches))
+        async with transaction(database.uow()) as tx:
+            found = await tx.store.owners(workspace, team.id)
+            by_id = {o.id: o.name for o in found}
+            contacts = list(
+                await tx.store.session.scalars(
+                    select(Contact).where(Contact.workspace == workspace)
+                )
+            )
+            credits = {o.name: o.credit for o in found}
+            last = (await tx.store.team(workspace, team.id)).last_owner_id  # type: ignore[union-attr]
+        chosen = [by_id[c.owner_id] for c in contacts if c.owner_id]
+        assert len(chosen) == 12, "every new contact got an owner"
+        # 12 turns of a 2:1 rotation: exactly its shares, and the rotation back at its start.
+        assert (chosen.count("ann"), chosen.count("bob"), chosen.count("cy")) == (8, 4, 0)
+        assert credits == {"ann": 0, "bob": 0, "cy": 0}
+        assert by_id[last or ""] in ("ann", "bob")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from services.contacts.models import (
     TaskRow,
     Team,
 )
+from services.contacts.owners import domain as owners_domain
 from services.contacts.segments.domain import Filter, Page
 from shared.events.envelope import Envelope
 
@@ -190,9 +191,24 @@ class FakeContacts:
     async def capture_assignment(self, workspace: str) -> CaptureAssignment | None:
         return self.capture_rules.get(workspace)
 
-    async def capture_team(self, workspace: str) -> Team | None:
+    async def capture_rotation(self, workspace: str) -> owners_domain.CaptureTeam | None:
         rule = self.capture_rules.get(workspace)
-        return None if rule is None else await self.team(workspace, rule.team_id)
+        team = None if rule is None else await self.team(workspace, rule.team_id)
+        if team is None:
+            return None
+        owners = await self.owners(workspace, team.id)
+        members = [owners_domain.RotationMember(o.id, o.active, o.weight, o.credit) for o in owners]
+        return owners_domain.CaptureTeam(
+            team.id,
+            owners_domain.Rotation(team.rule, members, team.last_owner_id),
+            {o.id: owners_domain.TeamOwner(o.id, o.name, o.email) for o in owners},
+        )
+
+    async def save_rotation(self, team_id: str, rotation: owners_domain.Rotation) -> None:
+        self.teams_by_id[team_id].last_owner_id = rotation.last_owner_id
+        if rotation.rule == "weighted":
+            for owner_id, credit in rotation.credits().items():
+                self.owners_by_id[owner_id].credit = credit
 
     async def clear_capture_assignment(self, workspace: str) -> bool:
         return self.capture_rules.pop(workspace, None) is not None
