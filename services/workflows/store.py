@@ -151,6 +151,21 @@ def _run_writes(kinds: tuple[str, ...]) -> TextClause:
     return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)
 
 
+def _latest(
+    rows: Iterable[Sequence[Any]],
+) -> dict[tuple[str, str], tuple[datetime, bool]]:
+    """From (workflow, contact, enrolled_at, status) rows: each pair's latest run's start and
+    whether it ended (an open run counts over any ended one)."""
+    latest: dict[tuple[str, str], tuple[datetime, bool]] = {}
+    for wf, cid, at, status in rows:
+        key = (wf, cid)
+        if key not in latest or latest[key][0] < at or status not in ENDED:
+            if key in latest and not latest[key][1] and status in ENDED:
+                continue
+            latest[key] = (at, status in ENDED)
+    return latest
+
+
 @dataclass(frozen=True)
 class DueTimer:
     id: str
@@ -411,34 +426,55 @@ class WorkflowsStore:
         if not wanted:
             return {}
         e = ENROLLMENTS.c
-        if self.postgres:
-            # The pairs as two arrays: one statement text for every batch size.
-            listed = select(
-                func.unnest(
-                    bindparam(
-                        "wfs", [w for w, _ in wanted], type_=postgresql.ARRAY(e.workflow_id.type)
-                    )
-                ).label("w"),
-                func.unnest(
-                    bindparam(
-                        "cids", [c for _, c in wanted], type_=postgresql.ARRAY(e.contact_id.type)
-                    )
-                ).label("c"),
-            )
-            among = tuple_(e.workflow_id, e.contact_id).in_(listed)
-        else:
-            among = tuple_(e.workflow_id, e.contact_id).in_(wanted)
         query = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status).where(
-            e.workspace == workspace, among
+            e.workspace == workspace, self._pairs(wanted)
         )
-        latest: dict[tuple[str, str], tuple[datetime, bool]] = {}
-        for wf, cid, at, status in (await self.session.execute(query)).all():
-            key = (wf, cid)
-            if key not in latest or latest[key][0] < at or status not in ENDED:
-                if key in latest and not latest[key][1] and status in ENDED:
-                    continue
-                latest[key] = (at, status in ENDED)
-        return latest
+        return _latest((await self.session.execute(query)).all())
+
+    async def runs_of_facts(
+        self, workspace: str, contact_ids: Iterable[str], pairs: Iterable[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], tuple[datetime, bool]], list[dict[str, Any]]]:
+        """`last_runs(pairs)` and `open_runs(contact_ids, lock=True)` in one locked read (the
+        runs of the pairs, ended ones too, are locked with the open ones)."""
+        wanted = list(set(pairs))
+        if not wanted:
+            return {}, await self.open_runs(workspace, contact_ids, lock=True)
+        ids = list(set(contact_ids))
+        e = ENROLLMENTS.c
+        query = select(ENROLLMENTS).where(
+            e.workspace == workspace,
+            (self._among(e.contact_id, ids) & e.status.in_(("active", "waiting")))
+            | self._pairs(wanted),
+        )
+        if self.postgres:
+            query = query.with_for_update()
+        rows = [dict(r) for r in (await self.session.execute(query)).mappings()]
+        asked, known = set(wanted), set(ids)
+        last = _latest(
+            (r["workflow_id"], r["contact_id"], r["enrolled_at"], r["status"])
+            for r in rows
+            if (r["workflow_id"], r["contact_id"]) in asked
+        )
+        still_open = [
+            r for r in rows if r["status"] in ("active", "waiting") and r["contact_id"] in known
+        ]
+        return last, still_open
+
+    def _pairs(self, pairs: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+        """`(workflow_id, contact_id) IN pairs`; on PostgreSQL the pairs as two arrays, one
+        statement text for every batch size."""
+        e = ENROLLMENTS.c
+        if not self.postgres:
+            return tuple_(e.workflow_id, e.contact_id).in_(pairs)
+        listed = select(
+            func.unnest(
+                bindparam("wfs", [w for w, _ in pairs], type_=postgresql.ARRAY(e.workflow_id.type))
+            ).label("w"),
+            func.unnest(
+                bindparam("cids", [c for _, c in pairs], type_=postgresql.ARRAY(e.contact_id.type))
+            ).label("c"),
+        )
+        return tuple_(e.workflow_id, e.contact_id).in_(listed)
 
     async def run_page(
         self, workspace: str, workflow_id: str, status: str | None, after: str | None, limit: int

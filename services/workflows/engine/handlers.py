@@ -43,6 +43,9 @@ class Store(Protocol):
     async def last_runs(
         self, workspace: str, pairs: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[datetime, bool]]: ...
+    async def runs_of_facts(
+        self, workspace: str, contact_ids: Iterable[str], pairs: Iterable[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], tuple[datetime, bool]], list[dict[str, Any]]]: ...
     async def write_runs(self, writes: RunWrites) -> None: ...
 
 

@@ -199,9 +199,13 @@ async def handle_facts(
         for fact, corr in facts
         for wf, version, doc in index.matching(fact, contacts.get(fact.contact_id), book.now)
     ]
-    last = await store.last_runs(workspace, {(wf, f.contact_id) for f, _, wf, _, _ in triggered})
+    last, found = await store.runs_of_facts(
+        workspace,
+        {f.contact_id for f, _ in facts},
+        {(wf, f.contact_id) for f, _, wf, _, _ in triggered},
+    )
     open_runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in await store.open_runs(workspace, {f.contact_id for f, _ in facts}, lock=True):
+    for row in found:
         open_runs[row["contact_id"]].append(row)
     await book.documents(
         (workspace, r["workflow_id"], r["version"]) for rows in open_runs.values() for r in rows

@@ -1,19 +1,28 @@
 """A driver on the real Kafka broker: publishes what other services would and reads what
-workflows publishes."""
+workflows publishes; the workflows schema on SQLite and on the real PostgreSQL, for store
+tests."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.workflows.main import SPEC
+from shared import db
 from shared.bus import Subscription
 from shared.bus.kafka import KafkaBus
 from shared.events import topics
 from shared.events.contacts import ContactCreated, ContactSnapshot
 from shared.events.envelope import Envelope, EventPayload
+from shared.migrations import upgrade
+from tests.conftest import unique
 
 DRIP: dict[str, Any] = {
     "name": "Drip",
@@ -102,3 +111,18 @@ async def start_driver(bootstrap: str, prefix: str, workspace: str) -> tuple[Dri
         )
     )
     return driver, reader
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "postgres":
+        schema: str | None = unique("wsub")
+        made = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
+    else:
+        schema = None
+        made = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'wf.db'}")
+    await upgrade(made, SPEC.migrations, schema)
+    try:
+        yield made
+    finally:
+        await made.dispose()

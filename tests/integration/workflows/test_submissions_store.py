@@ -4,9 +4,7 @@ PostgreSQL: whichever side comes second completes the pair, exactly once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,39 +19,24 @@ from tests.conftest import unique
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "postgres":
-        schema: str | None = unique("wsub")
-        made = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
-    else:
-        schema = None
-        made = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'wf.db'}")
-    await upgrade(made, SPEC.migrations, schema)
-    try:
-        yield made
-    finally:
-        await made.dispose()
-
-
 async def pair(engine: AsyncEngine, *halves: tuple[str, str | None, str | None]) -> Any:
     async with db.sessionmaker(engine)() as session, session.begin():
         return await WorkflowsStore(session).pair_submissions("ws", list(halves), NOW)
 
 
-async def test_the_second_side_completes_the_pair_once(engine: AsyncEngine) -> None:
-    assert await pair(engine, ("s1", "frm", None), ("s2", None, "c2")) == {}
+async def test_the_second_side_completes_the_pair_once(database: AsyncEngine) -> None:
+    assert await pair(database, ("s1", "frm", None), ("s2", None, "c2")) == {}
     # s1's contact completes it; s2's form completes it; s3 comes whole in one batch.
     completed = await pair(
-        engine, ("s1", None, "c1"), ("s2", "frm", None), ("s3", "frm3", None), ("s3", None, "c3")
+        database, ("s1", None, "c1"), ("s2", "frm", None), ("s3", "frm3", None), ("s3", None, "c3")
     )
     assert completed == {"s1": ("frm", "c1"), "s2": ("frm", "c2"), "s3": ("frm3", "c3")}
     # Redelivered halves of completed pairs complete nothing again.
-    assert await pair(engine, ("s1", "frm", None), ("s2", None, "c2"), ("s3", None, "c3")) == {}
+    assert await pair(database, ("s1", "frm", None), ("s2", None, "c2"), ("s3", None, "c3")) == {}
     # A half seen twice before its pair is still waiting for the other side.
-    assert await pair(engine, ("s4", "frm", None)) == {}
-    assert await pair(engine, ("s4", "frm", None)) == {}
-    assert await pair(engine, ("s4", None, "c4")) == {"s4": ("frm", "c4")}
+    assert await pair(database, ("s4", "frm", None)) == {}
+    assert await pair(database, ("s4", "frm", None)) == {}
+    assert await pair(database, ("s4", None, "c4")) == {"s4": ("frm", "c4")}
 
 
 @pytest.mark.postgres

@@ -1,0 +1,69 @@
+"""The one locked read a batch of facts makes of runs gives what `last_runs` and `open_runs`
+give apart, on SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.workflows.store import WorkflowsStore
+from shared import db
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def run(n: int, workflow: str, contact: str, status: str, days_ago: int) -> dict[str, Any]:
+    at = NOW - timedelta(days=days_ago)
+    return {
+        "id": f"enr_{n}",
+        "workspace": "ws",
+        "workflow_id": workflow,
+        "version": 1,
+        "contact_id": contact,
+        "status": status,
+        "trigger": "manual",
+        "step": None,
+        "outcomes": {},
+        "seq": 0,
+        "attempt": 0,
+        "wait_event": None,
+        "wait_until": None,
+        "error": None,
+        "enrolled_at": at,
+        "updated_at": at,
+        "ended_at": None if status in ("active", "waiting") else at,
+    }
+
+
+async def test_one_read_gives_the_last_runs_of_the_pairs_and_the_open_runs(
+    database: AsyncEngine,
+) -> None:
+    rows = [
+        run(1, "w1", "a", "completed", 9),
+        run(2, "w1", "a", "completed", 3),  # a's latest in w1: ended
+        run(3, "w2", "a", "waiting", 5),  # open, older than an ended one below
+        run(4, "w2", "a", "completed", 1),
+        run(5, "w1", "b", "failed", 2),
+        run(6, "w3", "b", "active", 4),
+        run(7, "w1", "c", "waiting", 1),  # c is not among the contacts asked
+    ]
+    async with db.sessionmaker(database)() as session, session.begin():
+        store = WorkflowsStore(session)
+        await store.add_runs(rows)
+    pairs = [("w1", "a"), ("w2", "a"), ("w1", "b"), ("w9", "b")]
+    async with db.sessionmaker(database)() as session, session.begin():
+        store = WorkflowsStore(session)
+        last, found = await store.runs_of_facts("ws", ["a", "b"], pairs)
+        assert last == await store.last_runs("ws", pairs)
+        assert last == {
+            ("w1", "a"): (NOW - timedelta(days=3), True),
+            ("w2", "a"): (NOW - timedelta(days=5), False),
+            ("w1", "b"): (NOW - timedelta(days=2), True),
+        }
+        apart = await store.open_runs("ws", ["a", "b"])
+        assert sorted(r["id"] for r in found) == sorted(r["id"] for r in apart)
+        assert sorted(r["id"] for r in found) == ["enr_3", "enr_6"]
+        no_pairs = await store.runs_of_facts("ws", ["a"], [])
+        assert no_pairs == ({}, await store.open_runs("ws", ["a"]))
