@@ -8,8 +8,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import PrivateAttr
-
 from services.scoring import handlers
 from services.scoring.settings import scoring_settings
 from services.scoring.store import SqlStore
@@ -33,13 +31,18 @@ _NOT_DATA = {"engagement_id", "email", "contact_id", "occurred_at"}
 
 
 class ParsedEnvelope(Envelope):
-    """An envelope whose payload was validated when it was decoded (None: a type we skip)."""
-
-    _parsed: EventPayload | None = PrivateAttr(default=None)
+    """An envelope whose payload was validated when it was decoded (None: a type we skip).
+    The payload rides in the private storage `Envelope` has already: a private attribute of
+    this class's own would cost every decode a Python-level initialisation of it."""
 
     @property
     def parsed(self) -> EventPayload | None:
-        return self._parsed
+        private = self.__pydantic_private__
+        return private.get("_parsed") if private else None
+
+    def keep(self, payload: EventPayload) -> None:
+        assert self.__pydantic_private__ is not None  # Envelope has private attributes
+        self.__pydantic_private__["_parsed"] = payload
 
 
 def decoder(types: Mapping[str, type[EventPayload]]) -> Callable[[bytes], Envelope]:
@@ -53,7 +56,7 @@ def decoder(types: Mapping[str, type[EventPayload]]) -> Callable[[bytes], Envelo
             payload = envelope.payload(model)
             if isinstance(payload, Engagement) and not (payload.contact_id or payload.email):
                 raise ValueError("engagement names neither contact_id nor email")
-            envelope._parsed = payload
+            envelope.keep(payload)
         return envelope
 
     return decode

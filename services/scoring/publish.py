@@ -1,5 +1,6 @@
-"""How scoring's events are written: into the unit of work's outbox, keyed by contact, the hot
-paths' payloads prepared without a validation each (a test holds them to their models)."""
+"""How scoring's events are written: into the unit of work's outbox, keyed by contact, encoded
+straight to the bytes their envelopes give, without a model built or validated per event (a
+test holds them to their models)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from services.scoring.scores import domain as scores
 from services.scoring.scores.domain import Crossing
 from services.scoring.store import Outbox
 from shared.events import topics
-from shared.events.envelope import PreparedEnvelope
 from shared.events.scores import ChurnRiskChanged, ScoreChanged, ScoreThresholdCrossed
+from shared.ids import event_id
+from shared.logs import correlation_id_var
+from shared.tracing import traceparent_for
 
 SOURCE = "/leadwire/scoring"
 
@@ -38,6 +43,41 @@ def _random_ids(chunk: int = 256) -> Iterator[str]:
 event_ids = _random_ids()
 
 
+def _emit(
+    outbox: Outbox,
+    event_type: str,
+    data: dict[str, Any],
+    workspace: str,
+    contact_id: str,
+    correlationid: str | None,
+) -> None:
+    """Encode one score event as `PreparedEnvelope.prepare(...).to_bytes()` would (attributes
+    in the envelope's order, `None` left out, times with `Z`) and queue it in the outbox."""
+    correlationid = correlationid or correlation_id_var.get() or event_id()
+    eid = next(event_ids)
+    document: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": eid,
+        "source": SOURCE,
+        "type": event_type,
+        "subject": contact_id,
+        "time": datetime.now(UTC),
+        "datacontenttype": "application/json",
+        "data": data,
+        "workspace": workspace,
+        "correlationid": correlationid,
+    }
+    traceparent = traceparent_for(correlationid)
+    if traceparent is not None:
+        document["traceparent"] = traceparent
+    outbox.emit_encoded(
+        topics.SCORES,
+        topics.contact_key(workspace, contact_id),
+        eid,
+        orjson.dumps(document, option=orjson.OPT_UTC_Z),
+    )
+
+
 def publish_score_changed(
     outbox: Outbox,
     workspace: str,
@@ -57,16 +97,7 @@ def publish_score_changed(
         "cause": cause,
         "rule_set_version": version,
     }
-    envelope = PreparedEnvelope.prepare(
-        ScoreChanged.event_type,
-        data,
-        source=SOURCE,
-        workspace=workspace,
-        subject=contact_id,
-        correlationid=correlationid,
-        event_id=next(event_ids),
-    )
-    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
+    _emit(outbox, ScoreChanged.event_type, data, workspace, contact_id, correlationid)
 
 
 def publish_churn_risk_changed(
@@ -91,15 +122,7 @@ def publish_churn_risk_changed(
         data["previous_band"] = previous_band
     if previous_segment is not None:
         data["previous_segment"] = previous_segment
-    envelope = PreparedEnvelope.prepare(
-        ChurnRiskChanged.event_type,
-        data,
-        source=SOURCE,
-        workspace=workspace,
-        subject=contact_id,
-        event_id=next(event_ids),
-    )
-    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
+    _emit(outbox, ChurnRiskChanged.event_type, data, workspace, contact_id, None)
 
 
 def ts(value: datetime) -> float:
@@ -128,16 +151,7 @@ def publish_crossing(
         "direction": crossing.direction,
         "crossed_at": at(crossing.at),
     }
-    envelope = PreparedEnvelope.prepare(
-        ScoreThresholdCrossed.event_type,
-        data,
-        source=SOURCE,
-        workspace=workspace,
-        subject=contact_id,
-        correlationid=correlationid,
-        event_id=next(event_ids),
-    )
-    outbox.emit(topics.SCORES, topics.contact_key(workspace, contact_id), envelope)
+    _emit(outbox, ScoreThresholdCrossed.event_type, data, workspace, contact_id, correlationid)
 
 
 def report(

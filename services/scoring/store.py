@@ -10,7 +10,6 @@ from services.scoring.contacts.store import Contact, ContactStore, Identity, Set
 from services.scoring.rfm.store import CustomerStore, SqlCustomers
 from services.scoring.rules.store import Rescore, RuleSetStore, SqlRuleSets
 from services.scoring.scores.store import ScoreStore, SqlScores, Timer
-from shared.events.envelope import Envelope
 
 __all__ = [
     "Contact",
@@ -31,7 +30,9 @@ class Store(ContactStore, ScoreStore, RuleSetStore, CustomerStore, Protocol):
 class Outbox(Protocol):
     """Where events go: written in the same transaction as the change (the unit of work)."""
 
-    def emit(self, topic: str, key: str, envelope: Envelope) -> None: ...
+    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
+        """An event already encoded to the bytes its envelope gives (the hot paths')."""
+        ...
 
 
 class SqlStore(SqlContacts, SqlScores, SqlRuleSets, SqlCustomers):

@@ -35,7 +35,8 @@ class Recorded:
 
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
-    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
+        envelope = Envelope.from_bytes(payload)
         data = {k: v for k, v in envelope.data.items() if k != "crossed_at"}
         self.events.append((str(envelope.subject), envelope.type, data))
 
@@ -240,8 +241,8 @@ class TestContactChangesInOnePoll:
         outbox: list[Envelope] = []
 
         class Keep:
-            def emit(self, topic: str, key: str, envelope: Envelope) -> None:
-                outbox.append(envelope)
+            def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
+                outbox.append(Envelope.from_bytes(payload))
 
         async with database.uow() as uow:
             await handlers.on_contact_changes(

@@ -16,9 +16,13 @@ from shared.events.scores import ChurnRiskChanged, ScoreChanged, ScoreThresholdC
 class Captured:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Envelope]] = []
+        self.raw: list[bytes] = []
 
-    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
+        envelope = Envelope.from_bytes(payload)
+        assert envelope.id == event_id
         self.sent.append((topic, key, envelope))
+        self.raw.append(payload)
 
 
 def as_model_would(prepared: Envelope, payload: EventPayload) -> bytes:
@@ -47,7 +51,7 @@ class TestPreparedScoreEvents:
             cause="demo.requested",
             rule_set_version=3,
         )
-        assert envelope.to_bytes() == as_model_would(envelope, payload)
+        assert outbox.raw == [as_model_would(envelope, payload)]
 
     def test_threshold_crossed_matches_its_model(self) -> None:
         outbox = Captured()
@@ -64,7 +68,7 @@ class TestPreparedScoreEvents:
             direction="down",
             crossed_at=instant,
         )
-        assert envelope.to_bytes() == as_model_would(envelope, payload)
+        assert outbox.raw == [as_model_would(envelope, payload)]
         assert envelope.payload(ScoreThresholdCrossed) == payload
 
     @pytest.mark.parametrize(
@@ -86,7 +90,7 @@ class TestPreparedScoreEvents:
             previous_band=previous_band,
             previous_segment=previous_segment,
         )
-        assert envelope.to_bytes() == as_model_would(envelope, payload)
+        assert outbox.raw == [as_model_would(envelope, payload)]
 
 
 class TestEventIds:
