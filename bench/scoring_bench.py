@@ -323,9 +323,14 @@ async def snapshots_run(kafka: str, pg: str, events: int) -> dict[str, Any]:
 
 
 async def preload_ledger(engine: AsyncEngine, contacts: int, entries: int) -> float:
-    """`entries` ledger rows spread evenly over `contacts`, over the last 90 days."""
+    """`entries` ledger rows spread evenly over `contacts`, over the last 90 days: inserted by
+    one statement with the ledger's two secondary indexes dropped and built again afterwards
+    (a sorted build is several times faster than maintaining them row by row: 20M rows)."""
     started = time.perf_counter()
     async with engine.begin() as conn:
+        await conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
+        await conn.execute(text("DROP INDEX ix_ledger_workspace_contact"))
+        await conn.execute(text("DROP INDEX ix_ledger_workspace_occurred"))
         await conn.execute(
             text(
                 """
@@ -333,7 +338,7 @@ async def preload_ledger(engine: AsyncEngine, contacts: int, entries: int) -> fl
                 SELECT :ws, md5('c' || (1 + g % :contacts))::uuid::text,
                     (ARRAY['page.viewed','page.viewed','email.opened','email.clicked',
                            'demo.requested','content.downloaded'])[1 + g % 6],
-                    now() - ((g % 7776000) || ' seconds')::interval,
+                    now() - make_interval(secs => g % 7776000),
                     CASE WHEN g % 6 < 2 THEN jsonb_build_object('url',
                         CASE WHEN g % 12 = 0 THEN '/pricing' ELSE '/blog' END)
                          ELSE '{}'::jsonb END
@@ -342,6 +347,14 @@ async def preload_ledger(engine: AsyncEngine, contacts: int, entries: int) -> fl
             ),
             {"ws": WORKSPACE, "contacts": contacts, "n": entries},
         )
+        # The migration's indexes, by the migration's names.
+        await conn.execute(
+            text("CREATE INDEX ix_ledger_workspace_contact ON ledger (workspace, contact_id)")
+        )
+        await conn.execute(
+            text("CREATE INDEX ix_ledger_workspace_occurred ON ledger (workspace, occurred_at)")
+        )
+    async with engine.begin() as conn:
         await conn.execute(text("ANALYZE ledger"))
     return time.perf_counter() - started
 
