@@ -27,6 +27,15 @@ class SqlCustomers(SqlBase):
 
     async def rfm_rows(self, workspace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
+        if self.postgres:
+            # Every poll with purchases or logins: rows straight from the driver, locked.
+            rows = await (await self.driver()).fetch(
+                "SELECT * FROM rfm WHERE workspace = $1 AND contact_id = ANY($2::varchar[])"
+                " ORDER BY contact_id FOR UPDATE",
+                workspace,
+                sorted(set(ids)),
+            )
+            return {row["contact_id"]: dict(row) for row in rows}
         table = RfmRow.__table__
         await self.write_lock()
         for part in chunks(sorted(set(ids))):

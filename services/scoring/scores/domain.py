@@ -229,9 +229,9 @@ def decay_crossing_at(state: GroupState, group: Group, level: float) -> float | 
 def next_decay_timer(score: ContactScore, rules: RuleSet, group_name: str) -> float | None:
     """When decay next takes the group down across a threshold it is above, if ever."""
     group = rules.groups.get(group_name)
-    if group is None:
-        return None
-    state = score.group(group_name)
+    state = score.groups.get(group_name)
+    if group is None or state is None or True not in state.above.values():
+        return None  # above no threshold: nothing for decay to cross (most contacts)
     instants = [
         instant
         for t in rules.thresholds(group_name)
