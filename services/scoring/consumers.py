@@ -32,17 +32,20 @@ _NOT_DATA = {"engagement_id", "email", "contact_id", "occurred_at"}
 
 class ParsedEnvelope(Envelope):
     """An envelope whose payload was validated when it was decoded (None: a type we skip).
-    The payload rides in the private storage `Envelope` has already: a private attribute of
-    this class's own would cost every decode a Python-level initialisation of it."""
+    The payload rides in pydantic's private slot, undeclared (as `Envelope.message_key`
+    does): a declared private attribute would cost every decode pydantic's private set-up."""
 
     @property
     def parsed(self) -> EventPayload | None:
         private = self.__pydantic_private__
-        return private.get("_parsed") if private else None
+        return private.get("parsed") if private else None
 
     def keep(self, payload: EventPayload) -> None:
-        assert self.__pydantic_private__ is not None  # Envelope has private attributes
-        self.__pydantic_private__["_parsed"] = payload
+        private = self.__pydantic_private__
+        if private is None:
+            object.__setattr__(self, "__pydantic_private__", {"parsed": payload})
+        else:
+            private["parsed"] = payload
 
 
 def decoder(types: Mapping[str, type[EventPayload]]) -> Callable[[bytes], Envelope]:
@@ -78,6 +81,14 @@ def engagement_in(event: Envelope) -> handlers.EngagementIn | None:
     )
 
 
+# The contact events scoring acts on: those carrying the contact's snapshot, and deletes.
+CONTACT_CHANGES = frozenset(
+    name
+    for name, model in CONTACT_EVENT_TYPES.items()
+    if getattr(model.model_fields.get("contact"), "annotation", None) is ContactSnapshot
+) | {ContactDeleted.event_type}
+
+
 def contact_change(event: Envelope) -> handlers.ContactChange | None:
     """A snapshot, merge or delete scoring acts on; None for the rest (tasks, segments, …)."""
     payload = event.parsed if isinstance(event, ParsedEnvelope) else None
@@ -103,14 +114,27 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
             await handlers.on_contact_changes(changes, SqlStore(uow.session), uow, clock())
 
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
-        engagement = ctx.batch_subscription("engagement", [topics.ENGAGEMENT], on_engagement)
-        contacts = ctx.batch_subscription("contacts", [topics.CONTACTS], on_contacts)
+        engagement = ctx.batch_subscription(
+            "engagement", [topics.ENGAGEMENT], on_engagement, ENGAGEMENT_TYPES
+        )
+        # Tasks, segments, command refusals: passed over before they are decoded.
+        contacts = ctx.batch_subscription(
+            "contacts", [topics.CONTACTS], on_contacts, CONTACT_CHANGES
+        )
         return [
             Subscription(
-                engagement.group, engagement.topics, engagement.handler, decoder(ENGAGEMENT_TYPES)
+                engagement.group,
+                engagement.topics,
+                engagement.handler,
+                decoder(ENGAGEMENT_TYPES),
+                types=engagement.types,
             ),
             Subscription(
-                contacts.group, contacts.topics, contacts.handler, decoder(CONTACT_EVENT_TYPES)
+                contacts.group,
+                contacts.topics,
+                contacts.handler,
+                decoder(CONTACT_EVENT_TYPES),
+                types=contacts.types,
             ),
         ]
 
