@@ -157,7 +157,9 @@ async def _capture_in_workspace(
     now: datetime,
 ) -> None:
     leads = [item.lead for item in items]
-    ids = random_ids()
+    # Up to six ids a lead (contact, lifecycle row, two events, two timeline rows): drawn in
+    # chunks of about the batch's need, not 256 at a time for a poll of two leads.
+    ids = random_ids(chunk=min(256, 6 * len(items)))
     # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
     # worked through; new ones are inserted in one statement, existing ones updated at the end.
     definitions = await store.field_definitions(workspace)
