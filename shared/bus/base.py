@@ -46,6 +46,7 @@ class Subscription:
     type can validate the payload in the same pass (a `ValueError` dead-letters the message).
     `gates_readiness=False` marks work beside the service's job (ingest's erasures): its
     consumer waiting for the bus does not make the service unready.
+    `gather_ms` lets a consumer whose work may lag take fewer, larger polls (see below).
     `types`, when given, are the only event types the handler is given: the others are
     passed over before they are decoded or handled (their offsets are committed all the
     same), so a reader of a busy topic that wants a few of its types pays next to nothing
@@ -58,6 +59,9 @@ class Subscription:
     decode: Callable[[bytes], Envelope] = Envelope.from_bytes
     gates_readiness: bool = True
     types: frozenset[str] | None = None
+    # For work that may lag (ingest's erasures): how long the broker may hold a fetch to
+    # gather a larger batch. 0 answers as soon as one event is there (every hop of a lead).
+    gather_ms: int = 0
 
     def wants(self, record: Record) -> bool:
         """False for a record of a type this subscription does not handle (a cheap look at

@@ -35,6 +35,9 @@ TOPIC_EXISTS = 36
 # commit is a request the broker writes to its offsets log, and a poll's batch is often a
 # few events. A crash redelivers at most this long's events, which inboxes absorb.
 COMMIT_INTERVAL_S = 0.1
+# What a patient subscription's fetch waits for (or for its `gather_ms`): about a hundred
+# events of a contact's size.
+GATHER_BYTES = 64 * 1024
 _EVENT_HEADERS = [(name, value.encode()) for name, value in EVENT_HEADERS.items()]
 
 
@@ -339,6 +342,7 @@ class KafkaConsumer:
                 # (SIGKILL, OOM) holds its partitions this long before the group moves on.
                 session_timeout_ms=6000,
                 heartbeat_interval_ms=1000,
+                **self._gathering(),
             )
             self._consumer = consumer
             try:
@@ -360,6 +364,15 @@ class KafkaConsumer:
                 self._consumer = None
                 self._joined = False
                 await consumer.stop()
+
+    def _gathering(self) -> dict[str, int]:
+        """Fetch options: a patient subscription's fetches wait for `GATHER_BYTES` or its
+        `gather_ms` (a fetch request and its answer cost both sides CPU, one per few events
+        on a busy topic otherwise); the others get the broker's answer at once."""
+        wait = self.subscription.gather_ms
+        if not wait:
+            return {}
+        return {"fetch_min_bytes": GATHER_BYTES, "fetch_max_wait_ms": wait}
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         while True:

@@ -177,6 +177,23 @@ class TestTypeFilter:
         assert batches == [["test.wanted"]]
 
 
+class TestGathering:
+    async def test_a_patient_subscription_still_gets_a_lone_event(self, harness: Harness) -> None:
+        seen: list[str] = []
+
+        async def handle(events: Sequence[Envelope]) -> None:
+            seen.extend(e.id for e in events)
+
+        await harness.bus.subscribe(Subscription(unique("g"), (TOPIC,), handle, gather_ms=300))
+        lone = event("k", 1)
+        await publish(harness.bus, [lone])  # far below what a fetch gathers: held 300 ms
+
+        async def got() -> bool:
+            return seen == [lone.id]
+
+        await eventually(got)
+
+
 class TestFailures:
     async def test_a_failing_event_is_redelivered_until_it_succeeds(self, harness: Harness) -> None:
         attempts: dict[int, int] = defaultdict(int)
