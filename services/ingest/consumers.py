@@ -26,8 +26,9 @@ def erasure_subscription(ctx: ServiceContext) -> Subscription:
         "erasures", (topics.CONTACTS,), on_deleted, types={ContactDeleted.event_type}
     )
     # ingest's job is taking leads in, Kafka or not (they wait in the outbox): a bus outage
-    # delays erasures until it is over, it does not make ingest unready.
-    return replace(single, gates_readiness=False)
+    # delays erasures until it is over, it does not make ingest unready. Nor does an erasure
+    # need to start within milliseconds: fetches gather up to half a second of the topic.
+    return replace(single, gates_readiness=False, gather_ms=500)
 
 
 def subscriptions(ctx: ServiceContext) -> Sequence[Subscription]:
