@@ -5,7 +5,11 @@ cares about), and the time of each stage is reported as percentiles:
 
 - relay: from the outbox commit to the record acknowledged by Kafka (claim, publish, commit);
 - delivery: from the acknowledgement to the consumer's handler being called;
-- hop: from the outbox commit to the end of the handler's own transaction.
+- hop: from the outbox commit to the end of the handler's own transaction;
+- cpu_ms_per_hop: this process's CPU time (user + system: each database or broker round trip
+  costs a system call or two) over the measured events, divided by their number: the
+  producing transaction, the relay, both Kafka clients and the consumer's transaction. On a
+  loaded machine latency is mostly waiting for a core; this is what one hop costs.
 
     .venv/bin/python -m bench.hop_latency --events 200 --gap-ms 50
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -92,6 +97,7 @@ async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str,
         await warm_up(sessions, outbox, inbox, relay, handled)
         handled.clear()
         received.clear()
+        cpu_before = time.process_time()
         for i in range(events):
             name = f"e{i}"
             async with UnitOfWork(sessions, outbox, inbox, relay.notify) as uow:
@@ -100,6 +106,8 @@ async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str,
             await asyncio.sleep(gap_s)
         async with asyncio.timeout(60):
             await done.wait()
+        await asyncio.sleep(0.2)  # the last offset commit and relay round
+        cpu_s = time.process_time() - cpu_before
     finally:
         await relay.stop()
         await bus.stop()
@@ -112,6 +120,8 @@ async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str,
         "delivery": summary_ms([received[n] - bus.acked[n] for n in names]),
         "handler": summary_ms([handled[n] - received[n] for n in names]),
         "hop": summary_ms([handled[n] - committed[n] for n in names]),
+        "cpu_ms_per_hop": round(cpu_s * 1000 / events, 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
