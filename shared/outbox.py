@@ -118,6 +118,24 @@ class OutboxRelay:
                 func.set_config("synchronous_commit", "off", true()) == "off",
             )
         ).scalar_subquery()
+        self._read_then_delete = engine.dialect.name == "postgresql" and not self.keep_sent
+        name = engine.dialect.identifier_preparer.quote(table.name)
+        self._read_sql = (
+            # A materialised CTE: the lock is tried exactly once, whatever the plan.
+            "WITH l AS MATERIALIZED (SELECT pg_try_advisory_lock(hashtext($1)) AS got)"
+            " SELECT l.got, o.id, o.topic, o.key, o.payload FROM l"
+            f" LEFT JOIN LATERAL (SELECT id, topic, key, payload FROM {name}"
+            " WHERE l.got AND sent_at IS NULL ORDER BY id LIMIT $2) AS o ON true"
+        )
+        # The lock is released once every row is deleted (the count waits for the delete).
+        self._delete_sql = (
+            f"WITH gone AS (DELETE FROM {name} WHERE id = ANY($1::bigint[]) RETURNING 1)"
+            " SELECT pg_advisory_unlock(hashtext($2)),"
+            " set_config('synchronous_commit', 'off', true)"
+            " FROM (SELECT count(*) FROM gone) AS done"
+        )
+        self._unlock_sql = "SELECT pg_advisory_unlock(hashtext($1))"
+        self._count_sql = f"SELECT count(*) FROM {name} WHERE sent_at IS NULL"
 
     def notify(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without waiting a poll."""
@@ -198,10 +216,13 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were published.
 
-        The rows are claimed first (deleted or marked sent); the claim only commits once the
+        On PostgreSQL with a durable bus, see `_publish_claimed`. Otherwise the rows are
+        claimed first (deleted or marked sent) in a transaction that only commits once the
         bus has acknowledged them, so a failed publish leaves them unsent. The claim also takes
         SQLite's write lock, which keeps two relays on one file from publishing a row twice.
         """
+        if self._read_then_delete:
+            return await self._publish_claimed()
         # A Core connection, not an ORM session: a round runs for every few commits, and the
         # session's machinery cost more CPU than the round's statements.
         async with self.engine.connect() as conn, conn.begin():
@@ -240,6 +261,47 @@ class OutboxRelay:
                 backlog = await self._unsent(conn)
             self._set_backlog(backlog)
             return len(rows)
+
+    async def _publish_claimed(self) -> int:
+        """PostgreSQL with Kafka: two statements and no transaction. The first takes the
+        relay's lock (a session lock, held across the publish) and reads the unsent rows; once
+        Kafka has acknowledged them, the second deletes them and releases the lock. Against a
+        transaction (BEGIN, claim, COMMIT) that is a database round trip fewer a round, and
+        one before the publish instead of two: each is most of a millisecond of a hop, and
+        the system calls of a round trip much of a round's CPU on a busy machine.
+
+        Delivery is unchanged: nothing is deleted before Kafka has it; a crash or a failure
+        before the delete publishes the rows again, which consumers' inboxes absorb. The
+        delete commits without waiting for the WAL flush for the same reason. On any error
+        the connection is thrown away, and the server releases the lock with it. With several
+        replicas, one that takes the lock in the instant between another's release and that
+        one's commit can read rows being deleted: it publishes that prefix again, in order.
+        """
+        async with self.engine.connect() as conn:
+            try:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                found = await driver.fetch(self._read_sql, self._lock, self.batch)
+                self._lock_busy = not found[0]["got"]
+                if self._lock_busy:
+                    return 0
+                rows = sorted((r for r in found if r["id"] is not None), key=lambda r: r["id"])
+                if rows:
+                    batch = [(r["topic"], r["key"], r["payload"]) for r in rows]
+                    with publish_spans(batch) as traceparents:
+                        await asyncio.wait_for(self.bus.publish_batch(batch, traceparents), 30)
+                    await driver.execute(self._delete_sql, [r["id"] for r in rows], self._lock)
+                else:
+                    await driver.execute(self._unlock_sql, self._lock)
+                backlog = 0
+                if len(rows) == self.batch:
+                    backlog = int(await driver.fetchval(self._count_sql))
+            except BaseException:
+                await conn.invalidate()  # closed, never back in the pool holding the lock
+                raise
+        self._set_backlog(backlog)
+        return len(rows)
 
     async def _unsent(self, bind: AsyncSession | AsyncConnection) -> int:
         unsent = select(func.count()).select_from(self.table).where(self.table.c.sent_at.is_(None))

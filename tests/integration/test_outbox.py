@@ -213,6 +213,49 @@ class TestPromptness:
             await relay.stop()
 
 
+class TestRelayLock:
+    """Between rounds, and after a failed one, the relay holds no lock another could want."""
+
+    async def lock_is_free(self, stack: Stack) -> bool:
+        async with db.sessionmaker(stack.engine)() as other, other.begin():
+            return await db.try_xact_lock(other, "leadwire-outbox-test")
+
+    async def test_the_lock_is_released_after_a_round_with_or_without_rows(
+        self, stack: Stack
+    ) -> None:
+        if stack.schema is None:
+            pytest.skip("SQLite serialises writers itself; the relay lock is PostgreSQL's")
+        relay = stack.relay()
+        async with stack.uow() as uow:
+            uow.emit(TOPIC, "k", envelope("one"))
+        assert await relay.publish_pending() == 1
+        assert await self.lock_is_free(stack)
+        assert await relay.publish_pending() == 0
+        assert await self.lock_is_free(stack)
+
+    async def test_a_failed_publish_keeps_the_rows_and_releases_the_lock(
+        self, stack: Stack
+    ) -> None:
+        if stack.schema is None:
+            pytest.skip("SQLite serialises writers itself; the relay lock is PostgreSQL's")
+        received = await collect(stack.bus)
+        relay = stack.relay()
+        async with stack.uow() as uow:
+            uow.emit(TOPIC, "k", envelope("kept"))
+        publish = stack.bus.publish_batch
+
+        async def broker_gone(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("broker gone")
+
+        stack.bus.publish_batch = broker_gone  # type: ignore[method-assign]
+        with pytest.raises(ConnectionError):
+            await relay.publish_pending()
+        assert await self.lock_is_free(stack)
+        stack.bus.publish_batch = publish  # type: ignore[method-assign]
+        assert await relay.publish_pending() == 1
+        await until(received, "kept")
+
+
 class TestSeveralRelays:
     async def test_two_relay_replicas_publish_each_event_once_and_in_order(
         self, stack: Stack
