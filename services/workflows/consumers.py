@@ -81,8 +81,12 @@ def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscript
                 for workspace, items in by_workspace.items():
                     await handle(book, store, workspace, items)
                 await book.flush()
+
                 # The timer loop would not see the timers before the commit.
-                uow.after_commit(lambda: doors.wakeup.poke(store.earliest_timer))
+                def wake() -> None:
+                    doors.wakeup.poke(store.earliest_timer)
+
+                uow.after_commit(wake)
 
             return on_events
 

@@ -47,11 +47,13 @@ class Wakeup:
         self._event = asyncio.Event()
         self.wakes_at: datetime | None = None  # when the current sleep ends; None: awake
 
-    def poke(self, due: datetime | None) -> None:
-        if due is None:
-            return
-        if self.wakes_at is None or due < self.wakes_at:
-            self._event.set()
+    def poke(self, due: datetime | None) -> bool:
+        """A timer due at `due` was committed; True if that wakes the loop (or will end its
+        next sleep at once)."""
+        if due is None or (self.wakes_at is not None and due >= self.wakes_at):
+            return False
+        self._event.set()
+        return True
 
     def claiming(self) -> None:
         """The loop starts a claim round: what was poked so far, the round will see."""

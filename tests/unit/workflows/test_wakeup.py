@@ -46,12 +46,13 @@ class TestWakeup:
     async def test_with_no_timer_only_one_due_before_its_poll_ends_wakes_it(self) -> None:
         wakeup = Wakeup()
         wakeup.claiming()
-        sleeping = asyncio.create_task(slept(wakeup, None, longest=0.3))
-        await asyncio.sleep(0.05)
-        wakeup.poke(NOW + timedelta(seconds=30))  # the poll comes first: it reads it then
-        assert await sleeping >= 0.25
-        wakeup.claiming()
-        sleeping = asyncio.create_task(slept(wakeup, None, longest=5))
-        await asyncio.sleep(0.05)
-        wakeup.poke(NOW + timedelta(seconds=0.1))
-        assert await asyncio.wait_for(sleeping, 2) < 1
+        sleeping = asyncio.create_task(wakeup.sleep(None, NOW, 60))  # polls in a minute
+        await asyncio.sleep(0)
+        assert wakeup.wakes_at == NOW + timedelta(seconds=60)
+        # Due after the poll: the loop reads it when it wakes, no need to wake it now.
+        assert not wakeup.poke(NOW + timedelta(seconds=90))
+        assert not sleeping.done()
+        assert wakeup.poke(NOW + timedelta(seconds=30))
+        await asyncio.wait_for(sleeping, 5)
+        assert wakeup.wakes_at is None  # awake: any timer committed now is kept for the round
+        assert wakeup.poke(NOW + timedelta(days=1))
