@@ -23,6 +23,14 @@ from tests.helpers import SECRET, eventually, token
 from tests.integration.workflows.conftest import DRIP, start_driver
 
 CONTACTS = 150
+# DRIP with longer waits: a run needs 6 s at least, so the first kill (1.2 s in) finds every run
+# in flight even when the stats call behind it is slow on a loaded machine.
+CRASH_DRIP: dict[str, Any] = DRIP | {
+    "steps": [
+        step | {"duration": {"seconds": 3}} if step["type"] == "wait" else step
+        for step in DRIP["steps"]
+    ]
+}
 
 
 def serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -77,7 +85,7 @@ async def test_sigkill_mid_run_loses_nothing_and_repeats_nothing(
 
             await eventually(ready, timeout=90)
             created = await client.post(
-                "/v1/workflows", json=DRIP, params={"enabled": True}, headers=headers
+                "/v1/workflows", json=CRASH_DRIP, params={"enabled": True}, headers=headers
             )
             assert created.status_code == 201, created.text
             workflow = created.json()["id"]
