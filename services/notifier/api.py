@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from services.notifier import handlers
 from services.notifier.channels import handlers as channel_handlers
 from services.notifier.delivery.domain import STATUSES
-from services.notifier.models import Attempt, Channel, Delivery, Template
+from services.notifier.models import Attempt, Channel, Delivery, Suppression, Template
 from services.notifier.requests import handlers as intake
 from services.notifier.runtime import runtime_of
 from services.notifier.schemas import (
@@ -26,6 +26,8 @@ from services.notifier.schemas import (
     NotificationRead,
     Preview,
     PreviewIn,
+    SuppressionIn,
+    SuppressionRead,
     TemplateIn,
     TemplateRead,
     UnsubscribeResult,
@@ -353,6 +355,64 @@ async def get_notification(
         delivery = await handlers.get_notification(principal.workspace, notification_id, store)
         attempts = await store.attempts_of([delivery.id])
     return notification_read(delivery, attempts[delivery.id])
+
+
+# -- suppressions ------------------------------------------------------------------------------
+
+
+def suppression_read(email: str, row: Suppression) -> SuppressionRead:
+    return SuppressionRead(
+        email=handlers.normalised_email(email),
+        reason=row.reason,
+        detail=row.detail,
+        contact_id=row.contact_id,
+        created_at=row.created_at,
+    )
+
+
+EmailParam = Annotated[str, Query(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+
+
+@router.post("/suppressions", status_code=201)
+async def add_suppression(body: SuppressionIn, principal: Writer, ctx: Context) -> SuppressionRead:
+    """Suppress an address for marketing mail (a complaint, bounce or unsubscribe reported
+    from elsewhere); a complaint or unsubscribe also marks the contact unsubscribed."""
+    rt = runtime_of(ctx)
+    async with ctx.uow() as uow:
+        row = await handlers.add_suppression(
+            principal.workspace,
+            body.email,
+            body.reason,
+            body.detail,
+            NotifierStore(uow.session),
+            uow,
+            rt.links,
+            now(),
+        )
+        return suppression_read(body.email, row)
+
+
+@router.get("/suppressions")
+async def list_suppressions(
+    principal: Reader, ctx: Context, email: EmailParam
+) -> list[SuppressionRead]:
+    """The workspace's suppression of an address, if any (stored under a keyed hash, so
+    looked up by the address, never listed in the clear)."""
+    async with ctx.uow() as uow:
+        row = await handlers.find_suppression(
+            principal.workspace, email, NotifierStore(uow.session), runtime_of(ctx).links
+        )
+        return [] if row is None else [suppression_read(email, row)]
+
+
+@router.delete("/suppressions/{email}", status_code=204)
+async def lift_suppression(email: str, principal: Writer, ctx: Context) -> Response:
+    """Lift an address's suppression: it may get marketing mail again."""
+    async with ctx.uow() as uow:
+        await handlers.lift_suppression(
+            principal.workspace, email, NotifierStore(uow.session), runtime_of(ctx).links
+        )
+    return Response(status_code=204)
 
 
 # -- public: unsubscribe -----------------------------------------------------------------------

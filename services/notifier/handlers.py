@@ -16,7 +16,7 @@ from services.notifier.channels.domain import (
 from services.notifier.delivery.domain import (
     parse_quiet_hours,
 )
-from services.notifier.models import Delivery
+from services.notifier.models import Delivery, Suppression
 from services.notifier.schemas import WorkspaceSettingsIn
 from services.notifier.store import Store
 from shared import signed_links
@@ -57,6 +57,10 @@ class TemplateNotFound(NotFound):
 
 class NotificationNotFound(NotFound):
     code = "notification_not_found"
+
+
+class SuppressionNotFound(NotFound):
+    code = "suppression_not_found"
 
 
 class InvalidToken(DomainError):
@@ -189,6 +193,49 @@ async def unsubscribe(
     await store.suppress(workspace, claims["h"], "unsubscribed", contact_id, now)
     if contact_id:
         set_subscription(outbox, workspace, str(contact_id), "unsubscribed")
+
+
+def normalised_email(email: str) -> str:
+    """An address as notifier keys its suppressions (see `address_hash`)."""
+    return email.strip().lower()
+
+
+async def add_suppression(
+    workspace: str,
+    email: str,
+    reason: str,
+    detail: str | None,
+    store: Store,
+    outbox: Outbox,
+    links: Links,
+    now: datetime,
+) -> Suppression:
+    """Record an address that gets no more marketing mail (idempotent: the latest reason
+    wins). A complaint or an unsubscribe also tells contacts, as the one-click unsubscribe
+    does, for each contact whose own address it is."""
+    address = normalised_email(email)
+    hashed = address_hash(links.hash_key, address)
+    contact_ids = await store.contact_ids_by_email(workspace, address)
+    contact_id = contact_ids[0] if len(contact_ids) == 1 else None
+    await store.suppress(workspace, hashed, reason, contact_id, now, detail)
+    if reason in ("complained", "unsubscribed"):
+        for cid in contact_ids:
+            set_subscription(outbox, workspace, cid, "unsubscribed")
+    found = await store.suppression(workspace, hashed)
+    assert found is not None  # written just above, in this unit of work
+    return found
+
+
+async def find_suppression(
+    workspace: str, email: str, store: Store, links: Links
+) -> Suppression | None:
+    return await store.suppression(workspace, address_hash(links.hash_key, email))
+
+
+async def lift_suppression(workspace: str, email: str, store: Store, links: Links) -> None:
+    """The address may get marketing mail again (a person who subscribed again)."""
+    if not await store.lift_suppression(workspace, address_hash(links.hash_key, email)):
+        raise SuppressionNotFound("no suppression of this address")
 
 
 def check_unsubscribe_token(token: str, links: Links) -> bool:

@@ -155,4 +155,6 @@ class Suppression(Base):
     address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(20))
     contact_id: Mapped[str | None] = mapped_column(String(64))
+    # What the reporter said (a feedback-loop report's id, a bounce text); never the address.
+    detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -139,3 +139,25 @@ class WorkspaceSettingsIn(_In):
 
 class UnsubscribeResult(BaseModel):
     status: Literal["unsubscribed"]
+
+
+SuppressionReason = Literal["complained", "bounced", "unsubscribed"]
+# One address, no spaces, something on both sides of a single `@` (as notifier mails it).
+EMAIL = r"^[^@\s]+@[^@\s]+$"
+
+
+class SuppressionIn(_In):
+    """An address that must get no marketing mail, e.g. from a mailbox provider's complaint
+    (feedback-loop) report; recorded again, it is the same suppression."""
+
+    email: str = Field(min_length=3, max_length=320, pattern=EMAIL)
+    reason: SuppressionReason
+    detail: str | None = Field(default=None, max_length=1000)
+
+
+class SuppressionRead(BaseModel):
+    email: str  # as normalised: trimmed, lower-cased
+    reason: str
+    detail: str | None
+    contact_id: str | None
+    created_at: UtcDateTime

@@ -162,8 +162,17 @@ class Store(Protocol):
     async def erase_projection(self, workspace: str, contact_id: str) -> None: ...
     async def suppressions(self, workspace: str, hashes: Sequence[str]) -> dict[str, str]: ...
     async def suppress(
-        self, workspace: str, address_hash: str, reason: str, contact_id: str | None, now: datetime
+        self,
+        workspace: str,
+        address_hash: str,
+        reason: str,
+        contact_id: str | None,
+        now: datetime,
+        detail: str | None = None,
     ) -> None: ...
+    async def suppression(self, workspace: str, address_hash: str) -> Suppression | None: ...
+    async def lift_suppression(self, workspace: str, address_hash: str) -> bool: ...
+    async def contact_ids_by_email(self, workspace: str, email: str) -> list[str]: ...
     async def marketing_sent_since(
         self, workspace: str, contact_ids: Sequence[str], since: datetime
     ) -> dict[str, int]: ...
@@ -387,20 +396,50 @@ class NotifierStore:
         return {row.address_hash: row.reason for row in await self.session.execute(query)}
 
     async def suppress(
-        self, workspace: str, address_hash: str, reason: str, contact_id: str | None, now: datetime
+        self,
+        workspace: str,
+        address_hash: str,
+        reason: str,
+        contact_id: str | None,
+        now: datetime,
+        detail: str | None = None,
     ) -> None:
         stmt = self._insert(Suppression.__table__).values(
             workspace=workspace,
             address_hash=address_hash,
             reason=reason,
             contact_id=contact_id,
+            detail=detail,
             created_at=now,
         )
+        changes: dict[str, Any] = {"reason": stmt.excluded.reason}
+        if contact_id is not None:
+            changes["contact_id"] = stmt.excluded.contact_id
+        if detail is not None:
+            changes["detail"] = stmt.excluded.detail
         stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace", "address_hash"],
-            set_={"reason": stmt.excluded.reason},
+            index_elements=["workspace", "address_hash"], set_=changes
         )
         await self.session.execute(stmt)
+
+    async def suppression(self, workspace: str, address_hash: str) -> Suppression | None:
+        return await self.session.get(Suppression, (workspace, address_hash))
+
+    async def lift_suppression(self, workspace: str, address_hash: str) -> bool:
+        result = await self.session.execute(
+            delete(Suppression).where(
+                Suppression.workspace == workspace, Suppression.address_hash == address_hash
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def contact_ids_by_email(self, workspace: str, email: str) -> list[str]:
+        """Contacts of the projection whose own address this is (lower-cased, trimmed)."""
+        query = select(ContactView.id).where(
+            ContactView.workspace == workspace,
+            func.lower(func.trim(ContactView.snapshot["email"].as_string())) == email,
+        )
+        return list((await self.session.execute(query)).scalars())
 
     async def marketing_sent_since(
         self, workspace: str, contact_ids: Sequence[str], since: datetime
