@@ -169,6 +169,17 @@ async def test_requests_on_kafka_are_delivered_once_with_outcomes_published(
         assert mail.message["Subject"] == "Hi Grace"
         log = await client.get("/v1/notifications", params={"status": "sent"}, headers=headers)
         assert len(log.json()["items"]) == 11
+        # A complaint names the contact whose own address it is (the JSONB projection), and is
+        # lifted again.
+        email = str(contact.email)
+        complaint = {"email": email.upper(), "reason": "complained"}
+        added = await client.post("/v1/suppressions", json=complaint, headers=headers)
+        assert added.status_code == 201, added.text
+        assert (added.json()["email"], added.json()["contact_id"]) == (email, contact.id)
+        found = await client.get("/v1/suppressions", params={"email": email}, headers=headers)
+        assert [s["reason"] for s in found.json()] == ["complained"]
+        lifted = await client.delete(f"/v1/suppressions/{email}", headers=headers)
+        assert lifted.status_code == 204, lifted.text
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
