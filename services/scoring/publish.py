@@ -9,12 +9,11 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from services.scoring.scores import domain as scores
 from services.scoring.scores.domain import Crossing
 from services.scoring.store import Outbox
 from shared.events import topics
+from shared.events.envelope import encode_envelope
 from shared.events.scores import ChurnRiskChanged, ScoreChanged, ScoreThresholdCrossed
 from shared.ids import event_id
 from shared.logs import correlation_id_var
@@ -51,31 +50,22 @@ def _emit(
     contact_id: str,
     correlationid: str | None,
 ) -> None:
-    """Encode one score event as `PreparedEnvelope.prepare(...).to_bytes()` would (attributes
-    in the envelope's order, `None` left out, times with `Z`) and queue it in the outbox."""
+    """Encode one score event as `PreparedEnvelope.prepare(...).to_bytes()` would and queue it
+    in the outbox."""
     correlationid = correlationid or correlation_id_var.get() or event_id()
     eid = next(event_ids)
-    document: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": eid,
-        "source": SOURCE,
-        "type": event_type,
-        "subject": contact_id,
-        "time": datetime.now(UTC),
-        "datacontenttype": "application/json",
-        "data": data,
-        "workspace": workspace,
-        "correlationid": correlationid,
-    }
-    traceparent = traceparent_for(correlationid)
-    if traceparent is not None:
-        document["traceparent"] = traceparent
-    outbox.emit_encoded(
-        topics.SCORES,
-        topics.contact_key(workspace, contact_id),
-        eid,
-        orjson.dumps(document, option=orjson.OPT_UTC_Z),
+    payload = encode_envelope(
+        event_type,
+        data,
+        event_id=eid,
+        source=SOURCE,
+        workspace=workspace,
+        subject=contact_id,
+        correlationid=correlationid,
+        time=datetime.now(UTC),
+        traceparent=traceparent_for(correlationid),
     )
+    outbox.emit_encoded(topics.SCORES, topics.contact_key(workspace, contact_id), eid, payload)
 
 
 def publish_score_changed(

@@ -184,3 +184,35 @@ class PreparedEnvelope(Envelope):
             correlationid=correlationid,
             traceparent=traceparent or traceparent_for(correlationid),
         )
+
+
+def encode_envelope(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    event_id: str,
+    source: str,
+    workspace: str,
+    subject: str,
+    correlationid: str,
+    time: datetime,
+    traceparent: str | None,
+) -> bytes:
+    """The bytes `PreparedEnvelope.prepare(...).to_bytes()` gives for these values (the
+    envelope's attributes in its order, `None` left out), without building the envelope: for
+    the services' hottest emits (run events, score events)."""
+    document: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "subject": subject,
+        "time": time,
+        "datacontenttype": "application/json",
+        "data": data,
+        "workspace": workspace,
+        "correlationid": correlationid,
+    }
+    if traceparent is not None:
+        document["traceparent"] = traceparent
+    return orjson.dumps(document, option=orjson.OPT_UTC_Z)

@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
-
 from services.workflows.definitions.domain import WorkflowDocument
 from services.workflows.engine import domain
 from services.workflows.store import DueTimer, RunWrites
 from shared.events import topics
-from shared.events.envelope import new_id
+from shared.events.envelope import encode_envelope, new_id
 from shared.events.workflows import ContactEnrolled, RunEnded, RunWaiting, StepCompleted
 from shared.tracing import traceparent_for
 
@@ -438,6 +436,7 @@ class RunBook:
             event_type,
             data,
             event_id=event_id,
+            source=SOURCE,
             workspace=workspace,
             subject=contact_id,
             correlationid=correlation,
@@ -466,36 +465,6 @@ class RunBook:
         self._claimed.difference_update(v["id"] for v in put)  # they exist again
         self._new, self._saved, self._steps, self._timers, self._effects = {}, {}, [], {}, []
         self._contacts = {}
-
-
-def encode_envelope(
-    event_type: str,
-    data: dict[str, Any],
-    *,
-    event_id: str,
-    workspace: str,
-    subject: str,
-    correlationid: str,
-    time: datetime,
-    traceparent: str | None,
-) -> bytes:
-    """The bytes `PreparedEnvelope.prepare(...).to_bytes()` gives for these values (the
-    envelope's attributes in its order, `None` left out), without building the envelope."""
-    document: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": SOURCE,
-        "type": event_type,
-        "subject": subject,
-        "time": time,
-        "datacontenttype": "application/json",
-        "data": data,
-        "workspace": workspace,
-        "correlationid": correlationid,
-    }
-    if traceparent is not None:
-        document["traceparent"] = traceparent
-    return orjson.dumps(document, option=orjson.OPT_UTC_Z)
 
 
 def _ids(row: Mapping[str, Any]) -> dict[str, Any]:

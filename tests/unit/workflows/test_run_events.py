@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime
 
 from services.workflows.engine.domain import EFFECT_NAMESPACE, effect_id
-from services.workflows.engine.handlers import SOURCE, encode_envelope
-from shared.events.envelope import Envelope, PreparedEnvelope
+from services.workflows.engine.handlers import SOURCE
+from shared.events.envelope import Envelope, PreparedEnvelope, encode_envelope
 
 
 class TestEncodeEnvelope:
@@ -31,6 +31,7 @@ class TestEncodeEnvelope:
                 "workflow.step_completed",
                 data,
                 event_id="ev-1",
+                source=SOURCE,
                 workspace="ws",
                 subject="c1",
                 correlationid="corr",
