@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import db
 from shared.auth import issue_token
+from shared.migrations import upgrade
 from shared.settings import Settings
 
 SECRET = "test-secret-not-for-production-0123456789"
+# The parameters of a store test that runs on both databases (PostgreSQL only when asked).
+BOTH_DATABASES: list[Any] = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 def embedded_settings(
@@ -67,3 +75,22 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60) 
     async with asyncio.timeout(timeout):
         while not await check():
             await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def migrated_engine(
+    request: pytest.FixtureRequest, migrations: Path, folder: Path, name: str
+) -> AsyncIterator[AsyncEngine]:
+    """A service's migrated database for a fixture parametrised by `BOTH_DATABASES`: a SQLite
+    file in `folder`, or a schema of its own on the session's PostgreSQL."""
+    if request.param == "postgres":
+        schema: str | None = f"{name}{uuid.uuid4().hex[:10]}"
+        engine = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
+    else:
+        schema = None
+        engine = db.create_engine(f"sqlite+aiosqlite:///{folder / f'{name}.db'}")
+    await upgrade(engine, migrations, schema)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

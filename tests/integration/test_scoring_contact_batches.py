@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +22,8 @@ from services.scoring.store import SqlStore
 from shared import db
 from shared.events.contacts import ContactDeleted, ContactMerged, ContactSnapshot
 from shared.events.envelope import Envelope
-from shared.migrations import upgrade
 from shared.uow import UnitOfWork
-from tests.conftest import unique
+from tests.helpers import BOTH_DATABASES, migrated_engine
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SPEC = build_spec()
@@ -87,19 +87,10 @@ class Database:
             }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Database]:
-    if request.param == "postgres":
-        schema: str | None = unique("scb")
-        engine = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
-    else:
-        schema = None
-        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/scoring.db")
-    await upgrade(engine, SPEC.migrations, schema)
-    try:
+@pytest.fixture(params=BOTH_DATABASES)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with migrated_engine(request, SPEC.migrations, tmp_path, "scb") as engine:
         yield Database(engine)
-    finally:
-        await engine.dispose()
 
 
 def snapshot(contact_id: str, **fields: Any) -> ContactSnapshot:

@@ -32,10 +32,16 @@ from shared.events.contact_commands import AddTag, SetLifecycle
 from shared.events.contacts import ContactCreated, ContactUpdated, parse_contact_event
 from shared.events.envelope import Envelope
 from shared.events.ingest import LeadCaptured
-from shared.migrations import upgrade
 from shared.uow import UnitOfWork
 from tests.conftest import unique
-from tests.helpers import distributed_settings, eventually, running, token
+from tests.helpers import (
+    BOTH_DATABASES,
+    distributed_settings,
+    eventually,
+    migrated_engine,
+    running,
+    token,
+)
 from tests.integration.contacts.test_contact_events_on_kafka import read_all
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -49,23 +55,13 @@ class Database:
         return UnitOfWork(db.sessionmaker(self.engine), SPEC.outbox, SPEC.inbox)
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], scope="class"
-)
+@pytest.fixture(params=BOTH_DATABASES, scope="class")
 async def database(
-    request: pytest.FixtureRequest, tmp_path_factory: Any
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Database]:
-    if request.param == "postgres":
-        schema = unique("cseg")
-        engine = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
-    else:
-        schema = None
-        engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('seg')}/c.db")
-    await upgrade(engine, SPEC.migrations, schema)
-    try:
+    folder = tmp_path_factory.mktemp("seg")
+    async with migrated_engine(request, SPEC.migrations, folder, "cseg") as engine:
         yield Database(engine)
-    finally:
-        await engine.dispose()
 
 
 PEOPLE: dict[str, dict[str, Any]] = {

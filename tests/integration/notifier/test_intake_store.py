@@ -19,25 +19,15 @@ from services.notifier.requests.handlers import Request, _new_row
 from services.notifier.store import NotifierStore
 from shared import db
 from shared.events.notifications import NotificationRequested
-from shared.migrations import upgrade
-from tests.conftest import unique
+from tests.helpers import BOTH_DATABASES, migrated_engine
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BOTH_DATABASES)
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "postgres":
-        schema: str | None = unique("nin")
-        made = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
-    else:
-        schema = None
-        made = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'n.db'}")
-    await upgrade(made, SPEC.migrations, schema)
-    try:
+    async with migrated_engine(request, SPEC.migrations, tmp_path, "nin") as made:
         yield made
-    finally:
-        await made.dispose()
 
 
 def channel(ident: str, name: str, workspace: str = "ws") -> Channel:

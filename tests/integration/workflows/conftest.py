@@ -15,14 +15,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.workflows.main import SPEC
-from shared import db
 from shared.bus import Subscription
 from shared.bus.kafka import KafkaBus
 from shared.events import topics
 from shared.events.contacts import ContactCreated, ContactSnapshot
 from shared.events.envelope import Envelope, EventPayload
-from shared.migrations import upgrade
-from tests.conftest import unique
+from tests.helpers import BOTH_DATABASES, migrated_engine
 
 DRIP: dict[str, Any] = {
     "name": "Drip",
@@ -113,16 +111,7 @@ async def start_driver(bootstrap: str, prefix: str, workspace: str) -> tuple[Dri
     return driver, reader
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BOTH_DATABASES)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "postgres":
-        schema: str | None = unique("wsub")
-        made = db.create_engine(request.getfixturevalue("postgres_url"), schema=schema)
-    else:
-        schema = None
-        made = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'wf.db'}")
-    await upgrade(made, SPEC.migrations, schema)
-    try:
+    async with migrated_engine(request, SPEC.migrations, tmp_path, "wsub") as made:
         yield made
-    finally:
-        await made.dispose()
