@@ -79,6 +79,17 @@ def problems_error(problems: Sequence[ConfigProblem], message: str) -> InvalidIn
     )
 
 
+def outcome_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What every outcome event (sent, failed, suppressed) says of its delivery."""
+    return {
+        "notification_id": row["id"],
+        "idempotency_key": row["idempotency_key"],
+        "contact_id": row["contact_id"],
+        "channel": row["channel"],
+        "kind": row["kind"],
+    }
+
+
 def emit_outcome(
     outbox: Outbox,
     workspace: str,

@@ -22,6 +22,7 @@ from services.notifier.handlers import (
     Links,
     Outbox,
     emit_outcome,
+    outcome_fields,
     set_subscription,
 )
 from services.notifier.store import Store
@@ -117,13 +118,7 @@ async def record_results(
 
 
 def _emit_done(outbox: Outbox, row: Mapping[str, Any], change: Mapping[str, Any]) -> None:
-    common = {
-        "notification_id": row["id"],
-        "idempotency_key": row["idempotency_key"],
-        "contact_id": row["contact_id"],
-        "channel": row["channel"],
-        "kind": row["kind"],
-    }
+    common = outcome_fields(row)
     key = row["contact_id"] or row["idempotency_key"]
     if change["status"] == "sent":
         payload: EventPayload = NotificationSent(

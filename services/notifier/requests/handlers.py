@@ -24,6 +24,7 @@ from services.notifier.handlers import (
     Outbox,
     emit_outcome,
     new_id,
+    outcome_fields,
     owner_of,
 )
 from services.notifier.models import Channel
@@ -422,13 +423,7 @@ def _tracked(
 
 def _emit_final(outbox: Outbox, row: Mapping[str, Any]) -> None:
     """The outcome event of a delivery that ended without an attempt (failed, suppressed)."""
-    common = {
-        "notification_id": row["id"],
-        "idempotency_key": row["idempotency_key"],
-        "contact_id": row["contact_id"],
-        "channel": row["channel"],
-        "kind": row["kind"],
-    }
+    common = outcome_fields(row)
     key = row["contact_id"] or row["idempotency_key"]
     if row["status"] == "failed":
         OUTCOMES.labels(row["kind"], "failed").inc()
