@@ -38,8 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.infra import infrastructure
 from services.workflows.engine.timers import RECENT_LATENESS
 from services.workflows.main import build_spec
+from services.workflows.rows import CONTACTS, ENROLLMENTS, TIMERS
 from services.workflows.settings import WorkflowsSettings
-from services.workflows.store import CONTACTS, ENROLLMENTS, TIMERS
 from shared import db, metrics
 from shared.app import create_app
 from shared.auth import issue_token

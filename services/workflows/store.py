@@ -1,27 +1,16 @@
-"""Repositories of the workflows service: the only module that builds queries.
-
-Runs are read and written as plain rows in bulk (one statement per kind of write per
-transaction), because a polled batch of events or a batch of due timers touches hundreds of
-runs at once.
+"""Repositories of the workflows service: definitions, the contact projection, form
+submissions and a person's rows (export, merge, erasure). The runs part (runs, history,
+timers, effects) is `runs/store.py`; what both share is `rows.py`. Only these build queries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import (
-    Column,
-    ColumnElement,
-    Table,
-    TextClause,
     and_,
-    any_,
-    bindparam,
     delete,
     func,
     select,
@@ -29,44 +18,29 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects import sqlite
 
 from services.workflows.models import (
-    ContactView,
-    Enrollment,
-    SentEffect,
-    StepRun,
-    Submission,
-    Timer,
     Workflow,
     WorkflowVersion,
     erasures,
 )
-from shared import erasure
-from shared.db import insert_json_rows, insert_rows, update_json_rows
-
-ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
-STEPS: Table = StepRun.__table__  # type: ignore[assignment]
-TIMERS: Table = Timer.__table__  # type: ignore[assignment]
-CONTACTS: Table = ContactView.__table__  # type: ignore[assignment]
-EFFECTS: Table = SentEffect.__table__  # type: ignore[assignment]
-WORKFLOWS: Table = Workflow.__table__  # type: ignore[assignment]
-VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[assignment]
-SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
-RUN_STATE = (
-    "status",
-    "step",
-    "outcomes",
-    "seq",
-    "attempt",
-    "wait_event",
-    "wait_until",
-    "error",
-    "updated_at",
-    "ended_at",
+from services.workflows.rows import (
+    CONTACTS,
+    EFFECTS,
+    ENROLLMENTS,
+    STEPS,
+    SUBMISSIONS,
+    TIMERS,
+    VERSIONS,
+    WORKFLOWS,
 )
-ENDED = ("completed", "goal_met", "exited", "failed")
+from services.workflows.runs.store import ENDED as ENDED
+from services.workflows.runs.store import RUN_STATE as RUN_STATE
+from services.workflows.runs.store import DueTimer as DueTimer
+from services.workflows.runs.store import RunsStore
+from services.workflows.runs.store import RunWrites as RunWrites
+from shared import erasure
 
 # (submission id, form id, contact id): one side of a form submission, the other side None.
 SubmissionHalf = tuple[str, str | None, str | None]
@@ -86,150 +60,9 @@ _PAIR_SUBMISSIONS = text(
 )
 
 
-@dataclass(frozen=True)
-class RunWrites:
-    """Everything a run book's transaction writes, at once (see `write_runs`)."""
-
-    new_runs: Sequence[Mapping[str, Any]] = ()
-    saved_runs: Sequence[Mapping[str, Any]] = ()  # `id` plus the RUN_STATE columns
-    steps: Sequence[Mapping[str, Any]] = ()
-    gone_timers: Sequence[str] = ()
-    timers: Sequence[Mapping[str, Any]] = ()  # put, or moved when their id exists
-    effects: Sequence[Mapping[str, Any]] = ()
-    contacts: Sequence[Mapping[str, Any]] = ()  # projection rows, one per contact
-
-
-def _json_rows(table: Table, param: str) -> str:
-    return f'json_populate_recordset(NULL::"{table.name}", CAST(:{param} AS json))'
-
-
-def _insert_sql(table: Table, param: str, tail: str = "") -> str:
-    """Insert the JSON document `param`'s rows (every column but a generated `id`)."""
-    names = ", ".join(
-        f'"{c.name}"' for c in table.c if not (c.name == "id" and c.autoincrement is True)
-    )
-    return (
-        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_json_rows(table, param)}{tail}'
-    )
-
-
-_PROJECTION = ("email", "data", "merged_into", "updated_at")
-_TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
-# Each kind of write of `RunWrites`, as one SQL statement over its own parameter.
-_RUN_WRITES: dict[str, str] = {
-    "new_runs": _insert_sql(ENROLLMENTS, "new_runs"),
-    "saved_runs": (
-        "UPDATE enrollments AS t SET "
-        + ", ".join(f'"{n}" = v."{n}"' for n in RUN_STATE)
-        + f" FROM {_json_rows(ENROLLMENTS, 'saved_runs')} AS v WHERE t.id = v.id"
-    ),
-    "steps": _insert_sql(STEPS, "steps"),
-    "gone_timers": "DELETE FROM timers WHERE id = ANY(CAST(:gone_timers AS varchar[]))",
-    "timers": _insert_sql(
-        TIMERS,
-        "timers",
-        " ON CONFLICT (id) DO UPDATE SET "
-        + ", ".join(f'"{n}" = excluded."{n}"' for n in _TIMER_MOVES),
-    ),
-    "effects": _insert_sql(EFFECTS, "effects", " ON CONFLICT DO NOTHING"),
-    "contacts": _insert_sql(
-        CONTACTS,
-        "contacts",
-        " ON CONFLICT (workspace, id) DO UPDATE SET "
-        + ", ".join(f'"{n}" = excluded."{n}"' for n in _PROJECTION),
-    ),
-}
-
-
-@cache
-def _run_writes(kinds: tuple[str, ...]) -> TextClause:
-    """The statement writing these kinds at once: all but the last as data-modifying CTEs,
-    which PostgreSQL runs exactly once each, atomically with the rest."""
-    *first, last = (_RUN_WRITES[k] for k in kinds)
-    if not first:
-        return text(last)
-    return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)
-
-
-def _latest(
-    rows: Iterable[Sequence[Any]],
-) -> dict[tuple[str, str], tuple[datetime, bool]]:
-    """From (workflow, contact, enrolled_at, status) rows: each pair's latest run's start and
-    whether it ended (an open run counts over any ended one)."""
-    latest: dict[tuple[str, str], tuple[datetime, bool]] = {}
-    for wf, cid, at, status in rows:
-        key = (wf, cid)
-        if key not in latest or latest[key][0] < at or status not in ENDED:
-            if key in latest and not latest[key][1] and status in ENDED:
-                continue
-            latest[key] = (at, status in ENDED)
-    return latest
-
-
-@dataclass(frozen=True)
-class DueTimer:
-    id: str
-    workspace: str
-    kind: str
-    due_at: datetime
-    contact_id: str
-    enrollment_id: str | None
-    workflow_id: str | None
-    step: str | None
-    failures: int
-
-
-class WorkflowsStore:
-    """Queries over this service's tables, in the caller's transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        # The earliest timer this transaction scheduled: the door wakes the timer loop with it.
-        self.earliest_timer: datetime | None = None
-
-    @property
-    def postgres(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
-
-    def _insert(self, table: Table) -> Any:
-        return postgresql.insert(table) if self.postgres else sqlite.insert(table)
-
-    def _among(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
-        """`column IN values`; on PostgreSQL `= ANY(<one array>)`: one statement text for
-        every batch size (cached and prepared once), not a parameter per value."""
-        if self.postgres:
-            return column == any_(
-                bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
-            )
-        return column.in_(values)
-
-    async def _upsert(
-        self,
-        table: Table,
-        rows: Sequence[Mapping[str, Any]],
-        key: Sequence[str],
-        update: Sequence[str],
-    ) -> None:
-        """Insert whole rows, or set `update` on the rows already holding their `key`. On
-        PostgreSQL the batch travels as one JSON document (`json_populate_recordset`, typed by
-        the table), like `shared.db.insert_json_rows`."""
-        if not self.postgres:
-            stmt = self._insert(table)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c[k] for k in key], set_={n: stmt.excluded[n] for n in update}
-            )
-            await self.session.execute(stmt, list(rows))
-            return
-        names = ", ".join(f'"{n}"' for n in rows[0])
-        sets = ", ".join(f'"{n}" = excluded."{n}"' for n in update)
-        keys = ", ".join(f'"{k}"' for k in key)
-        sql = (
-            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM '
-            f'json_populate_recordset(NULL::"{table.name}", CAST(:rows AS json)) '
-            f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
-        )
-        document = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
-        await self.session.execute(text(sql), {"rows": document})
+class WorkflowsStore(RunsStore):
+    """Queries over this service's tables, in the caller's transaction (the runs part in
+    `runs/store.py`)."""
 
     # --- workflows ----------------------------------------------------------------------------
 
@@ -327,14 +160,6 @@ class WorkflowsStore:
             found.setdefault(email, contact_id)
         return found
 
-    async def save_contacts(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Upsert projection rows (workspace, id, email, data, merged_into, updated_at)."""
-        if not rows:
-            return
-        # One row per contact: a statement may not update the same row twice.
-        unique = list({(r["workspace"], r["id"]): r for r in rows}.values())
-        await self._upsert(CONTACTS, unique, ("workspace", "id"), _PROJECTION)
-
     async def contact_ids(
         self, workspace: str, after: str | None, limit: int
     ) -> list[tuple[str, dict[str, Any]]]:
@@ -344,243 +169,6 @@ class WorkflowsStore:
             query = query.where(c.id > after)
         query = query.order_by(c.id).limit(limit)
         return [(r[0], r[1]) for r in (await self.session.execute(query)).all()]
-
-    # --- runs ---------------------------------------------------------------------------------
-
-    async def write_runs(self, writes: RunWrites) -> None:
-        """Write runs, history, timers, effects and contact projection rows: on PostgreSQL in
-        one statement (one round trip, one JSON document per kind), elsewhere one statement
-        per kind."""
-        if not self.postgres:
-            await self.add_runs(writes.new_runs)
-            await self.save_runs(writes.saved_runs)
-            await self.add_steps(writes.steps)
-            await self.delete_timers(writes.gone_timers)
-            await self.put_timers(writes.timers)
-            await self.add_effects(writes.effects)
-            await self.save_contacts(writes.contacts)
-            return
-        params: dict[str, Any] = {}
-        for kind in _RUN_WRITES:
-            rows: Sequence[Any] = getattr(writes, kind)
-            if not rows:
-                continue
-            if kind == "gone_timers":
-                params[kind] = list(set(rows))
-                continue
-            if kind == "saved_runs":
-                rows = [{"id": r["id"], **{n: r[n] for n in RUN_STATE}} for r in rows]
-            elif kind == "timers":
-                rows = list({r["id"]: r for r in rows}.values())
-                self._note_timers(rows)
-            params[kind] = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
-        if params:
-            await self.session.execute(_run_writes(tuple(params)), params)
-
-    async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        await insert_json_rows(self.session, ENROLLMENTS, rows)
-
-    async def save_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Write back the state of runs (`id` plus the RUN_STATE columns)."""
-        await update_json_rows(
-            self.session,
-            ENROLLMENTS,
-            [{"id": r["id"], **{n: r[n] for n in RUN_STATE}} for r in rows],
-        )
-
-    async def runs(
-        self, workspace: str | None, ids: Iterable[str], lock: bool = False
-    ) -> dict[str, dict[str, Any]]:
-        wanted = list(set(ids))
-        if not wanted:
-            return {}
-        query = select(ENROLLMENTS).where(self._among(ENROLLMENTS.c.id, wanted))
-        if workspace is not None:
-            query = query.where(ENROLLMENTS.c.workspace == workspace)
-        if lock and self.postgres:
-            query = query.with_for_update()
-        return {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
-
-    async def open_runs(
-        self, workspace: str, contact_ids: Iterable[str], lock: bool = False
-    ) -> list[dict[str, Any]]:
-        """Runs not ended of the contacts (active or waiting)."""
-        wanted = list(set(contact_ids))
-        if not wanted:
-            return []
-        e = ENROLLMENTS.c
-        query = select(ENROLLMENTS).where(
-            e.workspace == workspace,
-            self._among(e.contact_id, wanted),
-            e.status.in_(("active", "waiting")),
-        )
-        if lock and self.postgres:
-            query = query.with_for_update()
-        return [dict(r) for r in (await self.session.execute(query)).mappings()]
-
-    async def last_runs(
-        self, workspace: str, pairs: Iterable[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[datetime, bool]]:
-        """For (workflow, contact) pairs: the latest run's start and whether it ended."""
-        wanted = list(set(pairs))
-        if not wanted:
-            return {}
-        e = ENROLLMENTS.c
-        query = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status).where(
-            e.workspace == workspace, self._pairs(wanted)
-        )
-        return _latest((await self.session.execute(query)).all())
-
-    async def runs_of_facts(
-        self, workspace: str, contact_ids: Iterable[str], pairs: Iterable[tuple[str, str]]
-    ) -> tuple[dict[tuple[str, str], tuple[datetime, bool]], list[dict[str, Any]]]:
-        """`last_runs(pairs)` and `open_runs(contact_ids, lock=True)` in one locked read (the
-        runs of the pairs, ended ones too, are locked with the open ones)."""
-        wanted = list(set(pairs))
-        if not wanted:
-            return {}, await self.open_runs(workspace, contact_ids, lock=True)
-        ids = list(set(contact_ids))
-        e = ENROLLMENTS.c
-        query = select(ENROLLMENTS).where(
-            e.workspace == workspace,
-            (self._among(e.contact_id, ids) & e.status.in_(("active", "waiting")))
-            | self._pairs(wanted),
-        )
-        if self.postgres:
-            query = query.with_for_update()
-        rows = [dict(r) for r in (await self.session.execute(query)).mappings()]
-        asked, known = set(wanted), set(ids)
-        last = _latest(
-            (r["workflow_id"], r["contact_id"], r["enrolled_at"], r["status"])
-            for r in rows
-            if (r["workflow_id"], r["contact_id"]) in asked
-        )
-        still_open = [
-            r for r in rows if r["status"] in ("active", "waiting") and r["contact_id"] in known
-        ]
-        return last, still_open
-
-    def _pairs(self, pairs: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
-        """`(workflow_id, contact_id) IN pairs`; on PostgreSQL the pairs as two arrays, one
-        statement text for every batch size."""
-        e = ENROLLMENTS.c
-        if not self.postgres:
-            return tuple_(e.workflow_id, e.contact_id).in_(pairs)
-        listed = select(
-            func.unnest(
-                bindparam("wfs", [w for w, _ in pairs], type_=postgresql.ARRAY(e.workflow_id.type))
-            ).label("w"),
-            func.unnest(
-                bindparam("cids", [c for _, c in pairs], type_=postgresql.ARRAY(e.contact_id.type))
-            ).label("c"),
-        )
-        return tuple_(e.workflow_id, e.contact_id).in_(listed)
-
-    async def run_page(
-        self, workspace: str, workflow_id: str, status: str | None, after: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        e = ENROLLMENTS.c
-        query = select(ENROLLMENTS).where(e.workspace == workspace, e.workflow_id == workflow_id)
-        if status:
-            query = query.where(e.status == status)
-        if after:
-            query = query.where(e.id < after)
-        query = query.order_by(e.id.desc()).limit(limit)
-        return [dict(r) for r in (await self.session.execute(query)).mappings()]
-
-    async def counts(
-        self, workspace: str, workflow_id: str | None = None
-    ) -> dict[str, dict[str, int]]:
-        e = ENROLLMENTS.c
-        query = select(e.workflow_id, e.status, func.count()).where(e.workspace == workspace)
-        if workflow_id:
-            query = query.where(e.workflow_id == workflow_id)
-        query = query.group_by(e.workflow_id, e.status)
-        result: dict[str, dict[str, int]] = {}
-        for wf, status, n in (await self.session.execute(query)).all():
-            result.setdefault(wf, {})[status] = n
-        return result
-
-    async def all_counts(self) -> list[tuple[str, str, str, int]]:
-        e = ENROLLMENTS.c
-        query = select(e.workspace, e.workflow_id, e.status, func.count()).group_by(
-            e.workspace, e.workflow_id, e.status
-        )
-        return [(r[0], r[1], r[2], r[3]) for r in (await self.session.execute(query)).all()]
-
-    async def add_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        await insert_rows(self.session, STEPS, rows)
-
-    async def steps(self, enrollment_id: str) -> list[dict[str, Any]]:
-        s = STEPS.c
-        query = select(STEPS).where(s.enrollment_id == enrollment_id).order_by(s.id)
-        return [dict(r) for r in (await self.session.execute(query)).mappings()]
-
-    # --- timers -------------------------------------------------------------------------------
-
-    async def put_timers(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Schedule timers; a timer with the same id is moved to the new time."""
-        if not rows:
-            return
-        unique = list({r["id"]: r for r in rows}.values())
-        await self._upsert(TIMERS, unique, ("id",), _TIMER_MOVES)
-        self._note_timers(unique)
-
-    def _note_timers(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        earliest = min(r["due_at"] for r in rows)
-        if self.earliest_timer is None or earliest < self.earliest_timer:
-            self.earliest_timer = earliest
-
-    async def delete_timers(self, ids: Iterable[str]) -> None:
-        wanted = list(set(ids))
-        if wanted:
-            await self.session.execute(delete(TIMERS).where(self._among(TIMERS.c.id, wanted)))
-
-    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
-        """Take the timers due by `now`, earliest first: deleted in this transaction (so back
-        if it rolls back), locked rows skipped, so replicas never take the same timer."""
-        t = TIMERS.c
-        due = select(t.id).where(t.due_at <= now).order_by(t.due_at).limit(limit)
-        if self.postgres:
-            due = due.with_for_update(skip_locked=True)
-        claim = delete(TIMERS).where(t.id.in_(due.scalar_subquery())).returning(*TIMERS.c)
-        rows = (await self.session.execute(claim)).mappings()
-        timers = [DueTimer(**{k: r[k] for k in DueTimer.__dataclass_fields__}) for r in rows]
-        return sorted(timers, key=lambda timer: (timer.due_at, timer.id))
-
-    async def next_due(self) -> datetime | None:
-        value: datetime | None = await self.session.scalar(select(func.min(TIMERS.c.due_at)))
-        return value
-
-    async def postpone_timers(self, ids: Sequence[str], now: datetime) -> None:
-        """Timers whose firing failed come back later (1 s, 2 s, 4 s … up to an hour)."""
-        t = TIMERS.c
-        for timer_id in ids:
-            failures = await self.session.scalar(select(t.failures).where(t.id == timer_id)) or 0
-            delay = timedelta(seconds=min(3600, 2**failures))
-            await self.session.execute(
-                update(TIMERS)
-                .where(t.id == timer_id)
-                .values(failures=failures + 1, due_at=now + delay)
-            )
-
-    async def trigger_timers_of(self, workspace: str, contact_id: str) -> list[str]:
-        t = TIMERS.c
-        query = select(t.id).where(
-            t.workspace == workspace, t.contact_id == contact_id, t.kind == "trigger"
-        )
-        return list((await self.session.execute(query)).scalars())
-
-    # --- effects ------------------------------------------------------------------------------
-
-    async def add_effects(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        await insert_json_rows(self.session, EFFECTS, rows, ignore=True)
-
-    async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None:
-        f = EFFECTS.c
-        query = select(EFFECTS).where(f.workspace == workspace, f.id == effect_id)
-        row = (await self.session.execute(query)).mappings().first()
-        return dict(row) if row else None
 
     # --- form submissions --------------------------------------------------------------------
 

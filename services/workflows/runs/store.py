@@ -1,0 +1,371 @@
+"""The runs part of the workflows store: runs, their history, timers and effects, read and
+written as plain rows in bulk (one statement per transaction on PostgreSQL), because a polled
+batch of events or a batch of due timers touches hundreds of runs at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    TextClause,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+
+from services.workflows.rows import (
+    CONTACTS,
+    EFFECTS,
+    ENROLLMENTS,
+    PROJECTION,
+    STEPS,
+    TIMERS,
+    StoreBase,
+    insert_sql,
+    json_rows,
+)
+from shared.db import insert_json_rows, insert_rows, update_json_rows
+
+RUN_STATE = (
+    "status",
+    "step",
+    "outcomes",
+    "seq",
+    "attempt",
+    "wait_event",
+    "wait_until",
+    "error",
+    "updated_at",
+    "ended_at",
+)
+ENDED = ("completed", "goal_met", "exited", "failed")
+
+
+@dataclass(frozen=True)
+class RunWrites:
+    """Everything a run book's transaction writes, at once (see `write_runs`)."""
+
+    new_runs: Sequence[Mapping[str, Any]] = ()
+    saved_runs: Sequence[Mapping[str, Any]] = ()  # `id` plus the RUN_STATE columns
+    steps: Sequence[Mapping[str, Any]] = ()
+    gone_timers: Sequence[str] = ()
+    timers: Sequence[Mapping[str, Any]] = ()  # put, or moved when their id exists
+    effects: Sequence[Mapping[str, Any]] = ()
+    contacts: Sequence[Mapping[str, Any]] = ()  # projection rows, one per contact
+
+
+_TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
+# Each kind of write of `RunWrites`, as one SQL statement over its own parameter.
+_RUN_WRITES: dict[str, str] = {
+    "new_runs": insert_sql(ENROLLMENTS, "new_runs"),
+    "saved_runs": (
+        "UPDATE enrollments AS t SET "
+        + ", ".join(f'"{n}" = v."{n}"' for n in RUN_STATE)
+        + f" FROM {json_rows(ENROLLMENTS, 'saved_runs')} AS v WHERE t.id = v.id"
+    ),
+    "steps": insert_sql(STEPS, "steps"),
+    "gone_timers": "DELETE FROM timers WHERE id = ANY(CAST(:gone_timers AS varchar[]))",
+    "timers": insert_sql(
+        TIMERS,
+        "timers",
+        " ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f'"{n}" = excluded."{n}"' for n in _TIMER_MOVES),
+    ),
+    "effects": insert_sql(EFFECTS, "effects", " ON CONFLICT DO NOTHING"),
+    "contacts": insert_sql(
+        CONTACTS,
+        "contacts",
+        " ON CONFLICT (workspace, id) DO UPDATE SET "
+        + ", ".join(f'"{n}" = excluded."{n}"' for n in PROJECTION),
+    ),
+}
+
+
+@cache
+def _run_writes(kinds: tuple[str, ...]) -> TextClause:
+    """The statement writing these kinds at once: all but the last as data-modifying CTEs,
+    which PostgreSQL runs exactly once each, atomically with the rest."""
+    *first, last = (_RUN_WRITES[k] for k in kinds)
+    if not first:
+        return text(last)
+    return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)
+
+
+def _latest(
+    rows: Iterable[Sequence[Any]],
+) -> dict[tuple[str, str], tuple[datetime, bool]]:
+    """From (workflow, contact, enrolled_at, status) rows: each pair's latest run's start and
+    whether it ended (an open run counts over any ended one)."""
+    latest: dict[tuple[str, str], tuple[datetime, bool]] = {}
+    for wf, cid, at, status in rows:
+        key = (wf, cid)
+        if key not in latest or latest[key][0] < at or status not in ENDED:
+            if key in latest and not latest[key][1] and status in ENDED:
+                continue
+            latest[key] = (at, status in ENDED)
+    return latest
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    id: str
+    workspace: str
+    kind: str
+    due_at: datetime
+    contact_id: str
+    enrollment_id: str | None
+    workflow_id: str | None
+    step: str | None
+    failures: int
+
+
+class RunsStore(StoreBase):
+    """Queries over runs, history, timers and effects, in the caller's transaction."""
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    async def write_runs(self, writes: RunWrites) -> None:
+        """Write runs, history, timers, effects and contact projection rows: on PostgreSQL in
+        one statement (one round trip, one JSON document per kind), elsewhere one statement
+        per kind."""
+        if not self.postgres:
+            await self.add_runs(writes.new_runs)
+            await self.save_runs(writes.saved_runs)
+            await self.add_steps(writes.steps)
+            await self.delete_timers(writes.gone_timers)
+            await self.put_timers(writes.timers)
+            await self.add_effects(writes.effects)
+            await self.save_contacts(writes.contacts)
+            return
+        params: dict[str, Any] = {}
+        for kind in _RUN_WRITES:
+            rows: Sequence[Any] = getattr(writes, kind)
+            if not rows:
+                continue
+            if kind == "gone_timers":
+                params[kind] = list(set(rows))
+                continue
+            if kind == "saved_runs":
+                rows = [{"id": r["id"], **{n: r[n] for n in RUN_STATE}} for r in rows]
+            elif kind == "timers":
+                rows = list({r["id"]: r for r in rows}.values())
+                self._note_timers(rows)
+            params[kind] = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
+        if params:
+            await self.session.execute(_run_writes(tuple(params)), params)
+
+    async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_json_rows(self.session, ENROLLMENTS, rows)
+
+    async def save_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write back the state of runs (`id` plus the RUN_STATE columns)."""
+        await update_json_rows(
+            self.session,
+            ENROLLMENTS,
+            [{"id": r["id"], **{n: r[n] for n in RUN_STATE}} for r in rows],
+        )
+
+    async def runs(
+        self, workspace: str | None, ids: Iterable[str], lock: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        query = select(ENROLLMENTS).where(self._among(ENROLLMENTS.c.id, wanted))
+        if workspace is not None:
+            query = query.where(ENROLLMENTS.c.workspace == workspace)
+        if lock and self.postgres:
+            query = query.with_for_update()
+        return {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
+
+    async def open_runs(
+        self, workspace: str, contact_ids: Iterable[str], lock: bool = False
+    ) -> list[dict[str, Any]]:
+        """Runs not ended of the contacts (active or waiting)."""
+        wanted = list(set(contact_ids))
+        if not wanted:
+            return []
+        e = ENROLLMENTS.c
+        query = select(ENROLLMENTS).where(
+            e.workspace == workspace,
+            self._among(e.contact_id, wanted),
+            e.status.in_(("active", "waiting")),
+        )
+        if lock and self.postgres:
+            query = query.with_for_update()
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    async def last_runs(
+        self, workspace: str, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[datetime, bool]]:
+        """For (workflow, contact) pairs: the latest run's start and whether it ended."""
+        wanted = list(set(pairs))
+        if not wanted:
+            return {}
+        e = ENROLLMENTS.c
+        query = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status).where(
+            e.workspace == workspace, self._pairs(wanted)
+        )
+        return _latest((await self.session.execute(query)).all())
+
+    async def runs_of_facts(
+        self, workspace: str, contact_ids: Iterable[str], pairs: Iterable[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], tuple[datetime, bool]], list[dict[str, Any]]]:
+        """`last_runs(pairs)` and `open_runs(contact_ids, lock=True)` in one locked read (the
+        runs of the pairs, ended ones too, are locked with the open ones)."""
+        wanted = list(set(pairs))
+        if not wanted:
+            return {}, await self.open_runs(workspace, contact_ids, lock=True)
+        ids = list(set(contact_ids))
+        e = ENROLLMENTS.c
+        query = select(ENROLLMENTS).where(
+            e.workspace == workspace,
+            (self._among(e.contact_id, ids) & e.status.in_(("active", "waiting")))
+            | self._pairs(wanted),
+        )
+        if self.postgres:
+            query = query.with_for_update()
+        rows = [dict(r) for r in (await self.session.execute(query)).mappings()]
+        asked, known = set(wanted), set(ids)
+        last = _latest(
+            (r["workflow_id"], r["contact_id"], r["enrolled_at"], r["status"])
+            for r in rows
+            if (r["workflow_id"], r["contact_id"]) in asked
+        )
+        still_open = [
+            r for r in rows if r["status"] in ("active", "waiting") and r["contact_id"] in known
+        ]
+        return last, still_open
+
+    def _pairs(self, pairs: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+        """`(workflow_id, contact_id) IN pairs`; on PostgreSQL the pairs as two arrays, one
+        statement text for every batch size."""
+        e = ENROLLMENTS.c
+        if not self.postgres:
+            return tuple_(e.workflow_id, e.contact_id).in_(pairs)
+        listed = select(
+            func.unnest(
+                bindparam("wfs", [w for w, _ in pairs], type_=postgresql.ARRAY(e.workflow_id.type))
+            ).label("w"),
+            func.unnest(
+                bindparam("cids", [c for _, c in pairs], type_=postgresql.ARRAY(e.contact_id.type))
+            ).label("c"),
+        )
+        return tuple_(e.workflow_id, e.contact_id).in_(listed)
+
+    async def run_page(
+        self, workspace: str, workflow_id: str, status: str | None, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        e = ENROLLMENTS.c
+        query = select(ENROLLMENTS).where(e.workspace == workspace, e.workflow_id == workflow_id)
+        if status:
+            query = query.where(e.status == status)
+        if after:
+            query = query.where(e.id < after)
+        query = query.order_by(e.id.desc()).limit(limit)
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    async def counts(
+        self, workspace: str, workflow_id: str | None = None
+    ) -> dict[str, dict[str, int]]:
+        e = ENROLLMENTS.c
+        query = select(e.workflow_id, e.status, func.count()).where(e.workspace == workspace)
+        if workflow_id:
+            query = query.where(e.workflow_id == workflow_id)
+        query = query.group_by(e.workflow_id, e.status)
+        result: dict[str, dict[str, int]] = {}
+        for wf, status, n in (await self.session.execute(query)).all():
+            result.setdefault(wf, {})[status] = n
+        return result
+
+    async def all_counts(self) -> list[tuple[str, str, str, int]]:
+        e = ENROLLMENTS.c
+        query = select(e.workspace, e.workflow_id, e.status, func.count()).group_by(
+            e.workspace, e.workflow_id, e.status
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in (await self.session.execute(query)).all()]
+
+    async def add_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_rows(self.session, STEPS, rows)
+
+    async def steps(self, enrollment_id: str) -> list[dict[str, Any]]:
+        s = STEPS.c
+        query = select(STEPS).where(s.enrollment_id == enrollment_id).order_by(s.id)
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    # --- timers -------------------------------------------------------------------------------
+
+    async def put_timers(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Schedule timers; a timer with the same id is moved to the new time."""
+        if not rows:
+            return
+        unique = list({r["id"]: r for r in rows}.values())
+        await self._upsert(TIMERS, unique, ("id",), _TIMER_MOVES)
+        self._note_timers(unique)
+
+    def _note_timers(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        earliest = min(r["due_at"] for r in rows)
+        if self.earliest_timer is None or earliest < self.earliest_timer:
+            self.earliest_timer = earliest
+
+    async def delete_timers(self, ids: Iterable[str]) -> None:
+        wanted = list(set(ids))
+        if wanted:
+            await self.session.execute(delete(TIMERS).where(self._among(TIMERS.c.id, wanted)))
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        """Take the timers due by `now`, earliest first: deleted in this transaction (so back
+        if it rolls back), locked rows skipped, so replicas never take the same timer."""
+        t = TIMERS.c
+        due = select(t.id).where(t.due_at <= now).order_by(t.due_at).limit(limit)
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        claim = delete(TIMERS).where(t.id.in_(due.scalar_subquery())).returning(*TIMERS.c)
+        rows = (await self.session.execute(claim)).mappings()
+        timers = [DueTimer(**{k: r[k] for k in DueTimer.__dataclass_fields__}) for r in rows]
+        return sorted(timers, key=lambda timer: (timer.due_at, timer.id))
+
+    async def next_due(self) -> datetime | None:
+        value: datetime | None = await self.session.scalar(select(func.min(TIMERS.c.due_at)))
+        return value
+
+    async def postpone_timers(self, ids: Sequence[str], now: datetime) -> None:
+        """Timers whose firing failed come back later (1 s, 2 s, 4 s … up to an hour)."""
+        t = TIMERS.c
+        for timer_id in ids:
+            failures = await self.session.scalar(select(t.failures).where(t.id == timer_id)) or 0
+            delay = timedelta(seconds=min(3600, 2**failures))
+            await self.session.execute(
+                update(TIMERS)
+                .where(t.id == timer_id)
+                .values(failures=failures + 1, due_at=now + delay)
+            )
+
+    async def trigger_timers_of(self, workspace: str, contact_id: str) -> list[str]:
+        t = TIMERS.c
+        query = select(t.id).where(
+            t.workspace == workspace, t.contact_id == contact_id, t.kind == "trigger"
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    # --- effects ------------------------------------------------------------------------------
+
+    async def add_effects(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_json_rows(self.session, EFFECTS, rows, ignore=True)
+
+    async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None:
+        f = EFFECTS.c
+        query = select(EFFECTS).where(f.workspace == workspace, f.id == effect_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return dict(row) if row else None
