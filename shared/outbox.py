@@ -175,6 +175,8 @@ class OutboxRelay:
                     await self._republish_recent()
                     republish = False
                 sent = await self.publish_pending()
+                # Commits that landed while this round ran: a stream, not a lone lead.
+                streaming = self._wake.is_set()
             except Exception:
                 log.warning("outbox relay failed, will retry", exc_info=True)
                 with contextlib.suppress(Exception):  # the database may be the one down
@@ -191,11 +193,12 @@ class OutboxRelay:
                 await self._purge_sent()
             if sent < self.batch:
                 await self._sleep(self._poll_interval(quiet))
-                # Woken by a commit while busy (the last round carried several commits' rows):
-                # let the next few commits land too, so that under a steady stream of small
-                # transactions one relay round (lock, claim, publish, commit) carries many
-                # rows. A quiet relay publishes at once: a lead's every hop waits on it.
-                if not self._stopping and self.linger_s and sent > 1:
+                # Commits kept landing while the last round ran: let a few more land, so that
+                # under a steady stream of small transactions one round (lock, read, publish,
+                # delete) carries many of them. A relay woken from rest publishes at once,
+                # however many rows the commit wrote: a lead's every hop waits on it. (Judged
+                # by rows sent, one commit of several events paid the linger on every hop.)
+                if not self._stopping and self.linger_s and streaming:
                     await asyncio.sleep(self.linger_s)
 
     def _poll_interval(self, quiet: int) -> float:
