@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     TextClause,
     bindparam,
@@ -229,13 +230,40 @@ class RunsStore(StoreBase):
             return {}, await self.open_runs(workspace, contact_ids, lock=True)
         ids = list(set(contact_ids))
         e = ENROLLMENTS.c
-        query = select(ENROLLMENTS).where(
-            e.workspace == workspace,
-            (self._among(e.contact_id, ids) & e.status.in_(("active", "waiting")))
-            | self._pairs(wanted),
-        )
-        if self.postgres:
-            query = query.with_for_update()
+        is_open = e.status.in_(("active", "waiting"))
+        if not self.postgres:
+            query = select(ENROLLMENTS).where(
+                e.workspace == workspace,
+                (e.contact_id.in_(ids) & is_open) | self._pairs(wanted),
+            )
+        else:
+            # Every row wanted is of one of these contacts, so the contacts lead: joined to
+            # the array's rows, one index probe each, with a flag for the contacts whose open
+            # runs are wanted. Tested as `contact_id = ANY(array)` in a filter instead (or in
+            # an OR), a prepared statement's generic plan (from its sixth run on, blind to the
+            # array) with a young table's stale statistics scanned every row of the workspace
+            # against every contact: ~200 ms a batch at 20,000 runs.
+            among = sorted(set(ids) | {c for _, c in wanted})
+            known = set(ids)
+            listed = (
+                func.unnest(
+                    bindparam("among", among, type_=postgresql.ARRAY(e.contact_id.type)),
+                    bindparam(
+                        "open_of", [c in known for c in among], type_=postgresql.ARRAY(Boolean)
+                    ),
+                )
+                .table_valued("id", "open_wanted")
+                .render_derived(name="k")
+            )
+            query = (
+                select(ENROLLMENTS)
+                .join(listed, e.contact_id == listed.c.id)
+                .where(
+                    e.workspace == workspace,
+                    (listed.c.open_wanted & is_open) | self._pairs(wanted),
+                )
+                .with_for_update(of=ENROLLMENTS)
+            )
         rows = [dict(r) for r in (await self.session.execute(query)).mappings()]
         asked, known = set(wanted), set(ids)
         last = _latest(
