@@ -143,6 +143,25 @@ class TestOutbox:
         await asyncio.sleep(0.3)
         assert received == ["once"]
 
+    async def test_rows_a_caller_took_to_write_itself_go_once_and_the_commit_wakes_the_relay(
+        self, stack: Stack
+    ) -> None:
+        received = await collect(stack.bus)
+        woken: list[bool] = []
+        sessions = db.sessionmaker(stack.engine)
+        async with UnitOfWork(
+            sessions, stack.outbox, stack.inbox, lambda: woken.append(True)
+        ) as uow:
+            uow.emit(TOPIC, "k", envelope("taken"))
+            taken = uow.take_pending()
+            assert uow.take_pending() == []
+            await db.insert_rows(uow.session, stack.outbox, taken)
+        assert woken == [True]  # nothing was left for the unit of work to write, yet it wakes
+        assert await stack.relay().publish_pending() == 1
+        await until(received, "taken")
+        await asyncio.sleep(0.3)
+        assert received == ["taken"]
+
     async def test_kafka_rows_go_once_published_memory_bus_rows_are_kept_a_day(
         self, stack: Stack
     ) -> None:
