@@ -125,10 +125,11 @@ class ServiceContext:
         topics: Sequence[str],
         handle: EventHandler,
         types: Collection[str] | None = None,
+        gather_ms: int = 0,
     ) -> Subscription:
         """A consumer group handling each event in turn, one transaction per polled batch;
         `types` limits it to those event types (see `Subscription.types`)."""
-        return self.batch_subscription(purpose, topics, each_in_turn(handle), types)
+        return self.batch_subscription(purpose, topics, each_in_turn(handle), types, gather_ms)
 
     def batch_subscription(
         self,
@@ -136,10 +137,12 @@ class ServiceContext:
         topics: Sequence[str],
         handle: BatchEventHandler,
         types: Collection[str] | None = None,
+        gather_ms: int = 0,
     ) -> Subscription:
         """A consumer group handing each polled batch, minus events already applied, to
         `handle` in one transaction with one inbox insert (for bulk work such as upserts);
-        `types` limits it to those event types (see `Subscription.types`)."""
+        `types` limits it to those event types (see `Subscription.types`); `gather_ms`, for
+        work off a lead's path, lets fetches wait for a larger batch (`OFF_PATH_GATHER_MS`)."""
         group = self.group(purpose)
 
         async def handler(events: Sequence[Envelope]) -> None:
@@ -157,7 +160,7 @@ class ServiceContext:
                 await checkpoint(self.engine)
 
         wanted = frozenset(types) if types is not None else None
-        return Subscription(group, tuple(topics), handler, types=wanted)
+        return Subscription(group, tuple(topics), handler, types=wanted, gather_ms=gather_ms)
 
 
 async def get_context(request: Request) -> ServiceContext:

@@ -16,7 +16,7 @@ from services.contacts.segments import handlers as segments
 from services.contacts.settings import sweep_interval
 from services.contacts.store import over, transaction
 from shared.app import ServiceContext, each_in_turn
-from shared.bus import Subscription
+from shared.bus import OFF_PATH_GATHER_MS, Subscription
 from shared.clock import Clock
 from shared.errors import DomainError
 from shared.events import topics
@@ -156,10 +156,21 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
 
         return [
             leads_subscription(ctx, clock),
-            ctx.subscription("engagement", [topics.ENGAGEMENT], on_engagement),
+            # Commands carry workflow steps (an owner to assign, a field to set): at once. The
+            # rest is beside a lead's path: timelines, scores, delivery outcomes.
             ctx.batch_subscription("commands", [topics.CONTACT_COMMANDS], on_commands),
-            ctx.batch_subscription("scores", [topics.SCORES], on_scores, SCORE_TYPES),
-            ctx.batch_subscription("notifications", [topics.NOTIFICATIONS], on_notifications),
+            ctx.subscription(
+                "engagement", [topics.ENGAGEMENT], on_engagement, gather_ms=OFF_PATH_GATHER_MS
+            ),
+            ctx.batch_subscription(
+                "scores", [topics.SCORES], on_scores, SCORE_TYPES, OFF_PATH_GATHER_MS
+            ),
+            ctx.batch_subscription(
+                "notifications",
+                [topics.NOTIFICATIONS],
+                on_notifications,
+                gather_ms=OFF_PATH_GATHER_MS,
+            ),
         ]
 
     return build

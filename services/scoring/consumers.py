@@ -12,7 +12,7 @@ from services.scoring import handlers
 from services.scoring.settings import scoring_settings
 from services.scoring.store import SqlStore
 from shared.app import ServiceContext
-from shared.bus import Subscription
+from shared.bus import OFF_PATH_GATHER_MS, Subscription
 from shared.clock import Clock
 from shared.events import topics
 from shared.events.contacts import (
@@ -114,6 +114,7 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
             await handlers.on_contact_changes(changes, SqlStore(uow.session), uow, clock())
 
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
+        # Scores come beside a lead's path, not on it: both consumers gather their batches.
         engagement = ctx.batch_subscription(
             "engagement", [topics.ENGAGEMENT], on_engagement, ENGAGEMENT_TYPES
         )
@@ -128,6 +129,7 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
                 engagement.handler,
                 decoder(ENGAGEMENT_TYPES),
                 types=engagement.types,
+                gather_ms=OFF_PATH_GATHER_MS,
             ),
             Subscription(
                 contacts.group,
@@ -135,6 +137,7 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
                 contacts.handler,
                 decoder(CONTACT_EVENT_TYPES),
                 types=contacts.types,
+                gather_ms=OFF_PATH_GATHER_MS,
             ),
         ]
 

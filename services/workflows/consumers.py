@@ -18,7 +18,7 @@ from services.workflows.store import WorkflowsStore
 from services.workflows.triggers import handlers
 from services.workflows.triggers.handlers import Incoming
 from shared.app import ServiceContext
-from shared.bus import Subscription
+from shared.bus import OFF_PATH_GATHER_MS, Subscription
 from shared.errors import InvalidInput
 from shared.events import topics
 from shared.events.contacts import CONTACT_EVENT_TYPES
@@ -95,13 +95,20 @@ def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscript
             topic: str,
             models: Mapping[str, type[EventPayload]],
             handle: TopicHandler,
+            gather_ms: int = OFF_PATH_GATHER_MS,
         ) -> Subscription:
             # Events of other types are passed over undecoded; a poll of none opens nothing.
-            return ctx.batch_subscription(purpose, [topic], batch(models, handle), types=models)
+            return ctx.batch_subscription(
+                purpose, [topic], batch(models, handle), types=models, gather_ms=gather_ms
+            )
 
         leads: dict[str, type[EventPayload]] = {LeadCaptured.event_type: LeadCaptured}
         return [
-            subscribe("contacts", topics.CONTACTS, CONTACT_EVENT_TYPES, handlers.on_contact_events),
+            # A new lead's alert goes from the contact's events: those come at once. Leads (to
+            # pair with their contacts), engagement, scores and outcomes gather a batch.
+            subscribe(
+                "contacts", topics.CONTACTS, CONTACT_EVENT_TYPES, handlers.on_contact_events, 0
+            ),
             subscribe("leads", topics.LEADS, leads, handlers.on_lead),
             subscribe("engagement", topics.ENGAGEMENT, ENGAGEMENT_TYPES, handlers.on_engagement),
             subscribe("scores", topics.SCORES, SCORE_EVENT_TYPES, handlers.on_score_event),

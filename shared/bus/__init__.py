@@ -1,6 +1,6 @@
 """The message bus: one interface, an in-process transport and a Kafka transport."""
 
-from shared.bus.base import Bus, Consumer, Record, Subscription
+from shared.bus.base import OFF_PATH_GATHER_MS, Bus, Consumer, Record, Subscription
 from shared.settings import Settings
 
 
@@ -46,4 +46,4 @@ def make_bus(settings: Settings, client_id: str = "leadwire") -> Bus:
     )
 
 
-__all__ = ["Bus", "Consumer", "Record", "Subscription", "make_bus"]
+__all__ = ["OFF_PATH_GATHER_MS", "Bus", "Consumer", "Record", "Subscription", "make_bus"]

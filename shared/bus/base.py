@@ -38,6 +38,12 @@ class Record:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# What a consumer beside a lead's path (scoring, timelines, outcomes, submission pairing) may
+# wait to gather a batch. Its work then no longer runs at the same moment as the next hop of
+# the lead that caused it, on a machine of few cores, and takes fewer, larger batches.
+OFF_PATH_GATHER_MS = 250
+
+
 @dataclass(frozen=True)
 class Subscription:
     """A consumer group (`<service>.<purpose>`) reading some topics with a batch handler.
