@@ -28,6 +28,7 @@ from services.workflows.models import (
     Timer,
     Workflow,
     WorkflowVersion,
+    outbox,
 )
 
 ENROLLMENTS: Table = Enrollment.__table__  # type: ignore[assignment]
@@ -38,6 +39,7 @@ EFFECTS: Table = SentEffect.__table__  # type: ignore[assignment]
 WORKFLOWS: Table = Workflow.__table__  # type: ignore[assignment]
 VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[assignment]
 SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
+OUTBOX: Table = outbox
 PROJECTION = ("email", "data", "merged_into", "updated_at")
 
 

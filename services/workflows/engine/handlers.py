@@ -49,6 +49,7 @@ class Store(Protocol):
 
 class Outbox(Protocol):
     def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None: ...
+    def take_pending(self) -> list[dict[str, object]]: ...
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,8 @@ class RunBook:
         )
 
     async def flush(self) -> None:
-        """Write everything this transaction did (one statement on PostgreSQL)."""
+        """Write everything this transaction did, the events queued so far in the outbox
+        included (one statement on PostgreSQL)."""
         deleted = [k for k, v in self._timers.items() if v is None and k not in self._claimed]
         put = [v for v in self._timers.values() if v is not None]
         await self.store.write_runs(
@@ -460,6 +462,7 @@ class RunBook:
                 timers=put,
                 effects=self._effects,
                 contacts=list(self._contacts.values()),
+                events=self.outbox.take_pending(),
             )
         )
         self._claimed.difference_update(v["id"] for v in put)  # they exist again

@@ -29,6 +29,7 @@ from services.workflows.rows import (
     CONTACTS,
     EFFECTS,
     ENROLLMENTS,
+    OUTBOX,
     PROJECTION,
     STEPS,
     TIMERS,
@@ -64,6 +65,7 @@ class RunWrites:
     timers: Sequence[Mapping[str, Any]] = ()  # put, or moved when their id exists
     effects: Sequence[Mapping[str, Any]] = ()
     contacts: Sequence[Mapping[str, Any]] = ()  # projection rows, one per contact
+    events: Sequence[Mapping[str, Any]] = ()  # outbox rows (`UnitOfWork.take_pending`), in order
 
 
 _TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
@@ -90,6 +92,21 @@ _RUN_WRITES: dict[str, str] = {
         " ON CONFLICT (workspace, id) DO UPDATE SET "
         + ", ".join(f'"{n}" = excluded."{n}"' for n in PROJECTION),
     ),
+    # Bytes travel as a bytea array, as `shared.db.insert_rows` sends them (in a JSON document
+    # they would be hex text, twice the size); unnest keeps the rows' order, so their ids.
+    "events": (
+        "INSERT INTO outbox (topic, key, event_id, payload, created_at) SELECT * FROM unnest("
+        "CAST(:event_topics AS varchar[]), CAST(:event_keys AS varchar[]), "
+        "CAST(:event_ids AS varchar[]), CAST(:event_payloads AS bytea[]), "
+        "CAST(:event_times AS timestamptz[]))"
+    ),
+}
+_EVENT_COLUMNS = {
+    "event_topics": "topic",
+    "event_keys": "key",
+    "event_ids": "event_id",
+    "event_payloads": "payload",
+    "event_times": "created_at",
 }
 
 
@@ -137,9 +154,9 @@ class RunsStore(StoreBase):
     # --- runs ---------------------------------------------------------------------------------
 
     async def write_runs(self, writes: RunWrites) -> None:
-        """Write runs, history, timers, effects and contact projection rows: on PostgreSQL in
-        one statement (one round trip, one JSON document per kind), elsewhere one statement
-        per kind."""
+        """Write runs, history, timers, effects, contact projection rows and the outbox's
+        events: on PostgreSQL in one statement (one round trip, one JSON document or set of
+        arrays per kind), elsewhere one statement per kind."""
         if not self.postgres:
             await self.add_runs(writes.new_runs)
             await self.save_runs(writes.saved_runs)
@@ -148,14 +165,21 @@ class RunsStore(StoreBase):
             await self.put_timers(writes.timers)
             await self.add_effects(writes.effects)
             await self.save_contacts(writes.contacts)
+            await insert_rows(self.session, OUTBOX, writes.events)
             return
+        kinds: list[str] = []
         params: dict[str, Any] = {}
         for kind in _RUN_WRITES:
             rows: Sequence[Any] = getattr(writes, kind)
             if not rows:
                 continue
+            kinds.append(kind)
             if kind == "gone_timers":
                 params[kind] = list(set(rows))
+                continue
+            if kind == "events":
+                for param, column in _EVENT_COLUMNS.items():
+                    params[param] = [r[column] for r in rows]
                 continue
             if kind == "saved_runs":
                 rows = [{"id": r["id"], **{n: r[n] for n in RUN_STATE}} for r in rows]
@@ -163,8 +187,8 @@ class RunsStore(StoreBase):
                 rows = list({r["id"]: r for r in rows}.values())
                 self._note_timers(rows)
             params[kind] = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
-        if params:
-            await self.session.execute(_run_writes(tuple(params)), params)
+        if kinds:
+            await self.session.execute(_run_writes(tuple(kinds)), params)
 
     async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
         await insert_json_rows(self.session, ENROLLMENTS, rows)
