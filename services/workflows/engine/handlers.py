@@ -137,6 +137,11 @@ class RunBook:
         docs = await self.documents((workspace, wf, v) for wf, v in pairs)
         return [(wf, v, docs[(workspace, wf, v)]) for wf, v in pairs if (workspace, wf, v) in docs]
 
+    def know_enabled(self, workspace: str, pairs: list[tuple[str, int]]) -> None:
+        """The workspace's enabled workflows as read by this transaction already (see
+        `WorkflowsStore.batch_view`), unless it holds them from an earlier read."""
+        self._enabled.setdefault(workspace, pairs)
+
     def forget_enabled(self, workspace: str) -> None:
         """Read the enabled workflows again (one was just enabled or disabled)."""
         self._enabled.pop(workspace, None)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from services.workflows.conditions.domain import to_datetime
 from services.workflows.engine import domain as engine
 from services.workflows.engine.handlers import OPEN, RunBook, Store
-from services.workflows.store import DueTimer, SubmissionHalf
+from services.workflows.store import BatchView, DueTimer, SubmissionHalf
 from services.workflows.triggers import domain
 from services.workflows.triggers.domain import Fact
 from shared.identity import replayed_after_erasure
@@ -36,6 +36,9 @@ class ProjectionStore(Store, Protocol):
         self, workspace: str, digests: Sequence[str], at: datetime
     ) -> None: ...
     async def erasures(self, workspace: str, digests: Iterable[str]) -> dict[str, datetime]: ...
+    async def batch_view(
+        self, workspace: str, contact_ids: Iterable[str], digests: Iterable[str]
+    ) -> BatchView: ...
     async def effect(self, workspace: str, effect_id: str) -> dict[str, Any] | None: ...
     async def pair_submissions(
         self, workspace: str, halves: Sequence[SubmissionHalf], now: datetime
@@ -89,9 +92,26 @@ async def _not_replayed(
 ) -> list[Incoming]:
     """The events that do not bring an erased contact back: one produced before its contact
     was erased (a replayed dead letter, a topic re-read) is dropped; later ones are new."""
+    ids, digests = _named(workspace, events)
+    erased = await store.erasures(workspace, digests.values()) if digests else {}
+    return _drop_replayed(events, ids, digests, erased)
+
+
+def _named(
+    workspace: str, events: Sequence[Incoming]
+) -> tuple[dict[int, list[str]], dict[str, str]]:
+    """The contacts each event names (by the event's `id()`), and each one's digest."""
     ids = {id(e): domain.contact_ids_of(e.type, e.data) for e in events}
     digests = {c: domain.contact_digest(workspace, c) for found in ids.values() for c in found}
-    erased = await store.erasures(workspace, digests.values()) if digests else {}
+    return ids, digests
+
+
+def _drop_replayed(
+    events: Sequence[Incoming],
+    ids: Mapping[int, list[str]],
+    digests: Mapping[str, str],
+    erased: dict[str, datetime],
+) -> list[Incoming]:
     if not erased:
         return list(events)
     kept = []
@@ -110,7 +130,14 @@ OWNER_NAMING_EVENTS = frozenset({"contact.owner_assigned", "contact.created"})
 async def _apply_contact_part(
     book: RunBook, store: ProjectionStore, workspace: str, events: Sequence[Incoming]
 ) -> None:
-    events = await _not_replayed(store, workspace, events) if events else []
+    if not events:
+        return
+    # One read for the part: the projection's rows of every contact named, the erasures
+    # among them and the enabled workflows (the trigger index's, below).
+    ids, digests = _named(workspace, events)
+    view = await store.batch_view(workspace, digests.keys(), digests.values())
+    book.know_enabled(workspace, view.enabled)
+    events = _drop_replayed(events, ids, digests, view.erased)
     if not events:
         return
     halves: list[SubmissionHalf] = []
@@ -132,8 +159,10 @@ async def _apply_contact_part(
         if submission in paired:
             form, paired_id = paired.pop(submission)  # the first event of it states the fact
             facts.append((domain.form_submitted(paired_id, form, submission), event.correlation))
-    ids = {f.contact_id for f, _ in facts}
-    contacts = await store.contacts(workspace, ids)
+    contacts = dict(view.contacts)
+    unread = {f.contact_id for f, _ in facts} - digests.keys()  # a form paired earlier
+    if unread:
+        contacts.update(await store.contacts(workspace, unread))
     changed: dict[str, dict[str, Any]] = {}
     for event in events:
         snapshot = event.data.get("contact")
