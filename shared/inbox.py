@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import UtcDateTime, insert_for
+from shared.db import UtcDateTime, insert_for, insert_rows
+from shared.db.bulk import fetch_after_inserts
+
+
+class AlreadyHandled(Exception):
+    """A claim made at commit found events its consumer had handled before (a redelivery):
+    the transaction was rolled back, and the caller claims first instead."""
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -62,3 +69,33 @@ def _claim_statement(table: str) -> TextClause:
         " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
         " ON CONFLICT DO NOTHING RETURNING event_id"
     )
+
+
+async def claim_with_writes(
+    session: AsyncSession,
+    table: Table,
+    consumer: str,
+    event_ids: Sequence[str],
+    writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
+) -> set[str]:
+    """`claim_many` at the end of a transaction, with the rows of `writes` inserted by the
+    same statement on PostgreSQL (the outbox's): a consumer's transaction is then its
+    handler's statements and this one, with no round trip before the work for its inbox."""
+    ids = list(dict.fromkeys(event_ids))
+    if session.get_bind().dialect.name != "postgresql":
+        for target, rows in writes:
+            await insert_rows(session, target, rows)
+        return await claim_many(session, table, consumer, ids)
+    if not ids:
+        return set()
+    quoted = session.get_bind().dialect.identifier_preparer.quote(table.name)
+
+    def claim(offset: int) -> str:
+        return (
+            f"INSERT INTO {quoted} (consumer, event_id, processed_at)"
+            f" SELECT ${offset + 1}::varchar, e, ${offset + 2}::timestamptz"
+            f" FROM unnest(${offset + 3}::varchar[]) AS e ON CONFLICT DO NOTHING RETURNING event_id"
+        )
+
+    rows = await fetch_after_inserts(session, writes, claim, consumer, datetime.now(UTC), ids)
+    return {row[0] for row in rows}

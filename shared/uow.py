@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import insert_rows
 from shared.events.envelope import Envelope
-from shared.inbox import claim, claim_many
+from shared.inbox import AlreadyHandled, claim, claim_many, claim_with_writes
 from shared.tracing import traceparent_for, tracer
 
 R = TypeVar("R")
@@ -57,6 +57,7 @@ class UnitOfWork:
         self._session: AsyncSession | None = None
         self._pending: list[dict[str, object]] = []
         self._taken = False  # some rows were handed to the caller to write (`take_pending`)
+        self._claim: tuple[str, list[str]] | None = None  # see `claim_at_commit`
         self._after_commit: list[Callable[[], None]] = []
 
     @property
@@ -70,6 +71,7 @@ class UnitOfWork:
         await self._session.begin()
         self._pending = []
         self._taken = False
+        self._claim = None
         self._after_commit = []
         return self
 
@@ -86,10 +88,11 @@ class UnitOfWork:
                 if self._pending or self._taken:
                     with tracer().start_as_current_span("outbox write") as span:
                         span.set_attribute("leadwire.outbox.rows", len(self._pending))
-                        await insert_rows(session, self._outbox, self._pending)
+                        await self._write_at_commit(session)
                         await session.commit()
                     self._on_commit()
                 else:
+                    await self._write_at_commit(session)
                     await session.commit()
                 committed = True
             else:
@@ -100,6 +103,28 @@ class UnitOfWork:
         if committed:
             for callback in self._after_commit:
                 callback()
+
+    async def _write_at_commit(self, session: AsyncSession) -> None:
+        """The outbox rows and the inbox claim made at commit, one statement on PostgreSQL;
+        raises `AlreadyHandled` (the caller's `finally` rolls back) if the claim finds an
+        event handled before."""
+        if self._claim is None:
+            await insert_rows(session, self._outbox, self._pending)
+            return
+        consumer, ids = self._claim
+        claimed = await claim_with_writes(
+            session, self._inbox, consumer, ids, [(self._outbox, self._pending)]
+        )
+        if len(claimed) < len(ids):
+            raise AlreadyHandled(f"{consumer}: {len(ids) - len(claimed)} event(s) seen before")
+
+    def claim_at_commit(self, consumer: str, event_ids: Sequence[str]) -> None:
+        """Inbox check made optimistically: record `event_ids` as handled by `consumer` in
+        the commit's own statement (with the outbox rows), not in a round trip before the
+        work. Redeliveries are rare; when one is among them, the commit raises
+        `AlreadyHandled` and nothing of the transaction is kept: the caller then claims
+        first (`first_times`) and handles only the events it had not."""
+        self._claim = (consumer, list(dict.fromkeys(event_ids)))
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once this transaction has committed (never if it rolls back): to

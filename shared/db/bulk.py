@@ -19,7 +19,7 @@ On SQLite every path is a Core executemany.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
@@ -87,6 +87,46 @@ async def append_rows(
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None  # a live connection, held by the caller
     await driver.execute(_one_statement(parts), *arrays)
+
+
+async def fetch_after_inserts(
+    session: AsyncSession,
+    writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
+    statement: Callable[[int], str],
+    *params: Any,
+) -> list[Any]:
+    """PostgreSQL: insert `writes` and run `statement` in one round trip, in the session's
+    transaction: the inserts go first, as data-modifying CTEs (see `append_rows`), and
+    `statement(n)` numbers its own parameters `$n+1`, `$n+2`, … after theirs. Returns the
+    statement's rows. Every column with a Python-side default must be given."""
+    writes = [(table, rows) for table, rows in writes if rows]
+    for table, rows in writes:
+        if not _unnest_ok(table, tuple(rows[0])):
+            raise ValueError(f"rows for {table.name} miss a column that has a default")
+    parts = tuple((table, tuple(rows[0])) for table, rows in writes)
+    arrays = [
+        array
+        for (table, columns), (_, rows) in zip(parts, writes, strict=True)
+        for array in _unnest_insert(table, columns).arrays(rows)
+    ]
+    prefix, offset = _ctes(parts)
+    # Through SQLAlchemy's connection (not the driver's own): the transaction is begun first
+    # if no statement has begun it yet, so the caller can still roll back what this wrote.
+    conn = await session.connection()
+    found = await conn.exec_driver_sql(prefix + statement(offset), (*arrays, *params))
+    return list(found.all())
+
+
+@cache
+def _ctes(parts: tuple[tuple[Table, tuple[str, ...]], ...]) -> tuple[str, int]:
+    """The unnest inserts of `parts` as a `WITH` clause, and how many parameters they take."""
+    inserts, offset = [], 0
+    for table, columns in parts:
+        inserts.append(_unnest_insert(table, columns).positional(offset))
+        offset += len(columns)
+    if not inserts:
+        return "", 0
+    return "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts)) + " ", offset
 
 
 def _unnest_ok(table: Table, columns: tuple[str, ...]) -> bool:

@@ -17,7 +17,7 @@ from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBus
 from shared.events.envelope import Envelope
 from shared.events.topics import dlq
-from shared.inbox import inbox_table
+from shared.inbox import AlreadyHandled, inbox_table
 from shared.outbox import OutboxRelay, outbox_table
 from shared.uow import UnitOfWork
 from tests.conftest import unique
@@ -161,6 +161,31 @@ class TestOutbox:
         await until(received, "taken")
         await asyncio.sleep(0.3)
         assert received == ["taken"]
+
+    async def test_a_claim_at_commit_keeps_the_events_and_the_inbox_rows_together(
+        self, stack: Stack
+    ) -> None:
+        received = await collect(stack.bus)
+        async with stack.uow() as uow:
+            uow.claim_at_commit("c1", ["e1", "e2", "e1"])
+            uow.emit(TOPIC, "k", envelope("claimed"))
+        async with stack.uow() as uow:
+            assert await uow.first_times("c1", ["e1", "e2", "e3"]) == {"e3"}
+        assert await stack.relay().publish_pending() == 1
+        await until(received, "claimed")
+
+    async def test_a_claim_at_commit_of_an_event_seen_before_keeps_nothing(
+        self, stack: Stack
+    ) -> None:
+        async with stack.uow() as uow:
+            assert await uow.first_times("c1", ["e1"]) == {"e1"}
+        with pytest.raises(AlreadyHandled):
+            async with stack.uow() as uow:
+                uow.claim_at_commit("c1", ["e2", "e1"])
+                uow.emit(TOPIC, "k", envelope("replayed"))
+        async with stack.uow() as uow:
+            assert await uow.first_times("c1", ["e2"]) == {"e2"}  # rolled back with the rest
+        assert await stack.relay().publish_pending() == 0
 
     async def test_kafka_rows_go_once_published_memory_bus_rows_are_kept_a_day(
         self, stack: Stack
