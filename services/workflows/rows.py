@@ -43,18 +43,22 @@ OUTBOX: Table = outbox
 PROJECTION = ("email", "data", "merged_into", "updated_at")
 
 
-def json_rows(table: Table, param: str) -> str:
+def json_rows(table: Table, param: str, binary: bool = False) -> str:
+    """The rows of the JSON document `param` as `table`'s records. `binary` parses it as jsonb
+    first: twice as fast for rows carrying a large JSON column (the projection's contacts,
+    whose `data` is otherwise parsed again from text), a little slower for the others."""
+    if binary:
+        return f'jsonb_populate_recordset(NULL::"{table.name}", CAST(:{param} AS jsonb))'
     return f'json_populate_recordset(NULL::"{table.name}", CAST(:{param} AS json))'
 
 
-def insert_sql(table: Table, param: str, tail: str = "") -> str:
+def insert_sql(table: Table, param: str, tail: str = "", binary: bool = False) -> str:
     """Insert the JSON document `param`'s rows (every column but a generated `id`)."""
     names = ", ".join(
         f'"{c.name}"' for c in table.c if not (c.name == "id" and c.autoincrement is True)
     )
-    return (
-        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {json_rows(table, param)}{tail}'
-    )
+    rows = json_rows(table, param, binary)
+    return f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {rows}{tail}'
 
 
 class StoreBase:

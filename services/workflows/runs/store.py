@@ -91,6 +91,7 @@ _RUN_WRITES: dict[str, str] = {
         "contacts",
         " ON CONFLICT (workspace, id) DO UPDATE SET "
         + ", ".join(f'"{n}" = excluded."{n}"' for n in PROJECTION),
+        binary=True,  # each carries its contact's whole snapshot
     ),
     # Bytes travel as a bytea array, as `shared.db.insert_rows` sends them (in a JSON document
     # they would be hex text, twice the size); unnest keeps the rows' order, so their ids.
