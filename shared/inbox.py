@@ -11,7 +11,7 @@ from sqlalchemy import Column, MetaData, String, Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UtcDateTime, insert_for, insert_rows
-from shared.db.bulk import fetch_after_inserts
+from shared.db.bulk import DeferredInsert, fetch_after_inserts
 
 
 class AlreadyHandled(Exception):
@@ -77,16 +77,19 @@ async def claim_with_writes(
     consumer: str,
     event_ids: Sequence[str],
     writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
+    deferred: Sequence[DeferredInsert] = (),
 ) -> set[str]:
     """`claim_many` at the end of a transaction, with the rows of `writes` inserted by the
     same statement on PostgreSQL (the outbox's): a consumer's transaction is then its
-    handler's statements and this one, with no round trip before the work for its inbox."""
+    handler's statements and this one, with no round trip before the work for its inbox.
+    `deferred` (PostgreSQL only) are the handler's inserts left for this statement."""
     ids = list(dict.fromkeys(event_ids))
     if session.get_bind().dialect.name != "postgresql":
         for target, rows in writes:
             await insert_rows(session, target, rows)
         return await claim_many(session, table, consumer, ids)
     if not ids:
+        await fetch_after_inserts(session, writes, lambda _: "SELECT 1", deferred=deferred)
         return set()
     quoted = session.get_bind().dialect.identifier_preparer.quote(table.name)
 
@@ -97,5 +100,7 @@ async def claim_with_writes(
             f" FROM unnest(${offset + 3}::varchar[]) AS e ON CONFLICT DO NOTHING RETURNING event_id"
         )
 
-    rows = await fetch_after_inserts(session, writes, claim, consumer, datetime.now(UTC), ids)
+    rows = await fetch_after_inserts(
+        session, writes, claim, consumer, datetime.now(UTC), ids, deferred=deferred
+    )
     return {row[0] for row in rows}

@@ -12,6 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import insert_rows
+from shared.db.bulk import fetch_after_inserts, take_deferred
 from shared.events.envelope import Envelope
 from shared.inbox import AlreadyHandled, claim, claim_many, claim_with_writes
 from shared.tracing import traceparent_for, tracer
@@ -105,15 +106,21 @@ class UnitOfWork:
                 callback()
 
     async def _write_at_commit(self, session: AsyncSession) -> None:
-        """The outbox rows and the inbox claim made at commit, one statement on PostgreSQL;
+        """The outbox rows, the inbox claim made at commit and the inserts deferred to it
+        (`shared.db.defer_json_rows`), one statement on PostgreSQL;
         raises `AlreadyHandled` (the caller's `finally` rolls back) if the claim finds an
         event handled before."""
+        deferred = take_deferred(session)
         if self._claim is None:
-            await insert_rows(session, self._outbox, self._pending)
+            if deferred:
+                writes = [(self._outbox, self._pending)]
+                await fetch_after_inserts(session, writes, lambda _: "SELECT 1", deferred=deferred)
+            else:
+                await insert_rows(session, self._outbox, self._pending)
             return
         consumer, ids = self._claim
         claimed = await claim_with_writes(
-            session, self._inbox, consumer, ids, [(self._outbox, self._pending)]
+            session, self._inbox, consumer, ids, [(self._outbox, self._pending)], deferred
         )
         if len(claimed) < len(ids):
             raise AlreadyHandled(f"{consumer}: {len(ids) - len(claimed)} event(s) seen before")

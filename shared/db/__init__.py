@@ -4,7 +4,8 @@
 - `base`: each service's typed declarative base (`service_metadata`).
 - `types`: `UtcDateTime` (every timestamp column) and `Json`.
 - `bulk`: many rows in one statement (`insert_rows`, `append_rows`, `insert_json_rows`,
-  `update_json_rows`), one path per need.
+  `update_json_rows`), one path per need; `defer_json_rows` leaves them to the statement
+  that ends the unit of work.
 - `dialect`: `insert_for`, `insert_or_ignore` and `upsert` across PostgreSQL and SQLite.
 - `locks`: named advisory locks held for a transaction.
 
@@ -14,7 +15,13 @@ Ids are made by `shared.ids`.
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared.db.base import NAMING, new_base, service_metadata
-from shared.db.bulk import append_rows, insert_json_rows, insert_rows, update_json_rows
+from shared.db.bulk import (
+    append_rows,
+    defer_json_rows,
+    insert_json_rows,
+    insert_rows,
+    update_json_rows,
+)
 from shared.db.dialect import insert_for, insert_or_ignore, upsert
 from shared.db.engine import create_engine, dialect_of, is_sqlite, ping, sessionmaker
 from shared.db.errors import integrity_errors_as
@@ -30,6 +37,7 @@ __all__ = [
     "UtcDateTime",
     "append_rows",
     "create_engine",
+    "defer_json_rows",
     "dialect_of",
     "insert_for",
     "insert_json_rows",

@@ -89,16 +89,64 @@ async def append_rows(
     await driver.execute(_one_statement(parts), *arrays)
 
 
+# Where a session keeps the JSON inserts deferred to its transaction's last statement.
+_DEFERRED = "leadwire.deferred_inserts"
+
+
+@dataclass(frozen=True)
+class DeferredInsert:
+    """`insert_json_rows`' statement for one batch, to run as a CTE of a later statement."""
+
+    table: Table
+    columns: tuple[str, ...]
+    ignore: bool
+    document: str
+
+    def positional(self, number: int) -> str:
+        names = ", ".join(f'"{name}"' for name in self.columns)
+        rows = f"json_populate_recordset(NULL::{_qualified(self.table)}, ${number}::json)"
+        conflicts = " ON CONFLICT DO NOTHING" if self.ignore else ""
+        target = _qualified(self.table)
+        return f"INSERT INTO {target} ({names}) SELECT {names} FROM {rows}{conflicts}"
+
+
+async def defer_json_rows(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], ignore: bool = False
+) -> None:
+    """`insert_json_rows`, but on PostgreSQL written by the statement that ends the session's
+    unit of work (its outbox rows and inbox claim, `shared.uow`): a round trip fewer a table.
+    Only for rows nothing reads later in the transaction (a read would not see them); a
+    broken constraint then fails the commit rather than this call. Elsewhere (SQLite, rows
+    that leave columns to Core's defaults) the rows are inserted at once."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    whole = len(columns) == len(table.c) and all(len(row) == len(columns) for row in rows)
+    if dialect_of(session) != "postgresql" or not whole:
+        await insert_json_rows(session, table, rows, ignore)
+        return
+    document = _json_document(rows)["rows"]
+    session.info.setdefault(_DEFERRED, []).append(DeferredInsert(table, columns, ignore, document))
+
+
+def take_deferred(session: AsyncSession) -> list[DeferredInsert]:
+    """The inserts `defer_json_rows` left for the transaction's last statement, handed over."""
+    deferred: list[DeferredInsert] = session.info.pop(_DEFERRED, [])
+    return deferred
+
+
 async def fetch_after_inserts(
     session: AsyncSession,
     writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
     statement: Callable[[int], str],
     *params: Any,
+    deferred: Sequence[DeferredInsert] = (),
 ) -> list[Any]:
-    """PostgreSQL: insert `writes` and run `statement` in one round trip, in the session's
-    transaction: the inserts go first, as data-modifying CTEs (see `append_rows`), and
-    `statement(n)` numbers its own parameters `$n+1`, `$n+2`, … after theirs. Returns the
-    statement's rows. Every column with a Python-side default must be given."""
+    """PostgreSQL: insert `deferred` and `writes` and run `statement` in one round trip, in
+    the session's transaction: the inserts go first, as data-modifying CTEs (see
+    `append_rows`), and `statement(n)` numbers its own parameters `$n+1`, `$n+2`, … after
+    theirs. Returns the statement's rows. Every column with a Python-side default must be
+    given."""
     writes = [(table, rows) for table, rows in writes if rows]
     for table, rows in writes:
         if not _unnest_ok(table, tuple(rows[0])):
@@ -109,24 +157,20 @@ async def fetch_after_inserts(
         for (table, columns), (_, rows) in zip(parts, writes, strict=True)
         for array in _unnest_insert(table, columns).arrays(rows)
     ]
-    prefix, offset = _ctes(parts)
-    # Through SQLAlchemy's connection (not the driver's own): the transaction is begun first
-    # if no statement has begun it yet, so the caller can still roll back what this wrote.
-    conn = await session.connection()
-    found = await conn.exec_driver_sql(prefix + statement(offset), (*arrays, *params))
-    return list(found.all())
-
-
-@cache
-def _ctes(parts: tuple[tuple[Table, tuple[str, ...]], ...]) -> tuple[str, int]:
-    """The unnest inserts of `parts` as a `WITH` clause, and how many parameters they take."""
-    inserts, offset = [], 0
+    inserts = [d.positional(i + 1) for i, d in enumerate(deferred)]
+    offset = len(deferred)
     for table, columns in parts:
         inserts.append(_unnest_insert(table, columns).positional(offset))
         offset += len(columns)
-    if not inserts:
-        return "", 0
-    return "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts)) + " ", offset
+    prefix = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts)) + " "
+    # Through SQLAlchemy's connection (not the driver's own): the transaction is begun first
+    # if no statement has begun it yet, so the caller can still roll back what this wrote.
+    conn = await session.connection()
+    found = await conn.exec_driver_sql(
+        (prefix if inserts else "") + statement(offset),
+        (*(d.document for d in deferred), *arrays, *params),
+    )
+    return list(found.all())
 
 
 def _unnest_ok(table: Table, columns: tuple[str, ...]) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, Table, select, text
+from sqlalchemy import Column, MetaData, String, Table, select, text
 
 from shared import db
 from shared.bus import Bus, Subscription
@@ -186,6 +186,28 @@ class TestOutbox:
         async with stack.uow() as uow:
             assert await uow.first_times("c1", ["e2"]) == {"e2"}  # rolled back with the rest
         assert await stack.relay().publish_pending() == 0
+
+    async def test_rows_deferred_to_the_commit_are_written_with_it_or_not_at_all(
+        self, stack: Stack
+    ) -> None:
+        notes = Table("notes", MetaData(), Column("id", String(20), primary_key=True))
+        async with stack.engine.begin() as conn:
+            await conn.run_sync(notes.metadata.create_all)
+        async with stack.uow() as uow:
+            uow.claim_at_commit("c1", ["e1"])
+            await db.defer_json_rows(uow.session, notes, [{"id": "n1"}, {"id": "n2"}])
+            uow.emit(TOPIC, "k", envelope("noted"))
+        with pytest.raises(AlreadyHandled):
+            async with stack.uow() as uow:
+                uow.claim_at_commit("c1", ["e1"])
+                await db.defer_json_rows(uow.session, notes, [{"id": "n3"}])
+        async with stack.uow() as uow:  # no claim: the rows and the outbox's, one statement
+            await db.defer_json_rows(uow.session, notes, [{"id": "n4"}])
+            uow.emit(TOPIC, "k", envelope("noted again"))
+        async with stack.engine.connect() as conn:
+            kept = set((await conn.execute(select(notes.c.id))).scalars())
+        assert kept == {"n1", "n2", "n4"}
+        assert await stack.relay().publish_pending() == 2
 
     async def test_kafka_rows_go_once_published_memory_bus_rows_are_kept_a_day(
         self, stack: Stack

@@ -58,6 +58,8 @@ class CapturesRepository(SegmentsRepository, RotationRepository, Protocol):
 
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
+    def defer_inserts(self) -> None: ...
+
     async def update_contacts(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
 
@@ -329,11 +331,17 @@ async def _capture_in_workspace(
     await rotation.save()
     for rows in updates.values():
         await store.update_contacts(rows)
+    segments = await store.segments(workspace)
+    if not segments:
+        # Nothing reads the new rows back in this transaction (segment filters would): they
+        # go in the statement that ends it, with the outbox rows and the inbox claim.
+        store.defer_inserts()
     await store.insert_contacts(created)
     await store.add_tags(workspace, new_tags)
     await store.add_activities(activities)
     await store.add_lifecycle_changes(stages)
-    await refresh_segments({a["contact_id"] for a in activities}, workspace, tx, now, definitions)
+    changed_ids = {a["contact_id"] for a in activities}
+    await refresh_segments(changed_ids, workspace, tx, now, definitions, segments)
 
 
 def owner_assigned(

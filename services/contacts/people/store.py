@@ -36,6 +36,7 @@ from services.contacts.models import (
 )
 from shared.db import (
     UtcDateTime,
+    defer_json_rows,
     insert_for,
     insert_json_rows,
     integrity_errors_as,
@@ -135,6 +136,12 @@ class PeopleStore:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self._deferring = False
+
+    def defer_inserts(self) -> None:
+        """Leave the inserts that follow (contacts, tags, timeline, lifecycle) to the
+        statement that ends the transaction: for a use case that reads none of them back."""
+        self._deferring = True
 
     @property
     def dialect(self) -> str:
@@ -208,7 +215,8 @@ class PeopleStore:
     ) -> None:
         """Many rows (all with the same keys) in one statement; with `ignore_conflicts`, rows
         whose key exists (in the table or earlier in `rows`) are skipped."""
-        await insert_json_rows(self.session, table, rows, ignore=ignore_conflicts)
+        write = defer_json_rows if self._deferring else insert_json_rows
+        await write(self.session, table, rows, ignore=ignore_conflicts)
 
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many new contacts in one statement (no ORM bookkeeping per row)."""

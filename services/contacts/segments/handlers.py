@@ -155,12 +155,15 @@ async def refresh_segments(
     tx: Transaction[SegmentsRepository],
     now: datetime,
     definitions: Mapping[str, FieldDefinition] | None = None,
+    segments: Sequence[Segment] | None = None,
 ) -> None:
-    """Keep segment membership current for contacts that just changed."""
+    """Keep segment membership current for contacts that just changed (`segments`: the
+    workspace's, when the caller read them already)."""
     if not contact_ids:
         return
     store = tx.store
-    segments = await store.segments(workspace)
+    if segments is None:
+        segments = await store.segments(workspace)
     if not segments:
         return
     definitions = definitions or await store.field_definitions(workspace)

@@ -86,6 +86,9 @@ class FakeContacts:
             if c.workspace == workspace and (c.email in emails or c.phone in phones)
         ]
 
+    def defer_inserts(self) -> None:
+        """Nothing to defer: a dict is written at once."""
+
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
         for row in rows:
             self.contacts[row["id"]] = Contact(**row)
