@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,3 +51,18 @@ def infrastructure() -> Iterator[tuple[str, str]]:
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     sys.exit(128 + signum)
+
+
+async def drop_topics(kafka: str, prefix: str) -> None:
+    """The run's topics go with it, as its schema does: a broker shared by many runs keeps
+    files open for every partition of every topic (the shared one ran out of them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        await admin.start()
+        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    except Exception as exc:  # a cleanup: the figures are kept whatever happens here
+        print(f"could not delete the run's topics: {exc!r}", file=sys.stderr)
+    finally:
+        await admin.close()

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from bench.infra import ROOT, infrastructure
+from bench.infra import ROOT, drop_topics, infrastructure
 from bench.ingest_bench import Connection, cpu_seconds, free_port
 from services.demo import prepare_workspace
 from services.registry import SERVICES
@@ -406,14 +406,15 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
                 result["hops"] = hop_latencies(times, result.pop("_leads"))
                 print(json.dumps(result))
             sustained = [r["offered_per_s"] for r in results if r["sustained"]]
-            return {
-                "benchmark": "speed-to-lead",
-                "at": datetime.now(UTC).isoformat(),
-                "command": " ".join(["python -m bench.speed_to_lead", *sys.argv[1:]]),
-                "cpus": os.cpu_count(),
-                "rates": results,
-                "max_sustained_per_s": max(sustained, default=None),
-            }
+        await drop_topics(kafka, stack.prefix)
+        return {
+            "benchmark": "speed-to-lead",
+            "at": datetime.now(UTC).isoformat(),
+            "command": " ".join(["python -m bench.speed_to_lead", *sys.argv[1:]]),
+            "cpus": os.cpu_count(),
+            "rates": results,
+            "max_sustained_per_s": max(sustained, default=None),
+        }
     finally:
         await receiver.stop()
 

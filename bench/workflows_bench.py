@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.infra import infrastructure
+from bench.infra import drop_topics, infrastructure
 from services.workflows.engine.timers import RECENT_LATENESS
 from services.workflows.main import build_spec
 from services.workflows.rows import CONTACTS, ENROLLMENTS, TIMERS
@@ -163,21 +161,6 @@ async def shift_timers(engine: AsyncEngine, parked_at: datetime, by: timedelta) 
             text("UPDATE timers SET due_at = due_at + :by WHERE due_at >= :parked"),
             {"by": by, "parked": parked_at},
         )
-
-
-async def drop_topics(kafka: str, prefix: str) -> None:
-    """The run's topics go with it, as its schema does: a broker shared by many runs keeps
-    files open for every partition of every topic (the shared one ran out of them)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    try:
-        await admin.start()
-        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-    except Exception as exc:  # a cleanup: the figures are kept whatever happens here
-        print(f"could not delete the run's topics: {exc!r}", file=sys.stderr)
-    finally:
-        await admin.close()
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
