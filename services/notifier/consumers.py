@@ -37,7 +37,18 @@ def requests_subscription(
         received = datetime.now(UTC)
         admission = worker.admission()
         try:
-            accepted = await accept(events, received, admission)
+            # The inbox is checked at commit (a round trip fewer before the first attempt).
+            accepted = await accept(events, received, admission, claim_first=False)
+        except Exception:
+            # A redelivery among them (`AlreadyHandled`), or a failure, which a request
+            # accepted a second time may cause: ask the inbox first, as always.
+            admission.cancel()
+            admission = worker.admission()
+            try:
+                accepted = await accept(events, received, admission, claim_first=True)
+            except BaseException:
+                admission.cancel()
+                raise
         except BaseException:
             admission.cancel()
             raise
@@ -46,10 +57,15 @@ def requests_subscription(
             worker.wake()
 
     async def accept(
-        events: Sequence[Envelope], received: datetime, admission: intake.Admit
+        events: Sequence[Envelope], received: datetime, admission: intake.Admit, claim_first: bool
     ) -> intake.Accepted:
         async with ctx.uow() as uow:
-            fresh = await uow.first_times(group, [e.id for e in events])
+            ids = [e.id for e in events]
+            if claim_first:
+                fresh = await uow.first_times(group, ids)
+            else:
+                uow.claim_at_commit(group, ids)
+                fresh = set(ids)
             requests = []
             for event in events:
                 if event.id not in fresh or event.type != NotificationRequested.event_type:

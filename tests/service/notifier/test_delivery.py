@@ -50,6 +50,22 @@ class TestIdempotency:
         await notifier.settled(later, "sent")
         assert [orjson.loads(r.body)["text"] for r in slack.at("/hook/once")] == ["one", "two"]
 
+    async def test_a_redelivered_event_is_handled_once(
+        self, notifier: Notifier, slack: HttpReceiver
+    ) -> None:
+        await notifier.channel("s", "slack", secrets={"webhook_url": slack.url("/hook/event")})
+        payload = NotificationRequested(
+            idempotency_key=f"test:{uuid.uuid4().hex}", channel="s", content={"text": "one"}
+        )
+        event = Envelope.of(payload, source="/leadwire/workflows", workspace=notifier.workspace)
+        key = topics.contact_key(notifier.workspace, payload.idempotency_key)
+        for _ in range(2):  # the inbox turns the second copy (its claim at commit) into nothing
+            await notifier.ctx.bus.publish(topics.NOTIFICATION_REQUESTS, key, event)
+        await notifier.settled(payload.idempotency_key, "sent")
+        later = await notifier.request(channel="s", content={"text": "two"})
+        await notifier.settled(later, "sent")
+        assert [orjson.loads(r.body)["text"] for r in slack.at("/hook/event")] == ["one", "two"]
+
     async def test_the_same_key_in_two_workspaces_is_two_messages(self, notifier: Notifier) -> None:
         key = await notifier.request(channel="log", content={"text": "a"})
         await notifier.request(
