@@ -68,9 +68,7 @@ async def append_rows(
     inserts, measured). Elsewhere, Core inserts in a Core transaction.
     """
     writes = [(table, rows) for table, rows in writes if rows]
-    for table, rows in writes:
-        if not _unnest_ok(table, tuple(rows[0])):
-            raise ValueError(f"rows for {table.name} miss a column that has a default")
+    parts = _unnest_parts(writes)
     if not writes:
         return
     if conn.dialect.name != "postgresql":
@@ -78,12 +76,7 @@ async def append_rows(
             for table, rows in writes:
                 await insert_rows(conn, table, rows)
         return
-    parts = tuple((table, tuple(rows[0])) for table, rows in writes)
-    arrays = [
-        array
-        for (table, columns), (_, rows) in zip(parts, writes, strict=True)
-        for array in _unnest_insert(table, columns).arrays(rows)
-    ]
+    arrays = _arrays(parts, writes)
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None  # a live connection, held by the caller
     await driver.execute(_one_statement(parts), *arrays)
@@ -148,29 +141,51 @@ async def fetch_after_inserts(
     theirs. Returns the statement's rows. Every column with a Python-side default must be
     given."""
     writes = [(table, rows) for table, rows in writes if rows]
-    for table, rows in writes:
-        if not _unnest_ok(table, tuple(rows[0])):
-            raise ValueError(f"rows for {table.name} miss a column that has a default")
-    parts = tuple((table, tuple(rows[0])) for table, rows in writes)
-    arrays = [
-        array
-        for (table, columns), (_, rows) in zip(parts, writes, strict=True)
-        for array in _unnest_insert(table, columns).arrays(rows)
-    ]
+    parts = _unnest_parts(writes)
+    arrays = _arrays(parts, writes)
     inserts = [d.positional(i + 1) for i, d in enumerate(deferred)]
     offset = len(deferred)
     for table, columns in parts:
         inserts.append(_unnest_insert(table, columns).positional(offset))
         offset += len(columns)
-    prefix = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts)) + " "
     # Through SQLAlchemy's connection (not the driver's own): the transaction is begun first
     # if no statement has begun it yet, so the caller can still roll back what this wrote.
     conn = await session.connection()
     found = await conn.exec_driver_sql(
-        (prefix if inserts else "") + statement(offset),
-        (*(d.document for d in deferred), *arrays, *params),
+        _chain(inserts, statement(offset)), (*(d.document for d in deferred), *arrays, *params)
     )
     return list(found.all())
+
+
+_Parts = tuple[tuple[Table, tuple[str, ...]], ...]
+
+
+def _unnest_parts(writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> _Parts:
+    """Non-empty writes as (table, columns) parts, in order; raises if a table's rows leave
+    out a column that has a Python-side default (an unnest insert would not apply it)."""
+    for table, rows in writes:
+        if not _unnest_ok(table, tuple(rows[0])):
+            raise ValueError(f"rows for {table.name} miss a column that has a default")
+    return tuple((table, tuple(rows[0])) for table, rows in writes)
+
+
+def _arrays(
+    parts: _Parts, writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+) -> list[Any]:
+    """Every part's column arrays, in order: the unnest inserts' parameters."""
+    return [
+        array
+        for (table, columns), (_, rows) in zip(parts, writes, strict=True)
+        for array in _unnest_insert(table, columns).arrays(rows)
+    ]
+
+
+def _chain(inserts: Sequence[str], last: str) -> str:
+    """`inserts` as data-modifying CTEs ahead of `last`: PostgreSQL runs each exactly once,
+    atomically with the statement."""
+    if not inserts:
+        return last
+    return "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts)) + " " + last
 
 
 def _unnest_ok(table: Table, columns: tuple[str, ...]) -> bool:
@@ -243,16 +258,14 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]) -> _Unnest:
 
 
 @cache
-def _one_statement(parts: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+def _one_statement(parts: _Parts) -> str:
     """Several tables' unnest inserts as one statement (see `append_rows`)."""
     inserts, offset = [], 0
     for table, columns in parts:
         inserts.append(_unnest_insert(table, columns).positional(offset))
         offset += len(columns)
     *first, last = inserts
-    if not first:
-        return last
-    return "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last
+    return _chain(first, last)
 
 
 async def insert_json_rows(
