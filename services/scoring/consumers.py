@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -116,29 +117,16 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
         # Scores come beside a lead's path, not on it: both consumers gather their batches.
         engagement = ctx.batch_subscription(
-            "engagement", [topics.ENGAGEMENT], on_engagement, ENGAGEMENT_TYPES
+            "engagement", [topics.ENGAGEMENT], on_engagement, ENGAGEMENT_TYPES, OFF_PATH_GATHER_MS
         )
         # Tasks, segments, command refusals: passed over before they are decoded.
         contacts = ctx.batch_subscription(
-            "contacts", [topics.CONTACTS], on_contacts, CONTACT_CHANGES
+            "contacts", [topics.CONTACTS], on_contacts, CONTACT_CHANGES, OFF_PATH_GATHER_MS
         )
+        # Payloads validated as they are decoded (a bad one dead-letters at once).
         return [
-            Subscription(
-                engagement.group,
-                engagement.topics,
-                engagement.handler,
-                decoder(ENGAGEMENT_TYPES),
-                types=engagement.types,
-                gather_ms=OFF_PATH_GATHER_MS,
-            ),
-            Subscription(
-                contacts.group,
-                contacts.topics,
-                contacts.handler,
-                decoder(CONTACT_EVENT_TYPES),
-                types=contacts.types,
-                gather_ms=OFF_PATH_GATHER_MS,
-            ),
+            replace(engagement, decode=decoder(ENGAGEMENT_TYPES)),
+            replace(contacts, decode=decoder(CONTACT_EVENT_TYPES)),
         ]
 
     return build
