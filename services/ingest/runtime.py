@@ -3,6 +3,7 @@ limits, the page templates and the group commit of form posts."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ class Runtime:
     templates: Environment
     writer: GroupCommit[FormPost, Outcome]
     forms: dict[str, tuple[float, FormSnapshot | None]] = field(default_factory=dict)
+    # The one read in flight per form: when a cached form expires under load, hundreds of
+    # posts miss it at once, and without this each opened its own transaction (past the pool
+    # size, a new database connection each) to read the same row.
+    loading: dict[str, asyncio.Task[FormSnapshot | None]] = field(default_factory=dict)
     per_client: TokenBuckets = field(init=False)
     per_workspace: TokenBuckets = field(init=False)
 
@@ -45,20 +50,40 @@ class Runtime:
 
     async def form(self, ctx: ServiceContext, form_id: str) -> FormSnapshot:
         """A live form, cached briefly: the public endpoint is the hot path."""
-        now = time.monotonic()
         cached = self.forms.get(form_id)
-        if cached is None or cached[0] < now:
+        if cached is not None and cached[0] >= time.monotonic():
+            found = cached[1]
+        else:
+            task = self.loading.get(form_id)
+            if task is None:
+                task = asyncio.create_task(self._load(ctx, form_id))
+                # Its failure is each waiter's to raise; this marks it seen if none is left.
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self.loading[form_id] = task
+            # Shielded: a client that hangs up does not cancel the read others wait for.
+            found = await asyncio.shield(task)
+        if found is None:
+            raise NotFound(f"no form {form_id}")
+        return found
+
+    async def _load(self, ctx: ServiceContext, form_id: str) -> FormSnapshot | None:
+        started = time.monotonic()
+        try:
             async with transaction(ctx.uow()) as tx:
                 found = await load_form(form_id, tx)
+        finally:
+            mine = self.loading.get(form_id) is asyncio.current_task()
+            if mine:
+                del self.loading[form_id]
+        if mine:  # not forgotten while it ran: what it read may be older than the change
             if len(self.forms) > 10_000:
                 self.forms.clear()
-            cached = self.forms[form_id] = (now + self.settings.ingest_form_cache_ttl_s, found)
-        if cached[1] is None:
-            raise NotFound(f"no form {form_id}")
-        return cached[1]
+            self.forms[form_id] = (started + self.settings.ingest_form_cache_ttl_s, found)
+        return found
 
     def forget_form(self, form_id: str) -> None:
         self.forms.pop(form_id, None)
+        self.loading.pop(form_id, None)
 
     def limit_client(self, form: FormSnapshot, client: str, headers: Mapping[str, str]) -> None:
         wait = self.per_client.take(f"{form.id}|{client}", time.monotonic())
