@@ -11,9 +11,11 @@ import orjson
 from sqlalchemy import (
     Column,
     ColumnElement,
+    Select,
     Table,
     any_,
     bindparam,
+    func,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -86,6 +88,24 @@ class StoreBase:
                 bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
             )
         return column.in_(values)
+
+    def _joined(
+        self, query: Select[Any], column: Column[Any], values: Sequence[Any]
+    ) -> Select[Any]:
+        """`query` limited to the rows whose `column` is among `values`. On PostgreSQL joined to
+        the array's rows, one index probe each: tested as `= ANY(array)`, a prepared
+        statement's generic plan (from its sixth run on, blind to the array), made while the
+        table was young, may walk every row of the workspace through another index and test
+        each against the array (the runs of 115 notification outcomes: ~17 ms at 5,000
+        runs). A query locking rows names its table (`FOR UPDATE OF`)."""
+        if not self.postgres:
+            return query.where(column.in_(values))
+        listed = (
+            func.unnest(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+            .table_valued("v")
+            .render_derived()
+        )
+        return query.join(listed, column == listed.c.v)
 
     async def _upsert(
         self,

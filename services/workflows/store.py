@@ -187,8 +187,8 @@ class WorkflowsStore(RunsStore):
         if not wanted:
             return {}
         c = CONTACTS.c
-        query = select(c.id, c.data).where(
-            c.workspace == workspace, self._among(c.id, wanted), c.merged_into.is_(None)
+        query = self._joined(select(c.id, c.data), c.id, wanted).where(
+            c.workspace == workspace, c.merged_into.is_(None)
         )
         return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
 
@@ -198,8 +198,8 @@ class WorkflowsStore(RunsStore):
         if not wanted:
             return {}
         c = CONTACTS.c
-        query = select(c.id, c.merged_into).where(
-            c.workspace == workspace, self._among(c.id, wanted), c.merged_into.is_not(None)
+        query = self._joined(select(c.id, c.merged_into), c.id, wanted).where(
+            c.workspace == workspace, c.merged_into.is_not(None)
         )
         return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
 

@@ -208,11 +208,11 @@ class RunsStore(StoreBase):
         wanted = list(set(ids))
         if not wanted:
             return {}
-        query = select(ENROLLMENTS).where(self._among(ENROLLMENTS.c.id, wanted))
+        query = self._joined(select(ENROLLMENTS), ENROLLMENTS.c.id, wanted)
         if workspace is not None:
             query = query.where(ENROLLMENTS.c.workspace == workspace)
         if lock and self.postgres:
-            query = query.with_for_update()
+            query = query.with_for_update(of=ENROLLMENTS)
         return {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
 
     async def open_runs(
@@ -223,13 +223,11 @@ class RunsStore(StoreBase):
         if not wanted:
             return []
         e = ENROLLMENTS.c
-        query = select(ENROLLMENTS).where(
-            e.workspace == workspace,
-            self._among(e.contact_id, wanted),
-            e.status.in_(("active", "waiting")),
+        query = self._joined(select(ENROLLMENTS), e.contact_id, wanted).where(
+            e.workspace == workspace, e.status.in_(("active", "waiting"))
         )
         if lock and self.postgres:
-            query = query.with_for_update()
+            query = query.with_for_update(of=ENROLLMENTS)
         return [dict(r) for r in (await self.session.execute(query)).mappings()]
 
     async def last_runs(
