@@ -153,7 +153,9 @@ class ContactView(Base):
 
 
 class SentEffect(Base):
-    """A command or notification request a run emitted, so a refusal finds its step."""
+    """A contact command a run emitted, so its refusal (which names the command only) finds
+    its step. Notification requests leave none: their outcomes carry the idempotency key,
+    which names the run and the step."""
 
     __tablename__ = "sent_effects"
     __table_args__ = (Index("ix_sent_effects_enrollment", "enrollment_id"),)

@@ -167,6 +167,12 @@ def enrollment_of_key(key: str) -> str | None:
     return parts[1] if len(parts) >= 4 and parts[0] == "workflow" else None
 
 
+def step_of_key(key: str) -> str | None:
+    """The step an idempotency key (or a notification's key) belongs to."""
+    parts = key.split(":")
+    return parts[2] if len(parts) >= 4 and parts[0] == "workflow" else None
+
+
 def parsed_goal(document: defs.WorkflowDocument) -> conditions.Filter | None:
     if document.goal is None:
         return None

@@ -317,6 +317,10 @@ class RunBook:
             )
         event_id = effect.event_id
         self._publish(topic, event_type, data, row, event_id)
+        if topic == topics.NOTIFICATION_REQUESTS:
+            # Its outcome carries the idempotency key, which names the run and the step: a
+            # notification needs no row to find them (a command's refusal names its id only).
+            return
         self._effects.append(
             {
                 "id": event_id,

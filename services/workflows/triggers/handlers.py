@@ -141,11 +141,16 @@ async def _apply_contact_part(
     if not events:
         return
     halves: list[SubmissionHalf] = []
-    for event in events:
-        submission = event.data.get("submission_id")
-        snapshot = event.data.get("contact")
-        if event.type != "contact.command_rejected" and submission and isinstance(snapshot, dict):
-            halves.append((str(submission), None, snapshot["id"]))
+    if await pairs_submissions(book, workspace):
+        for event in events:
+            submission = event.data.get("submission_id")
+            snapshot = event.data.get("contact")
+            if (
+                event.type != "contact.command_rejected"
+                and submission
+                and isinstance(snapshot, dict)
+            ):
+                halves.append((str(submission), None, snapshot["id"]))
     paired = await store.pair_submissions(workspace, halves, book.now) if halves else {}
     facts: list[tuple[Fact, str]] = []
     for event in events:
@@ -210,6 +215,14 @@ async def trigger_index(book: RunBook, workspace: str) -> domain.TriggerIndex:
             _INDEXES.clear()
         index = _INDEXES[workspace] = domain.TriggerIndex(enabled)
     return index
+
+
+async def pairs_submissions(book: RunBook, workspace: str) -> bool:
+    """Whether the workspace pairs the two sides of its form submissions: only while one of
+    its enabled workflows starts from a form submitted. Otherwise nothing reads the pairs,
+    and a lead's two halves would cost an insert and an update for nothing; a submission
+    whose first half came before such a workflow was enabled does not start it."""
+    return bool((await trigger_index(book, workspace)).of_kind(("form_submitted",)))
 
 
 async def handle_facts(
@@ -421,9 +434,9 @@ async def on_notification_outcome(
         await _notification_outcomes(book, store, workspace, part)
         part = []
         await book.flush()
-        effect = await store.effect(workspace, engine.effect_id(key))
+        # The key names the step that asked (notification requests leave no effect row).
         reason = str(event.data.get("reason", "failed"))
-        await _fail_step(book, store, workspace, enrollment_id, effect, reason)
+        await _fail_step(book, store, workspace, enrollment_id, engine.step_of_key(key), reason)
         await book.flush()
     await _notification_outcomes(book, store, workspace, part)
 
@@ -434,11 +447,16 @@ async def _notification_outcomes(
     if not events:
         return
     runs = await store.runs(workspace, {enrollment_id for _, enrollment_id in events})
+    # An outcome moves only the run that asked for it, and no trigger starts from one: the
+    # outcome of a run that has ended since (a new lead's alert, its last step) does nothing,
+    # and its contact and runs are not read.
     facts = [
         (Fact("notification", runs[e]["contact_id"], event.data, event.type), event.correlation)
         for event, e in events
-        if e in runs
+        if e in runs and runs[e]["status"] in OPEN
     ]
+    if not facts:
+        return
     contacts = await store.contacts(workspace, {f.contact_id for f, _ in facts})
     await handle_facts(book, store, workspace, facts, contacts)
 
@@ -451,7 +469,7 @@ async def _command_rejected(
     if effect is None:
         return  # a command some other service sent
     reason = f"{event.data.get('code', 'rejected')}: {event.data.get('reason', '')}".strip()
-    await _fail_step(book, store, workspace, effect["enrollment_id"], effect, reason)
+    await _fail_step(book, store, workspace, effect["enrollment_id"], effect["step"], reason)
 
 
 async def _fail_step(
@@ -459,14 +477,13 @@ async def _fail_step(
     store: Store,
     workspace: str,
     enrollment_id: str,
-    effect: Mapping[str, Any] | None,
+    step: str | None,
     reason: str,
 ) -> None:
     row = (await store.runs(workspace, [enrollment_id], lock=True)).get(enrollment_id)
     if row is None or row["status"] in ("exited",):
         return
-    step = effect["step"] if effect else row["step"] or "?"
-    book.end(row, "failed", reason, step)
+    book.end(row, "failed", reason, step or row["step"] or "?")
 
 
 async def _merge(book: RunBook, store: ProjectionStore, workspace: str, event: Incoming) -> None:
@@ -517,6 +534,8 @@ async def on_lead(
 ) -> None:
     """Leads captured from forms: with the contact event of the same submission (whichever
     comes second), each fires form-submitted triggers."""
+    if not await pairs_submissions(book, workspace):
+        return
     halves: list[SubmissionHalf] = []
     correlation: dict[str, str] = {}
     for event in events:
