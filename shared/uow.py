@@ -133,6 +133,14 @@ class UnitOfWork:
         first (`first_times`) and handles only the events it had not."""
         self._claim = (consumer, list(dict.fromkeys(event_ids)))
 
+    def take_claim(self) -> tuple[str, list[str]] | None:
+        """Hand over the claim `claim_at_commit` made (consumer, event ids) to a caller that
+        writes it in a statement of its own in this transaction, as `take_pending` hands over
+        the outbox rows; the caller raises `AlreadyHandled` if an id was claimed before. The
+        commit then claims nothing itself."""
+        claim, self._claim = self._claim, None
+        return claim
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once this transaction has committed (never if it rolls back): to
         tell another task of rows it can now see."""

@@ -187,6 +187,20 @@ class TestOutbox:
             assert await uow.first_times("c1", ["e2"]) == {"e2"}  # rolled back with the rest
         assert await stack.relay().publish_pending() == 0
 
+    async def test_a_claim_a_caller_took_is_not_claimed_again_by_the_commit(
+        self, stack: Stack
+    ) -> None:
+        async with stack.uow() as uow:
+            uow.claim_at_commit("c1", ["e1", "e2"])
+            taken = uow.take_claim()
+            assert uow.take_claim() is None
+            assert taken is not None
+            assert await uow.first_times(*taken) == {"e1", "e2"}  # the caller's own claim
+            uow.emit(TOPIC, "k", envelope("claimed by the caller"))
+        async with stack.uow() as uow:
+            assert await uow.first_times("c1", ["e1", "e2", "e3"]) == {"e3"}
+        assert await stack.relay().publish_pending() == 1
+
     async def test_rows_deferred_to_the_commit_are_written_with_it_or_not_at_all(
         self, stack: Stack
     ) -> None:
