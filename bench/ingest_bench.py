@@ -381,13 +381,17 @@ def cpu_spent(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux), None where /proc is missing."""
+def cpu_seconds(pid: int, children: bool = False) -> float | None:
+    """User + system CPU time of a process so far (Linux), with that of its ended (waited for)
+    children if asked; None where /proc is missing."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def server_buckets(client: httpx.AsyncClient) -> dict[float, float]:

@@ -5,8 +5,9 @@ Real Kafka and PostgreSQL (bench/infra.py), the five services as separate proces
 points at a local receiver that records when each alert arrives. Form posts are offered open
 loop (send times fixed in advance) at each rate of a stepped ramp; for every rate the run
 reports speed-to-lead percentiles, per-hop latency from the events' own timestamps, CPU seconds
-per lead and peak RSS per service, and whether the rate was sustained (every lead alerted
-exactly once and the backlog drained). Figures go to bench/results/speed-to-lead-<time>.json
+per lead and peak RSS per service, PostgreSQL's and Kafka's CPU per lead, how many cores the
+whole machine kept busy, and whether the rate was sustained (every lead alerted exactly once
+and the backlog drained). Figures go to bench/results/speed-to-lead-<time>.json
 with a PNG chart beside it.
 
     .venv/bin/python -m bench.speed_to_lead                      # 5, 100, 250, 500, 750, 1000/s
@@ -248,15 +249,43 @@ async def offer(port: int, path: str, rate: float, seconds: float) -> dict[bytes
     return accepted
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def infrastructure_cpu() -> dict[str, float]:
+    """CPU seconds so far of the PostgreSQL processes (server and backends) and of the Kafka
+    broker on this machine, found by name: the share of each lead's cost the services' own
+    figures leave out. On shared servers this counts their other users too. Children's time
+    counts: PostgreSQL's ended backends are in the server process's."""
+    found = {"postgres": 0.0, "kafka": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes() if comm == "java" else b""
+        except OSError:
+            continue
+        name = "postgres" if comm == "postgres" else "kafka" if b"kafka.Kafka" in cmdline else None
+        if name is not None:
+            found[name] += cpu_seconds(int(entry.name), children=True) or 0.0
+    return found
+
+
 async def measure_rate(
     stack: Stack, receiver: Receiver, form_path: str, rate: float, seconds: float, drain: float
 ) -> dict[str, Any]:
-    cpu_before = stack.cpu()
+    cpu_before, infra_before, machine_before = stack.cpu(), infrastructure_cpu(), machine_jiffies()
     accepted = await offer(stack.ports["ingest"], form_path, rate, seconds)
     deadline = time.monotonic() + drain
     while time.monotonic() < deadline and not all(e in receiver.arrivals for e in accepted):
         await asyncio.sleep(0.1)
-    cpu_after = stack.cpu()
+    cpu_after, infra_after, machine_after = stack.cpu(), infrastructure_cpu(), machine_jiffies()
+    busy, total = (machine_after[0] - machine_before[0], machine_after[1] - machine_before[1])
     latencies = [receiver.arrivals[e][0] - t for e, t in accepted.items() if e in receiver.arrivals]
     timed = {e: (t, receiver.arrivals[e][0]) for e, t in accepted.items() if e in receiver.arrivals}
     missing = sum(1 for e in accepted if e not in receiver.arrivals)
@@ -275,6 +304,12 @@ async def measure_rate(
             name: round((cpu_after[name] - cpu_before[name]) * 1000 / leads, 2)
             for name in cpu_after
         },
+        "infrastructure_cpu_ms_per_lead": {
+            name: round((infra_after[name] - infra_before[name]) * 1000 / leads, 2)
+            for name in infra_after
+        },
+        # How busy the whole machine was while the rate was offered and drained (cores).
+        "machine_busy_cores": round(busy / max(total, 1) * (os.cpu_count() or 1), 2),
         "peak_rss_mb": stack.peak_rss_mb(),
         "_leads": timed,
     }
