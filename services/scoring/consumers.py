@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from services.scoring import handlers
+from services.scoring.contacts import handlers as contact_changes
 from services.scoring.settings import scoring_settings
 from services.scoring.store import SqlStore
 from shared.app import ServiceContext
@@ -90,14 +91,14 @@ CONTACT_CHANGES = frozenset(
 ) | {ContactDeleted.event_type}
 
 
-def contact_change(event: Envelope) -> handlers.ContactChange | None:
+def contact_change(event: Envelope) -> contact_changes.ContactChange | None:
     """A snapshot, merge or delete scoring acts on; None for the rest (tasks, segments, …)."""
     payload = event.parsed if isinstance(event, ParsedEnvelope) else None
     if isinstance(payload, ContactMerged | ContactDeleted):
-        return handlers.ContactChange(event.workspace, payload, event.correlationid)
+        return contact_changes.ContactChange(event.workspace, payload, event.correlationid)
     snapshot = getattr(payload, "contact", None)
     if isinstance(snapshot, ContactSnapshot):
-        return handlers.ContactChange(event.workspace, snapshot, event.correlationid)
+        return contact_changes.ContactChange(event.workspace, snapshot, event.correlationid)
     return None
 
 
@@ -112,7 +113,7 @@ def subscriptions(clock: Clock) -> Callable[[ServiceContext], Sequence[Subscript
     async def on_contacts(events: Sequence[Envelope], uow: UnitOfWork) -> None:
         changes = [c for c in map(contact_change, events) if c is not None]
         if changes:
-            await handlers.on_contact_changes(changes, SqlStore(uow.session), uow, clock())
+            await contact_changes.on_contact_changes(changes, SqlStore(uow.session), uow, clock())
 
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
         # Scores come beside a lead's path, not on it: both consumers gather their batches.

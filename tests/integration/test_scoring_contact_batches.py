@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from services.scoring import handlers
+from services.scoring.contacts import handlers as contact_changes
 from services.scoring.main import build_spec
 from services.scoring.models import ContactRow, LedgerRow, ScoreRow, SetAsideRow, TimerRow
 from services.scoring.store import SqlStore
@@ -49,10 +50,10 @@ class Database:
         return UnitOfWork(db.sessionmaker(self.engine), SPEC.outbox, SPEC.inbox)
 
     async def apply(
-        self, workspace: str, changes: Sequence[handlers.ContactChange], outbox: Recorded
+        self, workspace: str, changes: Sequence[contact_changes.ContactChange], outbox: Recorded
     ) -> None:
         async with self.uow() as uow:
-            await handlers.on_contact_changes(changes, SqlStore(uow.session), outbox, NOW)
+            await contact_changes.on_contact_changes(changes, SqlStore(uow.session), outbox, NOW)
 
     async def set_aside(self, workspace: str, **event: Any) -> None:
         engagement = handlers.EngagementIn(
@@ -130,7 +131,7 @@ def ids(count: int) -> list[str]:
 
 async def story(
     database: Database, workspace: str
-) -> tuple[list[handlers.ContactChange], dict[str, str]]:
+) -> tuple[list[contact_changes.ContactChange], dict[str, str]]:
     """Engagement set aside, an erased contact, and the contact changes of one poll."""
     a, b, c, d, e, f = ids(6)
     people = {"a": a, "b": b, "c": c, "d": d, "e": e, "f": f}
@@ -145,14 +146,14 @@ async def story(
     await database.apply(
         workspace,
         [
-            handlers.ContactChange(workspace, snapshot(f)),
-            handlers.ContactChange(workspace, ContactDeleted(contact_id=f, deleted_at=NOW)),
+            contact_changes.ContactChange(workspace, snapshot(f)),
+            contact_changes.ContactChange(workspace, ContactDeleted(contact_id=f, deleted_at=NOW)),
         ],
         Recorded(),
     )
 
-    def change(item: Any, correlation: str = "poll") -> handlers.ContactChange:
-        return handlers.ContactChange(workspace, item, correlation)
+    def change(item: Any, correlation: str = "poll") -> contact_changes.ContactChange:
+        return contact_changes.ContactChange(workspace, item, correlation)
 
     changes = [
         change(snapshot(a, job_title="Engineer"), "lead-a"),
@@ -236,11 +237,17 @@ class TestContactChangesInOnePoll:
                 outbox.append(Envelope.from_bytes(payload))
 
         async with database.uow() as uow:
-            await handlers.on_contact_changes(
+            await contact_changes.on_contact_changes(
                 [
-                    handlers.ContactChange(workspace, snapshot(a, job_title="Engineer"), "one"),
-                    handlers.ContactChange(workspace, snapshot(a, job_title="VP Sales"), "two"),
-                    handlers.ContactChange(workspace, snapshot(a, job_title="Engineer"), "three"),
+                    contact_changes.ContactChange(
+                        workspace, snapshot(a, job_title="Engineer"), "one"
+                    ),
+                    contact_changes.ContactChange(
+                        workspace, snapshot(a, job_title="VP Sales"), "two"
+                    ),
+                    contact_changes.ContactChange(
+                        workspace, snapshot(a, job_title="Engineer"), "three"
+                    ),
                 ],
                 SqlStore(uow.session),
                 Keep(),
