@@ -30,6 +30,7 @@ from services.workflows.models import (
     Timer,
     Workflow,
     WorkflowVersion,
+    inbox,
     outbox,
 )
 
@@ -42,6 +43,7 @@ WORKFLOWS: Table = Workflow.__table__  # type: ignore[assignment]
 VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[assignment]
 SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 OUTBOX: Table = outbox
+INBOX: Table = inbox
 PROJECTION = ("email", "data", "merged_into", "updated_at")
 
 

@@ -50,6 +50,7 @@ class Store(Protocol):
 class Outbox(Protocol):
     def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None: ...
     def take_pending(self) -> list[dict[str, object]]: ...
+    def take_claim(self) -> tuple[str, list[str]] | None: ...
 
 
 @dataclass(frozen=True)
@@ -458,8 +459,9 @@ class RunBook:
         )
 
     async def flush(self) -> None:
-        """Write everything this transaction did, the events queued so far in the outbox
-        included (one statement on PostgreSQL)."""
+        """Write everything this transaction did, the events queued so far in the outbox and
+        a consumer's inbox claim included (one statement on PostgreSQL); raises
+        `AlreadyHandled` if the claim finds an event handled before (a redelivery)."""
         deleted = [k for k, v in self._timers.items() if v is None and k not in self._claimed]
         put = [v for v in self._timers.values() if v is not None]
         await self.store.write_runs(
@@ -472,6 +474,7 @@ class RunBook:
                 effects=self._effects,
                 contacts=list(self._contacts.values()),
                 events=self.outbox.take_pending(),
+                claim=self.outbox.take_claim(),
             )
         )
         self._claimed.difference_update(v["id"] for v in put)  # they exist again

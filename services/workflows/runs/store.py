@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -29,6 +29,7 @@ from services.workflows.rows import (
     CONTACTS,
     EFFECTS,
     ENROLLMENTS,
+    INBOX,
     OUTBOX,
     PROJECTION,
     STEPS,
@@ -38,6 +39,7 @@ from services.workflows.rows import (
     json_rows,
 )
 from shared.db import insert_json_rows, insert_rows, update_json_rows
+from shared.inbox import AlreadyHandled, claim_many
 
 RUN_STATE = (
     "status",
@@ -66,6 +68,9 @@ class RunWrites:
     effects: Sequence[Mapping[str, Any]] = ()
     contacts: Sequence[Mapping[str, Any]] = ()  # projection rows, one per contact
     events: Sequence[Mapping[str, Any]] = ()  # outbox rows (`UnitOfWork.take_pending`), in order
+    # The consumer's inbox claim (`UnitOfWork.take_claim`): its event ids, recorded as handled
+    # by the same statement; `write_runs` raises `AlreadyHandled` if one was before.
+    claim: tuple[str, Sequence[str]] | None = None
 
 
 _TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
@@ -101,6 +106,12 @@ _RUN_WRITES: dict[str, str] = {
         "CAST(:event_ids AS varchar[]), CAST(:event_payloads AS bytea[]), "
         "CAST(:event_times AS timestamptz[]))"
     ),
+    # Last: its rows are the statement's, the ids claimed for the first time.
+    "claim": (
+        "INSERT INTO inbox (consumer, event_id, processed_at) SELECT :claim_consumer, e, "
+        ":claim_at FROM unnest(CAST(:claim_ids AS varchar[])) AS e ON CONFLICT DO NOTHING "
+        "RETURNING event_id"
+    ),
 }
 _EVENT_COLUMNS = {
     "event_topics": "topic",
@@ -119,6 +130,11 @@ def _run_writes(kinds: tuple[str, ...]) -> TextClause:
     if not first:
         return text(last)
     return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)
+
+
+def _check_claim(consumer: str, ids: Sequence[str], claimed: set[str]) -> None:
+    if len(claimed) < len(set(ids)):
+        raise AlreadyHandled(f"{consumer}: {len(set(ids)) - len(claimed)} event(s) seen before")
 
 
 def _latest(
@@ -167,10 +183,22 @@ class RunsStore(StoreBase):
             await self.add_effects(writes.effects)
             await self.save_contacts(writes.contacts)
             await insert_rows(self.session, OUTBOX, writes.events)
+            if writes.claim is not None:
+                consumer, ids = writes.claim
+                _check_claim(consumer, ids, await claim_many(self.session, INBOX, consumer, ids))
             return
         kinds: list[str] = []
         params: dict[str, Any] = {}
         for kind in _RUN_WRITES:
+            if kind == "claim":
+                if writes.claim is not None and writes.claim[1]:
+                    kinds.append(kind)
+                    params.update(
+                        claim_consumer=writes.claim[0],
+                        claim_ids=list(dict.fromkeys(writes.claim[1])),
+                        claim_at=datetime.now(UTC),
+                    )
+                continue
             rows: Sequence[Any] = getattr(writes, kind)
             if not rows:
                 continue
@@ -188,8 +216,11 @@ class RunsStore(StoreBase):
                 rows = list({r["id"]: r for r in rows}.values())
                 self._note_timers(rows)
             params[kind] = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
-        if kinds:
-            await self.session.execute(_run_writes(tuple(kinds)), params)
+        if not kinds:
+            return
+        result = await self.session.execute(_run_writes(tuple(kinds)), params)
+        if kinds[-1] == "claim":
+            _check_claim(params["claim_consumer"], params["claim_ids"], set(result.scalars()))
 
     async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
         await insert_json_rows(self.session, ENROLLMENTS, rows)

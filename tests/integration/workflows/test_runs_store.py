@@ -1,15 +1,20 @@
 """The one locked read a batch of facts makes of runs gives what `last_runs` and `open_runs`
-give apart, on SQLite and the real PostgreSQL."""
+give apart, and the one write of a batch carries its inbox claim, on SQLite and the real
+PostgreSQL."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.workflows.store import WorkflowsStore
+from services.workflows.rows import INBOX
+from services.workflows.store import RunWrites, WorkflowsStore
 from shared import db
+from shared.inbox import AlreadyHandled, claim_many
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -67,3 +72,25 @@ async def test_one_read_gives_the_last_runs_of_the_pairs_and_the_open_runs(
         assert sorted(r["id"] for r in found) == ["enr_3", "enr_6"]
         no_pairs = await store.runs_of_facts("ws", ["a"], [])
         assert no_pairs == ({}, await store.open_runs("ws", ["a"]))
+
+
+async def test_the_run_writes_carry_the_inbox_claim_and_refuse_a_redelivery(
+    database: AsyncEngine,
+) -> None:
+    event = {"topic": "t", "key": "k", "event_id": "ev", "payload": b"{}", "created_at": NOW}
+    first = RunWrites(new_runs=[run(1, "w1", "a", "completed", 0)], events=[event])
+    async with db.sessionmaker(database)() as session, session.begin():
+        await WorkflowsStore(session).write_runs(replace(first, claim=("c1", ["e1", "e2"])))
+    # e2 again among new ones: refused, and the transaction keeps nothing of it.
+    again = RunWrites(new_runs=[run(2, "w1", "b", "completed", 0)], events=[event])
+    async with db.sessionmaker(database)() as session:
+        with pytest.raises(AlreadyHandled):
+            async with session.begin():
+                await WorkflowsStore(session).write_runs(replace(again, claim=("c1", ["e3", "e2"])))
+    async with db.sessionmaker(database)() as session, session.begin():
+        store = WorkflowsStore(session)
+        assert set(await store.runs("ws", ["enr_1", "enr_2"])) == {"enr_1"}
+        assert await claim_many(session, INBOX, "c1", ["e1", "e2", "e3"]) == {"e3"}
+        # A claim alone (a batch that wrote nothing else) is written too.
+        await store.write_runs(RunWrites(claim=("c2", ["e1"])))
+        assert await claim_many(session, INBOX, "c2", ["e1"]) == set()
