@@ -11,7 +11,7 @@ from sqlalchemy import Column, MetaData, String, Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UtcDateTime, insert_for, insert_rows
-from shared.db.bulk import DeferredInsert, fetch_after_inserts
+from shared.db.bulk import Deferred, fetch_after_inserts
 
 
 class AlreadyHandled(Exception):
@@ -77,7 +77,7 @@ async def claim_with_writes(
     consumer: str,
     event_ids: Sequence[str],
     writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
-    deferred: Sequence[DeferredInsert] = (),
+    deferred: Sequence[Deferred] = (),
 ) -> set[str]:
     """`claim_many` at the end of a transaction, with the rows of `writes` inserted by the
     same statement on PostgreSQL (the outbox's): a consumer's transaction is then its

@@ -4,8 +4,8 @@
 - `base`: each service's typed declarative base (`service_metadata`).
 - `types`: `UtcDateTime` (every timestamp column) and `Json`.
 - `bulk`: many rows in one statement (`insert_rows`, `append_rows`, `insert_json_rows`,
-  `update_json_rows`), one path per need; `defer_json_rows` leaves them to the statement
-  that ends the unit of work.
+  `update_json_rows`), one path per need; `defer_json_rows` and `defer_json_update` leave
+  them to the statement that ends the unit of work.
 - `dialect`: `insert_for`, `insert_or_ignore` and `upsert` across PostgreSQL and SQLite.
 - `locks`: named advisory locks held for a transaction.
 
@@ -18,6 +18,7 @@ from shared.db.base import NAMING, new_base, service_metadata
 from shared.db.bulk import (
     append_rows,
     defer_json_rows,
+    defer_json_update,
     insert_json_rows,
     insert_rows,
     update_json_rows,
@@ -38,6 +39,7 @@ __all__ = [
     "append_rows",
     "create_engine",
     "defer_json_rows",
+    "defer_json_update",
     "dialect_of",
     "insert_for",
     "insert_json_rows",

@@ -103,6 +103,26 @@ class DeferredInsert:
         return f"INSERT INTO {target} ({names}) SELECT {names} FROM {rows}{conflicts}"
 
 
+@dataclass(frozen=True)
+class DeferredUpdate:
+    """`update_json_rows`' statement for one batch, to run as a CTE of a later statement."""
+
+    table: Table
+    columns: tuple[str, ...]  # the columns set
+    key: str
+    document: str
+
+    def positional(self, number: int) -> str:
+        target = _qualified(self.table)
+        values = ", ".join(f'"{name}" = v."{name}"' for name in self.columns)
+        rows = f"json_populate_recordset(NULL::{target}, ${number}::json)"
+        match = f't."{self.key}" = v."{self.key}"'
+        return f"UPDATE {target} AS t SET {values} FROM {rows} AS v WHERE {match}"
+
+
+Deferred = DeferredInsert | DeferredUpdate
+
+
 async def defer_json_rows(
     session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], ignore: bool = False
 ) -> None:
@@ -122,9 +142,27 @@ async def defer_json_rows(
     session.info.setdefault(_DEFERRED, []).append(DeferredInsert(table, columns, ignore, document))
 
 
-def take_deferred(session: AsyncSession) -> list[DeferredInsert]:
-    """The inserts `defer_json_rows` left for the transaction's last statement, handed over."""
-    deferred: list[DeferredInsert] = session.info.pop(_DEFERRED, [])
+async def defer_json_update(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], key: str = "id"
+) -> None:
+    """`update_json_rows`, but on PostgreSQL written by the statement that ends the session's
+    unit of work (as `defer_json_rows`): for rows whose locks were taken beforehand and that
+    nothing reads later in the transaction (a read would see them unchanged). Elsewhere the
+    rows are updated at once."""
+    if not rows:
+        return
+    if dialect_of(session) != "postgresql":
+        await update_json_rows(session, table, rows, key)
+        return
+    names = tuple(n for n in rows[0] if n not in (key, "workspace"))
+    update = DeferredUpdate(table, names, key, _json_document(rows)["rows"])
+    session.info.setdefault(_DEFERRED, []).append(update)
+
+
+def take_deferred(session: AsyncSession) -> list[Deferred]:
+    """The writes `defer_json_rows` and `defer_json_update` left for the transaction's last
+    statement, handed over."""
+    deferred: list[Deferred] = session.info.pop(_DEFERRED, [])
     return deferred
 
 
@@ -133,7 +171,7 @@ async def fetch_after_inserts(
     writes: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
     statement: Callable[[int], str],
     *params: Any,
-    deferred: Sequence[DeferredInsert] = (),
+    deferred: Sequence[Deferred] = (),
 ) -> list[Any]:
     """PostgreSQL: insert `deferred` and `writes` and run `statement` in one round trip, in
     the session's transaction: the inserts go first, as data-modifying CTEs (see

@@ -223,6 +223,40 @@ class TestOutbox:
         assert kept == {"n1", "n2", "n4"}
         assert await stack.relay().publish_pending() == 2
 
+    async def test_updates_deferred_to_the_commit_are_written_with_it_or_not_at_all(
+        self, stack: Stack
+    ) -> None:
+        tallies = Table(
+            "tallies",
+            MetaData(),
+            Column("id", String(20), primary_key=True),
+            Column("owner", String(20)),
+            Column("note", String(20)),
+        )
+        async with stack.engine.begin() as conn:
+            await conn.run_sync(tallies.metadata.create_all)
+            await conn.execute(
+                tallies.insert(),
+                [
+                    {"id": "a", "owner": "x", "note": "kept"},
+                    {"id": "b", "owner": "x", "note": None},
+                ],
+            )
+        async with stack.uow() as uow:
+            uow.claim_at_commit("c1", ["e1"])
+            await db.defer_json_update(uow.session, tallies, [{"id": "a", "owner": "y"}])
+            await db.defer_json_rows(
+                uow.session, tallies, [{"id": "c", "owner": "z", "note": None}]
+            )
+        with pytest.raises(AlreadyHandled):
+            async with stack.uow() as uow:
+                uow.claim_at_commit("c1", ["e1"])
+                await db.defer_json_update(uow.session, tallies, [{"id": "b", "owner": "w"}])
+        async with stack.engine.connect() as conn:
+            rows = (await conn.execute(select(tallies).order_by(tallies.c.id))).all()
+        # Only the named column is set; the row left out and the rolled back update untouched.
+        assert [tuple(r) for r in rows] == [("a", "y", "kept"), ("b", "x", None), ("c", "z", None)]
+
     async def test_kafka_rows_go_once_published_memory_bus_rows_are_kept_a_day(
         self, stack: Stack
     ) -> None:
