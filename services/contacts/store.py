@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from services.contacts.captures.store import CapturesStore
 from services.contacts.duplicates.store import DuplicatesStore
 from services.contacts.owners.store import OwnersStore
 from services.contacts.privacy.store import PrivacyStore
@@ -14,7 +15,9 @@ from services.contacts.segments.store import SegmentsStore
 from shared.uow import StoreTransaction, UnitOfWork
 
 
-class ContactsStore(SegmentsStore, OwnersStore, DuplicatesStore, PrivacyStore, ReportsStore):
+class ContactsStore(
+    CapturesStore, SegmentsStore, OwnersStore, DuplicatesStore, PrivacyStore, ReportsStore
+):
     """Every query the contacts service runs, over the session of one unit of work."""
 
 

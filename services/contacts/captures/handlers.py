@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from services.contacts import domain
 from services.contacts.captures import domain as captures_domain
+from services.contacts.captures.store import CaptureView
 from services.contacts.domain import RuleViolation
 from services.contacts.handlers import SOURCE, activity, lifecycle_row, resolve_contact
 from services.contacts.models import Contact
@@ -46,19 +47,21 @@ class CapturesRepository(SegmentsRepository, RotationRepository, Protocol):
 
     async def add_tags(self, workspace: str, pairs: Iterable[tuple[str, str]]) -> None: ...
 
+    async def capture_view(
+        self,
+        workspace: str,
+        digests: Iterable[str],
+        emails: Iterable[str],
+        phones: Iterable[str],
+    ) -> CaptureView: ...
+
     async def contact_by_identity(
         self, workspace: str, email: str | None = None, phone: str | None = None
     ) -> Contact | None: ...
 
-    async def contact_states_by_identities(
-        self, workspace: str, emails: Iterable[str], phones: Iterable[str]
-    ) -> list[dict[str, Any]]: ...
-
-    async def erasures(self, workspace: str, digests: Iterable[str]) -> dict[str, datetime]: ...
-
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
-    def defer_inserts(self) -> None: ...
+    def defer_writes(self) -> None: ...
 
     async def update_contacts(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
@@ -113,96 +116,126 @@ async def capture_leads(
     """Upsert captured leads: same email → that contact, else same phone → that contact, else a
     new one; empty values never overwrite filled ones; every capture is a timeline activity.
 
-    The whole batch is one transaction with one identity lookup per workspace; the rows found
-    are locked, and a racing insert of the same person fails on the unique constraints, so the
-    batch is retried and then finds the contact the other transaction created.
+    The whole batch is one transaction with one read per workspace (`capture_view`); the rows
+    found are locked, and a racing insert of the same person fails on the unique constraints,
+    so the batch is retried and then finds the contact the other transaction created.
     """
-    store = tx.store
     by_workspace: dict[str, list[CapturedLead]] = {}
     for item in leads:
         by_workspace.setdefault(item.workspace, []).append(item)
     for workspace, items in by_workspace.items():
-        items = await _not_erased(workspace, items, store)
-        if items:
-            await _capture_in_workspace(workspace, items, store, tx, now)
+        await _capture_in_workspace(workspace, items, tx, now)
 
 
-async def _not_erased(
-    workspace: str, items: Sequence[CapturedLead], store: CapturesRepository
+def _not_erased(
+    workspace: str,
+    items: Sequence[CapturedLead],
+    digests: Mapping[int, list[str]],
+    erased: dict[str, datetime],
 ) -> list[CapturedLead]:
     """The leads that do not bring an erased person back: a lead captured before its person
     was erased (a replayed dead letter, a re-published outbox row, a re-read topic) is dropped;
-    one captured afterwards is a new, consented capture."""
-    found = {
-        id(item): erasure.digests(
-            workspace, [item.lead.dedupe_key, *erasure.identities(item.lead.email, item.lead.phone)]
-        )
-        for item in items
-    }
-    erased = await store.erasures(workspace, {d for ds in found.values() for d in ds})
+    one captured afterwards is a new, consented capture. `digests`: each item's, by `id()`."""
     if not erased:
         return list(items)
     kept = []
     for item in items:
-        if erasure.replayed_after_erasure(item.lead.captured_at, found[id(item)], erased):
+        if erasure.replayed_after_erasure(item.lead.captured_at, digests[id(item)], erased):
             log.info("dropping a lead of an erased person", extra={"id": item.lead.submission_id})
         else:
             kept.append(item)
     return kept
 
 
+@dataclass
+class _NewContact:
+    """A contact the batch creates, whose events wait for its owner: the rotation is read
+    (and its team row locked) once the whole batch is matched, so the lock is held only from
+    there to the commit. Its snapshots hold an `owner_id` placeholder until then."""
+
+    item: CapturedLead
+    state: dict[str, Any]
+    snapshot: dict[str, Any]
+    ids: tuple[str, str, str]  # assignment activity, contact.created, contact.owner_assigned
+    # Its `contact.updated` of later leads of the batch: event id, data, snapshot, correlation.
+    updates: list[tuple[str, dict[str, Any], dict[str, Any], str | None]] = field(
+        default_factory=list
+    )
+
+
+# The `owner_id` of a new contact's state until the rotation gives it one (not None, so the
+# snapshots built meanwhile keep the key in its place).
+_OWNER_PENDING = ""
+
+
+def _lead_captures(items: Sequence[CapturedLead]) -> list[captures_domain.Capture]:
+    return [
+        captures_domain.capture_from_lead(
+            item.lead.email,
+            item.lead.phone,
+            {
+                "first_name": item.lead.first_name,
+                "last_name": item.lead.last_name,
+                "company": item.lead.company,
+                "job_title": item.lead.job_title,
+                "country": item.lead.country,
+            },
+            item.lead.custom_fields,
+            item.lead.tags,
+        )
+        for item in items
+    ]
+
+
 async def _capture_in_workspace(
     workspace: str,
     items: Sequence[CapturedLead],
-    store: CapturesRepository,
     tx: Transaction[CapturesRepository],
     now: datetime,
 ) -> None:
-    leads = [item.lead for item in items]
-    # Up to six ids a lead (contact, lifecycle row, two events, two timeline rows): drawn in
-    # chunks of about the batch's need, not 256 at a time for a poll of two leads.
-    ids = random_ids(chunk=min(256, 6 * len(items)))
+    store = tx.store
     # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
     # worked through; new ones are inserted in one statement, existing ones updated at the end.
-    definitions = await store.field_definitions(workspace)
-    captures = [
-        captures_domain.capture_from_lead(
-            lead.email,
-            lead.phone,
-            {
-                "first_name": lead.first_name,
-                "last_name": lead.last_name,
-                "company": lead.company,
-                "job_title": lead.job_title,
-                "country": lead.country,
-            },
-            lead.custom_fields,
-            lead.tags,
+    raw_captures = _lead_captures(items)
+    digests = {
+        id(item): erasure.digests(
+            workspace, [item.lead.dedupe_key, *erasure.identities(item.lead.email, item.lead.phone)]
         )
-        for lead in leads
-    ]
-    states = {
-        row["id"]: row
-        for row in await store.contact_states_by_identities(
-            workspace,
-            [c.email for c in captures if c.email],
-            [c.phone for c in captures if c.phone],
-        )
+        for item in items
     }
-    existing = list(states)
+    view = await store.capture_view(
+        workspace,
+        {d for ds in digests.values() for d in ds},
+        [c.email for c in raw_captures if c.email],
+        [c.phone for c in raw_captures if c.phone],
+    )
+    kept = {id(item) for item in _not_erased(workspace, items, digests, view.erased)}
+    if not kept:
+        return
+    if not view.segments:
+        # Nothing reads the batch's writes back in this transaction (segment filters would):
+        # they go in the statement that ends it, with the outbox rows and the inbox claim.
+        store.defer_writes()
+    # Up to seven ids a lead (contact, lifecycle row, three events, two timeline rows): drawn in
+    # chunks of about the batch's need, not 256 at a time for a poll of two leads.
+    ids = random_ids(chunk=min(256, 7 * len(items)))
+    definitions = view.definitions
+    states = {row["id"]: row for row in view.contacts}
     originals = {cid: dict(state) for cid, state in states.items()}
     by_email = {s["email"]: cid for cid, s in states.items() if s["email"]}
     by_phone = {s["phone"]: cid for cid, s in states.items() if s["phone"]}
-    tags = {cid: set(t) for cid, t in (await store.tags_of(existing)).items()}
-    lists = await store.lists_of(existing)
+    tags = {cid: set(t) for cid, t in view.tags.items()}
+    lists = dict(view.lists)
     created: list[dict[str, Any]] = []
+    new_contacts: dict[str, _NewContact] = {}
     changed: set[str] = set()
     new_tags: list[tuple[str, str]] = []
     activities: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
-    rotation = CaptureRotation(workspace, store)
 
-    for item, raw in zip(items, captures, strict=True):
+    for item, raw in zip(items, raw_captures, strict=True):
+        if id(item) not in kept:
+            continue
         lead = item.lead
         if raw.email is None and raw.phone is None:
             log.warning("lead without a usable identity", extra={"id": lead.submission_id})
@@ -210,13 +243,10 @@ async def _capture_in_workspace(
         custom, rejected = domain.accept_captured_fields(raw.custom_fields, definitions)
         capture = captures_domain.Capture(raw.email, raw.phone, raw.fields, custom, raw.tags)
         contact_id, matched_by = captures_domain.match_contact(capture, by_email, by_phone)
-        events: list[tuple[str, dict[str, Any]]] = []
         if contact_id is None:
             contact_id = next(ids)
             state = new_contact_state(contact_id, workspace, capture, lead, now)
-            assigned = await rotation.next_owner()
-            if assigned is not None:
-                state["owner_id"] = assigned[1].id
+            state["owner_id"] = _OWNER_PENDING
             created.append(state)
             states[contact_id] = state
             tags[contact_id] = set(capture.tags)
@@ -224,36 +254,8 @@ async def _capture_in_workspace(
             new_tags.extend((contact_id, t) for t in capture.tags)
             stages.append(lifecycle_row(workspace, contact_id, None, "lead", now, row_id=next(ids)))
             snapshot = contact_snapshot_data(state, tags[contact_id], [])
-            owner = assigned[1] if assigned is not None else None
-            events.append(
-                (
-                    ContactCreated.event_type,
-                    contact_created_data(
-                        snapshot,
-                        LeadCaptured.event_type,
-                        lead.submission_id,
-                        owner.name if owner else None,
-                        owner.email if owner else None,
-                    ),
-                )
-            )
-            if assigned is not None:
-                team, owner = assigned
-                events.append(owner_assigned(snapshot, team, owner))
-                activities.append(
-                    activity(
-                        workspace,
-                        contact_id,
-                        ContactOwnerAssigned.event_type,
-                        now,
-                        {
-                            "owner_id": owner.id,
-                            "previous_owner_id": None,
-                            "rule": team.rotation.rule,
-                        },
-                        row_id=next(ids),
-                    )
-                )
+            reserved = (next(ids), next(ids), next(ids))
+            new_contacts[contact_id] = _NewContact(item, state, snapshot, reserved)
         else:
             state = states[contact_id]
             before_tags = sorted(tags[contact_id])
@@ -277,20 +279,21 @@ async def _capture_in_workspace(
                 changed.add(contact_id)
                 if added:
                     field_changes["tags"] = (before_tags, sorted(tags[contact_id]))
-                events.append(
-                    (
-                        ContactUpdated.event_type,
-                        contact_updated_data(
-                            contact_id,
-                            field_changes,
-                            contact_snapshot_data(state, tags[contact_id], lists[contact_id]),
-                            LeadCaptured.event_type,
-                            lead.submission_id,
-                        ),
-                    )
+                snapshot = contact_snapshot_data(state, tags[contact_id], lists[contact_id])
+                data = contact_updated_data(
+                    contact_id,
+                    field_changes,
+                    snapshot,
+                    LeadCaptured.event_type,
+                    lead.submission_id,
                 )
-        for kind, data in events:
-            emit_captured(tx, next(ids), kind, workspace, contact_id, data, item.correlationid)
+                event_id = next(ids)
+                new = new_contacts.get(contact_id)
+                if new is not None:  # created earlier in the batch: after its own events
+                    new.updates.append((event_id, data, snapshot, item.correlationid))
+                else:
+                    kind, correlationid = ContactUpdated.event_type, item.correlationid
+                    emit_captured(tx, event_id, kind, workspace, contact_id, data, correlationid)
         if state["email"]:
             by_email[state["email"]] = contact_id
         if state["phone"]:
@@ -319,7 +322,7 @@ async def _capture_in_workspace(
         )
 
     # Only the columns that changed are written (as the ORM did), grouped by which columns so
-    # each group is one executemany.
+    # each group is one statement.
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for cid in sorted(changed):
         if cid not in originals:
@@ -328,20 +331,70 @@ async def _capture_in_workspace(
         names = tuple(n for n in CAPTURE_UPDATED_COLUMNS if state[n] != original[n])
         if names:
             updates.setdefault(names, []).append({"id": cid, **{n: state[n] for n in names}})
-    await rotation.save()
     for rows in updates.values():
         await store.update_contacts(rows)
-    segments = await store.segments(workspace)
-    if not segments:
-        # Nothing reads the new rows back in this transaction (segment filters would): they
-        # go in the statement that ends it, with the outbox rows and the inbox claim.
-        store.defer_inserts()
+    if new_contacts:
+        activities.extend(await _assign_owners(workspace, new_contacts, store, tx, now))
     await store.insert_contacts(created)
     await store.add_tags(workspace, new_tags)
     await store.add_activities(activities)
     await store.add_lifecycle_changes(stages)
     changed_ids = {a["contact_id"] for a in activities}
-    await refresh_segments(changed_ids, workspace, tx, now, definitions, segments)
+    await refresh_segments(changed_ids, workspace, tx, now, definitions, view.segments)
+
+
+async def _assign_owners(
+    workspace: str,
+    new_contacts: Mapping[str, _NewContact],
+    store: CapturesRepository,
+    tx: Transaction[CapturesRepository],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Give the batch's new contacts their owners by the capture rule's rotation, in the order
+    they were created, and emit each one's events (`contact.created`, `contact.owner_assigned`,
+    then its updates); returns the assignments' timeline rows. The team's row is locked from
+    here to the commit (the rotation moves)."""
+    rotation = CaptureRotation(workspace, store)
+    rows: list[dict[str, Any]] = []
+    for contact_id, new in new_contacts.items():
+        assigned = await rotation.next_owner()
+        owner = assigned[1] if assigned is not None else None
+        new.state["owner_id"] = owner.id if owner is not None else None
+        for snapshot in (new.snapshot, *(update[2] for update in new.updates)):
+            if owner is not None:
+                snapshot["owner_id"] = owner.id
+            else:
+                del snapshot["owner_id"]
+        activity_id, created_id, assigned_id = new.ids
+        lead, correlationid = new.item.lead, new.item.correlationid
+        data = contact_created_data(
+            new.snapshot,
+            LeadCaptured.event_type,
+            lead.submission_id,
+            owner.name if owner else None,
+            owner.email if owner else None,
+        )
+        kind = ContactCreated.event_type
+        emit_captured(tx, created_id, kind, workspace, contact_id, data, correlationid)
+        if assigned is not None:
+            team, owner = assigned
+            kind, data = owner_assigned(new.snapshot, team, owner)
+            emit_captured(tx, assigned_id, kind, workspace, contact_id, data, correlationid)
+            rows.append(
+                activity(
+                    workspace,
+                    contact_id,
+                    ContactOwnerAssigned.event_type,
+                    now,
+                    {"owner_id": owner.id, "previous_owner_id": None, "rule": team.rotation.rule},
+                    row_id=activity_id,
+                )
+            )
+        for event_id, data, _, update_correlationid in new.updates:
+            kind = ContactUpdated.event_type
+            emit_captured(tx, event_id, kind, workspace, contact_id, data, update_correlationid)
+    await rotation.save()
+    return rows
 
 
 def owner_assigned(

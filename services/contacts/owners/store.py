@@ -16,6 +16,7 @@ from services.contacts.models import (
 from services.contacts.owners import domain as owners_domain
 from services.contacts.owners.domain import CaptureTeam
 from services.contacts.people.store import PeopleStore
+from shared.db import defer_json_update
 
 TEAMS = cast(Table, Team.__table__)
 OWNERS = cast(Table, Owner.__table__)
@@ -88,7 +89,17 @@ class OwnersStore(PeopleStore):
         return owners_domain.CaptureTeam(rows[0].id, rotation, owners)
 
     async def save_rotation(self, team_id: str, rotation: owners_domain.Rotation) -> None:
-        """Where a team's rotation stands: its last owner, and weighted credits."""
+        """Where a team's rotation stands: its last owner, and weighted credits (left to the
+        transaction's last statement after `defer_writes`: the row is locked already)."""
+        if self._deferring:
+            team = {"id": team_id, "last_owner_id": rotation.last_owner_id}
+            await defer_json_update(self.session, TEAMS, [team])
+            if rotation.rule == "weighted":
+                credits = rotation.credits().items()
+                await defer_json_update(
+                    self.session, OWNERS, [{"id": o, "credit": c} for o, c in credits]
+                )
+            return
         await self.session.execute(
             update(TEAMS).where(TEAMS.c.id == team_id).values(last_owner_id=rotation.last_owner_id)
         )

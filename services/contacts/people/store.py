@@ -4,7 +4,7 @@ lists, custom field definitions, timeline activities and lifecycle history."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -37,6 +37,7 @@ from services.contacts.models import (
 from shared.db import (
     UtcDateTime,
     defer_json_rows,
+    defer_json_update,
     insert_for,
     insert_json_rows,
     integrity_errors_as,
@@ -56,6 +57,29 @@ LIFECYCLE_CHANGES = cast(Table, LifecycleChangeRow.__table__)
 
 
 CONTACT_TAGS = cast(Table, ContactTag.__table__)
+
+
+FIELD_DEFINITIONS = cast(Table, FieldDefinitionRow.__table__)
+
+
+def definitions_over_defaults(rows: Iterable[Mapping[Any, Any]]) -> dict[str, FieldDefinition]:
+    """A workspace's field definitions (rows of `field_definitions`, as mappings) over the
+    out-of-the-box ones, which it may redefine."""
+    result = dict(domain.DEFAULT_FIELDS)
+    for row in rows:
+        low, high = row["min"], row["max"]
+        result[row["name"]] = FieldDefinition(
+            name=row["name"],
+            type=row["type"],
+            label=row["label"],
+            required=row["required"],
+            options=tuple(row["options"] or ()),
+            min=None if low is None else float(low),  # a whole float comes back from JSON an int
+            max=None if high is None else float(high),
+            max_length=row["max_length"],
+            pattern=row["pattern"],
+        )
+    return result
 
 
 # --- keyset pagination ------------------------------------------------------------------
@@ -138,9 +162,10 @@ class PeopleStore:
         self.session = session
         self._deferring = False
 
-    def defer_inserts(self) -> None:
-        """Leave the inserts that follow (contacts, tags, timeline, lifecycle) to the
-        statement that ends the transaction: for a use case that reads none of them back."""
+    def defer_writes(self) -> None:
+        """Leave the inserts and batch updates that follow (contacts, tags, timeline,
+        lifecycle, a team's rotation) to the statement that ends the transaction: for a use
+        case that reads none of them back."""
         self._deferring = True
 
     @property
@@ -208,7 +233,8 @@ class PeopleStore:
     async def update_contacts(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many contacts updated in one statement: each row is `id` plus the same columns to
         set (the caller locked the rows beforehand)."""
-        await update_json_rows(self.session, CONTACTS, rows)
+        write = defer_json_update if self._deferring else update_json_rows
+        await write(self.session, CONTACTS, rows)
 
     async def _insert_many(
         self, table: Table, rows: Sequence[dict[str, Any]], ignore_conflicts: bool = False
@@ -300,25 +326,8 @@ class PeopleStore:
 
     async def field_definitions(self, workspace: str) -> dict[str, FieldDefinition]:
         """The workspace's definitions over the out-of-the-box ones (which it may redefine)."""
-        rows = (
-            await self.session.execute(
-                select(FieldDefinitionRow).where(FieldDefinitionRow.workspace == workspace)
-            )
-        ).scalars()
-        result = dict(domain.DEFAULT_FIELDS)
-        for row in rows:
-            result[row.name] = FieldDefinition(
-                name=row.name,
-                type=row.type,
-                label=row.label,
-                required=row.required,
-                options=tuple(row.options or ()),
-                min=row.min,
-                max=row.max,
-                max_length=row.max_length,
-                pattern=row.pattern,
-            )
-        return result
+        stmt = select(FIELD_DEFINITIONS).where(FIELD_DEFINITIONS.c.workspace == workspace)
+        return definitions_over_defaults((await self.session.execute(stmt)).mappings())
 
     async def save_field_definition(self, workspace: str, d: FieldDefinition) -> None:
         row = await self.session.get(FieldDefinitionRow, (workspace, d.name))

@@ -19,14 +19,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.contacts import domain
 from services.contacts.captures import handlers as captures
+from services.contacts.captures.store import CaptureView
+from services.contacts.domain import FieldDefinition
 from services.contacts.main import SPEC, build_spec
-from services.contacts.models import Activity, Contact, ContactList, ContactTag
+from services.contacts.models import Activity, Contact, ContactList, ContactTag, Segment, erasures
 from services.contacts.owners import handlers as owners
 from services.contacts.people.store import CONTACTS
 from services.contacts.segments import domain as segments_domain
 from services.contacts.store import ContactsStore, transaction
 from shared import db
 from shared.app import create_app
+from shared.erasure import record_erasures
 from shared.events import topics
 from shared.events.contact_commands import AddTag, SetLifecycle
 from shared.events.contacts import ContactCreated, ContactUpdated, parse_contact_event
@@ -391,6 +394,75 @@ async def capture_with_retries(database: Database, workspace: str, lead: LeadCap
         except (IntegrityError, DBAPIError):
             await asyncio.sleep(0.01 * attempt)
     raise AssertionError("capture never succeeded")
+
+
+class TestCaptureView:
+    async def test_one_statement_reads_what_the_separate_queries_read(
+        self, database: Database
+    ) -> None:
+        """`capture_view` (one statement on PostgreSQL) against the store's own queries."""
+        workspace, other = unique("ws-"), unique("ws-")
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        phone = f"+4930{uuid.uuid4().int % 10**7:07d}"
+        by_email = contact_row(workspace, email=email, score=0.5, custom_fields={"n": [1]})
+        by_phone = contact_row(workspace, phone=phone, last_interaction_at=NOW)
+        elsewhere = contact_row(other, email=email)
+        async with database.uow() as uow:
+            store = ContactsStore(uow.session)
+            await store.insert_contacts([by_email, by_phone, elsewhere])
+            await store.add_tags(workspace, [(by_email["id"], "vip"), (by_email["id"], "new")])
+            await store.add_to_list(workspace, by_email["id"], "customers")
+            await store.save_field_definition(
+                workspace, FieldDefinition("seats", "number", "Seats", True, (), 1.0, 500.0)
+            )
+            await store.save_field_definition(
+                workspace, FieldDefinition("plan", "select", None, False, ("a", "b"))
+            )
+            store.add(
+                Segment(
+                    id=str(uuid.uuid4()),
+                    workspace=workspace,
+                    name="Hot",
+                    filter={"field": "score", "op": "gte", "value": 50},
+                    time_based=False,
+                    created_at=NOW,
+                )
+            )
+            await record_erasures(uow.session, erasures, workspace, ["d1", "d2"], NOW)
+            await record_erasures(uow.session, erasures, other, ["d3"], NOW)
+        asked = (["d1", "d3", "d4"], [email, "nobody@example.com"], [phone])
+        async with database.uow() as uow:
+            view = await ContactsStore(uow.session).capture_view(workspace, *asked)
+        async with database.uow() as uow:
+            store = ContactsStore(uow.session)
+            contacts = await store.contact_states_by_identities(workspace, *asked[1:])
+            ids = [c["id"] for c in contacts]
+            expected = CaptureView(
+                await store.erasures(workspace, asked[0]),
+                await store.field_definitions(workspace),
+                contacts,
+                await store.tags_of(ids),
+                await store.lists_of(ids),
+                await store.segments(workspace),
+            )
+
+        def by_id(row: dict[str, Any]) -> str:
+            return str(row["id"])
+
+        def segments(view: CaptureView) -> list[tuple[Any, ...]]:
+            return [(s.id, s.name, s.filter, s.time_based, s.created_at) for s in view.segments]
+
+        assert view.erased == expected.erased
+        assert list(view.erased) == ["d1"]
+        assert view.definitions == expected.definitions
+        assert view.definitions["seats"].min == 1.0
+        assert sorted(view.contacts, key=by_id) == sorted(expected.contacts, key=by_id)
+        assert {c["id"] for c in view.contacts} == {by_email["id"], by_phone["id"]}
+        assert view.tags == expected.tags
+        assert view.tags[by_email["id"]] == ["new", "vip"]
+        assert view.lists == expected.lists
+        assert segments(view) == segments(expected)
+        assert len(view.segments) == 1
 
 
 class TestConcurrentCaptures:

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from services.contacts import domain
+from services.contacts.captures.store import CaptureView
 from services.contacts.domain import FieldDefinition
 from services.contacts.duplicates.domain import DuplicatePerson
 from services.contacts.models import (
@@ -86,7 +87,25 @@ class FakeContacts:
             if c.workspace == workspace and (c.email in emails or c.phone in phones)
         ]
 
-    def defer_inserts(self) -> None:
+    async def capture_view(
+        self,
+        workspace: str,
+        digests: Iterable[str],
+        emails: Iterable[str],
+        phones: Iterable[str],
+    ) -> CaptureView:
+        contacts = await self.contact_states_by_identities(workspace, emails, phones)
+        ids = [c["id"] for c in contacts]
+        return CaptureView(
+            await self.erasures(workspace, digests),
+            await self.field_definitions(workspace),
+            contacts,
+            await self.tags_of(ids),
+            await self.lists_of(ids),
+            await self.segments(workspace),
+        )
+
+    def defer_writes(self) -> None:
         """Nothing to defer: a dict is written at once."""
 
     async def insert_contacts(self, rows: Sequence[dict[str, Any]]) -> None:

@@ -1,0 +1,159 @@
+"""Queries of captures: what a batch of captured leads reads before its work, in one statement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Boolean, String, TextualSelect, column, text
+
+from services.contacts.domain import FieldDefinition
+from services.contacts.models import Segment
+from services.contacts.people.store import CONTACTS, definitions_over_defaults
+from services.contacts.privacy.store import PrivacyStore
+from services.contacts.segments.store import SegmentsStore
+from shared.db import Json, UtcDateTime
+
+
+@dataclass(frozen=True)
+class CaptureView:
+    """What a capture batch of one workspace reads first: the erasures of its digests, the
+    workspace's field definitions and segments, and the contacts holding its emails or phones
+    (locked for the transaction) with their tags and lists."""
+
+    erased: dict[str, datetime]
+    definitions: dict[str, FieldDefinition]
+    contacts: list[dict[str, Any]]
+    tags: dict[str, list[str]]  # every found contact present
+    lists: dict[str, list[str]]  # every found contact present
+    segments: list[Segment]
+
+
+# The generic columns of `_capture_view`'s rows (a row per item tagged with its kind); a
+# contact's row fills the contacts' own columns instead.
+_GENERIC = (
+    ("_kind", "varchar", String()),
+    ("_key", "varchar", String()),
+    ("_name", "text", String()),
+    ("_value", "jsonb", Json),
+    ("_at", "timestamptz", UtcDateTime()),
+    ("_flag", "boolean", Boolean()),
+)
+
+
+@cache
+def _capture_view() -> TextualSelect:
+    """The reads of `CaptureView` as one statement. The contacts are locked in id order (one
+    lock order, so two batches never deadlock); each identity is matched through its own
+    unique index (a BitmapOr of the two); the arrays of erasure digests are joined."""
+    contact_columns = [c.name for c in CONTACTS.c]
+
+    def branch(kind: str, generic: Iterable[str], source: str, contact: bool = False) -> str:
+        values = [f"'{kind}'", *generic]
+        values += [f'found."{name}"' if contact else "NULL" for name in contact_columns]
+        return f"SELECT {', '.join(values)} FROM {source}"
+
+    head = [f"CAST(NULL AS {sql}) AS {name}" for name, sql, _ in _GENERIC[1:]]
+    first = branch("c", head, "found", contact=True).replace("'c'", "CAST('c' AS varchar) AS _kind")
+    sql = (
+        "WITH found AS MATERIALIZED (SELECT * FROM contacts"
+        " WHERE workspace = :workspace AND (email = ANY(CAST(:emails AS varchar[]))"
+        " OR phone = ANY(CAST(:phones AS varchar[]))) ORDER BY id FOR UPDATE) "
+        + " UNION ALL ".join(
+            [
+                first,
+                branch(
+                    "t",
+                    ["t.contact_id", "t.tag", "NULL", "NULL", "NULL"],
+                    "contact_tags AS t JOIN found AS f ON t.contact_id = f.id",
+                ),
+                branch(
+                    "l",
+                    ["l.contact_id", "l.list", "NULL", "NULL", "NULL"],
+                    "contact_lists AS l JOIN found AS f ON l.contact_id = f.id",
+                ),
+                branch(
+                    "e",
+                    ["e.digest", "NULL", "NULL", "e.erased_at", "NULL"],
+                    "erasures AS e JOIN unnest(CAST(:digests AS varchar[])) AS d(digest)"
+                    " ON e.digest = d.digest WHERE e.workspace = :workspace",
+                ),
+                branch(
+                    "f",
+                    ["d.name", "NULL", "to_jsonb(d)", "NULL", "NULL"],
+                    "field_definitions AS d WHERE d.workspace = :workspace",
+                ),
+                branch(
+                    "s",
+                    ["s.id", "s.name", "s.filter", "s.created_at", "s.time_based"],
+                    "segments AS s WHERE s.workspace = :workspace",
+                ),
+            ]
+        )
+    )
+    typed = [column(name, kind) for name, _, kind in _GENERIC]
+    typed += [column(c.name, c.type) for c in CONTACTS.c]
+    return text(sql).columns(*typed)
+
+
+class CapturesStore(SegmentsStore, PrivacyStore):
+    """The reads of a capture batch."""
+
+    async def capture_view(
+        self,
+        workspace: str,
+        digests: Iterable[str],
+        emails: Iterable[str],
+        phones: Iterable[str],
+    ) -> CaptureView:
+        """Everything a capture batch reads before its work: one statement on PostgreSQL."""
+        wanted, emails, phones = sorted(set(digests)), sorted(set(emails)), sorted(set(phones))
+        if self.dialect != "postgresql":
+            contacts = await self.contact_states_by_identities(workspace, emails, phones)
+            ids = [c["id"] for c in contacts]
+            return CaptureView(
+                await self.erasures(workspace, wanted),
+                await self.field_definitions(workspace),
+                contacts,
+                await self.tags_of(ids),
+                await self.lists_of(ids),
+                await self.segments(workspace),
+            )
+        params = {"workspace": workspace, "digests": wanted, "emails": emails, "phones": phones}
+        rows = (await self.session.execute(_capture_view(), params)).mappings()
+        view = CaptureView({}, {}, [], {}, {}, [])
+        definitions: list[dict[str, Any]] = []
+        names = [c.name for c in CONTACTS.c]
+        for row in rows:
+            kind = row["_kind"]
+            if kind == "c":
+                view.contacts.append({name: row[name] for name in names})
+                view.tags.setdefault(row["id"], [])
+                view.lists.setdefault(row["id"], [])
+            elif kind == "t":
+                view.tags.setdefault(row["_key"], []).append(row["_name"])
+            elif kind == "l":
+                view.lists.setdefault(row["_key"], []).append(row["_name"])
+            elif kind == "e":
+                view.erased[row["_key"]] = row["_at"]
+            elif kind == "f":
+                definitions.append(row["_value"])
+            else:
+                view.segments.append(
+                    Segment(
+                        id=row["_key"],
+                        workspace=workspace,
+                        name=row["_name"],
+                        filter=row["_value"],
+                        time_based=row["_flag"],
+                        created_at=row["_at"],
+                    )
+                )
+        view.definitions.update(definitions_over_defaults(definitions))
+        view.segments.sort(key=lambda s: (s.created_at, s.id))
+        for labels in (*view.tags.values(), *view.lists.values()):
+            labels.sort()
+        return view
