@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,7 +47,13 @@ class Contact(Base):
         Index("ix_contacts_workspace_stage", "workspace", "lifecycle_stage"),
         Index("ix_contacts_workspace_interaction", "workspace", "last_interaction_at"),
         Index("ix_contacts_workspace_owner", "workspace", "owner_id"),
-        Index("ix_contacts_merged_into", "merged_into"),
+        # Partial: only merged-away stubs are looked up by it (a new contact adds no entry).
+        Index(
+            "ix_contacts_merged_into",
+            "merged_into",
+            postgresql_where=text("merged_into IS NOT NULL"),
+            sqlite_where=text("merged_into IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -112,8 +119,8 @@ class Activity(Base):
 
     __tablename__ = "activities"
     __table_args__ = (
+        # The timeline is read by contact only: no index by workspace to pay for per row.
         Index("ix_activities_contact", "contact_id", "occurred_at", "id"),
-        Index("ix_activities_workspace", "workspace", "occurred_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
