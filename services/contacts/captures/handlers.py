@@ -331,14 +331,16 @@ async def _capture_in_workspace(
         names = tuple(n for n in CAPTURE_UPDATED_COLUMNS if state[n] != original[n])
         if names:
             updates.setdefault(names, []).append({"id": cid, **{n: state[n] for n in names}})
+    # What does not depend on the new contacts' owners is written (or encoded, when deferred)
+    # before the rotation is locked; the rest after it.
     for rows in updates.values():
         await store.update_contacts(rows)
-    if new_contacts:
-        activities.extend(await _assign_owners(workspace, new_contacts, store, tx, now))
-    await store.insert_contacts(created)
     await store.add_tags(workspace, new_tags)
     await store.add_activities(activities)
     await store.add_lifecycle_changes(stages)
+    if new_contacts:
+        await store.add_activities(await _assign_owners(workspace, new_contacts, store, tx, now))
+    await store.insert_contacts(created)
     changed_ids = {a["contact_id"] for a in activities}
     await refresh_segments(changed_ids, workspace, tx, now, definitions, view.segments)
 
