@@ -25,9 +25,11 @@ from services.contacts.owners.handlers import (
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contact_commands import AddTag, AssignOwner
+from shared.events.contacts import contact_snapshot_data
 from shared.events.ingest import LeadCaptured
 from shared.identity import digests, identities
 from shared.uow import Transaction
+from tests.unit.contacts.fakes import COLUMNS as CONTACT_COLUMNS
 from tests.unit.contacts.fakes import FakeTransaction
 
 WS = "ws-unit"
@@ -277,6 +279,41 @@ class TestAssignmentAtCapture:
         assert "previous_owner_id" not in assigned
         kinds = [a["kind"] for a in tx.store.activities]
         assert kinds.count("contact.owner_assigned") == 3
+
+    @pytest.mark.parametrize("rule", [True, False])
+    async def test_a_person_new_and_captured_again_in_one_batch_keeps_its_event_order(
+        self, rule: bool
+    ) -> None:
+        """Owners are given once the batch is matched: a new contact's events still come as
+        created, owner_assigned, then the update of its second capture, whose snapshot names
+        the owner too (and, without the rule, no owner at all)."""
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", True, 1), ("bob", True, 1))
+        if rule:
+            await set_capture_assignment(WS, team.id, tx, NOW)
+        known, new = random_email(), random_email()
+        await capture(tx, lead(known))
+        tx.emitted.clear()
+        await capture(tx, lead(new), lead(known, first_name="Ada"), lead(new, tags=["vip"]))
+        new_id = by_email(tx, new)
+        by_contact = [(e[2].subject, e[2].type) for e in tx.emitted]
+        expected = ["contact.created", "contact.owner_assigned", "contact.updated"]
+        if not rule:
+            expected.remove("contact.owner_assigned")
+        assert [kind for subject, kind in by_contact if subject == new_id] == expected
+        assert [kind for subject, kind in by_contact if subject != new_id] == ["contact.updated"]
+        stored = tx.store.contacts[new_id]
+        assert stored.owner_id == ("bob" if rule else None)  # ann had the known person
+        state = {name: getattr(stored, name) for name in CONTACT_COLUMNS}
+        snapshot = contact_snapshot_data(state, ["vip"], [])
+        updated = next(
+            e[2].data for e in tx.emitted if e[2].subject == new_id and "changes" in e[2].data
+        )
+        # The very snapshot a capture without waiting would have published, in its key order.
+        assert list(updated["contact"].items()) == list(snapshot.items())
+        created = next(e[2].data for e in tx.emitted if e[2].type == "contact.created")
+        assert ("owner_id" in created["contact"]) is rule
+        assert ("owner_name" in created) is rule
 
     async def test_capture_and_commands_share_one_weighted_rotation(self) -> None:
         tx = FakeTransaction()
