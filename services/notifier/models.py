@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -91,7 +92,14 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("workspace", "idempotency_key"),
-        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # Only deliveries waiting for a try have a `next_attempt_at`; no index holds a column
+        # that recording an outcome changes, so that update is HOT (migration 0006).
+        Index(
+            "ix_deliveries_next",
+            "next_attempt_at",
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+            sqlite_where=text("next_attempt_at IS NOT NULL"),
+        ),
         Index("ix_deliveries_contact", "workspace", "contact_id", "created_at"),
         Index("ix_deliveries_workspace", "workspace", "created_at"),
     )
@@ -129,9 +137,19 @@ class Delivery(Base):
 
 
 class Attempt(Base):
-    """One try at a delivery, written before the provider is called and completed after."""
+    """One try at a delivery, written before the provider is called and completed after; an
+    unfinished one older than the sending lease is a sender that died mid-attempt."""
 
     __tablename__ = "attempts"
+    # The unfinished attempts: how a delivery whose sender died mid-attempt is found.
+    __table_args__ = (
+        Index(
+            "ix_attempts_open",
+            "started_at",
+            postgresql_where=text("finished_at IS NULL"),
+            sqlite_where=text("finished_at IS NULL"),
+        ),
+    )
 
     delivery_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     number: Mapped[int] = mapped_column(Integer, primary_key=True)

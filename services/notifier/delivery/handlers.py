@@ -157,6 +157,7 @@ async def mark_unknown(rows: Sequence[Mapping[str, Any]], store: Store, now: dat
                 "id": r["id"],
                 "status": "unknown",
                 "reason": "the process stopped between sending and recording the answer",
+                "next_attempt_at": None,
                 "finished_at": now,
                 "updated_at": now,
             }

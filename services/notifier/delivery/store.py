@@ -244,12 +244,24 @@ class DeliveriesStore(StoreBase):
                 attempts=deliveries.c.attempts + 1,
                 claimed_at=now,
                 updated_at=now,
+                # Due no more (out of the due index): recording its outcome then changes no
+                # indexed column unless it is retried (a HOT update).
+                next_attempt_at=None,
                 first_attempt_at=func.coalesce(deliveries.c.first_attempt_at, now),
                 held_by=None,
                 held_until=None,
             )
             .returning(*deliveries.c)
         )
+        if self.session.get_bind().dialect.name == "postgresql":
+            # Their attempt rows in the same statement (a CTE), not one INSERT per row.
+            started = start.cte("started")
+            recorded = attempts.insert().from_select(
+                ["delivery_id", "number", "started_at"],
+                select(started.c.id, started.c.attempts, started.c.claimed_at),
+            )
+            query = select(*started.c).add_cte(recorded.cte("recorded"))
+            return [dict(r._mapping) for r in await self.session.execute(query)]
         rows = [dict(r._mapping) for r in await self.session.execute(start)]
         await self.add_attempts(rows)
         return rows
@@ -317,11 +329,24 @@ class DeliveriesStore(StoreBase):
 
     async def stale_sending(self, claimed_before: datetime, limit: int) -> list[dict[str, Any]]:
         """Deliveries claimed before `claimed_before` and never recorded: the process died
-        between sending and recording, so whether the provider got them is unknown."""
+        between sending and recording, so whether the provider got them is unknown. Found by
+        their unfinished attempt (a small partial index), not by their status, which no index
+        holds (see migration 0006)."""
         query = (
             select(*deliveries.c)
-            .where(deliveries.c.status == "sending", deliveries.c.claimed_at < claimed_before)
+            .join(
+                attempts,
+                and_(
+                    attempts.c.delivery_id == deliveries.c.id,
+                    attempts.c.number == deliveries.c.attempts,
+                ),
+            )
+            .where(
+                attempts.c.finished_at.is_(None),
+                attempts.c.started_at < claimed_before,
+                deliveries.c.status == "sending",
+            )
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(of=deliveries, skip_locked=True)
         )
         return [dict(r._mapping) for r in await self.session.execute(query)]

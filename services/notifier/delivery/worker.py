@@ -167,6 +167,7 @@ class DeliveryWorker:
                 status="sending",
                 attempts=row["attempts"] + 1,
                 claimed_at=now,
+                next_attempt_at=None,
                 first_attempt_at=row["first_attempt_at"] or now,
                 updated_at=now,
             )

@@ -1,6 +1,7 @@
 """The statements of a request's way in, on SQLite and the real PostgreSQL (where they are
-plain SQL, one round trip each): the reads that prepare a batch, and the insert that records
-deliveries with the attempt rows of those it starts."""
+plain SQL, one round trip each): the reads that prepare a batch, the insert that records
+deliveries with the attempt rows of those it starts, recording outcomes (a HOT update on
+PostgreSQL) and the sweep's look for attempts a dead process left unfinished."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.main import SPEC
@@ -84,7 +85,9 @@ def row(key: str, started: bool) -> dict[str, Any]:
     made["message"] = {"text": "hi", "blocks": [{"type": "section"}]}
     made["prepared"] = True
     if started:
-        made.update(status="sending", attempts=1, claimed_at=NOW, first_attempt_at=NOW)
+        made.update(
+            status="sending", attempts=1, claimed_at=NOW, first_attempt_at=NOW, next_attempt_at=None
+        )
     return made
 
 
@@ -166,3 +169,71 @@ async def test_finished_attempts_recorded_with_their_deliveries(engine: AsyncEng
     a, b = tries[started[0]["id"]], tries[started[1]["id"]]
     assert (a.outcome, a.status_code, a.response, a.finished_at) == ("sent", 200, "ok", done)
     assert (b.outcome, b.status_code, b.response) == ("retry", 503, "busy")
+
+
+def outcome(delivery: dict[str, Any], kind: str, at: datetime) -> tuple[dict[str, Any], ...]:
+    """What `record_results` writes for a sent (or retried) attempt: the delivery's change and
+    its attempt row's completion."""
+    change = {
+        "id": delivery["id"],
+        "status": "sent" if kind == "sent" else "retrying",
+        "attempts": 1,
+        "reason": None,
+        "next_attempt_at": None if kind == "sent" else at,
+        "finished_at": at if kind == "sent" else None,
+        "provider_message_id": None,
+        "updated_at": at,
+    }
+    done = {
+        "delivery_id": delivery["id"],
+        "number": 1,
+        "finished_at": at,
+        "outcome": kind,
+        "status_code": 200,
+        "response": "ok",
+    }
+    return change, done
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+async def test_recording_a_sent_message_is_a_hot_update(engine: AsyncEngine) -> None:
+    """No index of `deliveries` holds a column that recording a sent message changes, and the
+    table leaves room on the row's page: PostgreSQL updates the row in place, adding no index
+    entry. A retry (due again) is not HOT: it enters the due index."""
+    started = [row("k-hot", started=True), row("k-retry", started=True)]
+    async with db.sessionmaker(engine)() as session, session.begin():
+        await NotifierStore(session).insert_deliveries(started)
+    done = datetime(2026, 3, 1, 12, 0, 2, tzinfo=UTC)
+    (sent, sent_done), (retry, retry_done) = (
+        outcome(started[0], "sent", done),
+        outcome(started[1], "retry", done),
+    )
+    count = text(
+        "SELECT pg_stat_get_xact_tuples_updated(CAST('deliveries' AS regclass)),"
+        " pg_stat_get_xact_tuples_hot_updated(CAST('deliveries' AS regclass))"
+    )
+    async with db.sessionmaker(engine)() as session, session.begin():
+        await NotifierStore(session).record_attempts([sent, retry], [sent_done, retry_done])
+        updated, hot = (await session.execute(count)).one()
+    assert (updated, hot) == (2, 1)
+
+
+async def test_the_sweep_finds_deliveries_by_their_unfinished_attempt(
+    engine: AsyncEngine,
+) -> None:
+    started = [row("k-1", started=True), row("k-2", started=True), row("k-q", started=False)]
+    async with db.sessionmaker(engine)() as session, session.begin():
+        await NotifierStore(session).insert_deliveries(started)
+    later = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
+    async with db.sessionmaker(engine)() as session, session.begin():
+        store = NotifierStore(session)
+        assert await store.stale_sending(NOW, 10) == [], "claimed at NOW: not before it"
+        stale = await store.stale_sending(later, 10)
+    assert {r["id"] for r in stale} == {started[0]["id"], started[1]["id"]}
+    change, done = outcome(started[0], "sent", later)
+    async with db.sessionmaker(engine)() as session, session.begin():
+        await NotifierStore(session).record_attempts([change], [done])
+    async with db.sessionmaker(engine)() as session, session.begin():
+        stale = await NotifierStore(session).stale_sending(later, 10)
+    assert [r["id"] for r in stale] == [started[1]["id"]]
