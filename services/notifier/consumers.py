@@ -23,6 +23,11 @@ from shared.events.notifications import NotificationRequested
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+# The most requests whose deliveries a batch's first try writes at commit (JSON rows in the
+# commit's statement) rather than in a statement of its own (arrays). Measured on 1.5 kB Slack
+# rows: the round trip saved is about 0.7 ms of this process's CPU per batch, and the JSON
+# rows cost PostgreSQL about 25 us a row more than arrays, which is more beyond ~30 rows.
+DEFER_AT_MOST = 32
 
 
 def requests_subscription(
@@ -37,7 +42,8 @@ def requests_subscription(
         received = datetime.now(UTC)
         admission = worker.admission()
         try:
-            # The inbox is checked at commit (a round trip fewer before the first attempt).
+            # The inbox is checked at commit (a round trip fewer before the first attempt), and
+            # the deliveries written there too.
             accepted = await accept(events, received, admission, claim_first=False)
         except Exception:
             # A redelivery among them (`AlreadyHandled`), or a failure, which a request
@@ -84,8 +90,16 @@ def requests_subscription(
                         tracing.traceparent_for(event.correlationid) or event.traceparent,
                     )
                 )
+            # A small first try also leaves its deliveries to the commit's statement (a round
+            # trip fewer): a key seen before fails that commit, and the retry claims first.
             return await intake.accept_requests(
-                requests, NotifierStore(uow.session), uow, links, received, admission
+                requests,
+                NotifierStore(uow.session),
+                uow,
+                links,
+                received,
+                admission,
+                defer=not claim_first and len(requests) <= DEFER_AT_MOST,
             )
 
     return Subscription(group, (topics.NOTIFICATION_REQUESTS,), handle)

@@ -96,10 +96,13 @@ async def accept_requests(
     links: Links,
     now: datetime,
     admit: Admit | None = None,
+    defer: bool = False,
 ) -> Accepted:
     """Record each new request as a delivery (a known idempotency key is a no-op), render it
     and apply policy. Deliveries `admit` takes have their first attempt recorded here; the
-    worker claims the rest."""
+    worker claims the rest. With `defer`, the deliveries are written at commit and a known
+    key fails the commit instead (`insert_deliveries`): for a first try, which the caller
+    repeats without `defer` if it fails."""
     accepted = Accepted()
     by_workspace: dict[str, list[Request]] = {}
     for request in requests:
@@ -115,7 +118,7 @@ async def accept_requests(
         startable = [r for r in fresh if r["status"] == "queued" and r["prepared"]]
         startable = [r for r in startable if r["reason"] is None]
         started = admit(startable, channels) if admit is not None and startable else set()
-        inserted = await store.insert_deliveries(fresh)
+        inserted = await store.insert_deliveries(fresh, defer)
         begun = []
         for row in fresh:
             if row["id"] not in inserted:

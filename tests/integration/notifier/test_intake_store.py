@@ -12,14 +12,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.main import SPEC
-from services.notifier.models import Attempt, Channel, Delivery
+from services.notifier.models import Attempt, Channel, Delivery, inbox, outbox
 from services.notifier.requests.handlers import Request, _new_row
 from services.notifier.store import NotifierStore
 from shared import db
 from shared.events.notifications import NotificationRequested
+from shared.uow import UnitOfWork
 from tests.helpers import BOTH_DATABASES, migrated_engine
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -111,6 +113,30 @@ async def test_deliveries_inserted_with_the_attempts_of_those_started(engine: As
     assert sorted((a.delivery_id, a.number, a.started_at) for a in attempts) == sorted(
         [(first[0]["id"], 1, NOW), (again[1]["id"], 1, NOW)]
     )
+
+
+async def test_deferred_deliveries_are_written_at_commit_where_a_known_key_fails(
+    engine: AsyncEngine,
+) -> None:
+    """A batch's first try leaves its deliveries (and the attempt rows of those it starts)
+    to the unit of work's last statement; a key already recorded then fails the commit, and
+    nothing of that transaction is kept (the consumer accepts the batch again, claiming
+    first)."""
+    sessions = db.sessionmaker(engine)
+    first = [row("k-d1", started=True), row("k-d2", started=False)]
+    async with UnitOfWork(sessions, outbox, inbox) as uow:
+        inserted = await NotifierStore(uow.session).insert_deliveries(first, defer=True)
+    assert inserted == {first[0]["id"], first[1]["id"]}
+    again = [row("k-d3", started=True), row("k-d1", started=True)]
+    with pytest.raises(IntegrityError):
+        async with UnitOfWork(sessions, outbox, inbox) as uow:
+            await NotifierStore(uow.session).insert_deliveries(again, defer=True)
+    async with sessions() as session:
+        found = {d.idempotency_key: d for d in (await session.execute(select(Delivery))).scalars()}
+        attempts = (await session.execute(select(Attempt))).scalars().all()
+    assert set(found) == {"k-d1", "k-d2"}
+    assert (found["k-d1"].status, found["k-d1"].message["text"]) == ("sending", "hi")
+    assert [(a.delivery_id, a.number, a.started_at) for a in attempts] == [(first[0]["id"], 1, NOW)]
 
 
 async def test_a_contacts_arrival_makes_the_deliveries_waiting_for_it_due(
