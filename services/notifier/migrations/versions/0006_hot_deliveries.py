@@ -7,7 +7,9 @@ is HOT (no new entry in any of its indexes) and finds room on the row's page.
 - A delivery whose sender died mid-attempt is found by its unfinished attempt row (a partial
   index on `attempts.started_at` of the unfinished ones), not by its status.
 - The deliveries table leaves half of each page free for the rows' updates (a delivery is
-  written twice: inserted, then its outcome recorded).
+  written twice: inserted, then its outcome recorded, often in one statement with its page's
+  neighbours). Measured on speed-to-lead's Slack alerts (rows of about 1.5 kB): every update
+  HOT at 50, two in three at 70; the price is a table about twice as large.
 
 Revision ID: notifier_0006
 Revises: notifier_0005
