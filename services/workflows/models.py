@@ -67,7 +67,6 @@ class Enrollment(Base):
     __table_args__ = (
         Index("ix_enrollments_contact", "workspace", "contact_id"),
         Index("ix_enrollments_workflow", "workspace", "workflow_id", "status"),
-        Index("ix_enrollments_last", "workspace", "workflow_id", "contact_id", "enrolled_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -94,8 +93,8 @@ class StepRun(Base):
 
     __tablename__ = "step_runs"
     __table_args__ = (
+        # Found by their run only: a contact's lines (merge, erase, export) through its runs.
         Index("ix_step_runs_enrollment", "enrollment_id", "id"),
-        Index("ix_step_runs_contact", "workspace", "contact_id"),
     )
 
     id: Mapped[int] = mapped_column(

@@ -11,7 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     String,
+    Table,
     and_,
     column,
     delete,
@@ -288,12 +290,18 @@ class WorkflowsStore(RunsStore):
 
     async def repoint(self, workspace: str, merged_id: str, survivor_id: str) -> None:
         """A merged contact's runs, history and effects now belong to the survivor."""
-        for table in (ENROLLMENTS, STEPS, EFFECTS):
+        for table in (STEPS, EFFECTS):  # found through the runs, so before them
             await self.session.execute(
                 update(table)
-                .where(table.c.workspace == workspace, table.c.contact_id == merged_id)
+                .where(self._of_runs(table, workspace, [merged_id]))
                 .values(contact_id=survivor_id)
             )
+        e = ENROLLMENTS.c
+        await self.session.execute(
+            update(ENROLLMENTS)
+            .where(e.workspace == workspace, e.contact_id == merged_id)
+            .values(contact_id=survivor_id)
+        )
         t = TIMERS.c
         await self.session.execute(
             update(TIMERS)
@@ -305,6 +313,15 @@ class WorkflowsStore(RunsStore):
                 t.workspace == workspace, t.contact_id == merged_id, t.kind == "trigger"
             )
         )
+
+    def _of_runs(
+        self, table: Table, workspace: str, contact_ids: Sequence[str]
+    ) -> ColumnElement[bool]:
+        """The history lines or effects of these contacts' runs, found by run (the index
+        those tables keep; they carry the contact too, always their run's)."""
+        e = ENROLLMENTS.c
+        runs = select(e.id).where(e.workspace == workspace, e.contact_id.in_(contact_ids))
+        return (table.c.workspace == workspace) & table.c.enrollment_id.in_(runs)
 
     async def person_rows(
         self, workspace: str, contact_ids: Sequence[str], submission_ids: Sequence[str]
@@ -333,11 +350,11 @@ class WorkflowsStore(RunsStore):
                 .order_by(e.enrolled_at, e.id)
             ),
             "steps": await rows(
-                select(STEPS).where(s.workspace == workspace, s.contact_id.in_(ids)).order_by(s.id)
+                select(STEPS).where(self._of_runs(STEPS, workspace, ids)).order_by(s.id)
             ),
             "effects": await rows(
                 select(EFFECTS)
-                .where(f.workspace == workspace, f.contact_id.in_(ids))
+                .where(self._of_runs(EFFECTS, workspace, ids))
                 .order_by(f.created_at, f.id)
             ),
             "timers": await rows(
@@ -382,7 +399,11 @@ class WorkflowsStore(RunsStore):
                 )
             ).mappings()
         ]
-        for table in (STEPS, EFFECTS, TIMERS, ENROLLMENTS, SUBMISSIONS):
+        for table in (STEPS, EFFECTS):  # found through the runs, so before them
+            await self.session.execute(
+                delete(table).where(self._of_runs(table, workspace, [contact_id]))
+            )
+        for table in (TIMERS, ENROLLMENTS, SUBMISSIONS):
             await self.session.execute(
                 delete(table).where(
                     table.c.workspace == workspace, table.c.contact_id == contact_id

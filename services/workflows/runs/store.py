@@ -269,7 +269,9 @@ class RunsStore(StoreBase):
         if not wanted:
             return {}
         e = ENROLLMENTS.c
-        query = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status).where(
+        columns = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status)
+        # The contacts lead, by their index (see `runs_of_facts`); the pairs filter their runs.
+        query = self._joined(columns, e.contact_id, sorted({c for _, c in wanted})).where(
             e.workspace == workspace, self._pairs(wanted)
         )
         return _latest((await self.session.execute(query)).all())
