@@ -91,33 +91,43 @@ class DeliveriesStore(StoreBase):
 
     async def _insert_deliveries_from_arrays(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """One statement, one array per column (`INSERT … SELECT FROM unnest`), whatever the
-        batch size; the attempt rows of deliveries inserted as `sending` in a CTE of it."""
+        batch size; the attempt rows of deliveries inserted as `sending` in a CTE of it. A
+        column with one value for the whole batch (its workspace, channel, times, the unset
+        ones) is one parameter, not an array: the driver checks every array element it
+        encodes, and most of a batch's columns are the same in every row."""
         names = [c.name for c in deliveries.c]
-        arrays, columns = {}, []
+        params: dict[str, Any] = {}
+        columns, arrays, alias = [], [], []
         for i, name in enumerate(names):
             kind = DELIVERY_TYPES[name]
             values = [row[name] for row in rows]
             if kind == "jsonb":
                 values = [None if v is None else orjson.dumps(v).decode() for v in values]
-                columns.append(f"CAST(v.c{i} AS jsonb)")
-                kind = "text"
+            cast = "text" if kind == "jsonb" else kind
+            if values.count(values[0]) == len(values):
+                params[f"a{i}"] = values[0]
+                column = f"CAST(:a{i} AS {cast})"
             else:
-                columns.append(f"v.c{i}")
-            arrays[f"a{i}"] = (values, kind)
-        unnest = ", ".join(
-            f"CAST(:a{i} AS {kind}[])" for i, (_, kind) in enumerate(arrays.values())
-        )
-        alias = ", ".join(f"c{i}" for i in range(len(names)))
+                params[f"a{i}"] = values
+                arrays.append(f"CAST(:a{i} AS {cast}[])")
+                alias.append(f"c{i}")
+                column = f"v.c{i}"
+            columns.append(f"CAST({column} AS jsonb)" if kind == "jsonb" else column)
+        if not arrays:  # one row: one value each, from a one-element array
+            params["a0"] = [params["a0"]]
+            arrays.append(f"CAST(:a0 AS {DELIVERY_TYPES[names[0]]}[])")
+            alias.append("c0")
+            columns[0] = "v.c0"
         sql = (
             f"WITH new AS (INSERT INTO deliveries ({', '.join(names)})"
-            f" SELECT {', '.join(columns)} FROM unnest({unnest}) AS v({alias})"
+            f" SELECT {', '.join(columns)} FROM unnest({', '.join(arrays)})"
+            f" AS v({', '.join(alias)})"
             " ON CONFLICT (workspace, idempotency_key) DO NOTHING"
             " RETURNING id, status, attempts, claimed_at),"
             " started AS (INSERT INTO attempts (delivery_id, number, started_at)"
             " SELECT id, attempts, claimed_at FROM new WHERE status = 'sending')"
             " SELECT id FROM new"
         )
-        params = {key: values for key, (values, _) in arrays.items()}
         return set((await self.session.execute(text(sql), params)).scalars())
 
     async def update_deliveries(self, changes: Sequence[Mapping[str, Any]]) -> None:

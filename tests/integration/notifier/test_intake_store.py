@@ -102,6 +102,9 @@ async def test_deliveries_inserted_with_the_attempts_of_those_started(engine: As
     async with db.sessionmaker(engine)() as session, session.begin():
         inserted = await NotifierStore(session).insert_deliveries(again)
     assert inserted == {again[1]["id"]}  # k1 was known: skipped, and no attempt for it
+    alone = row("k4", started=True)  # one row: every column a single value
+    async with db.sessionmaker(engine)() as session, session.begin():
+        assert await NotifierStore(session).insert_deliveries([alone]) == {alone["id"]}
     async with db.sessionmaker(engine)() as session:
         found = {d.idempotency_key: d for d in (await session.execute(select(Delivery))).scalars()}
         attempts = (await session.execute(select(Attempt))).scalars().all()
@@ -110,8 +113,10 @@ async def test_deliveries_inserted_with_the_attempts_of_those_started(engine: As
     assert (found["k1"].status, found["k1"].attempts) == ("sending", 1)
     assert found["k1"].first_attempt_at == NOW
     assert (found["k2"].status, found["k2"].attempts) == ("queued", 0)
+    assert found["k4"].message == {"text": "hi", "blocks": [{"type": "section"}]}
+    assert (found["k4"].status, found["k4"].claimed_at) == ("sending", NOW)
     assert sorted((a.delivery_id, a.number, a.started_at) for a in attempts) == sorted(
-        [(first[0]["id"], 1, NOW), (again[1]["id"], 1, NOW)]
+        [(first[0]["id"], 1, NOW), (again[1]["id"], 1, NOW), (alone["id"], 1, NOW)]
     )
 
 
