@@ -103,31 +103,34 @@ def array_update(
     names: Sequence[str],
     rows: Sequence[Mapping[str, Any]],
     tag: str,
-) -> tuple[str, dict[str, list[Any]]]:
+) -> tuple[str, dict[str, Any]]:
     """`UPDATE … FROM unnest(arrays)` of many rows' changes (PostgreSQL), its parameters
-    named `<tag><n>`: the SQL and the arrays."""
-    columns = [*keys, *names]
-    arrays: dict[str, list[Any]] = {}
-    casts = []
-    for i, name in enumerate(columns):
+    named `<tag><n>`: the SQL and the parameters. A changed column with one value for every
+    row is one parameter rather than an array (the driver checks every array element)."""
+    params: dict[str, Any] = {}
+    casts, alias, sets = [], [], []
+    for i, name in enumerate([*keys, *names]):
         kind = PG_TYPES[name]
         values = [row[name] for row in rows]
         if kind == "jsonb":
             values = [None if v is None else orjson.dumps(v).decode() for v in values]
             kind = "text"
+        jsonb = "::jsonb" if PG_TYPES[name] == "jsonb" else ""
+        if i >= len(keys) and values.count(values[0]) == len(values):
+            params[f"{tag}{i}"] = values[0]
+            sets.append(f"{name} = CAST(:{tag}{i} AS {kind}){jsonb}")
+            continue
+        params[f"{tag}{i}"] = values
         casts.append(f"CAST(:{tag}{i} AS {kind}[])")
-        arrays[f"{tag}{i}"] = values
-    alias = ", ".join(f"c{i}" for i in range(len(columns)))
-    sets = ", ".join(
-        f"{name} = v.c{len(keys) + j}" + ("::jsonb" if PG_TYPES[name] == "jsonb" else "")
-        for j, name in enumerate(names)
-    )
+        alias.append(f"c{i}")
+        if i >= len(keys):
+            sets.append(f"{name} = v.c{i}{jsonb}")
     match = " AND ".join(f"t.{key} = v.c{i}" for i, key in enumerate(keys))
     sql = (
-        f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(casts)})"
-        f" AS v({alias}) WHERE {match}"
+        f"UPDATE {table.name} AS t SET {', '.join(sets)} FROM unnest({', '.join(casts)})"
+        f" AS v({', '.join(alias)}) WHERE {match}"
     )
-    return sql, arrays
+    return sql, params
 
 
 def json_value(value: Any) -> Any:
