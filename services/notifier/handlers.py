@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets as random_secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from services.notifier.channels.domain import (
@@ -23,13 +23,18 @@ from shared import signed_links
 from shared.errors import DomainError, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contact_commands import SetSubscriptionStatus
-from shared.events.envelope import Envelope, EventPayload
+from shared.events.envelope import Envelope, EventPayload, encode_envelope
+from shared.events.notifications import NotificationSent
+from shared.ids import event_id
+from shared.logs import correlation_id_var
+from shared.tracing import traceparent_for
 
 SOURCE = "leadwire/notifier"
 
 
 class Outbox(Protocol):
     def emit(self, topic: str, key: str, envelope: Envelope) -> None: ...
+    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,34 @@ def emit_outcome(
             traceparent=traceparent,
         ),
     )
+
+
+def emit_sent(
+    outbox: Outbox, row: Mapping[str, Any], attempts: int, provider_message_id: str | None
+) -> None:
+    """`notification.sent` on the hot path (one per message): the bytes `emit_outcome` gives
+    for a `NotificationSent` (a test holds the two equal), encoded without a model and an
+    envelope per event."""
+    fields = outcome_fields(row) | {
+        "attempts": attempts,
+        "provider_message_id": provider_message_id,
+    }
+    data = {name: value for name, value in fields.items() if value is not None}
+    workspace, key = row["workspace"], row["contact_id"] or row["idempotency_key"]
+    correlationid = row["correlation_id"] or correlation_id_var.get() or event_id()
+    eid = event_id()
+    payload = encode_envelope(
+        NotificationSent.event_type,
+        data,
+        event_id=eid,
+        source=SOURCE,
+        workspace=workspace,
+        subject=key,
+        correlationid=correlationid,
+        time=datetime.now(UTC),
+        traceparent=row["traceparent"] or traceparent_for(correlationid),
+    )
+    outbox.emit_encoded(topics.NOTIFICATIONS, topics.contact_key(workspace, key), eid, payload)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,14 +22,13 @@ from services.notifier.handlers import (
     Links,
     Outbox,
     emit_outcome,
+    emit_sent,
     outcome_fields,
     set_subscription,
 )
 from services.notifier.store import Store
-from shared.events.envelope import EventPayload
 from shared.events.notifications import (
     NotificationFailed,
-    NotificationSent,
 )
 
 OUTCOMES = Counter("notifier_deliveries_total", "Delivery outcomes", ["kind", "outcome"])
@@ -118,18 +117,15 @@ async def record_results(
 
 
 def _emit_done(outbox: Outbox, row: Mapping[str, Any], change: Mapping[str, Any]) -> None:
-    common = outcome_fields(row)
-    key = row["contact_id"] or row["idempotency_key"]
     if change["status"] == "sent":
-        payload: EventPayload = NotificationSent(
-            **common,
-            attempts=change["attempts"],
-            provider_message_id=change["provider_message_id"],
-        )
-    elif change["status"] == "failed":
-        payload = NotificationFailed(**common, reason=change["reason"], attempts=change["attempts"])
-    else:
+        emit_sent(outbox, row, change["attempts"], change["provider_message_id"])
         return
+    if change["status"] != "failed":
+        return
+    payload = NotificationFailed(
+        **outcome_fields(row), reason=change["reason"], attempts=change["attempts"]
+    )
+    key = row["contact_id"] or row["idempotency_key"]
     emit_outcome(outbox, row["workspace"], key, payload, row["correlation_id"], row["traceparent"])
 
 
