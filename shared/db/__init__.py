@@ -8,6 +8,7 @@
   them to the statement that ends the unit of work.
 - `dialect`: `insert_for`, `insert_or_ignore` and `upsert` across PostgreSQL and SQLite.
 - `locks`: named advisory locks held for a transaction.
+- `probes`: rows read by a list of keys, one index probe per key (`probe_each`).
 
 Ids are made by `shared.ids`.
 """
@@ -27,6 +28,7 @@ from shared.db.dialect import insert_for, insert_or_ignore, upsert
 from shared.db.engine import create_engine, dialect_of, is_sqlite, ping, sessionmaker
 from shared.db.errors import integrity_errors_as
 from shared.db.locks import try_xact_lock, xact_lock
+from shared.db.probes import probe_each
 from shared.db.types import Json, UtcDateTime
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "is_sqlite",
     "new_base",
     "ping",
+    "probe_each",
     "service_metadata",
     "sessionmaker",
     "try_xact_lock",
