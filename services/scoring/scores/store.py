@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select, text, tuple_, update
 from services.scoring.models import LedgerRow, ScoreRow, TimerRow
 from services.scoring.scores.domain import LedgerEntry, LedgerTotal, ledger_totals
 from services.scoring.sql import SqlBase, chunks
-from shared.db import insert_rows
+from shared.db import insert_rows, probe_each
 
 _EMPTY: dict[str, Any] = {}  # the data of most ledger entries; shared, only ever read
 
@@ -109,10 +109,17 @@ class SqlScores(SqlBase):
                     wanted,
                 )
             # States as text, parsed by orjson: a poll loads hundreds of them.
+            # Locked in the order of `wanted` (sorted), as every transaction locks scores.
+            lock = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
             rows = await driver.fetch(
-                "SELECT contact_id, state::text FROM scores"
-                " WHERE workspace = $1 AND contact_id = ANY($2::varchar[])"
-                " ORDER BY contact_id FOR UPDATE" + (" SKIP LOCKED" if skip_locked else ""),
+                "SELECT s.contact_id, s.state::text FROM "
+                + probe_each(
+                    "$2::varchar[]",
+                    "SELECT contact_id, state FROM scores"
+                    " WHERE workspace = $1 AND contact_id = k.id",
+                    "s",
+                    lock=lock,
+                ),
                 workspace,
                 wanted,
             )
