@@ -120,15 +120,53 @@ async def capture_leads(
     found are locked, and a racing insert of the same person fails on the unique constraints,
     so the batch is retried and then finds the contact the other transaction created.
     """
+    store = tx.store
     by_workspace: dict[str, list[CapturedLead]] = {}
     for item in leads:
         by_workspace.setdefault(item.workspace, []).append(item)
-    for workspace, items in by_workspace.items():
-        await _capture_in_workspace(workspace, items, tx, now)
+    # Workspaces in one order, so two transactions lock their rows and teams in one order.
+    batches = [await _read_batch(ws, items, store) for ws, items in sorted(by_workspace.items())]
+    if not any(batch.view.segments for batch in batches):
+        # Nothing reads the batch's writes back in this transaction (segment filters would,
+        # in any of its workspaces): they go in the statement that ends it, with the outbox
+        # rows and the inbox claim.
+        store.defer_writes()
+    for batch in batches:
+        if batch.items:
+            await _capture_in_workspace(batch, tx, now)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A workspace's leads of a batch, not erased, with what `capture_view` read for them."""
+
+    workspace: str
+    items: list[tuple[CapturedLead, captures_domain.Capture]]
+    view: CaptureView
+
+
+async def _read_batch(
+    workspace: str, items: Sequence[CapturedLead], store: CapturesRepository
+) -> _Batch:
+    raw_captures = _lead_captures(items)
+    digests = {
+        id(item): erasure.digests(
+            workspace, [item.lead.dedupe_key, *erasure.identities(item.lead.email, item.lead.phone)]
+        )
+        for item in items
+    }
+    view = await store.capture_view(
+        workspace,
+        {d for ds in digests.values() for d in ds},
+        [c.email for c in raw_captures if c.email],
+        [c.phone for c in raw_captures if c.phone],
+    )
+    kept = {id(item) for item in _not_erased(items, digests, view.erased)}
+    pairs = [(item, raw) for item, raw in zip(items, raw_captures, strict=True) if id(item) in kept]
+    return _Batch(workspace, pairs, view)
 
 
 def _not_erased(
-    workspace: str,
     items: Sequence[CapturedLead],
     digests: Mapping[int, list[str]],
     erased: dict[str, datetime],
@@ -188,37 +226,14 @@ def _lead_captures(items: Sequence[CapturedLead]) -> list[captures_domain.Captur
 
 
 async def _capture_in_workspace(
-    workspace: str,
-    items: Sequence[CapturedLead],
-    tx: Transaction[CapturesRepository],
-    now: datetime,
+    batch: _Batch, tx: Transaction[CapturesRepository], now: datetime
 ) -> None:
-    store = tx.store
+    store, workspace, view = tx.store, batch.workspace, batch.view
     # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
     # worked through; new ones are inserted in one statement, existing ones updated at the end.
-    raw_captures = _lead_captures(items)
-    digests = {
-        id(item): erasure.digests(
-            workspace, [item.lead.dedupe_key, *erasure.identities(item.lead.email, item.lead.phone)]
-        )
-        for item in items
-    }
-    view = await store.capture_view(
-        workspace,
-        {d for ds in digests.values() for d in ds},
-        [c.email for c in raw_captures if c.email],
-        [c.phone for c in raw_captures if c.phone],
-    )
-    kept = {id(item) for item in _not_erased(workspace, items, digests, view.erased)}
-    if not kept:
-        return
-    if not view.segments:
-        # Nothing reads the batch's writes back in this transaction (segment filters would):
-        # they go in the statement that ends it, with the outbox rows and the inbox claim.
-        store.defer_writes()
     # Up to seven ids a lead (contact, lifecycle row, three events, two timeline rows): drawn in
     # chunks of about the batch's need, not 256 at a time for a poll of two leads.
-    ids = random_ids(chunk=min(256, 7 * len(items)))
+    ids = random_ids(chunk=min(256, 7 * len(batch.items)))
     definitions = view.definitions
     states = {row["id"]: row for row in view.contacts}
     originals = {cid: dict(state) for cid, state in states.items()}
@@ -233,9 +248,7 @@ async def _capture_in_workspace(
     activities: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
 
-    for item, raw in zip(items, raw_captures, strict=True):
-        if id(item) not in kept:
-            continue
+    for item, raw in batch.items:
         lead = item.lead
         if raw.email is None and raw.phone is None:
             log.warning("lead without a usable identity", extra={"id": lead.submission_id})

@@ -26,6 +26,7 @@ from services.contacts.models import Activity, Contact, ContactList, ContactTag,
 from services.contacts.owners import handlers as owners
 from services.contacts.people.store import CONTACTS
 from services.contacts.segments import domain as segments_domain
+from services.contacts.segments import handlers as segments
 from services.contacts.store import ContactsStore, transaction
 from shared import db
 from shared.app import create_app
@@ -463,6 +464,43 @@ class TestCaptureView:
         assert view.lists == expected.lists
         assert segments(view) == segments(expected)
         assert len(view.segments) == 1
+
+
+class TestCapturesOfSeveralWorkspaces:
+    async def test_a_segment_of_one_workspace_sees_the_batchs_new_contacts(
+        self, database: Database
+    ) -> None:
+        """A batch's writes wait for its last statement only when no segment of any of its
+        workspaces reads them back: a workspace without segments captured in the same batch
+        (first) does not hide the other's new and updated contacts from its segment."""
+        plain, segmented = sorted([unique("ws-"), unique("ws-")])
+        known = f"{uuid.uuid4().hex[:8]}@example.com"
+        async with transaction(database.uow()) as tx:
+            await captures.capture_leads(
+                [captures.CapturedLead(segmented, captured(known))], tx, NOW
+            )
+            segment, members = await segments.create_segment(
+                segmented, "Acme", {"field": "company", "op": "eq", "value": "Acme"}, tx, NOW
+            )
+        assert members == 0
+        new = f"{uuid.uuid4().hex[:8]}@example.com"
+        leads = [
+            captures.CapturedLead(plain, captured(f"{uuid.uuid4().hex[:8]}@example.com")),
+            captures.CapturedLead(segmented, captured(new, company="Acme")),
+            captures.CapturedLead(segmented, captured(known, company="Acme")),
+        ]
+        async with transaction(database.uow()) as tx:
+            await captures.capture_leads(leads, tx, NOW)
+            tx.uow.claim_at_commit("contacts.leads", ["e1", "e2", "e3"])
+        async with transaction(database.uow()) as tx:
+            found = list(
+                await tx.store.session.scalars(
+                    select(Contact).where(Contact.workspace == segmented)
+                )
+            )
+            ids = {c.email: c.id for c in found}
+            entered = await tx.store.members_among(segment.id, ids.values())
+        assert entered == {ids[new], ids[known]}
 
 
 class TestConcurrentCaptures:
