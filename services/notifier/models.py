@@ -101,6 +101,14 @@ class Delivery(Base):
             sqlite_where=text("next_attempt_at IS NOT NULL"),
         ),
         Index("ix_deliveries_contact", "workspace", "contact_id", "created_at"),
+        # Those waiting for their contact: what a contact's arrival looks up (migration 0007).
+        Index(
+            "ix_deliveries_waiting",
+            "workspace",
+            "contact_id",
+            postgresql_where=text("NOT prepared"),
+            sqlite_where=text("NOT prepared"),
+        ),
         Index("ix_deliveries_workspace", "workspace", "created_at"),
     )
 
