@@ -194,10 +194,8 @@ class WorkflowsStore(RunsStore):
         if not wanted:
             return {}
         c = CONTACTS.c
-        query = self._probed(
-            select(c.id, c.data).where(c.workspace == workspace, c.merged_into.is_(None)),
-            c.id,
-            wanted,
+        query = self._joined(select(c.id, c.data), c.id, wanted).where(
+            c.workspace == workspace, c.merged_into.is_(None)
         )
         return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
 
@@ -207,10 +205,8 @@ class WorkflowsStore(RunsStore):
         if not wanted:
             return {}
         c = CONTACTS.c
-        query = self._probed(
-            select(c.id, c.merged_into).where(c.workspace == workspace, c.merged_into.is_not(None)),
-            c.id,
-            wanted,
+        query = self._joined(select(c.id, c.merged_into), c.id, wanted).where(
+            c.workspace == workspace, c.merged_into.is_not(None)
         )
         return {r[0]: r[1] for r in (await self.session.execute(query)).all()}
 

@@ -239,12 +239,11 @@ class RunsStore(StoreBase):
         wanted = list(set(ids))
         if not wanted:
             return {}
-        query = select(ENROLLMENTS)
+        query = self._joined(select(ENROLLMENTS), ENROLLMENTS.c.id, wanted)
         if workspace is not None:
             query = query.where(ENROLLMENTS.c.workspace == workspace)
         if lock and self.postgres:
-            query = query.with_for_update()
-        query = self._probed(query, ENROLLMENTS.c.id, wanted)
+            query = query.with_for_update(of=ENROLLMENTS)
         return {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
 
     async def open_runs(
@@ -255,12 +254,11 @@ class RunsStore(StoreBase):
         if not wanted:
             return []
         e = ENROLLMENTS.c
-        query = select(ENROLLMENTS).where(
+        query = self._joined(select(ENROLLMENTS), e.contact_id, wanted).where(
             e.workspace == workspace, e.status.in_(("active", "waiting"))
         )
         if lock and self.postgres:
-            query = query.with_for_update()
-        query = self._probed(query, e.contact_id, wanted)
+            query = query.with_for_update(of=ENROLLMENTS)
         return [dict(r) for r in (await self.session.execute(query)).mappings()]
 
     async def last_runs(
@@ -271,13 +269,10 @@ class RunsStore(StoreBase):
         if not wanted:
             return {}
         e = ENROLLMENTS.c
+        columns = select(e.workflow_id, e.contact_id, e.enrolled_at, e.status)
         # The contacts lead, by their index (see `runs_of_facts`); the pairs filter their runs.
-        query = self._probed(
-            select(e.workflow_id, e.contact_id, e.enrolled_at, e.status).where(
-                e.workspace == workspace, self._pairs(wanted)
-            ),
-            e.contact_id,
-            sorted({c for _, c in wanted}),
+        query = self._joined(columns, e.contact_id, sorted({c for _, c in wanted})).where(
+            e.workspace == workspace, self._pairs(wanted)
         )
         return _latest((await self.session.execute(query)).all())
 
