@@ -18,8 +18,10 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal_column,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -239,11 +241,29 @@ class RunsStore(StoreBase):
         wanted = list(set(ids))
         if not wanted:
             return {}
-        query = self._joined(select(ENROLLMENTS), ENROLLMENTS.c.id, wanted)
+        e = ENROLLMENTS.c
+        if not self.postgres:
+            query = select(ENROLLMENTS).where(e.id.in_(wanted))
+            in_workspace: ColumnElement[Any] = e.workspace
+        else:
+            # One primary-key probe per id, whatever the statistics: a LATERAL subquery
+            # fenced by OFFSET 0 that names no other column an index leads with. Joined to the
+            # array (or with the workspace inside), the generic plan made while the table was
+            # young took a workspace index instead and read every run of the workspace: the
+            # due timers' lookups grew with the table (lateness p99 ~2 s at 1,000 fires/s).
+            listed = (
+                func.unnest(bindparam("ids", wanted, type_=postgresql.ARRAY(e.id.type)))
+                .table_valued("v")
+                .render_derived(name="k")
+            )
+            inner = select(ENROLLMENTS).where(e.id == listed.c.v).offset(literal_column("0"))
+            if lock:
+                inner = inner.with_for_update()
+            probe = inner.lateral()
+            query = select(*probe.c).select_from(listed).join(probe, true())
+            in_workspace = probe.c.workspace
         if workspace is not None:
-            query = query.where(ENROLLMENTS.c.workspace == workspace)
-        if lock and self.postgres:
-            query = query.with_for_update(of=ENROLLMENTS)
+            query = query.where(in_workspace == workspace)
         return {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
 
     async def open_runs(
