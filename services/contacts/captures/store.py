@@ -15,7 +15,7 @@ from services.contacts.models import Segment
 from services.contacts.people.store import CONTACTS, definitions_over_defaults
 from services.contacts.privacy.store import PrivacyStore
 from services.contacts.segments.store import SegmentsStore
-from shared.db import Json, UtcDateTime
+from shared.db import Json, UtcDateTime, probe_each
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ _GENERIC = (
 
 @cache
 def _capture_view() -> TextualSelect:
-    """The reads of `CaptureView` as one statement. The contacts are locked in id order (one
-    lock order, so two batches never deadlock); each identity is matched through its own
-    unique index (a BitmapOr of the two); the arrays of erasure digests are joined."""
+    """The reads of `CaptureView` as one statement. The contacts, tags, lists and erasures are
+    read by one index probe per key (`probe_each`: under stale statistics, `= ANY(keys)` walks
+    the workspace's every contact); the contacts found are locked as they are read, in the
+    sorted keys' order (emails, then phones), as every capture batch locks them."""
     contact_columns = [c.name for c in CONTACTS.c]
 
     def branch(kind: str, generic: Iterable[str], source: str, contact: bool = False) -> str:
@@ -56,30 +57,38 @@ def _capture_view() -> TextualSelect:
         values += [f'found."{name}"' if contact else "NULL" for name in contact_columns]
         return f"SELECT {', '.join(values)} FROM {source}"
 
+    def by_identity(name: str) -> str:
+        row = f"SELECT * FROM contacts WHERE workspace = :workspace AND {name} = k.id"
+        keys = f"CAST(:{name}s AS varchar[])"
+        return f"SELECT c.* FROM {probe_each(keys, row, 'c', lock=' FOR UPDATE')}"
+
+    def labels(table: str, label: str) -> str:
+        row = f"SELECT {label} FROM {table} WHERE contact_id = f.id OFFSET 0"
+        return f"found AS f CROSS JOIN LATERAL ({row}) AS x"
+
+    erased = "SELECT digest, erased_at FROM erasures WHERE workspace = :workspace AND digest = k.id"
     head = [f"CAST(NULL AS {sql}) AS {name}" for name, sql, _ in _GENERIC[1:]]
     first = branch("c", head, "found", contact=True).replace("'c'", "CAST('c' AS varchar) AS _kind")
     sql = (
-        "WITH found AS MATERIALIZED (SELECT * FROM contacts"
-        " WHERE workspace = :workspace AND (email = ANY(CAST(:emails AS varchar[]))"
-        " OR phone = ANY(CAST(:phones AS varchar[]))) ORDER BY id FOR UPDATE) "
+        "WITH found AS MATERIALIZED (SELECT DISTINCT ON (c.id) c.* FROM ("
+        f"{by_identity('email')} UNION ALL {by_identity('phone')}) AS c ORDER BY c.id) "
         + " UNION ALL ".join(
             [
                 first,
                 branch(
                     "t",
-                    ["t.contact_id", "t.tag", "NULL", "NULL", "NULL"],
-                    "contact_tags AS t JOIN found AS f ON t.contact_id = f.id",
+                    ["f.id", "x.tag", "NULL", "NULL", "NULL"],
+                    labels("contact_tags", "tag"),
                 ),
                 branch(
                     "l",
-                    ["l.contact_id", "l.list", "NULL", "NULL", "NULL"],
-                    "contact_lists AS l JOIN found AS f ON l.contact_id = f.id",
+                    ["f.id", "x.list", "NULL", "NULL", "NULL"],
+                    labels("contact_lists", "list"),
                 ),
                 branch(
                     "e",
                     ["e.digest", "NULL", "NULL", "e.erased_at", "NULL"],
-                    "erasures AS e JOIN unnest(CAST(:digests AS varchar[])) AS d(digest)"
-                    " ON e.digest = d.digest WHERE e.workspace = :workspace",
+                    probe_each("CAST(:digests AS varchar[])", erased, "e"),
                 ),
                 branch(
                     "f",

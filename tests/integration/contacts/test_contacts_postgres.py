@@ -408,10 +408,14 @@ class TestCaptureView:
         by_email = contact_row(workspace, email=email, score=0.5, custom_fields={"n": [1]})
         by_phone = contact_row(workspace, phone=phone, last_interaction_at=NOW)
         elsewhere = contact_row(other, email=email)
+        # Found by its email and by its phone: read (and its labels) once.
+        both = contact_row(workspace, email=f"b{email}", phone=f"{phone}9")
         async with database.uow() as uow:
             store = ContactsStore(uow.session)
-            await store.insert_contacts([by_email, by_phone, elsewhere])
+            await store.insert_contacts([by_email, by_phone, elsewhere, both])
             await store.add_tags(workspace, [(by_email["id"], "vip"), (by_email["id"], "new")])
+            await store.add_tags(workspace, [(both["id"], "x")])
+            await store.add_to_list(workspace, both["id"], "y")
             await store.add_to_list(workspace, by_email["id"], "customers")
             await store.save_field_definition(
                 workspace, FieldDefinition("seats", "number", "Seats", True, (), 1.0, 500.0)
@@ -431,7 +435,11 @@ class TestCaptureView:
             )
             await record_erasures(uow.session, erasures, workspace, ["d1", "d2"], NOW)
             await record_erasures(uow.session, erasures, other, ["d3"], NOW)
-        asked = (["d1", "d3", "d4"], [email, "nobody@example.com"], [phone])
+        asked = (
+            ["d1", "d3", "d4"],
+            [email, "nobody@example.com", f"b{email}"],
+            [phone, f"{phone}9"],
+        )
         async with database.uow() as uow:
             view = await ContactsStore(uow.session).capture_view(workspace, *asked)
         async with database.uow() as uow:
@@ -458,9 +466,12 @@ class TestCaptureView:
         assert view.definitions == expected.definitions
         assert view.definitions["seats"].min == 1.0
         assert sorted(view.contacts, key=by_id) == sorted(expected.contacts, key=by_id)
-        assert {c["id"] for c in view.contacts} == {by_email["id"], by_phone["id"]}
+        assert sorted(c["id"] for c in view.contacts) == sorted(
+            [by_email["id"], by_phone["id"], both["id"]]
+        )
         assert view.tags == expected.tags
         assert view.tags[by_email["id"]] == ["new", "vip"]
+        assert (view.tags[both["id"]], view.lists[both["id"]]) == (["x"], ["y"])
         assert view.lists == expected.lists
         assert segments(view) == segments(expected)
         assert len(view.segments) == 1
