@@ -46,21 +46,21 @@ _GENERIC = (
 
 @cache
 def _capture_view() -> TextualSelect:
-    """The reads of `CaptureView` as one statement. The contacts, tags, lists and erasures are
-    read by one index probe per key (`probe_each`: under stale statistics, `= ANY(keys)` walks
-    the workspace's every contact); the contacts found are locked as they are read, in the
-    sorted keys' order (emails, then phones), as every capture batch locks them."""
+    """The reads of `CaptureView` as one statement. The contacts holding the emails or phones
+    are locked in id order (one lock order, so two batches never deadlock); their tags and
+    lists, and the erasures, are read by one index probe per key (`probe_each`).
+
+    The contacts are matched with `= ANY(keys)`, not probed key by key: under statistics taken
+    while the table was young (or none yet), the planner takes any index led by `workspace`
+    (five of them) for a probe and filters the workspace's every contact, once per key (50 ms
+    a batch at 5,000 contacts); `= ANY` walks it at most once a batch, and uses the two unique
+    indexes (a BitmapOr) as soon as the statistics are current."""
     contact_columns = [c.name for c in CONTACTS.c]
 
     def branch(kind: str, generic: Iterable[str], source: str, contact: bool = False) -> str:
         values = [f"'{kind}'", *generic]
         values += [f'found."{name}"' if contact else "NULL" for name in contact_columns]
         return f"SELECT {', '.join(values)} FROM {source}"
-
-    def by_identity(name: str) -> str:
-        row = f"SELECT * FROM contacts WHERE workspace = :workspace AND {name} = k.id"
-        keys = f"CAST(:{name}s AS varchar[])"
-        return f"SELECT c.* FROM {probe_each(keys, row, 'c', lock=' FOR UPDATE')}"
 
     def labels(table: str, label: str) -> str:
         row = f"SELECT {label} FROM {table} WHERE contact_id = f.id OFFSET 0"
@@ -70,8 +70,9 @@ def _capture_view() -> TextualSelect:
     head = [f"CAST(NULL AS {sql}) AS {name}" for name, sql, _ in _GENERIC[1:]]
     first = branch("c", head, "found", contact=True).replace("'c'", "CAST('c' AS varchar) AS _kind")
     sql = (
-        "WITH found AS MATERIALIZED (SELECT DISTINCT ON (c.id) c.* FROM ("
-        f"{by_identity('email')} UNION ALL {by_identity('phone')}) AS c ORDER BY c.id) "
+        "WITH found AS MATERIALIZED (SELECT * FROM contacts"
+        " WHERE workspace = :workspace AND (email = ANY(CAST(:emails AS varchar[]))"
+        " OR phone = ANY(CAST(:phones AS varchar[]))) ORDER BY id FOR UPDATE) "
         + " UNION ALL ".join(
             [
                 first,
