@@ -97,6 +97,19 @@ def waiting_for(workspace: str, contact_ids: Sequence[str]) -> list[ColumnElemen
     ]
 
 
+def bind_column(kind: str, values: list[Any], spread: bool = True) -> tuple[str, Any, bool]:
+    """A column's values as one bind parameter on PostgreSQL: the SQL type to cast it to, the
+    parameter, and whether it is an array. JSON goes as text. With `spread`, a column with one
+    value for every row is that value rather than an array: the driver checks every array
+    element it encodes, and most of a batch's columns are the same in every row."""
+    if kind == "jsonb":
+        values = [None if v is None else orjson.dumps(v).decode() for v in values]
+        kind = "text"
+    if spread and values.count(values[0]) == len(values):
+        return kind, values[0], False
+    return kind, values, True
+
+
 def array_update(
     table: Table,
     keys: Sequence[str],
@@ -105,25 +118,21 @@ def array_update(
     tag: str,
 ) -> tuple[str, dict[str, Any]]:
     """`UPDATE … FROM unnest(arrays)` of many rows' changes (PostgreSQL), its parameters
-    named `<tag><n>`: the SQL and the parameters. A changed column with one value for every
-    row is one parameter rather than an array (the driver checks every array element)."""
+    named `<tag><n>`: the SQL and the parameters (see `bind_column`)."""
     params: dict[str, Any] = {}
     casts, alias, sets = [], [], []
     for i, name in enumerate([*keys, *names]):
-        kind = PG_TYPES[name]
-        values = [row[name] for row in rows]
-        if kind == "jsonb":
-            values = [None if v is None else orjson.dumps(v).decode() for v in values]
-            kind = "text"
+        key = i < len(keys)
+        kind, params[f"{tag}{i}"], array = bind_column(
+            PG_TYPES[name], [row[name] for row in rows], spread=not key
+        )
         jsonb = "::jsonb" if PG_TYPES[name] == "jsonb" else ""
-        if i >= len(keys) and values.count(values[0]) == len(values):
-            params[f"{tag}{i}"] = values[0]
+        if not array:
             sets.append(f"{name} = CAST(:{tag}{i} AS {kind}){jsonb}")
             continue
-        params[f"{tag}{i}"] = values
         casts.append(f"CAST(:{tag}{i} AS {kind}[])")
         alias.append(f"c{i}")
-        if i >= len(keys):
+        if not key:
             sets.append(f"{name} = v.c{i}{jsonb}")
     match = " AND ".join(f"t.{key} = v.c{i}" for i, key in enumerate(keys))
     sql = (

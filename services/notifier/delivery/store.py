@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -23,6 +22,7 @@ from services.notifier.rows import (
     StoreBase,
     array_update,
     attempts,
+    bind_column,
     deliveries,
 )
 from shared.db import defer_json_rows
@@ -93,25 +93,19 @@ class DeliveriesStore(StoreBase):
         """One statement, one array per column (`INSERT … SELECT FROM unnest`), whatever the
         batch size; the attempt rows of deliveries inserted as `sending` in a CTE of it. A
         column with one value for the whole batch (its workspace, channel, times, the unset
-        ones) is one parameter, not an array: the driver checks every array element it
-        encodes, and most of a batch's columns are the same in every row."""
+        ones) is one parameter, not an array (`bind_column`)."""
         names = [c.name for c in deliveries.c]
         params: dict[str, Any] = {}
         columns, arrays, alias = [], [], []
         for i, name in enumerate(names):
             kind = DELIVERY_TYPES[name]
-            values = [row[name] for row in rows]
-            if kind == "jsonb":
-                values = [None if v is None else orjson.dumps(v).decode() for v in values]
-            cast = "text" if kind == "jsonb" else kind
-            if values.count(values[0]) == len(values):
-                params[f"a{i}"] = values[0]
-                column = f"CAST(:a{i} AS {cast})"
-            else:
-                params[f"a{i}"] = values
+            cast, params[f"a{i}"], array = bind_column(kind, [row[name] for row in rows])
+            if array:
                 arrays.append(f"CAST(:a{i} AS {cast}[])")
                 alias.append(f"c{i}")
                 column = f"v.c{i}"
+            else:
+                column = f"CAST(:a{i} AS {cast})"
             columns.append(f"CAST({column} AS jsonb)" if kind == "jsonb" else column)
         if not arrays:  # one row: one value each, from a one-element array
             params["a0"] = [params["a0"]]
