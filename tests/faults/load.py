@@ -66,6 +66,15 @@ class Load:
     def stop(self) -> None:
         self._stop.set()
 
+    async def abandon(self, sending: asyncio.Task[None]) -> None:
+        """Ends a run that failed part-way: its sending loop and the requests still out are
+        cancelled and awaited, so none of them outlives the client they send through."""
+        self.stop()
+        pending = {sending, *self._inflight}
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def _spawn(self, coro: Coroutine[Any, Any, Answer]) -> None:
         task = asyncio.ensure_future(coro)
         self._inflight.add(task)

@@ -68,6 +68,14 @@ class ServiceProcess:
                 self.kill()
             self.proc = None
 
+    def tail(self, lines: int = 20) -> str:
+        """The end of this service's log: the suite's state folder is gone once it fails."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return f"{self.name}: no log"
+        return f"--- {self.name}, last lines of its log:\n" + "\n".join(text.splitlines()[-lines:])
+
     def wait_ready(self, timeout: float = 120) -> float:
         """Seconds until /readyz answers 200."""
         started = time.monotonic()
@@ -75,14 +83,14 @@ class ServiceProcess:
         with httpx.Client(timeout=5) as client:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited; see {self.log}")
+                    raise RuntimeError(f"{self.name} exited\n{self.tail()}")
                 try:
                     if client.get(f"{self.url}/readyz").status_code == 200:
                         return time.monotonic() - started
                 except httpx.TransportError:
                     pass
                 time.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready after {timeout} s; see {self.log}")
+        raise TimeoutError(f"{self.name} not ready after {timeout} s\n{self.tail()}")
 
 
 @dataclass
@@ -133,6 +141,9 @@ class FaultStack:
             "LEADWIRE_INGEST_FORM_BURST": "100000",
             "LEADWIRE_LOG_LEVEL": "WARNING",
         }
+
+    def tails(self) -> str:
+        return "\n".join(service.tail() for service in self.services.values())
 
     def kill_kafka(self) -> None:
         self.kafka.kill()

@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -264,6 +265,26 @@ async def replay(stack: FaultStack, topic: str) -> None:
     assert proc.returncode == 0, err.decode()
 
 
+@asynccontextmanager
+async def stage(
+    stack: FaultStack, what: str, seconds: float, notes: dict[str, Any]
+) -> AsyncIterator[None]:
+    """A step of a run with its own deadline: its time goes in the run's figures, and a step
+    that overruns fails the run saying which step it was, with the services' last log lines."""
+    started = time.monotonic()
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            yield
+    except TimeoutError:
+        if deadline.expired():
+            message = f"{what}: not done after {seconds} s; {notes}\n{stack.tails()}"
+            raise AssertionError(message) from None
+        raise
+    finally:
+        notes[f"{what}_s"] = round(time.monotonic() - started, 2)
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them:
@@ -297,20 +318,26 @@ async def test_every_acknowledged_lead_becomes_exactly_one_contact(
     scenario: str,
     repetition: int,
 ) -> None:
-    await wait_ready(stack)
+    async with stage(stack, "ready_before", 300, {}):
+        await wait_ready(stack)
     run_started = time.time()
     # What the previous run left in the DLQs, read once per run.
     dlq_before = LAST_DEAD_LETTERS.get("dlq") or await dlq_sizes(stack)
     run = await start_run(stack, client, scenario, repetition)
     sending = asyncio.create_task(run.load.run_until_stopped())
-    await asyncio.sleep(FAULT_AT_S)
-    async with asyncio.timeout(300):
-        await SCENARIOS[scenario](run)
-    await wait_ready(stack)
-    await asyncio.sleep(LOAD_AFTER_REPAIR_S)
-    run.load.stop()
-    async with asyncio.timeout(120):  # every request has its own 30 s timeout
-        await sending
+    try:
+        await asyncio.sleep(FAULT_AT_S)
+        async with stage(stack, "fault", 300, run.notes):
+            await SCENARIOS[scenario](run)
+        async with stage(stack, "ready_again", 300, run.notes):
+            await wait_ready(stack)
+        await asyncio.sleep(LOAD_AFTER_REPAIR_S)
+        run.load.stop()
+        async with stage(stack, "last_answers", 120, run.notes):  # each has its own 30 s timeout
+            await asyncio.shield(sending)
+    finally:
+        # A run that failed part-way must not go on sending through the next runs.
+        await run.load.abandon(sending)
     load_ended = time.time()
 
     accepted = run.load.accepted
