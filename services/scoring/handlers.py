@@ -15,7 +15,7 @@ from services.scoring.publish import at, event_ids, report, ts
 from services.scoring.rfm import handlers as customers
 from services.scoring.rules.domain import InvalidRuleSet, RuleSet, default_rule_set, parse_rule_set
 from services.scoring.scores import domain as scores
-from services.scoring.scores.domain import ContactScore
+from services.scoring.scores.domain import ContactScore, Crossing
 from services.scoring.store import Outbox, Rescore, Store, Timer
 from shared.errors import InvalidInput, NotFound
 
@@ -151,25 +151,33 @@ def rebuild(
 ) -> bool:
     """Replace a contact's score by `fresh`, its replay from the ledger; True when it changed
     visibly."""
-    rules, seconds = scored.rules, ts(now)
+    seconds = ts(now)
     previous = scored.states.get(contact_id)
-    before = scores.scores_at(previous, rules, seconds) if previous else {}
+    before = scores.scores_at(previous, scored.rules, seconds) if previous else {}
     scored.states[contact_id] = fresh
     scored.touched.add(contact_id)
-    after = scores.scores_at(fresh, rules, seconds)
-    crossings = scores.check_thresholds(fresh, rules, seconds)
-    changes = scores.changes_between(before, after)
-    report(
-        outbox,
-        scored.workspace,
-        contact_id,
-        changes,
-        crossings,
-        cause,
-        rules.version,
-        correlationid,
-    )
+    changes, _ = report_since(scored, contact_id, before, seconds, cause, outbox, correlationid)
     return bool(changes)
+
+
+def report_since(
+    scored: Scored,
+    contact_id: str,
+    before: Mapping[str, float],
+    seconds: float,
+    cause: str,
+    outbox: Outbox,
+    correlationid: str | None,
+) -> tuple[list[scores.Change], list[Crossing]]:
+    """Report how a contact's score moved from `before` (its scores before `cause`) to its
+    state now: the changes and the threshold crossings, both also returned."""
+    rules, state = scored.rules, scored.state(contact_id)
+    after = scores.scores_at(state, rules, seconds)
+    crossings = scores.check_thresholds(state, rules, seconds)
+    changes = scores.changes_between(before, after)
+    version = rules.version
+    report(outbox, scored.workspace, contact_id, changes, crossings, cause, version, correlationid)
+    return changes, crossings
 
 
 # --- engagement -------------------------------------------------------------------------------
@@ -309,18 +317,7 @@ def apply_engagement(
         return
     state.version = rules.version
     scored.touched.add(contact_id)
-    after = scores.scores_at(state, rules, seconds)
-    crossings = scores.check_thresholds(state, rules, seconds)
-    report(
-        outbox,
-        scored.workspace,
-        contact_id,
-        scores.changes_between(before, after),
-        crossings,
-        event_type,
-        rules.version,
-        correlationid,
-    )
+    report_since(scored, contact_id, before, seconds, event_type, outbox, correlationid)
 
 
 # --- timers -----------------------------------------------------------------------------------

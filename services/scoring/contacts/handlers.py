@@ -15,8 +15,9 @@ from services.scoring.handlers import (
     apply_engagement,
     current_rules,
     rebuild,
+    report_since,
 )
-from services.scoring.publish import report, ts
+from services.scoring.publish import ts
 from services.scoring.rfm import handlers as customers
 from services.scoring.scores import domain as scores
 from services.scoring.store import Contact, Outbox, SetAside, Store
@@ -153,21 +154,11 @@ def rescore_fit(
     before = scores.scores_at(state, rules, seconds)
     fits = {name: g.fit for name, g in state.groups.items()}
     scores.apply_attributes(state, rules, attributes)
-    after = scores.scores_at(state, rules, seconds)
-    crossings = scores.check_thresholds(state, rules, seconds)
-    changes = scores.changes_between(before, after)
+    changes, crossings = report_since(
+        scored, contact_id, before, seconds, "fit", outbox, correlationid
+    )
     if changes or crossings or fits != {name: g.fit for name, g in state.groups.items()}:
         scored.touched.add(contact_id)
-    report(
-        outbox,
-        scored.workspace,
-        contact_id,
-        changes,
-        crossings,
-        "fit",
-        rules.version,
-        correlationid,
-    )
 
 
 async def on_contact_merged(
