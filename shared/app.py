@@ -29,6 +29,7 @@ from shared import db, openapi, tracing
 from shared.auth import KeyCache, Principal, authenticate
 from shared.bus import Bus, Consumer, Subscription, make_bus
 from shared.bus.base import Follower, Record
+from shared.db.statistics import keep_statistics
 from shared.erasure import checkpoint
 from shared.errors import install_error_handlers
 from shared.events import topics
@@ -216,6 +217,15 @@ async def start_context(spec: ServiceSpec, settings: Settings, bus: Bus | None) 
             ctx.side_consumers.append(consumer)
     for loop in spec.background(ctx):
         ctx.tasks.append(asyncio.create_task(loop(), name=f"{spec.name}:background"))
+    if settings.statistics_keeper and engine.dialect.name == "postgresql":
+        keeper = keep_statistics(
+            engine,
+            settings.schema_for(spec.name) or "public",
+            spec.name,
+            settings.statistics_keeper_interval_s,
+            settings.statistics_keeper_min_rows,
+        )
+        ctx.tasks.append(asyncio.create_task(keeper, name=f"{spec.name}:statistics"))
     return ctx
 
 

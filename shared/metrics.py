@@ -32,3 +32,16 @@ CONSUMER_TRANSIENT_FAILURES = Counter(
     "Handler failures caused by an unavailable dependency (retried, never dead-lettered)",
     ["group"],
 )
+TABLES_ANALYSED = Counter(
+    "leadwire_tables_analysed_total",
+    "Tables the statistics keeper analysed because they doubled (see shared.db.statistics)",
+    ["service", "table"],
+)
+ANALYZE_SECONDS = Histogram(
+    "leadwire_analyze_seconds", "Time of one ANALYZE by the statistics keeper", ["service"]
+)
+STATISTICS_ROUNDS_FAILED = Counter(
+    "leadwire_statistics_rounds_failed_total",
+    "Statistics keeper rounds that failed (database unavailable; retried next round)",
+    ["service"],
+)

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     outbox_batch: int = 500
     # How often a service reports which API keys it saw (their last-used time).
     key_use_report_interval_s: float = 5.0
+    # PostgreSQL only: every `interval_s`, ANALYZE the service's tables that at least doubled
+    # (and grew by `min_rows`) since their statistics, instead of leaving young tables planned
+    # for their old size until autovacuum's next visit (see shared.db.statistics).
+    statistics_keeper: bool = True
+    statistics_keeper_interval_s: float = 2.0
+    statistics_keeper_min_rows: int = 500
 
     @property
     def embedded(self) -> bool:

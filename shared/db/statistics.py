@@ -1,0 +1,163 @@
+"""The statistics keeper: on PostgreSQL, ANALYZE a service's tables as soon as they double.
+
+PostgreSQL plans a query from the statistics ANALYZE last gathered: the table's row count
+(`pg_class.reltuples`) and each column's distinct values, most common values and histogram.
+Autovacuum refreshes them once a table's changes pass 50 rows plus 10% of its size, but it
+visits each database only once per `autovacuum_naptime` (60 s). A table analysed while small,
+or never (a fresh install, a new schema, every benchmark), that then grows fast is planned for
+its old self until that visit: at 500 leads/s workflows' BatchView read hashed the workspace's
+every contact (14.9 ms a call), notifier's attempts update hash-joined the whole table.
+
+A keeper task runs beside each service on PostgreSQL (`shared.app.start_context`). Every
+`interval_s` it reads, for each table of the service's own schema, the rows its statistics
+were taken at (`reltuples`; -1 if never) and the live rows it holds now (the cumulative
+statistics, which every backend brings up to date within about a second), and analyses each
+table that holds at least twice as many rows, and at least `min_rows` more (`needs_analyze`).
+
+Growth, not changes, is the trigger: a queue table (the outbox, published and deleted) churns
+far more rows than it holds without its plans going wrong, and a rule on changes would analyse
+it on every round. Changes that keep the size (updates, a queue's churn) and a new workspace
+in a big table are left to autovacuum's 10% within its minute.
+
+Bounds:
+- A growing table is analysed at about `min_rows`, then each time it doubles: log2(N /
+  min_rows) + 1 times on its way to N rows, never again before it doubles; each ANALYZE
+  samples at most 300 x `default_statistics_target` rows (30,000), so a big table costs a
+  bounded sample per doubling, whatever its size.
+- Replicas: a round holds a transaction-level advisory lock named for the schema; a replica
+  finding it taken skips the round, and the holder reads the counts only once it has the
+  lock, after the previous holder's ANALYZE reset them: one growth, one ANALYZE.
+- `ANALYZE (SKIP_LOCKED)`: a table autovacuum or a migration holds is skipped, never waited
+  for (it is still grown at the next round if nobody analysed it).
+- The event loop only awaits: the statements run on the server, on one pooled connection
+  (milliseconds for a young table, well under a second for a full sample).
+- A round that fails (database down, restarting) is logged once per outage and counted; the
+  next round tries again. The task never ends the service.
+
+SQLite (the embedded mode) has no such planner statistics to keep: the keeper is not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared import metrics
+from shared.db.locks import try_xact_lock
+from shared.transient import is_transient
+
+log = logging.getLogger(__name__)
+
+# The tables of one schema ANALYZE may be run on by this role (an owner's member, or a
+# superuser): their rows at the last statistics, their live rows now, and how many analyses
+# (manual and automatic) they had, to tell an ANALYZE done from one skipped on a lock.
+_TABLES = text(
+    "SELECT c.relname AS name, c.reltuples AS rows_at_analyze,"
+    " pg_stat_get_live_tuples(c.oid) AS live_rows,"
+    " pg_stat_get_analyze_count(c.oid) + pg_stat_get_autoanalyze_count(c.oid) AS analyses"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = :schema AND c.relkind IN ('r', 'm')"
+    " AND pg_has_role(c.relowner, 'USAGE')"
+)
+# The cumulative statistics are read once per transaction and then cached: read afresh.
+_FORGET_SNAPSHOT = text("SELECT pg_stat_clear_snapshot()")
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """One table's size at its last statistics and now."""
+
+    name: str
+    rows_at_analyze: float  # pg_class.reltuples: -1 if never analysed nor vacuumed
+    live_rows: int
+    analyses: int
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """A table the keeper analysed, with the sizes that made it."""
+
+    table: TableStats
+    seconds: float
+
+
+def needs_analyze(table: TableStats, min_rows: int) -> bool:
+    """True when the table holds at least twice the rows its statistics were taken at, and
+    at least `min_rows` more: its plans may be made for a table a fraction of its size."""
+    known = max(table.rows_at_analyze, 0.0)
+    return table.live_rows >= max(2 * known, known + min_rows)
+
+
+def lock_name(schema: str) -> str:
+    return f"leadwire-statistics-{schema}"
+
+
+async def tables_of(conn: AsyncConnection, schema: str) -> list[TableStats]:
+    rows = (await conn.execute(_TABLES, {"schema": schema})).mappings()
+    return [
+        TableStats(r["name"], float(r["rows_at_analyze"]), int(r["live_rows"]), int(r["analyses"]))
+        for r in rows
+    ]
+
+
+async def analyze_grown_tables(engine: AsyncEngine, schema: str, min_rows: int) -> list[Analysed]:
+    """One round: ANALYZE the tables of `schema` that grew (`needs_analyze`), unless another
+    replica's round is under way; the tables analysed."""
+    quote = engine.dialect.identifier_preparer.quote_identifier
+    async with engine.connect() as conn, conn.begin():
+        if not await try_xact_lock(conn, lock_name(schema)):
+            return []
+        grown = [t for t in await tables_of(conn, schema) if needs_analyze(t, min_rows)]
+        took: dict[str, float] = {}
+        for table in grown:
+            started = time.perf_counter()
+            await conn.execute(text(f"ANALYZE (SKIP_LOCKED) {quote(schema)}.{quote(table.name)}"))
+            took[table.name] = time.perf_counter() - started
+        if not grown:
+            return []
+        await conn.execute(_FORGET_SNAPSHOT)
+        after = {t.name: t.analyses for t in await tables_of(conn, schema)}
+    return [Analysed(t, took[t.name]) for t in grown if after.get(t.name, t.analyses) > t.analyses]
+
+
+async def keep_statistics(
+    engine: AsyncEngine, schema: str, service: str, interval_s: float, min_rows: int
+) -> None:
+    """Analyse the schema's grown tables every `interval_s` for as long as the service runs."""
+    failing = False
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            analysed = await analyze_grown_tables(engine, schema, min_rows)
+        except Exception as exc:
+            metrics.STATISTICS_ROUNDS_FAILED.labels(service).inc()
+            if not failing:
+                # A bug shows its traceback; an outage only says so, once, until it ends.
+                log.warning(
+                    "could not keep table statistics, will retry",
+                    extra={"schema": schema, "error": str(exc) or type(exc).__name__},
+                    exc_info=not is_transient(exc),
+                )
+            failing = True
+            continue
+        if failing:
+            log.info("keeping table statistics again", extra={"schema": schema})
+            failing = False
+        for done in analysed:
+            metrics.TABLES_ANALYSED.labels(service, done.table.name).inc()
+            metrics.ANALYZE_SECONDS.labels(service).observe(done.seconds)
+            log.info(
+                "analysed a table that grew since its statistics",
+                extra={
+                    "schema": schema,
+                    "table": done.table.name,
+                    "rows_at_analyze": max(round(done.table.rows_at_analyze), 0),
+                    "live_rows": done.table.live_rows,
+                    "seconds": round(done.seconds, 4),
+                },
+            )

@@ -1,0 +1,231 @@
+"""The statistics keeper on the real PostgreSQL: a table analysed at a few rows and grown to
+thousands is analysed again within a round or two, and a query's plan turns from a walk over
+the table to a probe of the key's index; a table that did not grow is left alone; replicas
+analyse a growth once; a database outage never ends the keeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from prometheus_client import REGISTRY
+
+from shared.db import create_engine
+from shared.db.statistics import analyze_grown_tables, keep_statistics
+from tests.conftest import unique
+from tests.helpers import eventually
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.postgres
+
+MIN_ROWS = 500
+KEYS = [f"c{i}" for i in range(100, 20_000, 200)]
+# The workspace has an index of its own (workspace, n): under statistics that say the table
+# holds 20 rows, the plan takes it and walks the workspace for 100 keys.
+QUERY = "SELECT id, n FROM things WHERE workspace = $1 AND id = ANY($2)"
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    """A schema with `things`, analysed at 20 rows then grown by 20,000 in one workspace, and
+    `steady`, analysed at 2,000 rows then changed through and through but grown by a quarter
+    only. Autovacuum is off for both, so only the keeper analyses them. The connection that
+    made them is closed, so the server has counted its rows."""
+    name = unique("stats")
+    conn = await connect(postgres_url, name, create=True)
+    try:
+        await conn.execute(
+            "CREATE TABLE things (workspace text, id text, n int, PRIMARY KEY (workspace, id));"
+            "CREATE INDEX things_workspace_n ON things (workspace, n);"
+            "CREATE TABLE steady (id int PRIMARY KEY, n int);"
+            "ALTER TABLE things SET (autovacuum_enabled = false);"
+            "ALTER TABLE steady SET (autovacuum_enabled = false);"
+            "INSERT INTO things SELECT 'w' || (i % 3), 'c' || i, i FROM generate_series(1, 20) i;"
+            "INSERT INTO steady SELECT i, i FROM generate_series(1, 2000) i;"
+            "ANALYZE things; ANALYZE steady;"
+            "INSERT INTO things SELECT 'big', 'c' || i, i FROM generate_series(1, 20000) i;"
+            "UPDATE steady SET n = n + 1;"
+            "INSERT INTO steady SELECT i, i FROM generate_series(2001, 2500) i;"
+        )
+    finally:
+        await conn.close()
+    try:
+        yield name
+    finally:
+        conn = await connect(postgres_url, name)
+        try:
+            await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def connect(postgres_url: str, schema: str, create: bool = False) -> asyncpg.Connection:
+    conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+    if create:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    await conn.execute(f'SET search_path TO "{schema}"')
+    return conn
+
+
+async def analyses(conn: asyncpg.Connection, table: str) -> int:
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    count: int = await conn.fetchval(
+        "SELECT analyze_count + autoanalyze_count FROM pg_stat_user_tables"
+        " WHERE schemaname = current_schema() AND relname = $1",
+        table,
+    )
+    return count
+
+
+def analysed_by(service: str, table: str) -> float:
+    """How many times the keeper of `service` analysed `table` (its metric)."""
+    found = REGISTRY.get_sample_value(
+        "leadwire_tables_analysed_total", {"service": service, "table": table}
+    )
+    return found or 0.0
+
+
+def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += nodes(child)
+    return found
+
+
+async def things_scans(conn: asyncpg.Connection, statement: str) -> list[dict[str, Any]]:
+    """The plan's nodes reading `things` (its heap or one of its indexes), as run."""
+    array = "ARRAY[" + ", ".join(f"'{key}'" for key in KEYS) + "]"
+    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {statement}('big', {array})")
+    return [
+        n
+        for n in nodes(json.loads(raw)[0]["Plan"])
+        if n.get("Relation Name") == "things" or n.get("Index Name", "").startswith("things")
+    ]
+
+
+def rows_read(scans: list[dict[str, Any]]) -> int:
+    return max(int(n["Actual Rows"]) * int(n["Actual Loops"]) for n in scans)
+
+
+async def test_a_table_grown_from_a_few_rows_is_analysed_and_then_probed_by_its_key(
+    schema: str, postgres_url: str
+) -> None:
+    conn = await connect(postgres_url, schema)
+    engine = create_engine(postgres_url, schema=schema)
+    try:
+        # The plan a prepared statement keeps (asyncpg prepares every statement) is generic.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE walk(text, text[]) AS {QUERY}")
+        before = await things_scans(conn, "walk")
+        assert rows_read(before) >= 20_000, before  # the workspace's every row
+        assert await analyses(conn, "things") == 1
+        assert await analyses(conn, "steady") == 1
+
+        service = unique("svc")
+        keeper = asyncio.create_task(keep_statistics(engine, schema, service, 0.1, MIN_ROWS))
+        try:
+
+            async def things_analysed() -> bool:
+                return analysed_by(service, "things") == 1
+
+            await eventually(things_analysed, timeout=30)
+            await asyncio.sleep(0.5)  # a few more rounds: nothing left to do
+            assert not keeper.done()
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        assert await analyses(conn, "things") == 2
+        # Changed through and through but a quarter bigger only: autovacuum's business.
+        assert await analyses(conn, "steady") == 1
+        assert await analyze_grown_tables(engine, schema, MIN_ROWS) == []
+
+        # The same prepared statement, planned again on the new statistics: a probe of the
+        # primary key for the keys, for the generic plan and a custom one alike.
+        for mode in ("force_generic_plan", "force_custom_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            after = await things_scans(conn, "walk")
+            assert after, mode
+            assert all(n["Node Type"] != "Seq Scan" for n in after), (mode, after)
+            assert {n["Index Name"] for n in after if "Index Name" in n} == {"things_pkey"}, mode
+            assert rows_read(after) == len(KEYS), (mode, after)
+    finally:
+        await conn.close()
+        await engine.dispose()
+
+
+async def test_replicas_analyse_one_growth_once(schema: str, postgres_url: str) -> None:
+    engines = [create_engine(postgres_url, schema=schema) for _ in range(3)]
+    conn = await connect(postgres_url, schema)
+    try:
+        rounds = await asyncio.gather(
+            *(analyze_grown_tables(engine, schema, MIN_ROWS) for engine in engines)
+        )
+        assert sorted(len(r) for r in rounds) == [0, 0, 1]
+        assert [a.table.name for r in rounds for a in r] == ["things"]
+        assert await analyses(conn, "things") == 2
+    finally:
+        await conn.close()
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_a_database_outage_never_ends_the_keeper(
+    schema: str, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    address = urlsplit(postgres_url)
+    proxy = TcpProxy(address.hostname or "127.0.0.1", address.port or 5432)
+    await proxy.start()
+    through = address._replace(netloc=f"{address.username}@127.0.0.1:{proxy.port}").geturl()
+    engine = create_engine(through, schema=schema)
+    service = unique("svc")
+    conn = await connect(postgres_url, schema)
+    caplog.set_level(logging.INFO, logger="shared.db.statistics")
+
+    def failures() -> float:
+        found = REGISTRY.get_sample_value(
+            "leadwire_statistics_rounds_failed_total", {"service": service}
+        )
+        return found or 0.0
+
+    try:
+        async with engine.connect() as pooled:  # a pooled connection the outage will break
+            await pooled.exec_driver_sql("SELECT 1")
+        await proxy.cut()
+        keeper = asyncio.create_task(keep_statistics(engine, schema, service, 0.05, MIN_ROWS))
+        try:
+
+            async def failed_thrice() -> bool:
+                return failures() >= 3
+
+            await eventually(failed_thrice, timeout=30)
+            assert not keeper.done()
+            assert await analyses(conn, "things") == 1
+            await proxy.restore()
+
+            async def things_analysed() -> bool:
+                return analysed_by(service, "things") == 1
+
+            await eventually(things_analysed, timeout=30)
+            assert not keeper.done()
+            assert await analyses(conn, "things") == 2
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        messages = [r.getMessage() for r in caplog.records if r.name == "shared.db.statistics"]
+        # Said once for the whole outage, once when it ended.
+        assert messages.count("could not keep table statistics, will retry") == 1
+        assert messages.count("keeping table statistics again") == 1
+        assert "analysed a table that grew since its statistics" in messages
+    finally:
+        await conn.close()
+        await engine.dispose()
+        await proxy.cut()
