@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -23,16 +22,10 @@ import pytest
 from services.registry import SERVICES
 from shared.clock import TEST_CLOCK_FILE, move_test_clock, moved_clock_offset
 from tests.helpers import SECRET, eventually
-from tests.infra import KafkaServer, fetch_kafka_jars, start_kafka, start_postgres
+from tests.infra import KafkaServer, fetch_kafka_jars, free_port, start_kafka, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".leadwire" / "test-infra" / str(os.getpid())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def unique(prefix: str = "t") -> str:

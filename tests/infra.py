@@ -17,6 +17,7 @@ KAFKA_SASL_PASSWORD: str = _infra.KAFKA_SASL_PASSWORD
 KafkaServer = _infra.KafkaServer
 PostgresServer = _infra.PostgresServer
 fetch_kafka_jars = _infra.fetch_kafka_jars
+free_port = _infra.free_port
 start_kafka = _infra.start_kafka
 start_postgres = _infra.start_postgres
 
@@ -26,6 +27,7 @@ __all__ = [
     "KafkaServer",
     "PostgresServer",
     "fetch_kafka_jars",
+    "free_port",
     "start_kafka",
     "start_postgres",
 ]

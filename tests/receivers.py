@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import socket
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -16,11 +15,7 @@ import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.infra import free_port
 
 
 @dataclass(frozen=True)

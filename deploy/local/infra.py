@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -36,8 +37,32 @@ READY_TIMEOUT = 90.0
 # --------------------------------------------------------------------------- helpers
 
 
-def _free_port() -> int:
-    # The OS picks an unused port; there is a tiny race until the server binds it.
+# Where `free_port` looks: above the well-known and registered services' usual ports, below
+# the kernel's ephemeral range (read from Linux; 32768 is its default start).
+PORTS_FROM = 20000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server we start, below the kernel's ephemeral range.
+
+    The port the kernel gives a bind to port 0 comes from the range it also gives outgoing
+    connections. A server restarted on its port (the fault suite kills and restarts the broker,
+    the database and services) could then find the port taken by a client's connection made
+    while it was down, and fail to start. No connection is ever given a port below the range.
+    There is a tiny race until the server binds the port.
+    """
+    try:
+        ephemeral_from = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_from = 32768
+    rng = random.Random()
+    for _ in range(100):
+        if ephemeral_from - PORTS_FROM < 1000:
+            break  # an unusual range: leave the choice to the kernel
+        port = rng.randrange(PORTS_FROM, ephemeral_from)
+        if _port_free(port):
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -307,9 +332,9 @@ def start_kafka(state_dir: Path, libs: Path) -> KafkaServer:
     classpath = f"{libs.resolve()}/*"
     props = state_dir / "server.properties"
     if not (state_dir / "data" / "meta.properties").exists():
-        port, controller_port, sasl_port = _free_port(), _free_port(), _free_port()
+        port, controller_port, sasl_port = free_port(), free_port(), free_port()
         while len({port, controller_port, sasl_port}) < 3:
-            controller_port, sasl_port = _free_port(), _free_port()
+            controller_port, sasl_port = free_port(), free_port()
         props.write_text(_kafka_properties(state_dir, port, controller_port, sasl_port))
         storage = [java, "-cp", classpath, "kafka.tools.StorageTool"]
         cluster_id = _run([*storage, "random-uuid"], "kafka-storage random-uuid").strip()
@@ -500,7 +525,7 @@ def start_postgres(state_dir: Path, durable: bool = True) -> PostgresServer:
         (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
 
     previous = _read(state_dir / "port")
-    port = int(previous) if previous and _port_free(int(previous)) else _free_port()
+    port = int(previous) if previous and _port_free(int(previous)) else free_port()
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=200"
     if not durable:
         options += " " + FAST_UNSAFE_SETTINGS

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from services.workflows.engine.domain import enrollment_of_key
-from tests.conftest import ROOT, free_port, unique
+from tests.conftest import ROOT, unique
 from tests.helpers import SECRET, eventually, token
+from tests.infra import free_port
 from tests.integration.workflows.conftest import DRIP, start_driver
 
 CONTACTS = 150

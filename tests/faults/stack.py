@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ from typing import Any
 import httpx
 
 from tests.helpers import SECRET
-from tests.infra import KafkaServer, PostgresServer, start_kafka, start_postgres
+from tests.infra import KafkaServer, PostgresServer, free_port, start_kafka, start_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "contacts")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -21,8 +21,9 @@ from shared.events.topics import dlq
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 from shared.uow import UnitOfWork
-from tests.conftest import free_port, unique
+from tests.conftest import unique
 from tests.helpers import eventually
+from tests.infra import free_port
 
 TOPIC = "leadwire.contract.v1"
 

@@ -28,8 +28,9 @@ from shared.events import topics
 from shared.events.contacts import ContactCreated, ContactSnapshot
 from shared.events.envelope import Envelope, EventPayload
 from shared.events.notifications import NotificationRequested
-from tests.conftest import free_port, unique
+from tests.conftest import unique
 from tests.helpers import SECRET, distributed_settings, eventually, running, token
+from tests.infra import free_port
 from tests.receivers import Answer, HttpReceiver, SmtpReceiver
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

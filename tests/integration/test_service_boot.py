@@ -12,8 +12,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from services.registry import SERVICES, spec
 from shared.app import create_app
 from shared.events.topics import all_topics_with_dlq
-from tests.conftest import Processes, free_port, unique
+from tests.conftest import Processes, unique
 from tests.helpers import distributed_settings, embedded_settings, eventually, running
+from tests.infra import free_port
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from services.registry import SERVICES, spec
 from shared.app import create_app
-from tests.conftest import free_port
 from tests.helpers import embedded_settings, token
+from tests.infra import free_port
 
 EXAMPLES_PER_OPERATION = 10
 COVERAGE_CASES_PER_OPERATION = 25

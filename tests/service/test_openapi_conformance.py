@@ -23,8 +23,9 @@ import pytest
 
 from services.registry import SERVICES
 from shared.auth import issue_token
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.helpers import SECRET
+from tests.infra import free_port
 
 SEED = 20261128
 MAX_EXAMPLES = 5

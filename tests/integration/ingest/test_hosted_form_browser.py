@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from shared.bus.memory import MemoryBus
 from shared.events import topics
 from shared.events.envelope import Envelope
 from tests.helpers import token
+from tests.infra import free_port
 from tests.service.ingest.conftest import settings_for, settle
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,12 +51,6 @@ else:
 @pytest.fixture
 def chromium_is_required() -> None:
     pytest.fail(f"{CHROMIUM} is missing: sudo deploy/local/install-system-deps.sh installs it")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,13 +16,8 @@ from services.ingest.main import app as ingest_app
 from services.ingest.models import Submission
 from services.ingest.settings import IngestSettings
 from tests.helpers import token
+from tests.infra import free_port
 from tests.service.ingest.conftest import form_definition, random_email, settings_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager
