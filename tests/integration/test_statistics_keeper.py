@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared.db import create_engine
-from shared.db.statistics import analyze_grown_tables, keep_statistics
+from shared.db.statistics import TableStats, analyze_grown_tables, keep_statistics, needs_analyze
 from tests.conftest import unique
 from tests.helpers import eventually
 from tests.tcp_proxy import TcpProxy
@@ -159,6 +159,40 @@ async def test_a_table_grown_from_a_few_rows_is_analysed_and_then_probed_by_its_
     finally:
         await conn.close()
         await engine.dispose()
+
+
+async def test_statistics_taken_at_half_the_size_still_plan_a_probe_of_the_key(
+    postgres_url: str,
+) -> None:
+    # Why doubling is soon enough: between two of the keeper's analyses a table holds at most
+    # twice the rows its statistics say, and statistics half its size still plan the probe
+    # (the walk in the first test came from statistics a thousandth of its size).
+    name = unique("stats")
+    conn = await connect(postgres_url, name, create=True)
+    try:
+        await conn.execute(
+            "CREATE TABLE things (workspace text, id text, n int, PRIMARY KEY (workspace, id));"
+            "ALTER TABLE things SET (autovacuum_enabled = false);"
+            "CREATE INDEX things_workspace_n ON things (workspace, n);"
+            "INSERT INTO things SELECT 'w' || (i % 3), 'c' || i, i FROM generate_series(1, 30) i;"
+            "INSERT INTO things SELECT 'big', 'c' || i, i FROM generate_series(1, 9500) i;"
+            "ANALYZE things;"
+            "INSERT INTO things SELECT 'big', 'c' || i, i FROM generate_series(9501, 19000) i;"
+        )
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE walk(text, text[]) AS {QUERY}")
+        scans = await things_scans(conn, "walk")
+        assert {n["Index Name"] for n in scans if "Index Name" in n} == {"things_pkey"}, scans
+        assert rows_read(scans) == sum(1 for key in KEYS if int(key[1:]) <= 19_000), scans
+        at_analyze = await conn.fetchval(
+            "SELECT reltuples FROM pg_class WHERE oid = 'things'::regclass"
+        )
+        live = await conn.fetchval("SELECT count(*) FROM things")
+        assert (at_analyze, live) == (9530, 19030)
+        assert not needs_analyze(TableStats("things", at_analyze, live, analyses=1), MIN_ROWS)
+    finally:
+        await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+        await conn.close()
 
 
 async def test_replicas_analyse_one_growth_once(schema: str, postgres_url: str) -> None:
