@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from shared import metrics
 from shared.bus.base import Bus
 from shared.db import UtcDateTime, dialect_of, sessionmaker, try_xact_lock
+from shared.outbox_spans import ReadSpans
 from shared.tracing import publish_spans
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ SENT_RETENTION = timedelta(days=1)
 IDLE_POLL_MAX_S = 1.0
 # How soon a relay that found another replica publishing tries again.
 LOCK_RETRY_S = 0.02
+# How often a relay on PostgreSQL reads every id below its tail once more (`OutboxRelay`).
+SWEEP_EVERY_S = 1.0
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -89,6 +93,7 @@ class OutboxRelay:
         poll_interval_s: float = 0.2,
         batch: int = 500,
         linger_s: float = 0.02,
+        sweep_every_s: float = SWEEP_EVERY_S,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -119,13 +124,27 @@ class OutboxRelay:
             )
         ).scalar_subquery()
         self._read_then_delete = engine.dialect.name == "postgresql" and not self.keep_sent
+        self.spans = ReadSpans()
+        self.sweep_every_s = sweep_every_s
+        self._next_sweep = time.monotonic() + sweep_every_s
         name = engine.dialect.identifier_preparer.quote(table.name)
         self._read_sql = (
-            # A materialised CTE: the lock is tried exactly once, whatever the plan.
-            "WITH l AS MATERIALIZED (SELECT pg_try_advisory_lock(hashtext($1)) AS got)"
-            " SELECT l.got, o.id, o.topic, o.key, o.payload FROM l"
-            f" LEFT JOIN LATERAL (SELECT id, topic, key, payload FROM {name}"
-            " WHERE l.got AND sent_at IS NULL ORDER BY id LIMIT $2) AS o ON true"
+            # A materialised CTE: the lock is tried exactly once, whatever the plan. The
+            # snapshot is the statement's, the one the rows are read under.
+            "WITH l AS MATERIALIZED (SELECT pg_try_advisory_lock(hashtext($1)) AS got,"
+            " pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,"
+            " pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)"
+            " SELECT l.got, l.xmin, l.xmax, o.id, o.topic, o.key, o.payload FROM l"
+            # Each span is an index range scan of its own (`ReadSpans`), never the dead head.
+            " LEFT JOIN LATERAL (SELECT r.id, r.topic, r.key, r.payload"
+            " FROM unnest($3::bigint[], $4::bigint[]) AS s(lo, hi)"
+            # `(sent_at IS NULL) IS TRUE`, not `sent_at IS NULL`: the planner cannot take the
+            # sent_at index for it, whose entries for every published row (all NULL) it would
+            # walk; on a table too young for statistics it did.
+            f" CROSS JOIN LATERAL (SELECT id, topic, key, payload FROM {name}"
+            " WHERE id BETWEEN s.lo AND s.hi AND (sent_at IS NULL) IS TRUE"
+            " ORDER BY id LIMIT $2) AS r"
+            " WHERE l.got ORDER BY r.id LIMIT $2) AS o ON true"
         )
         # The lock is released once every row is deleted (the count waits for the delete).
         self._delete_sql = (
@@ -135,7 +154,10 @@ class OutboxRelay:
             " FROM (SELECT count(*) FROM gone) AS done"
         )
         self._unlock_sql = "SELECT pg_advisory_unlock(hashtext($1))"
-        self._count_sql = f"SELECT count(*) FROM {name} WHERE sent_at IS NULL"
+        # The rows above the tail (those in spans are few): not the whole table, dead included.
+        self._count_sql = (
+            f"SELECT count(*) FROM {name} WHERE id >= $1 AND (sent_at IS NULL) IS TRUE"
+        )
 
     def notify(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without waiting a poll."""
@@ -279,27 +301,58 @@ class OutboxRelay:
         the connection is thrown away, and the server releases the lock with it. With several
         replicas, one that takes the lock in the instant between another's release and that
         one's commit can read rows being deleted: it publishes that prefix again, in order.
+
+        Which rows: not `ORDER BY id` from the head, where the rows published and deleted lie
+        dead in the index until vacuum (up to a minute: thousands of entries, each checked
+        against the heap), but the ids above the last one read and the spans below it that a
+        running transaction may still commit (`ReadSpans`), each read by its own index range.
+        Per-key order holds as with a read from the head: an event of a key that comes after
+        another (DESIGN.md: a later transaction on the same contact, after the earlier one
+        committed, serialised by a row lock or by its partition's consumer) is written when its
+        transaction commits, so its id is drawn after the earlier row was visible. Whenever the
+        later row is visible to a read, so is the earlier; if the relay had passed the earlier
+        id while it was uncommitted, that id is still in a span (a span settles only once every
+        transaction running when it was passed has ended, and its rows were then read), so the
+        same read returns both, in id order. A row is missed only where that reasoning does not
+        hold: an id drawn just before a read's snapshot by a transaction that had no
+        transaction id yet (microseconds, and covered by `SETTLE_MIN_S` unless it then stays
+        open a second), a sequence with a cache, ids reused or written by hand. About every
+        `sweep_every_s` the relay therefore also reads every id below its tail once (a sweep,
+        from the head): such a row is published at most that late, never lost. Another
+        replica's rounds only make this one's tail lag: it reads the dead rows that replica
+        left above it once, then moves past them. SQLite (the embedded default) keeps its read
+        from the head: one writer at a time makes ids commit in order, a deleted row leaves no
+        dead entry behind, and without AUTOINCREMENT it may reuse the id of a deleted last row.
         """
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self.spans.sweep(now)
+            self._next_sweep = now + self.sweep_every_s
+        lows, highs = self.spans.bounds()
         async with self.engine.connect() as conn:
             try:
                 raw = await conn.get_raw_connection()
                 driver = raw.driver_connection
                 assert driver is not None
-                found = await driver.fetch(self._read_sql, self._lock, self.batch)
+                found = await driver.fetch(self._read_sql, self._lock, self.batch, lows, highs)
                 self._lock_busy = not found[0]["got"]
                 if self._lock_busy:
                     return 0
                 rows = sorted((r for r in found if r["id"] is not None), key=lambda r: r["id"])
+                ids = [r["id"] for r in rows]
                 if rows:
                     batch = [(r["topic"], r["key"], r["payload"]) for r in rows]
                     with publish_spans(batch) as traceparents:
                         await asyncio.wait_for(self.bus.publish_batch(batch, traceparents), 30)
-                    await driver.execute(self._delete_sql, [r["id"] for r in rows], self._lock)
+                    await driver.execute(self._delete_sql, ids, self._lock)
                 else:
                     await driver.execute(self._unlock_sql, self._lock)
+                full = len(rows) == self.batch
+                # Only once published and deleted: a failed round reads the same spans again.
+                self.spans.advance(ids, full, found[0]["xmin"], found[0]["xmax"], now)
                 backlog = 0
-                if len(rows) == self.batch:
-                    backlog = int(await driver.fetchval(self._count_sql))
+                if full:
+                    backlog = int(await driver.fetchval(self._count_sql, self.spans.tail))
             except BaseException:
                 await conn.invalidate()  # closed, never back in the pool holding the lock
                 raise
