@@ -41,6 +41,8 @@ IDLE_POLL_MAX_S = 1.0
 LOCK_RETRY_S = 0.02
 # How often a relay on PostgreSQL reads every id below its tail once more (`OutboxRelay`).
 SWEEP_EVERY_S = 1.0
+# How often a relay on PostgreSQL draining a backlog counts the rows left (readiness, metrics).
+COUNT_EVERY_S = 1.0
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -127,6 +129,7 @@ class OutboxRelay:
         self.spans = ReadSpans()
         self.sweep_every_s = sweep_every_s
         self._next_sweep = time.monotonic() + sweep_every_s
+        self._next_count = 0.0
         name = engine.dialect.identifier_preparer.quote(table.name)
         self._read_sql = (
             # A materialised CTE: the lock is tried exactly once, whatever the plan. The
@@ -350,13 +353,20 @@ class OutboxRelay:
                 full = len(rows) == self.batch
                 # Only once published and deleted: a failed round reads the same spans again.
                 self.spans.advance(ids, full, found[0]["xmin"], found[0]["xmax"], now)
-                backlog = 0
+                # A short batch drained the backlog. A full one leaves rows to count, at most
+                # once a second: the count reads every row left (14.7 ms a call in a burst of
+                # 10,000 timers), and a backlog drains in a few seconds when Kafka is up.
+                backlog: int | None = 0
                 if full:
-                    backlog = int(await driver.fetchval(self._count_sql, self.spans.tail))
+                    backlog = None
+                    if now >= self._next_count:
+                        self._next_count = now + COUNT_EVERY_S
+                        backlog = int(await driver.fetchval(self._count_sql, self.spans.tail))
             except BaseException:
                 await conn.invalidate()  # closed, never back in the pool holding the lock
                 raise
-        self._set_backlog(backlog)
+        if backlog is not None:
+            self._set_backlog(backlog)
         return len(rows)
 
     async def _unsent(self, bind: AsyncSession | AsyncConnection) -> int:

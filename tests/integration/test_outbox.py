@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Column, MetaData, String, Table, select, text
 
 from shared import db
+from shared import outbox as outbox_module
 from shared.bus import Bus, Subscription
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBus
@@ -438,6 +439,23 @@ class TestStreamingPastDeadRows:
         await until(received, "a:passed")
         assert [n for n in received if n.startswith("b:")] == ["b:straggler", "b:after"]
         assert [n for n in received if n.startswith("a:")] == ["a:first", "a:passed"]
+
+    async def test_a_relay_draining_a_backlog_counts_the_rows_left_at_most_once_a_second(
+        self, stack: Stack, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if stack.schema is None:
+            pytest.skip("the count of the PostgreSQL relay's rounds")
+        monkeypatch.setattr(outbox_module, "COUNT_EVERY_S", 3600)  # however slow the machine
+        relay = OutboxRelay(stack.engine, stack.outbox, stack.bus, "test", batch=2)
+        async with stack.uow() as uow:
+            for i in range(5):
+                uow.emit(TOPIC, "k", envelope(f"k:{i}"))
+        assert await relay.publish_pending() == 2
+        assert relay.backlog == 3
+        assert await relay.publish_pending() == 2
+        assert relay.backlog == 3  # counted a moment ago: not again
+        assert await relay.publish_pending() == 1
+        assert relay.backlog == 0  # a short batch: drained
 
     async def test_ids_rolled_back_hold_nothing_up(self, stack: Stack) -> None:
         if stack.schema is None:
