@@ -295,8 +295,7 @@ async def request_notification(
         admission.cancel()
         raise
     admission.launch(accepted.started)
-    if accepted.queued:
-        rt.worker.wake()
+    rt.worker.wake_at(accepted.due_at)
     async with ctx.uow() as uow:
         store = NotifierStore(uow.session)
         found = await store.list_by_key(principal.workspace, body.idempotency_key)

@@ -35,7 +35,8 @@ def requests_subscription(
 ) -> Subscription:
     """Notification requests, a polled batch in one transaction. The deliveries that can go at
     once have their first attempt recorded in it and are sent the moment it commits; the
-    worker is woken for the rest (paced, held), so none waits for its next poll."""
+    worker is woken for the rest (paced, held: at once; waiting for their contact: at their
+    next look), so none waits for its next poll."""
     group = ctx.group("requests")
 
     async def handle(events: Sequence[Envelope]) -> None:
@@ -59,8 +60,7 @@ def requests_subscription(
             admission.cancel()
             raise
         admission.launch(accepted.started)
-        if accepted.queued:
-            worker.wake()
+        worker.wake_at(accepted.due_at)
 
     async def accept(
         events: Sequence[Envelope], received: datetime, admission: intake.Admit, claim_first: bool

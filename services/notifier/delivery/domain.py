@@ -110,6 +110,22 @@ class RetryPolicy:
         return at
 
 
+# A request whose contact the projection does not know yet is looked at again soon, then less
+# and less often. Mostly the contact's own event is being committed at that very moment (its
+# transaction and the request's ran side by side, neither saw the other's rows, so the
+# contact's arrival could not make the request due): the first look finds it milliseconds
+# later instead of a second later.
+CONTACT_RECHECK_FIRST = timedelta(milliseconds=20)
+CONTACT_RECHECK_MAX = timedelta(seconds=1)
+
+
+def contact_recheck_at(created_at: datetime, now: datetime) -> datetime:
+    """When to look again for the contact of a request made at `created_at`: after as long
+    as it has waited so far (doubling), from `CONTACT_RECHECK_FIRST` to `CONTACT_RECHECK_MAX`."""
+    waited = now - created_at
+    return now + min(CONTACT_RECHECK_MAX, max(CONTACT_RECHECK_FIRST, waited))
+
+
 # ---------------------------------------------------------------------------------------------
 # Slack pacing
 

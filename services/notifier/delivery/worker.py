@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import time
@@ -41,6 +42,8 @@ MAX_PACING_WAIT_S = 1.0
 SWEEP_EVERY_S = 30.0
 # How many held deliveries one transaction starts at most.
 START_BATCH = 500
+# How many later wakes (`wake_at`) are remembered at most; beyond, the poll finds the rest.
+MAX_WAKE_TIMES = 10_000
 
 
 def utcnow() -> datetime:
@@ -126,10 +129,45 @@ class DeliveryWorker:
         self._secrets: dict[tuple[str, datetime], dict[str, str]] = {}
         self._rng = random.Random()
         self._last_sweep = 0.0
+        # When to claim again for deliveries due later (loop times), earliest first.
+        self._wake_times: list[float] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         """New deliveries were committed: claim them now rather than at the next poll."""
         self._wake.set()
+
+    def wake_at(self, when: datetime | None) -> None:
+        """Committed deliveries become due at `when`: claim then (now if it has passed),
+        rather than at the next poll."""
+        if when is None:
+            return
+        delay = (when - utcnow()).total_seconds()
+        if delay <= 0:
+            self.wake()
+            return
+        if len(self._wake_times) >= MAX_WAKE_TIMES:
+            return  # the poll finds them
+        loop = asyncio.get_running_loop()
+        # A millisecond late rather than early: the claim must find them due by its clock.
+        heapq.heappush(self._wake_times, loop.time() + delay + 0.001)
+        if self._timer is None or self._wake_times[0] < self._timer.when():
+            self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One timer, for the earliest wake asked for."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._wake_times:
+            self._timer = loop.call_at(self._wake_times[0], self._wake_timer_fired, loop)
+
+    def _wake_timer_fired(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        while self._wake_times and self._wake_times[0] <= loop.time():
+            heapq.heappop(self._wake_times)
+        self.wake()
+        self._arm(loop)
 
     def admission(self) -> Admission:
         """For one accepting transaction: which of its new deliveries start at once."""
@@ -194,6 +232,8 @@ class DeliveryWorker:
         try:
             await self._claim_forever()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             for task in [*self._in_flight, *helpers]:
                 task.cancel()
             for task in helpers:
@@ -242,8 +282,9 @@ class DeliveryWorker:
         async with self._uow() as uow:
             store = NotifierStore(uow.session)
             waiting = await store.unprepared_due(now, self._batch)
+            again = None
             if waiting:
-                await intake.prepare_waiting(waiting, store, uow, self._links, now)
+                again = await intake.prepare_waiting(waiting, store, uow, self._links, now)
             rows = await store.due(now, min(self._batch, room))
             channels = await store.channels_by_id(
                 [r["channel_id"] for r in rows if r["channel_id"]]
@@ -254,6 +295,8 @@ class DeliveryWorker:
             await store.update_deliveries(
                 [{"id": i, "next_attempt_at": at, "updated_at": now} for i, at in plan.later]
             )
+        # Those still waiting for their contact are looked at again soon (not at the poll).
+        self.wake_at(again)
         for row in started:
             self._spawn(self._attempt(row, channels.get(row["channel_id"] or "")))
         for row, wait in plan.held:

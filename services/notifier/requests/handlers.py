@@ -15,6 +15,7 @@ from services.notifier.channels.domain import (
     address_hash,
 )
 from services.notifier.delivery.domain import (
+    contact_recheck_at,
     marketing_decision,
     parse_quiet_hours,
 )
@@ -85,8 +86,9 @@ class Accepted:
     ids: list[str] = field(default_factory=list)
     # Deliveries whose first attempt this transaction recorded: to send once it commits.
     started: list[dict[str, Any]] = field(default_factory=list)
-    # New deliveries left queued for the worker's claim (paced, held, waiting for a contact).
-    queued: int = 0
+    # When the earliest of the new deliveries left queued for the worker's claim (paced, held,
+    # waiting for a contact) is due: the worker is woken then, not at its next poll.
+    due_at: datetime | None = None
 
 
 async def accept_requests(
@@ -127,7 +129,8 @@ async def accept_requests(
             if row["id"] in started:
                 begun.append(row)
             elif row["status"] == "queued":
-                accepted.queued += 1
+                due = row["next_attempt_at"]
+                accepted.due_at = due if accepted.due_at is None else min(accepted.due_at, due)
             _emit_final(outbox, row)
         accepted.started.extend(begun)
     return accepted
@@ -194,7 +197,8 @@ async def prepare(
         if request.contact_id and contact is None:
             if now - row["created_at"] < CONTACT_WAIT:
                 row.update(
-                    reason="waiting for the contact", next_attempt_at=now + timedelta(seconds=1)
+                    reason="waiting for the contact",
+                    next_attempt_at=contact_recheck_at(row["created_at"], now),
                 )
                 continue
             _fail(row, "failed", f"unknown_contact: {request.contact_id}", now)
@@ -452,8 +456,9 @@ def _emit_final(outbox: Outbox, row: Mapping[str, Any]) -> None:
 
 async def prepare_waiting(
     rows: Sequence[Mapping[str, Any]], store: Store, outbox: Outbox, links: Links, now: datetime
-) -> None:
-    """Another look at deliveries whose contact was not yet known."""
+) -> datetime | None:
+    """Another look at deliveries whose contact was not yet known; returns when the next
+    look at those still waiting is due."""
     columns = (
         "channel_id",
         "kind",
@@ -469,9 +474,14 @@ async def prepare_waiting(
     for delivery in rows:
         by_workspace.setdefault(delivery["workspace"], []).append(dict(delivery))
     changes = []
+    again: datetime | None = None
     for workspace, group in by_workspace.items():
         await prepare(workspace, group, store, links, now)
         for row in group:
             changes.append({"id": row["id"], "updated_at": now} | {c: row[c] for c in columns})
             _emit_final(outbox, row)
+            if row["status"] == "queued" and not row["prepared"]:
+                due = row["next_attempt_at"]
+                again = due if again is None else min(again, due)
     await store.update_deliveries(changes)
+    return again

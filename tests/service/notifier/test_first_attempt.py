@@ -10,6 +10,7 @@ import pytest
 
 from services.notifier.delivery.worker import DeliveryWorker
 from services.notifier.main import SPEC
+from services.notifier.store import NotifierStore
 from shared.app import create_app
 from tests.helpers import running
 from tests.receivers import HttpReceiver
@@ -74,3 +75,37 @@ class TestFirstAttempt:
             item = await notifier.settled(key, timeout=10)
             assert item["status"] == "sent", item
             assert len(slack.at("/h/c")) == 1
+
+    async def test_a_contact_committed_beside_its_request_does_not_leave_it_waiting(
+        self, tmp_path: Path, slack: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The contact's transaction ran beside the request's: the request read no contact, the
+        # contact's upsert found no waiting request to make due (its row was not committed
+        # yet). Here the projection gets the contact without making anything due, as then;
+        # with no poll for an hour, only the worker's own next look can send the request.
+        settings = notifier_settings(tmp_path, notifier_poll_interval_s=3600)
+        app = create_app(SPEC, settings)
+        async with running(app) as client:
+            notifier = Notifier(app, client, f"ws-{uuid.uuid4().hex[:8]}")
+            await notifier.channel("sales", "slack", secrets={"webhook_url": slack.url("/h/d")})
+            contact = snapshot()
+            key = await notifier.request(
+                channel="sales", contact_id=contact.id, content={"text": "hello"}
+            )
+            item = await notifier.settled(key, "queued", timeout=10)
+            assert item["reason"] == "waiting for the contact"
+            async with notifier.ctx.uow() as uow:
+                woken = await NotifierStore(uow.session).upsert_contacts(
+                    [
+                        {
+                            "workspace": notifier.workspace,
+                            "id": contact.id,
+                            "snapshot": contact.model_dump(mode="json"),
+                            "updated_at": contact.updated_at,
+                        }
+                    ]
+                )
+            assert woken == 0
+            item = await notifier.settled(key, timeout=10)
+            assert item["status"] == "sent", item
+            assert len(slack.at("/h/d")) == 1

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import random
 from datetime import UTC, datetime, time, timedelta
 
@@ -19,9 +20,11 @@ from services.notifier.channels.domain import (
     webhook_signature,
 )
 from services.notifier.delivery.domain import (
+    CONTACT_RECHECK_MAX,
     Pacer,
     QuietHours,
     RetryPolicy,
+    contact_recheck_at,
     http_outcome,
     marketing_decision,
     smtp_outcome,
@@ -56,6 +59,23 @@ class TestRetryPolicy:
         first = NOW - timedelta(hours=23, minutes=30)
         assert policy.next_attempt(first, NOW, 5, random.Random(1)) is None
         assert policy.next_attempt(NOW, NOW, 1, random.Random(1)) is not None
+
+
+class TestContactRecheck:
+    def test_a_new_request_looks_again_within_milliseconds(self) -> None:
+        # Its contact is most likely being committed beside it.
+        assert contact_recheck_at(NOW, NOW) - NOW <= timedelta(milliseconds=50)
+
+    def test_the_looks_thin_out_as_the_wait_grows_up_to_a_second(self) -> None:
+        looks, at = [], NOW
+        while at - NOW < timedelta(seconds=10):
+            following = contact_recheck_at(NOW, at)
+            looks.append(following - at)
+            at = following
+        assert all(b >= a for a, b in itertools.pairwise(looks))
+        assert looks[-1] == CONTACT_RECHECK_MAX
+        # About ten looks over the first second rather than a hundred.
+        assert sum(1 for g in looks if g < CONTACT_RECHECK_MAX) <= 10
 
 
 class TestOutcomes:
