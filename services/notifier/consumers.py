@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from services.notifier import handlers
 from services.notifier.delivery.worker import DeliveryWorker
 from services.notifier.requests import handlers as intake
+from services.notifier.requests.statement import OneStatement
 from services.notifier.store import NotifierStore
 from shared import tracing
 from shared.app import ServiceContext
@@ -33,8 +34,9 @@ DEFER_AT_MOST = 32
 def requests_subscription(
     ctx: ServiceContext, links: handlers.Links, worker: DeliveryWorker
 ) -> Subscription:
-    """Notification requests, a polled batch in one transaction. The deliveries that can go at
-    once have their first attempt recorded in it and are sent the moment it commits; the
+    """Notification requests, a polled batch accepted at once (one transaction, or for a small
+    batch one statement). The deliveries that can go at once have their first attempt recorded
+    there and are sent the moment it commits; the
     worker is woken for the rest (paced, held: at once; waiting for their contact: at their
     next look), so none waits for its next poll."""
     group = ctx.group("requests")
@@ -43,8 +45,8 @@ def requests_subscription(
         received = datetime.now(UTC)
         admission = worker.admission()
         try:
-            # The inbox is checked at commit (a round trip fewer before the first attempt), and
-            # the deliveries written there too.
+            # The inbox is checked by the accepting statement (a round trip fewer before the
+            # first attempt), and the deliveries written there too.
             accepted = await accept(events, received, admission, claim_first=False)
         except Exception:
             # A redelivery among them (`AlreadyHandled`), or a failure, which a request
@@ -65,31 +67,28 @@ def requests_subscription(
     async def accept(
         events: Sequence[Envelope], received: datetime, admission: intake.Admit, claim_first: bool
     ) -> intake.Accepted:
+        ids = [e.id for e in events]
+        if not claim_first and ctx.engine.dialect.name == "postgresql":
+            requests = requests_of(events, set(ids))
+            if len(requests) <= DEFER_AT_MOST:
+                # Reads outside a transaction, then one statement writing it all: two round
+                # trips before the first attempt, not four (see `OneStatement`).
+                async with OneStatement(
+                    ctx.sessions, ctx.spec.outbox, ctx.spec.inbox, ctx.relay.notify
+                ) as tx:
+                    store = NotifierStore(tx.session)
+                    accepted = await intake.accept_requests(
+                        requests, store, tx, links, received, admission, defer=True
+                    )
+                    await tx.commit(group, ids)
+                return accepted
         async with ctx.uow() as uow:
-            ids = [e.id for e in events]
             if claim_first:
                 fresh = await uow.first_times(group, ids)
             else:
                 uow.claim_at_commit(group, ids)
                 fresh = set(ids)
-            requests = []
-            for event in events:
-                if event.id not in fresh or event.type != NotificationRequested.event_type:
-                    continue
-                fresh.discard(event.id)
-                try:
-                    payload = event.payload(NotificationRequested)
-                except ValidationError as exc:
-                    # Without a key and a channel there is no delivery to fail: dead-letter it.
-                    raise InvalidInput(f"invalid notification request {event.id}: {exc}") from exc
-                requests.append(
-                    intake.Request(
-                        event.workspace,
-                        payload,
-                        event.correlationid,
-                        tracing.traceparent_for(event.correlationid) or event.traceparent,
-                    )
-                )
+            requests = requests_of(events, fresh)
             # A small first try also leaves its deliveries to the commit's statement (a round
             # trip fewer): a key seen before fails that commit, and the retry claims first.
             return await intake.accept_requests(
@@ -103,6 +102,30 @@ def requests_subscription(
             )
 
     return Subscription(group, (topics.NOTIFICATION_REQUESTS,), handle)
+
+
+def requests_of(events: Sequence[Envelope], fresh: set[str]) -> list[intake.Request]:
+    """The requests among `events` whose ids are in `fresh` (each id once)."""
+    fresh = set(fresh)
+    requests = []
+    for event in events:
+        if event.id not in fresh or event.type != NotificationRequested.event_type:
+            continue
+        fresh.discard(event.id)
+        try:
+            payload = event.payload(NotificationRequested)
+        except ValidationError as exc:
+            # Without a key and a channel there is no delivery to fail: dead-letter it.
+            raise InvalidInput(f"invalid notification request {event.id}: {exc}") from exc
+        requests.append(
+            intake.Request(
+                event.workspace,
+                payload,
+                event.correlationid,
+                tracing.traceparent_for(event.correlationid) or event.traceparent,
+            )
+        )
+    return requests
 
 
 def contacts_subscription(ctx: ServiceContext, worker: DeliveryWorker) -> Subscription:

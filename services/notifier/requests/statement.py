@@ -1,0 +1,141 @@
+"""A small first try of a batch of requests, accepted by one statement that commits by itself
+(PostgreSQL only).
+
+In a transaction, accepting took four round trips before a started delivery could be sent:
+BEGIN, the reads that prepare the batch, the statement written at commit (deliveries, their
+first attempts, outcome events, the inbox claim) and COMMIT. Here the reads run outside any
+transaction, each statement on its own, as each already read its own snapshot under READ
+COMMITTED with nothing locked; and the write runs alone in autocommit, atomic as any
+statement: two round trips.
+
+What keeps it as safe as the transaction:
+- nothing is written before that statement: until it, the session refuses anything but a
+  SELECT (a write would commit there and then, on its own);
+- the statement fails whole, writing nothing, where the transaction would have rolled back:
+  its inbox claim is strict (an event handled before breaks the inbox's key, where the
+  transaction's claim skipped it and rolled everything back afterwards), and a known
+  idempotency key breaks the deliveries' (the deferred insert, as in the transaction). The
+  caller then accepts the batch again the careful way: claiming first, in a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Connection, Table, event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db.bulk import fetch_after_inserts, take_deferred
+from shared.events.envelope import Envelope
+from shared.tracing import traceparent_for
+from shared.uow import outbox_row
+
+
+class WriteBeforeCommit(RuntimeError):
+    """A statement other than a read before the accepting statement."""
+
+
+def _reads_only(
+    conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+) -> None:
+    if not statement.lstrip()[:6].upper() == "SELECT":
+        raise WriteBeforeCommit(f"only reads before the accepting statement: {statement[:80]}")
+
+
+class OneStatement:
+    """The store's session (reads only) and the handlers' outbox for one accepting try;
+    `commit` writes everything in one statement."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Table,
+        inbox: Table,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._sessions = sessions
+        self._outbox = outbox
+        self._inbox = inbox
+        self._on_commit = on_commit
+        self._session: AsyncSession | None = None
+        self._guarded: Connection | None = None
+        self._rows: list[dict[str, object]] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("used outside `async with`")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._sessions()
+        conn = await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        self._guarded = conn.sync_connection
+        event.listen(self._guarded, "before_cursor_execute", _reads_only)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._unguard()
+        try:
+            await self.session.close()
+        finally:
+            self._session = None
+
+    def _unguard(self) -> None:
+        if self._guarded is not None:
+            event.remove(self._guarded, "before_cursor_execute", _reads_only)
+            self._guarded = None
+
+    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+        """Publish `envelope` if and only if the accepting statement commits."""
+        if envelope.traceparent is None:
+            envelope.traceparent = traceparent_for(envelope.correlationid)
+        self._rows.append(outbox_row(topic, key, envelope))
+
+    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
+        created_at = datetime.now(UTC)
+        self._rows.append(
+            {
+                "topic": topic,
+                "key": key,
+                "event_id": event_id,
+                "payload": payload,
+                "created_at": created_at,
+            }
+        )
+
+    async def commit(self, consumer: str, event_ids: Sequence[str]) -> None:
+        """The one statement: the deferred inserts, the outbox rows and the inbox claim of
+        `event_ids` for `consumer`; it commits on its own, or fails and writes nothing."""
+        self._unguard()
+        session = self.session
+        ids = list(dict.fromkeys(event_ids))
+        inbox = session.get_bind().dialect.identifier_preparer.quote(self._inbox.name)
+
+        def claim(offset: int) -> str:
+            # No ON CONFLICT: an event handled before fails the whole statement.
+            return (
+                f"INSERT INTO {inbox} (consumer, event_id, processed_at)"
+                f" SELECT ${offset + 1}::varchar, e, ${offset + 2}::timestamptz"
+                f" FROM unnest(${offset + 3}::varchar[]) AS e RETURNING event_id"
+            )
+
+        await fetch_after_inserts(
+            session,
+            [(self._outbox, self._rows)],
+            claim,
+            consumer,
+            datetime.now(UTC),
+            ids,
+            deferred=take_deferred(session),
+        )
+        if self._rows:
+            self._on_commit()

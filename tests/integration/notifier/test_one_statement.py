@@ -1,0 +1,117 @@
+"""A small batch's first try accepted by one statement that commits by itself, on the real
+PostgreSQL: everything or nothing is written, and nothing before that statement."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.notifier.main import SPEC
+from services.notifier.models import Attempt, Delivery, inbox, outbox
+from services.notifier.requests.handlers import Request, _new_row
+from services.notifier.requests.statement import OneStatement, WriteBeforeCommit
+from services.notifier.store import NotifierStore
+from shared import db
+from shared.events.envelope import Envelope
+from shared.events.notifications import NotificationRequested
+from tests.helpers import migrated_engine
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CONSUMER = "notifier.requests"
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres)])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    async with migrated_engine(request, SPEC.migrations, tmp_path, "nos") as made:
+        yield made
+
+
+def started(key: str) -> dict[str, Any]:
+    made = _new_row(Request("ws", NotificationRequested(idempotency_key=key, channel="s")), NOW)
+    made.update(
+        message={"text": "hi"},
+        prepared=True,
+        status="sending",
+        attempts=1,
+        claimed_at=NOW,
+        first_attempt_at=NOW,
+        next_attempt_at=None,
+    )
+    return made
+
+
+def an_event() -> Envelope:
+    payload = NotificationRequested(idempotency_key="k-event", channel="s", content={"text": "x"})
+    return Envelope.of(payload, source="/test", workspace="ws")
+
+
+async def accept(
+    sessions: async_sessionmaker[AsyncSession], rows: list[dict[str, Any]], event_ids: list[str]
+) -> list[str]:
+    """Defer `rows` and one outcome event, then commit; returns the relay's notifications."""
+    notified: list[str] = []
+    async with OneStatement(sessions, outbox, inbox, lambda: notified.append("relay")) as tx:
+        store = NotifierStore(tx.session)
+        await store.intake_reads("ws", ["c1"], ["s"])
+        await store.insert_deliveries(rows, defer=True)
+        tx.emit("notifications", "k", an_event())
+        await tx.commit(CONSUMER, event_ids)
+    return notified
+
+
+async def written(sessions: async_sessionmaker[AsyncSession]) -> tuple[list[str], int, int, int]:
+    async with sessions() as session:
+        keys = (await session.execute(select(Delivery.idempotency_key))).scalars().all()
+        tries = await session.scalar(select(func.count()).select_from(Attempt))
+        events = await session.scalar(select(func.count()).select_from(outbox))
+        claims = await session.scalar(select(func.count()).select_from(inbox))
+    return sorted(keys), tries or 0, events or 0, claims or 0
+
+
+async def test_the_statement_writes_deliveries_attempts_events_and_the_claim(
+    engine: AsyncEngine,
+) -> None:
+    sessions = db.sessionmaker(engine)
+    assert await accept(sessions, [started("k1"), started("k2")], ["e1", "e2"]) == ["relay"]
+    assert await written(sessions) == (["k1", "k2"], 2, 1, 2)
+
+
+async def test_an_event_handled_before_fails_the_statement_and_nothing_is_written(
+    engine: AsyncEngine,
+) -> None:
+    # A redelivery whose delivery is gone (erased since): the transaction's claim skipped a
+    # known event and rolled back; a statement that commits by itself must fail instead.
+    sessions = db.sessionmaker(engine)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            insert(inbox).values(consumer=CONSUMER, event_id="e-old", processed_at=NOW)
+        )
+    with pytest.raises(IntegrityError):
+        await accept(sessions, [started("k-new")], ["e-new", "e-old"])
+    assert await written(sessions) == ([], 0, 0, 1)
+
+
+async def test_a_known_key_fails_the_statement_and_nothing_is_written(
+    engine: AsyncEngine,
+) -> None:
+    sessions = db.sessionmaker(engine)
+    await accept(sessions, [started("k1")], ["e1"])
+    with pytest.raises(IntegrityError):
+        await accept(sessions, [started("k2"), started("k1")], ["e2"])
+    assert await written(sessions) == (["k1"], 1, 1, 1)
+
+
+async def test_nothing_but_reads_runs_before_the_statement(engine: AsyncEngine) -> None:
+    # Outside a transaction a write would commit alone, there and then: it is refused.
+    sessions = db.sessionmaker(engine)
+    with pytest.raises(WriteBeforeCommit):
+        async with OneStatement(sessions, outbox, inbox, lambda: None) as tx:
+            await NotifierStore(tx.session).insert_deliveries([started("k1")])
+    assert await written(sessions) == ([], 0, 0, 0)
