@@ -1,7 +1,8 @@
 """The statistics keeper on the real PostgreSQL: a table analysed at a few rows and grown to
 thousands is analysed again within a round or two, and a query's plan turns from a walk over
 the table to a probe of the key's index; a table that did not grow is left alone; replicas
-analyse a growth once; a database outage never ends the keeper."""
+analyse a growth once; a database outage never ends the keeper; every service on PostgreSQL
+runs one for its own schema, and none on SQLite."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,10 +19,12 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from prometheus_client import REGISTRY
 
+from services.registry import spec
+from shared.app import create_app
 from shared.db import create_engine
 from shared.db.statistics import TableStats, analyze_grown_tables, keep_statistics, needs_analyze
 from tests.conftest import unique
-from tests.helpers import eventually
+from tests.helpers import embedded_settings, eventually, running
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
@@ -263,3 +267,57 @@ async def test_a_database_outage_never_ends_the_keeper(
         await conn.close()
         await engine.dispose()
         await proxy.cut()
+
+
+async def test_a_service_on_postgresql_keeps_its_own_tables_statistics(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    prefix = unique("keep")
+    settings = embedded_settings(
+        tmp_path,
+        database_url=postgres_url,
+        db_schema=f"{prefix}_{{service}}",
+        migrate_on_start=True,
+        statistics_keeper_interval_s=0.1,
+        statistics_keeper_min_rows=50,
+    )
+    schema = f"{prefix}_access"
+    app = create_app(spec("access"), settings)
+    try:
+        async with running(app):
+            tasks = [task.get_name() for task in app.state.ctx.tasks]
+            assert "access:statistics" in tasks
+            conn = await connect(postgres_url, schema)
+            try:
+                await conn.execute(
+                    "INSERT INTO inbox (consumer, event_id, processed_at)"
+                    " SELECT 'test', 'e' || i, now() FROM generate_series(1, 200) i"
+                )
+            finally:
+                await conn.close()  # its counts reach the server's statistics as it ends
+            conn = await connect(postgres_url, schema)
+            try:
+
+                async def inbox_analysed() -> bool:
+                    await conn.execute("SELECT pg_stat_clear_snapshot()")
+                    manual: int = await conn.fetchval(
+                        "SELECT analyze_count FROM pg_stat_user_tables"
+                        " WHERE schemaname = current_schema() AND relname = 'inbox'"
+                    )
+                    return manual >= 1
+
+                await eventually(inbox_analysed, timeout=30)
+            finally:
+                await conn.close()
+    finally:
+        conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def test_a_service_on_sqlite_starts_no_keeper(tmp_path: Path) -> None:
+    app = create_app(spec("access"), embedded_settings(tmp_path))
+    async with running(app):
+        assert "access:statistics" not in [task.get_name() for task in app.state.ctx.tasks]
