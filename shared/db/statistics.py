@@ -6,9 +6,9 @@ Autovacuum refreshes them once a table's changes pass 50 rows plus 10% of its si
 visits each database only once per `autovacuum_naptime` (60 s). A table analysed while small,
 or never (a fresh install, a new schema, every benchmark), that then grows fast is planned for
 its old self until that visit, and how fast it runs depends on when that visit falls. On the
-speed-to-lead bench at 500 leads/s (fresh schemas, four runs each way) contacts' capture match
-took 0.2-11.7 ms a call without the keeper and 0.3-0.45 ms with it, workflows' BatchView read
-4.0-18 ms and 3.2-5.0 ms, for 20-49 ANALYZE statements a run.
+speed-to-lead bench at 500 leads/s (fresh schemas, seven runs each way) contacts' capture match
+took 0.2-11.7 ms a call without the keeper and 0.2-0.45 ms with it, workflows' BatchView read
+3.2-18 ms and 2.4-5.3 ms, for 20-40 ANALYZE statements (0.6-1.1 s of server time) a run.
 
 A keeper task runs beside each service on PostgreSQL (`shared.app.start_context`). Every
 `interval_s` it reads, for each table of the service's own schema, the rows its statistics
