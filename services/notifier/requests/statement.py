@@ -20,13 +20,14 @@ What keeps it as safe as the transaction:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Table, event
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db.bulk import fetch_after_inserts, take_deferred
 from shared.events.envelope import Envelope
@@ -38,11 +39,24 @@ class WriteBeforeCommit(RuntimeError):
     """A statement other than a read before the accepting statement."""
 
 
+# Set on a connection while only reads may run on it.
+READS_ONLY = "notifier_reads_only"
+_guarded: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
 def _reads_only(
     conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
 ) -> None:
-    if not statement.lstrip()[:6].upper() == "SELECT":
+    if conn.get_execution_options().get(READS_ONLY) and statement.lstrip()[:6].upper() != "SELECT":
         raise WriteBeforeCommit(f"only reads before the accepting statement: {statement[:80]}")
+
+
+def _guard(engine: Engine) -> None:
+    """The check on every connection of `engine`, listening once: a listener made and removed
+    for each try cost a tenth of a millisecond. Connections made before it would not see it."""
+    if engine not in _guarded:
+        event.listen(engine, "before_cursor_execute", _reads_only)
+        _guarded.add(engine)
 
 
 class OneStatement:
@@ -61,7 +75,7 @@ class OneStatement:
         self._inbox = inbox
         self._on_commit = on_commit
         self._session: AsyncSession | None = None
-        self._guarded: Connection | None = None
+        self._conn: Connection | None = None
         self._rows: list[dict[str, object]] = []
 
     @property
@@ -72,9 +86,11 @@ class OneStatement:
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
-        conn = await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        self._guarded = conn.sync_connection
-        event.listen(self._guarded, "before_cursor_execute", _reads_only)
+        if not isinstance(self._session.bind, AsyncEngine):
+            raise TypeError("OneStatement needs sessions bound to an engine")
+        _guard(self._session.bind.sync_engine)
+        options = {"isolation_level": "AUTOCOMMIT", READS_ONLY: True}
+        self._conn = (await self._session.connection(execution_options=options)).sync_connection
         return self
 
     async def __aexit__(
@@ -83,16 +99,10 @@ class OneStatement:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._unguard()
         try:
             await self.session.close()
         finally:
-            self._session = None
-
-    def _unguard(self) -> None:
-        if self._guarded is not None:
-            event.remove(self._guarded, "before_cursor_execute", _reads_only)
-            self._guarded = None
+            self._session = self._conn = None
 
     def emit(self, topic: str, key: str, envelope: Envelope) -> None:
         """Publish `envelope` if and only if the accepting statement commits."""
@@ -115,7 +125,9 @@ class OneStatement:
     async def commit(self, consumer: str, event_ids: Sequence[str]) -> None:
         """The one statement: the deferred inserts, the outbox rows and the inbox claim of
         `event_ids` for `consumer`; it commits on its own, or fails and writes nothing."""
-        self._unguard()
+        if self._conn is None:
+            raise RuntimeError("used outside `async with`")
+        self._conn.execution_options(**{READS_ONLY: False})
         session = self.session
         ids = list(dict.fromkeys(event_ids))
         inbox = session.get_bind().dialect.identifier_preparer.quote(self._inbox.name)
