@@ -37,7 +37,33 @@ class Transaction(Protocol[R_co]):
         ...
 
 
-class UnitOfWork:
+class PendingEvents:
+    """The outbox rows of the events a unit of work emits, queued until its commit writes them
+    (`_pending`, set by the unit of work)."""
+
+    _pending: list[dict[str, object]]
+
+    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
+        """Queue an event for publication when (and only if) this transaction commits."""
+        if envelope.traceparent is None:
+            envelope.traceparent = traceparent_for(envelope.correlationid)
+        self._pending.append(outbox_row(topic, key, envelope))
+
+    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
+        """Queue an event already encoded to the bytes `Envelope.to_bytes()` gives (trace
+        context included), for hot paths that build many events without envelope objects."""
+        self._pending.append(
+            {
+                "topic": topic,
+                "key": key,
+                "event_id": event_id,
+                "payload": payload,
+                "created_at": datetime.now(UTC),
+            }
+        )
+
+
+class UnitOfWork(PendingEvents):
     """`async with uow:` commits on success and rolls back on error; handlers never commit.
 
     `emit()` writes an outbox row in the same transaction, so an event is published if and
@@ -145,25 +171,6 @@ class UnitOfWork:
         """Call `callback` once this transaction has committed (never if it rolls back): to
         tell another task of rows it can now see."""
         self._after_commit.append(callback)
-
-    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
-        """Queue an event for publication when (and only if) this transaction commits."""
-        if envelope.traceparent is None:
-            envelope.traceparent = traceparent_for(envelope.correlationid)
-        self._pending.append(outbox_row(topic, key, envelope))
-
-    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
-        """Queue an event already encoded to the bytes `Envelope.to_bytes()` gives (trace
-        context included), for hot paths that build many events without envelope objects."""
-        self._pending.append(
-            {
-                "topic": topic,
-                "key": key,
-                "event_id": event_id,
-                "payload": payload,
-                "created_at": datetime.now(UTC),
-            }
-        )
 
     def take_pending(self) -> list[dict[str, object]]:
         """Hand over the outbox rows queued so far (in order) to a caller that writes them

@@ -30,9 +30,7 @@ from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db.bulk import fetch_after_inserts, take_deferred
-from shared.events.envelope import Envelope
-from shared.tracing import traceparent_for
-from shared.uow import outbox_row
+from shared.uow import PendingEvents
 
 
 class WriteBeforeCommit(RuntimeError):
@@ -59,9 +57,10 @@ def _guard(engine: Engine) -> None:
         _guarded.add(engine)
 
 
-class OneStatement:
-    """The store's session (reads only) and the handlers' outbox for one accepting try;
-    `commit` writes everything in one statement."""
+class OneStatement(PendingEvents):
+    """The store's session (reads only) and the handlers' outbox (`emit`: published if and only
+    if the accepting statement commits) for one accepting try; `commit` writes everything in
+    one statement."""
 
     def __init__(
         self,
@@ -76,7 +75,7 @@ class OneStatement:
         self._on_commit = on_commit
         self._session: AsyncSession | None = None
         self._conn: Connection | None = None
-        self._rows: list[dict[str, object]] = []
+        self._pending: list[dict[str, object]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -104,24 +103,6 @@ class OneStatement:
         finally:
             self._session = self._conn = None
 
-    def emit(self, topic: str, key: str, envelope: Envelope) -> None:
-        """Publish `envelope` if and only if the accepting statement commits."""
-        if envelope.traceparent is None:
-            envelope.traceparent = traceparent_for(envelope.correlationid)
-        self._rows.append(outbox_row(topic, key, envelope))
-
-    def emit_encoded(self, topic: str, key: str, event_id: str, payload: bytes) -> None:
-        created_at = datetime.now(UTC)
-        self._rows.append(
-            {
-                "topic": topic,
-                "key": key,
-                "event_id": event_id,
-                "payload": payload,
-                "created_at": created_at,
-            }
-        )
-
     async def commit(self, consumer: str, event_ids: Sequence[str]) -> None:
         """The one statement: the deferred inserts, the outbox rows and the inbox claim of
         `event_ids` for `consumer`; it commits on its own, or fails and writes nothing."""
@@ -142,12 +123,12 @@ class OneStatement:
 
         await fetch_after_inserts(
             session,
-            [(self._outbox, self._rows)],
+            [(self._outbox, self._pending)],
             claim,
             consumer,
             datetime.now(UTC),
             ids,
             deferred=take_deferred(session),
         )
-        if self._rows:
+        if self._pending:
             self._on_commit()
