@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import event
 
 from bench.infra import ROOT, infrastructure
+from bench.report import save_report
 from services.contacts.captures import handlers as captures
 from services.contacts.main import SPEC
 from services.contacts.owners import handlers as owners
@@ -40,7 +41,6 @@ from shared.events.ingest import LeadCaptured
 from shared.migrations import upgrade
 from shared.uow import UnitOfWork
 
-RESULTS = ROOT / "bench" / "results"
 WORKSPACE = "capture-bench"
 
 
@@ -167,10 +167,7 @@ async def main() -> None:
         },
         "results": results,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"capture-tx-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save_report("capture-tx", report)
     print(json.dumps(report, indent=2))
     print(f"written to {path.relative_to(ROOT)}")
 

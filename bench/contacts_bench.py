@@ -32,6 +32,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.infra import infrastructure
+from bench.report import save_report
 from services.contacts import domain
 from services.contacts.main import build_spec
 from services.contacts.models import inbox
@@ -47,7 +48,6 @@ from shared.migrations import upgrade
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 GROUP = "contacts.leads"
@@ -294,10 +294,7 @@ async def main() -> None:
         },
         "sizes": sorted(by_size),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"contacts-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save_report("contacts", report)
     print(json.dumps(report, indent=2))
     print(f"written to {path.relative_to(ROOT)}")
 

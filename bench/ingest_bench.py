@@ -48,11 +48,11 @@ import uvloop
 from aiokafka import AIOKafkaConsumer
 
 from bench.infra import infrastructure
+from bench.report import save_report
 from shared.auth import issue_token
 from shared.events import topics
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 
@@ -580,9 +580,7 @@ def main() -> None:
     with infrastructure() as (kafka, postgres):
         # uvloop keeps the load generator's own CPU use down on a 2-core machine.
         result = uvloop.run(bench(args, kafka, postgres))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"ingest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = save_report("ingest", result)
     saturation, *steady = result["phases"]
     print(
         f"saturation: {saturation['accepted_per_s']} accepted submissions/s "

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import httpx
 
 from bench.infra import ROOT, infrastructure
+from bench.report import save_report
 from shared.auth import issue_token
 
 SECRET = "bench-secret-not-for-production-0123456789"
@@ -154,9 +155,7 @@ def main() -> None:
         "per_round_s": [sorted(r.values()) for r in rounds],
     }
     print(json.dumps(summary["slowest_replica_s"]))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = ROOT / "bench" / "results" / f"key-revocation-{stamp}.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    path = save_report("key-revocation", summary)
     print(f"saved {path.relative_to(ROOT)}")
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 
 from bench.infra import infrastructure
+from bench.report import save_report
 from shared.auth import issue_token
 from shared.bus.kafka import KafkaBus
 from shared.events import topics
@@ -57,7 +58,6 @@ from shared.events.envelope import Envelope
 from shared.events.notifications import NotificationRequested
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 SCOPES = ["notifications:read", "notifications:write"]
 PHASES = ("idle", "slack", "email", "latency")
@@ -498,10 +498,7 @@ async def main() -> None:
     with infrastructure() as (kafka, pg):
         report |= await run(args, kafka, pg)
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"notifier-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save_report("notifier", report)
     print(json.dumps(report, indent=2))
     print(f"written to {path.relative_to(ROOT)}")
 

@@ -19,11 +19,11 @@ import subprocess
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.report import save_report
+
 FIELDS = ("calls", "rows", "total_exec_time", "shared_blks_hit", "shared_blks_read")
 
 Totals = dict[str, dict[str, float]]
@@ -94,9 +94,7 @@ def main() -> None:
         "statements": statements,
     }
     print(json.dumps(result, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"pg-statements-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_report("pg-statements", result)
     sys.exit(code)
 
 

@@ -46,6 +46,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.infra import infrastructure
+from bench.report import save_report
 from services.scoring import handlers
 from services.scoring.main import build_spec
 from services.scoring.rules.domain import default_rule_set
@@ -69,7 +70,6 @@ from shared.events.ingest import ENGAGEMENT_TYPES
 from shared.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 GROUP = "scoring.engagement"
@@ -535,10 +535,7 @@ async def main() -> None:
                 report["rescore"].append(result)
                 print(json.dumps(result), flush=True)
     report["machine"]["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"scoring-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save_report("scoring", report)
     print(json.dumps(report, indent=2))
     print(f"written to {path.relative_to(ROOT)}")
 

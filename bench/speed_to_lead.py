@@ -37,11 +37,11 @@ import httpx
 
 from bench.infra import ROOT, drop_topics, infrastructure
 from bench.ingest_bench import Connection, cpu_seconds, free_port
+from bench.report import save_report
 from services.demo import prepare_workspace
 from services.registry import SERVICES
 from shared.auth import issue_token
 
-RESULTS = ROOT / "bench" / "results"
 SECRET = "speed-to-lead-bench-secret-0123456789abcdef"
 EMAIL_IN_TEXT = re.compile(rb"stl-[0-9a-f]{12}@bench\.example")
 
@@ -467,10 +467,7 @@ def main() -> None:
     args = parser.parse_args()
     with infrastructure() as (kafka, postgres):
         result = asyncio.run(bench(args, kafka, postgres))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"speed-to-lead-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = save_report("speed-to-lead", result)
     chart(result["rates"], out.with_suffix(".png"))
     print(f"saved {out} and {out.with_suffix('.png').name}")
 

@@ -36,6 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.infra import drop_topics, infrastructure
+from bench.report import save_report
 from services.workflows.engine.timers import RECENT_LATENESS
 from services.workflows.main import build_spec
 from services.workflows.rows import CONTACTS, ENROLLMENTS, TIMERS
@@ -50,7 +51,6 @@ from shared.events.envelope import Envelope
 from shared.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 GROUP = "workflows.contacts"
@@ -357,9 +357,7 @@ async def main() -> None:
         **figures,
     }
     print(json.dumps(report, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"workflows-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_report("workflows", report)
 
 
 if __name__ == "__main__":
