@@ -35,7 +35,7 @@ from shared.errors import install_error_handlers
 from shared.events import topics
 from shared.events.access import ApiKeyUsed
 from shared.events.contacts import ContactDeleted
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, source_of
 from shared.hot_routes import HotRoute, HotRoutes
 from shared.logs import correlation_id_var, event_id_var, workspace_var
 from shared.migrations import upgrade
@@ -256,7 +256,9 @@ async def report_key_uses(ctx: ServiceContext) -> None:
                         last_used_at=use.last_used_at,
                         requests=use.requests,
                     )
-                    envelope = Envelope.of(used, source=f"/{ctx.spec.name}", workspace=workspace)
+                    envelope = Envelope.of(
+                        used, source=source_of(ctx.spec.name), workspace=workspace
+                    )
                     uow.emit(topics.ACCESS_USAGE, f"{workspace}:{key_id}", envelope)
         except Exception:  # a database outage loses a last-used time, never a request
             log.warning("could not record API key uses", exc_info=True)

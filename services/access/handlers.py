@@ -12,10 +12,10 @@ from shared.auth import Principal, new_api_key, validate_workspace
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.access import ApiKeyCreated, ApiKeyRevoked, ApiKeyState, WorkspaceCreated
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, source_of
 from shared.uow import UnitOfWork
 
-SOURCE = "/access"
+SOURCE = source_of("access")
 
 
 def _invalid(error: domain.AccessRuleError) -> InvalidInput:

@@ -22,7 +22,7 @@ from shared.events.contacts import (
     ContactSnapshot,
     TaskSnapshot,
 )
-from shared.events.envelope import Envelope, EventPayload
+from shared.events.envelope import Envelope, EventPayload, source_of
 from shared.ids import uuid7 as new_id
 from shared.uow import Transaction
 
@@ -45,7 +45,7 @@ class ContactRecords(Protocol):
     async def tags_of(self, ids: Iterable[str]) -> dict[str, list[str]]: ...
 
 
-SOURCE = "/leadwire/contacts"
+SOURCE = source_of("contacts")
 SNAPSHOT_FIELDS: tuple[str, ...] = (
     "email",
     "phone",

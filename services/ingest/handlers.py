@@ -25,7 +25,7 @@ from shared.erasure import (
 )
 from shared.errors import Conflict, DomainError, InvalidInput, Unauthorized
 from shared.events import topics
-from shared.events.envelope import Envelope, PreparedEnvelope
+from shared.events.envelope import Envelope, PreparedEnvelope, source_of
 from shared.events.ingest import LeadCaptured, lead_captured_data
 from shared.ids import prefixed
 from shared.json_limits import JsonLimitExceeded, check_json
@@ -110,7 +110,7 @@ class IngestRepository(Protocol):
     async def webhook_sources(self, workspace: str) -> Sequence[WebhookSource]: ...
 
 
-SOURCE = "/leadwire/ingest"
+SOURCE = source_of("ingest")
 IDEMPOTENCY_TTL = timedelta(hours=24)
 WEBHOOK_ID_TTL = timedelta(seconds=2 * webhooks_domain.WEBHOOK_TOLERANCE_S)
 

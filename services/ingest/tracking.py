@@ -17,10 +17,10 @@ from shared import signed_links
 from shared.app import Context, ServiceContext
 from shared.errors import DomainError
 from shared.events import topics
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, source_of
 from shared.events.ingest import EmailClicked, EmailOpened, Engagement
 
-SOURCE = "/leadwire/ingest"
+SOURCE = source_of("ingest")
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"cache-control": "no-store, private", "referrer-policy": "no-referrer"}
 

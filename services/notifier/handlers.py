@@ -23,13 +23,13 @@ from shared import signed_links
 from shared.errors import DomainError, InvalidInput, NotFound
 from shared.events import topics
 from shared.events.contact_commands import SetSubscriptionStatus
-from shared.events.envelope import Envelope, EventPayload, encode_envelope
+from shared.events.envelope import Envelope, EventPayload, encode_envelope, source_of
 from shared.events.notifications import NotificationSent
 from shared.ids import event_id
 from shared.logs import correlation_id_var
 from shared.tracing import traceparent_for
 
-SOURCE = "leadwire/notifier"
+SOURCE = source_of("notifier")
 
 
 class Outbox(Protocol):

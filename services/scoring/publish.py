@@ -13,13 +13,13 @@ from services.scoring.scores import domain as scores
 from services.scoring.scores.domain import Crossing
 from services.scoring.store import Outbox
 from shared.events import topics
-from shared.events.envelope import encode_envelope
+from shared.events.envelope import encode_envelope, source_of
 from shared.events.scores import ChurnRiskChanged, ScoreChanged, ScoreThresholdCrossed
 from shared.ids import event_id
 from shared.logs import correlation_id_var
 from shared.tracing import traceparent_for
 
-SOURCE = "/leadwire/scoring"
+SOURCE = source_of("scoring")
 
 
 def _random_ids(chunk: int = 256) -> Iterator[str]:

@@ -57,6 +57,12 @@ def peek_type(raw: bytes) -> str | None:
         return None
 
 
+def source_of(service: str) -> str:
+    """The CloudEvents `source` of every event a service writes: one form for all of them,
+    so a consumer can filter on it (`/leadwire/contacts`)."""
+    return f"/leadwire/{service}"
+
+
 class EventPayload(BaseModel):
     """Base of typed payloads; `event_type` is the CloudEvents `type` this payload travels as."""
 

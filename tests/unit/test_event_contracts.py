@@ -29,3 +29,28 @@ class TestPublishedContracts:
     def test_event_types_are_unique(self) -> None:
         types = [cls.event_type for events in TOPIC_EVENTS.values() for cls in events]
         assert len(types) == len(set(types))
+
+
+class TestEventSources:
+    def test_every_service_writes_its_events_under_one_source_form(self) -> None:
+        """`source` is `/leadwire/<service>` for every producer, so consumers can filter on it
+        (they once read `/leadwire/contacts`, `workflows`, `leadwire/notifier` and `/access`)."""
+        import services.access.handlers as access
+        import services.contacts.handlers as contacts
+        import services.ingest.handlers as ingest
+        import services.ingest.tracking as tracking
+        import services.notifier.handlers as notifier
+        import services.scoring.publish as scoring
+        import services.workflows.engine.handlers as workflows
+
+        found = {
+            "access": access.SOURCE,
+            "contacts": contacts.SOURCE,
+            "ingest": ingest.SOURCE,
+            "ingest tracking": tracking.SOURCE,
+            "notifier": notifier.SOURCE,
+            "scoring": scoring.SOURCE,
+            "workflows": workflows.SOURCE,
+        }
+        expected = {name: f"/leadwire/{name.split()[0]}" for name in found}
+        assert found == expected

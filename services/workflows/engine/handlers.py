@@ -14,12 +14,12 @@ from services.workflows.definitions.domain import WorkflowDocument
 from services.workflows.engine import domain
 from services.workflows.store import DueTimer, RunWrites
 from shared.events import topics
-from shared.events.envelope import encode_envelope, new_id
+from shared.events.envelope import encode_envelope, new_id, source_of
 from shared.events.workflows import ContactEnrolled, RunEnded, RunWaiting, StepCompleted
 from shared.tracing import traceparent_for
 
 log = logging.getLogger(__name__)
-SOURCE = "workflows"
+SOURCE = source_of("workflows")
 MAX_NESTED_ENROLLMENTS = 5
 OPEN = ("active", "waiting")
 

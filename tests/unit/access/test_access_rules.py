@@ -82,7 +82,7 @@ def key_event(
         "created_at": NOW,
     } | overrides
     payload = event_type.model_validate(state)
-    return Envelope.of(payload, source="/access", workspace="acme"), fresh.plaintext
+    return Envelope.of(payload, source="/leadwire/access", workspace="acme"), fresh.plaintext
 
 
 class TestKeyCache:
@@ -110,7 +110,7 @@ class TestKeyCache:
         cache.apply(created)
         revoked = Envelope.of(
             ApiKeyRevoked.model_validate(created.data | {"revoked_at": NOW}),
-            source="/access",
+            source="/leadwire/access",
             workspace="acme",
         )
         cache.apply(revoked)
