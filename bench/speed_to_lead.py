@@ -4,11 +4,11 @@ Real Kafka and PostgreSQL (bench/infra.py), the five services as separate proces
 (new lead → round-robin owner → Slack alert) installed in a fresh workspace whose Slack channel
 points at a local receiver that records when each alert arrives. Form posts are offered open
 loop (send times fixed in advance) at each rate of a stepped ramp; for every rate the run
-reports speed-to-lead percentiles, per-hop latency from the events' own timestamps, CPU seconds
-per lead and peak RSS per service, PostgreSQL's and Kafka's CPU per lead, how many cores the
-whole machine kept busy, and whether the rate was sustained (every lead alerted exactly once
-and the backlog drained). Figures go to bench/results/speed-to-lead-<time>.json
-with a PNG chart beside it.
+reports speed-to-lead percentiles, per-hop latency from the events' own timestamps, each hop
+split at Kafka by its records' timestamps (consumer side, producer side), CPU seconds per lead
+and peak RSS per service, PostgreSQL's and Kafka's CPU per lead, how many cores the whole
+machine kept busy, and whether the rate was sustained (every lead alerted exactly once and the
+backlog drained). Figures go to bench/results/speed-to-lead-<time>.json with a PNG chart beside it.
 
     .venv/bin/python -m bench.speed_to_lead                      # 5, 100, 250, 500, 750, 1000/s
     .venv/bin/python -m bench.speed_to_lead --rates 5 100 --seconds 10
@@ -328,16 +328,22 @@ HOPS = (
 )
 
 
-async def event_times(kafka: str, prefix: str) -> dict[str, dict[str, float]]:
-    """correlation id → event type → the first time (epoch s) an event of that type was made,
-    read from every topic of the run."""
+# When an event of a lead's chain was made (its envelope's `time`: on most hops when its
+# batch's handling began) and when it reached Kafka (its record's timestamp, set as the relay
+# published it), both epoch seconds.
+Times = dict[str, dict[str, tuple[float, float]]]
+
+
+async def event_times(kafka: str, prefix: str) -> Times:
+    """correlation id → event type → (made, on Kafka) of the first event of that type, read
+    from every topic of the run."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from shared.events.envelope import Envelope
     from shared.events.topics import ALL_TOPICS
     from shared.settings import Settings
 
-    found: dict[str, dict[str, float]] = {}
+    found: Times = {}
     reader = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
     await reader.start()
     try:
@@ -364,7 +370,7 @@ async def event_times(kafka: str, prefix: str) -> dict[str, dict[str, float]]:
                         continue
                     event = Envelope.from_bytes(message.value)
                     seen = found.setdefault(event.correlationid, {})
-                    at = event.time.timestamp()
+                    at = (event.time.timestamp(), message.timestamp / 1000)
                     seen[event.type] = min(at, seen.get(event.type, at))
     finally:
         await reader.stop()
@@ -372,7 +378,7 @@ async def event_times(kafka: str, prefix: str) -> dict[str, dict[str, float]]:
 
 
 def hop_latencies(
-    times: dict[str, dict[str, float]], leads: dict[bytes, tuple[float, float]]
+    times: Times, leads: dict[bytes, tuple[float, float]]
 ) -> dict[str, dict[str, float | None]]:
     """Per hop, how long after the previous event each event of the chain was made, from the
     events' own timestamps; the last hop ends at the receiver."""
@@ -382,16 +388,49 @@ def hop_latencies(
         chain = times.get(email[:16].decode(), {})
         previous = accepted
         for label, event_type in HOPS:
-            at = chain.get(event_type)
-            if at is None:
+            if event_type not in chain:
                 continue  # a hop this chain does not take, or an event missing
-            hops[label].append(at - previous)
-            previous = at
+            made = chain[event_type][0]
+            hops[label].append(made - previous)
+            previous = made
         if "notification.requested" in chain:
             hops["slack receiver: message arrived"].append(
-                arrived - chain["notification.requested"]
+                arrived - chain["notification.requested"][0]
             )
     return {label: summary_ms(values) for label, values in hops.items()}
+
+
+def hop_stages(
+    times: Times, leads: dict[bytes, tuple[float, float]]
+) -> dict[str, dict[str, float | None]]:
+    """Each hop split in two at Kafka: from the event that caused it reaching Kafka to the
+    event being made (the consumer's fetch and the batch's wait), and from being made to
+    reaching Kafka (the rest of the batch, its commit and the relay's round). The cause of an
+    event is the last event of the chain on Kafka before it was made (a `contact.created` and
+    its `contact.owner_assigned` are made in one transaction, both caused by the lead)."""
+    stages: dict[str, list[float]] = {}
+    for email, (accepted, arrived) in leads.items():
+        chain = times.get(email[:16].decode(), {})
+        on_kafka: list[float] = []
+        for label, event_type in HOPS:
+            if event_type not in chain:
+                continue
+            made, published = chain[event_type]
+            cause = max((t for t in on_kafka if t <= made), default=None)
+            if cause is not None:
+                stages.setdefault(f"{label}: cause on Kafka → made", []).append(made - cause)
+            stages.setdefault(f"{label}: made → on Kafka", []).append(published - made)
+            on_kafka.append(published)
+        if "notification.requested" in chain:
+            requested = chain["notification.requested"][1]
+            stages.setdefault("slack receiver: request on Kafka → arrived", []).append(
+                arrived - requested
+            )
+        if "lead.captured" in chain:
+            stages.setdefault("ingest: accepted → lead.captured on Kafka", []).append(
+                chain["lead.captured"][1] - accepted
+            )
+    return {label: summary_ms(values) for label, values in stages.items()}
 
 
 def chart(results: list[dict[str, Any]], path: Path) -> None:
@@ -438,7 +477,9 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
                 results.append(result)
             times = await event_times(kafka, stack.prefix)
             for result in results:
-                result["hops"] = hop_latencies(times, result.pop("_leads"))
+                leads = result.pop("_leads")
+                result["hops"] = hop_latencies(times, leads)
+                result["hop_stages"] = hop_stages(times, leads)
                 print(json.dumps(result))
             sustained = [r["offered_per_s"] for r in results if r["sustained"]]
         await drop_topics(kafka, stack.prefix)
