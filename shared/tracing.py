@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio
 from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
     Link,
     NonRecordingSpan,
     Span,
@@ -40,6 +42,8 @@ _random = random.Random()
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _TRACEPARENT_KEY = b',"traceparent":"'
 _TRACEPARENT_LEN = 55  # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}", re.IGNORECASE)
+_NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
 
 
 class _State:
@@ -118,17 +122,53 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     return found if found.is_valid else None
 
 
+class _IdsOnly(NonRecordingSpan):
+    """A span while nothing is recorded: its ids, kept as the `traceparent` that carries them,
+    which is all that its uses (headers, envelopes, log lines) read. The `SpanContext`
+    OpenTelemetry's API asks for is made only when asked: making one per event cost more
+    than the rest of its span (a relay publishes and a consumer starts one per event)."""
+
+    def __init__(self, traceparent: str) -> None:
+        super().__init__(INVALID_SPAN_CONTEXT)
+        self.traceparent = traceparent
+        self._made: SpanContext | None = None
+
+    def get_span_context(self) -> SpanContext:
+        if self._made is None:
+            tp = self.traceparent
+            self._made = SpanContext(int(tp[3:35], 16), int(tp[36:52], 16), False, _UNSAMPLED)
+        return self._made
+
+
+def _trace_hex(traceparent: str | None) -> str | None:
+    """The trace id of a valid W3C `traceparent` (version 00), in lower-case hex."""
+    found = _TRACEPARENT.fullmatch(traceparent) if traceparent is not None else None
+    if found is None or found[1] == _NO_TRACE or found[2] == _NO_SPAN:
+        return None
+    return found[1].lower()
+
+
 def _start(name: str, traceparent: str | None, kind: SpanKind, attributes: Attributes) -> Span:
     """A span continuing `traceparent` (a new trace when None or malformed)."""
     if _state.recording:
         return _state.tracer.start_span(
             name, context=parent(traceparent), kind=kind, attributes=attributes
         )
-    # Nothing is recorded: only the ids matter (logs, headers, envelopes). The SDK would give
-    # the same (a non-recording span with new ids) through a sampler and a context per call.
-    remote = parse_traceparent(traceparent)
-    trace_id = remote.trace_id if remote is not None else _random.getrandbits(128) or 1
-    return NonRecordingSpan(SpanContext(trace_id, _random.getrandbits(64) or 1, False, _UNSAMPLED))
+    return _ids_only(traceparent)
+
+
+def _ids_only(traceparent: str | None) -> _IdsOnly:
+    """Nothing is recorded: only the ids matter (logs, headers, envelopes). The SDK would give
+    the same (a non-recording span with new ids) through a sampler and a context per call."""
+    trace_hex = _trace_hex(traceparent) or f"{_random.getrandbits(128) or 1:032x}"
+    return _IdsOnly(f"00-{trace_hex}-{_random.getrandbits(64) or 1:016x}-00")
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The W3C `traceparent` of `span` (None for an invalid one)."""
+    if isinstance(span, _IdsOnly):
+        return span.traceparent
+    return format_traceparent(span.get_span_context())
 
 
 def parent(traceparent: str | None) -> Context | None:
@@ -161,7 +201,7 @@ def traceparent_in(payload: bytes) -> str | None:
 def current_traceparent() -> str | None:
     """The traceparent an event emitted now continues: the consumer span of the event it came
     from (batch handlers), else the current span (an HTTP request, a handled event)."""
-    return format_traceparent(trace.get_current_span().get_span_context())
+    return traceparent_of(trace.get_current_span())
 
 
 def traceparent_for(correlation_id: str) -> str | None:
@@ -170,7 +210,7 @@ def traceparent_for(correlation_id: str) -> str | None:
     if handling is not None:
         span = handling.get(correlation_id)
         if span is not None:
-            return format_traceparent(span.get_span_context())
+            return traceparent_of(span)
     return current_traceparent()
 
 
@@ -179,17 +219,20 @@ def publish_spans(messages: Sequence[tuple[str, str, bytes]]) -> Iterator[list[s
     """A `publish` span per outgoing event, a child of the span that produced it (the
     envelope's `traceparent`); gives the traceparents for the records' headers, so consumers
     continue from the publish. The spans end when the broker has acknowledged the batch."""
-    spans = [
-        _start(
-            f"publish {topic}",
-            traceparent_in(value),
-            SpanKind.PRODUCER,
-            {"messaging.destination.name": topic},
-        )
-        for topic, _, value in messages
-    ]
+    if not _state.recording:  # names and attributes only matter to a recorded span
+        spans: list[Span] = [_ids_only(traceparent_in(value)) for _, _, value in messages]
+    else:
+        spans = [
+            _start(
+                f"publish {topic}",
+                traceparent_in(value),
+                SpanKind.PRODUCER,
+                {"messaging.destination.name": topic},
+            )
+            for topic, _, value in messages
+        ]
     try:
-        yield [format_traceparent(span.get_span_context()) for span in spans]
+        yield [traceparent_of(span) for span in spans]
     except BaseException as exc:
         for span in spans:
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -203,6 +246,8 @@ def start_consumer_spans(
     topics: Sequence[str], traceparents: Sequence[str | None], group: str
 ) -> list[Span]:
     """One `process` span per polled event, each a child of the publish that sent it."""
+    if not _state.recording:
+        return [_ids_only(traceparent) for traceparent in traceparents]
     attributes = {"messaging.consumer.group.name": group}
     return [
         _start(f"process {topic}", traceparent, SpanKind.CONSUMER, attributes)
@@ -269,7 +314,10 @@ def failed(span: Span, error: str) -> None:
 
 def trace_ids() -> tuple[str, str] | None:
     """The current trace and span id in hex, for log lines."""
-    context = trace.get_current_span().get_span_context()
+    span = trace.get_current_span()
+    if isinstance(span, _IdsOnly):
+        return span.traceparent[3:35], span.traceparent[36:52]
+    context = span.get_span_context()
     if not context.is_valid:
         return None
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"

@@ -88,3 +88,45 @@ class TestSpansWhenNothingIsRecorded:
             assert tracing.format_traceparent(consumed.get_span_context()) != published
         finally:
             tracing.shutdown()
+
+    def test_a_malformed_or_empty_parent_starts_a_new_trace_and_upper_case_is_continued(
+        self,
+    ) -> None:
+        tracing.install(TracerProvider(sampler=ALWAYS_OFF), recording=False)
+        try:
+            trace_id = TRACEPARENT.split("-")[1]
+            spans = tracing.start_consumer_spans(
+                ["t"] * 5,
+                [
+                    None,
+                    "00-zz-b7ad6b7169203331-01",
+                    "00-" + trace_id + "-" + "0" * 16 + "-01",
+                    "01-" + TRACEPARENT[3:],
+                    TRACEPARENT.upper(),
+                ],
+                "g",
+            )
+            made = [tracing.traceparent_of(span) for span in spans]
+            for traceparent in made[:4]:
+                assert traceparent is not None
+                assert tracing.parse_traceparent(traceparent) is not None
+                assert traceparent.split("-")[1] != trace_id
+            assert made[4] is not None
+            assert made[4].split("-")[1] == trace_id
+            context = spans[4].get_span_context()
+            assert tracing.format_traceparent(context) == made[4]
+        finally:
+            tracing.shutdown()
+
+    def test_a_line_logged_while_handling_an_event_has_its_span_ids(self) -> None:
+        tracing.install(TracerProvider(sampler=ALWAYS_OFF), recording=False)
+        try:
+            [span] = tracing.start_consumer_spans(["t"], [TRACEPARENT], "g")
+            record = logging.LogRecord("x", logging.INFO, "f", 1, "hello", None, None)
+            with tracing.handling({"corr": span}), tracing.handling_event("corr"):
+                line = orjson.loads(JsonFormatter().format(record))
+                emitted = tracing.traceparent_for("corr")
+            assert emitted == tracing.traceparent_of(span)
+            assert emitted == f"00-{line['trace_id']}-{line['span_id']}-00"
+        finally:
+            tracing.shutdown()
