@@ -43,6 +43,7 @@ from sqlalchemy import (
     text,
 )
 
+from bench.infra import drop_schemas
 from shared import db
 from shared.db import AsyncSession, Json, UtcDateTime
 
@@ -204,9 +205,7 @@ async def run(url: str, batch: int, rounds: int) -> dict[str, Any]:
                 results[f"{name}/{technique_name}"] = figures
                 print(f"{name:5} {technique_name:6} {figures}", flush=True)
     finally:
-        async with engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await engine.dispose()
+        await drop_schemas(engine, schema)
     return results
 
 

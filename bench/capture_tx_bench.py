@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from bench.infra import ROOT, infrastructure
+from bench.infra import ROOT, drop_schemas, infrastructure
 from bench.report import save_report
 from services.contacts.captures import handlers as captures
 from services.contacts.main import SPEC
@@ -137,9 +137,7 @@ async def run(url: str, batch: int, rounds: int, warmup: int) -> dict[str, Any]:
             "cpu_while_locked_ms_p50": round(1000 * statistics.median(held_cpu[keep]), 2),
         }
     finally:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        await engine.dispose()
+        await drop_schemas(engine, schema)
 
 
 async def main() -> None:

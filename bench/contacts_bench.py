@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.infra import infrastructure
+from bench.infra import drop_schemas, infrastructure
 from bench.report import save_report
 from services.contacts import domain
 from services.contacts.main import build_spec
@@ -227,9 +227,7 @@ async def run_size(pg: str, kafka: str, size: int, count: int, batch: int) -> di
     async with engine.connect() as conn:
         contacts = int(await conn.scalar(text("SELECT count(*) FROM contacts")) or 0)
     segments = await segment_counts(engine)
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await engine.dispose()
+    await drop_schemas(engine, schema)
     return {
         "contacts_before": size,
         "preload_s": round(preload_s, 2),

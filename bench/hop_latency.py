@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, text
 
-from bench.infra import ROOT, infrastructure
+from bench.infra import ROOT, drop_schemas, infrastructure
 from bench.speed_to_lead import summary_ms
 from shared import db
 from shared.bus.base import Subscription
@@ -111,9 +111,7 @@ async def run(events: int, gap_s: float, kafka: str, postgres: str) -> dict[str,
     finally:
         await relay.stop()
         await bus.stop()
-        async with engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await engine.dispose()
+        await drop_schemas(engine, schema)
     names = list(committed)
     return {
         "relay": summary_ms([bus.acked[n] - committed[n] for n in names]),

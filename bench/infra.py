@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +67,14 @@ async def drop_topics(kafka: str, prefix: str) -> None:
         print(f"could not delete the run's topics: {exc!r}", file=sys.stderr)
     finally:
         await admin.close()
+
+
+async def drop_schemas(engine: AsyncEngine, *schemas: str) -> None:
+    """The run's tables go with it, as its topics do (a shared server keeps nothing of a
+    benchmark, nor its autovacuum work after it); `engine` is disposed."""
+    try:
+        async with engine.begin() as conn:
+            for schema in schemas:
+                await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await engine.dispose()

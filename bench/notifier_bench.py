@@ -49,8 +49,9 @@ from typing import Any
 
 import httpx
 
-from bench.infra import infrastructure
+from bench.infra import drop_schemas, infrastructure
 from bench.report import save_report
+from shared import db
 from shared.auth import issue_token
 from shared.bus.kafka import KafkaBus
 from shared.events import topics
@@ -307,7 +308,7 @@ async def run(args: argparse.Namespace, kafka: str, pg: str) -> dict[str, Any]:
             result["first_attempt_latency_ms"] = await attempt_latency(pg, prefix)
     finally:
         await bus.stop()
-        await drop_schema(pg, f"{prefix.rstrip('.')}_notifier")
+        await drop_schemas(db.create_engine(pg), f"{prefix.rstrip('.')}_notifier")
     return result
 
 
@@ -447,20 +448,6 @@ async def attempt_latency(pg: str, prefix: str) -> dict[str, Any]:
         }
         for phase, values in by_phase.items()
     }
-
-
-async def drop_schema(pg: str, schema: str) -> None:
-    """The run's tables go with it (a shared server keeps nothing of a benchmark)."""
-    from sqlalchemy import text
-
-    from shared import db
-
-    engine = db.create_engine(pg)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        await engine.dispose()
 
 
 async def main() -> None:

@@ -45,7 +45,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.infra import infrastructure
+from bench.infra import drop_schemas, infrastructure
 from bench.report import save_report
 from services.scoring import handlers
 from services.scoring.main import build_spec
@@ -143,9 +143,7 @@ async def migrated(pg: str, schema: str) -> AsyncEngine:
 
 
 async def drop(engine: AsyncEngine, schema: str) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await engine.dispose()
+    await drop_schemas(engine, schema)
 
 
 async def preload_contacts(engine: AsyncEngine, count: int) -> None:

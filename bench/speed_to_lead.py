@@ -35,11 +35,12 @@ from typing import Any
 
 import httpx
 
-from bench.infra import ROOT, drop_topics, infrastructure
+from bench.infra import ROOT, drop_schemas, drop_topics, infrastructure
 from bench.ingest_bench import Connection, cpu_seconds, free_port
 from bench.report import save_report
 from services.demo import prepare_workspace
 from services.registry import SERVICES
+from shared import db
 from shared.auth import issue_token
 
 SECRET = "speed-to-lead-bench-secret-0123456789abcdef"
@@ -483,6 +484,8 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
                 print(json.dumps(result))
             sustained = [r["offered_per_s"] for r in results if r["sustained"]]
         await drop_topics(kafka, stack.prefix)
+        schemas = [f"{stack.prefix.rstrip('.')}_{name}" for name in stack.ports]
+        await drop_schemas(db.create_engine(postgres), *schemas)
         return {
             "benchmark": "speed-to-lead",
             "at": datetime.now(UTC).isoformat(),

@@ -35,7 +35,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.infra import drop_topics, infrastructure
+from bench.infra import drop_schemas, drop_topics, infrastructure
 from bench.report import save_report
 from services.workflows.engine.timers import RECENT_LATENESS
 from services.workflows.main import build_spec
@@ -324,9 +324,7 @@ async def run(
             engine, "SELECT count(*) FROM enrollments WHERE status = 'completed'"
         )
         result["timer_runs_completed"] = completed
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await engine.dispose()
+    await drop_schemas(engine, schema)
     await drop_topics(kafka, prefix)
     return result
 
