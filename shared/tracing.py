@@ -158,8 +158,9 @@ def _start(name: str, traceparent: str | None, kind: SpanKind, attributes: Attri
 
 
 def _ids_only(traceparent: str | None) -> _IdsOnly:
-    """Nothing is recorded: only the ids matter (logs, headers, envelopes). The SDK would give
-    the same (a non-recording span with new ids) through a sampler and a context per call."""
+    """A span continuing `traceparent` (a new trace when None or malformed) while nothing is
+    recorded: only its ids matter (logs, headers, envelopes). The SDK would give the same (a
+    non-recording span with new ids) through a sampler and a context per call."""
     trace_hex = _trace_hex(traceparent) or f"{_random.getrandbits(128) or 1:032x}"
     return _IdsOnly(f"00-{trace_hex}-{_random.getrandbits(64) or 1:016x}-00")
 
