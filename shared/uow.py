@@ -38,10 +38,29 @@ class Transaction(Protocol[R_co]):
 
 
 class PendingEvents:
-    """The outbox rows of the events a unit of work emits, queued until its commit writes them
-    (`_pending`, set by the unit of work)."""
+    """A session opened by `async with` and the outbox rows of the events emitted meanwhile,
+    queued until the commit writes them: what a unit of work and a one-statement write
+    (`services.notifier.requests.statement`) share."""
 
-    _pending: list[dict[str, object]]
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Table,
+        inbox: Table,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self._outbox = outbox
+        self._inbox = inbox
+        self._on_commit = on_commit
+        self._session: AsyncSession | None = None
+        self._pending: list[dict[str, object]] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError(f"{type(self).__name__} used outside `async with`")
+        return self._session
 
     def emit(self, topic: str, key: str, envelope: Envelope) -> None:
         """Queue an event for publication when (and only if) this transaction commits."""
@@ -77,21 +96,10 @@ class UnitOfWork(PendingEvents):
         inbox: Table,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
-        self._sessions = sessions
-        self._outbox = outbox
-        self._inbox = inbox
-        self._on_commit = on_commit
-        self._session: AsyncSession | None = None
-        self._pending: list[dict[str, object]] = []
+        super().__init__(sessions, outbox, inbox, on_commit)
         self._taken = False  # some rows were handed to the caller to write (`take_pending`)
         self._claim: tuple[str, list[str]] | None = None  # see `claim_at_commit`
         self._after_commit: list[Callable[[], None]] = []
-
-    @property
-    def session(self) -> AsyncSession:
-        if self._session is None:
-            raise RuntimeError("unit of work used outside `async with`")
-        return self._session
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()

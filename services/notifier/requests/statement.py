@@ -69,19 +69,8 @@ class OneStatement(PendingEvents):
         inbox: Table,
         on_commit: Callable[[], None],
     ) -> None:
-        self._sessions = sessions
-        self._outbox = outbox
-        self._inbox = inbox
-        self._on_commit = on_commit
-        self._session: AsyncSession | None = None
+        super().__init__(sessions, outbox, inbox, on_commit)
         self._conn: Connection | None = None
-        self._pending: list[dict[str, object]] = []
-
-    @property
-    def session(self) -> AsyncSession:
-        if self._session is None:
-            raise RuntimeError("used outside `async with`")
-        return self._session
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
