@@ -72,6 +72,10 @@ async def test_one_read_gives_the_last_runs_of_the_pairs_and_the_open_runs(
         assert sorted(r["id"] for r in found) == ["enr_3", "enr_6"]
         no_pairs = await store.runs_of_facts("ws", ["a"], [])
         assert no_pairs == ({}, await store.open_runs("ws", ["a"]))
+        # A pair of a contact whose open runs are not asked for: its last run, none of its own.
+        last, found = await store.runs_of_facts("ws", ["a"], [("w1", "c")])
+        assert last == {("w1", "c"): (NOW - timedelta(days=1), False)}
+        assert [r["id"] for r in found] == ["enr_3"]
 
 
 async def test_the_run_writes_carry_the_inbox_claim_and_refuse_a_redelivery(
