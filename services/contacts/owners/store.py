@@ -22,6 +22,37 @@ TEAMS = cast(Table, Team.__table__)
 OWNERS = cast(Table, Owner.__table__)
 CAPTURE_ASSIGNMENTS = cast(Table, CaptureAssignment.__table__)
 
+# `OwnersStore.capture_rotation`'s read, built once: building and keying it on every capture
+# batch cost a good part of a millisecond on a lead's path.
+_CAPTURE_ROTATION = (
+    select(
+        TEAMS.c.id,
+        TEAMS.c.rule,
+        TEAMS.c.last_owner_id,
+        OWNERS.c.id.label("owner_id"),
+        OWNERS.c.name,
+        OWNERS.c.email,
+        OWNERS.c.active,
+        OWNERS.c.weight,
+        OWNERS.c.credit,
+    )
+    .select_from(
+        CAPTURE_ASSIGNMENTS.join(
+            TEAMS,
+            and_(
+                TEAMS.c.id == CAPTURE_ASSIGNMENTS.c.team_id,
+                TEAMS.c.workspace == CAPTURE_ASSIGNMENTS.c.workspace,
+            ),
+        ).outerjoin(
+            OWNERS,
+            and_(OWNERS.c.team_id == TEAMS.c.id, OWNERS.c.workspace == TEAMS.c.workspace),
+        )
+    )
+    .where(CAPTURE_ASSIGNMENTS.c.workspace == bindparam("workspace"))
+    .order_by(OWNERS.c.position, OWNERS.c.id)
+    .with_for_update(of=TEAMS)
+)
+
 
 class OwnersStore(PeopleStore):
     """Teams, owners and tasks."""
@@ -43,36 +74,8 @@ class OwnersStore(PeopleStore):
     async def capture_rotation(self, workspace: str) -> CaptureTeam | None:
         """The team whose rotation assigns the workspace's new contacts at capture, with its
         owners in rotation order, its row locked for this transaction (the rotation moves);
-        None without the rule. One statement (the capture path's, per batch)."""
-        stmt = (
-            select(
-                TEAMS.c.id,
-                TEAMS.c.rule,
-                TEAMS.c.last_owner_id,
-                OWNERS.c.id.label("owner_id"),
-                OWNERS.c.name,
-                OWNERS.c.email,
-                OWNERS.c.active,
-                OWNERS.c.weight,
-                OWNERS.c.credit,
-            )
-            .select_from(
-                CAPTURE_ASSIGNMENTS.join(
-                    TEAMS,
-                    and_(
-                        TEAMS.c.id == CAPTURE_ASSIGNMENTS.c.team_id,
-                        TEAMS.c.workspace == CAPTURE_ASSIGNMENTS.c.workspace,
-                    ),
-                ).outerjoin(
-                    OWNERS,
-                    and_(OWNERS.c.team_id == TEAMS.c.id, OWNERS.c.workspace == TEAMS.c.workspace),
-                )
-            )
-            .where(CAPTURE_ASSIGNMENTS.c.workspace == workspace)
-            .order_by(OWNERS.c.position, OWNERS.c.id)
-            .with_for_update(of=TEAMS)
-        )
-        rows = (await self.session.execute(stmt)).all()
+        None without the rule. One statement (the capture path's, per batch), built once."""
+        rows = (await self.session.execute(_CAPTURE_ROTATION, {"workspace": workspace})).all()
         if not rows:
             return None
         members = [
