@@ -89,17 +89,10 @@ class UnitOfWork(PendingEvents):
     only if the state change it describes was committed.
     """
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        outbox: Table,
-        inbox: Table,
-        on_commit: Callable[[], None] = lambda: None,
-    ) -> None:
-        super().__init__(sessions, outbox, inbox, on_commit)
-        self._taken = False  # some rows were handed to the caller to write (`take_pending`)
-        self._claim: tuple[str, list[str]] | None = None  # see `claim_at_commit`
-        self._after_commit: list[Callable[[], None]] = []
+    # Set afresh by `__aenter__` for every transaction.
+    _taken: bool  # some rows were handed to the caller to write (`take_pending`)
+    _claim: tuple[str, list[str]] | None  # see `claim_at_commit`
+    _after_commit: list[Callable[[], None]]
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()

@@ -21,13 +21,13 @@ What keeps it as safe as the transaction:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, Table, event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.bulk import fetch_after_inserts, take_deferred
 from shared.uow import PendingEvents
@@ -62,15 +62,7 @@ class OneStatement(PendingEvents):
     if the accepting statement commits) for one accepting try; `commit` writes everything in
     one statement."""
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        outbox: Table,
-        inbox: Table,
-        on_commit: Callable[[], None],
-    ) -> None:
-        super().__init__(sessions, outbox, inbox, on_commit)
-        self._conn: Connection | None = None
+    _conn: Connection | None = None  # the session's connection, while open
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
