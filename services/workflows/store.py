@@ -41,6 +41,7 @@ from services.workflows.rows import (
     WORKFLOWS,
 )
 from services.workflows.runs.store import ENDED as ENDED
+from services.workflows.runs.store import OPEN as OPEN
 from services.workflows.runs.store import RUN_STATE as RUN_STATE
 from services.workflows.runs.store import DueTimer as DueTimer
 from services.workflows.runs.store import RunsStore

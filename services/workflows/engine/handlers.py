@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from services.workflows.definitions.domain import WorkflowDocument
 from services.workflows.engine import domain
-from services.workflows.store import DueTimer, RunWrites
+from services.workflows.store import OPEN, DueTimer, RunWrites
 from shared.events import topics
 from shared.events.envelope import encode_envelope, new_id, source_of
 from shared.events.workflows import ContactEnrolled, RunEnded, RunWaiting, StepCompleted
@@ -21,7 +21,6 @@ from shared.tracing import traceparent_for
 log = logging.getLogger(__name__)
 SOURCE = source_of("workflows")
 MAX_NESTED_ENROLLMENTS = 5
-OPEN = ("active", "waiting")
 
 
 class Store(Protocol):

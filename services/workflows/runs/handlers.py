@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Protocol
 
-from services.workflows.engine.handlers import OPEN, RunBook, Store
+from services.workflows.engine.handlers import RunBook, Store
+from services.workflows.store import OPEN
 from services.workflows.triggers import domain as triggers
 from shared.errors import Conflict, NotFound
 

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from services.workflows.conditions.domain import to_datetime
 from services.workflows.engine import domain as engine
-from services.workflows.engine.handlers import OPEN, RunBook, Store
-from services.workflows.store import BatchView, DueTimer, SubmissionHalf
+from services.workflows.engine.handlers import RunBook, Store
+from services.workflows.store import OPEN, BatchView, DueTimer, SubmissionHalf
 from services.workflows.triggers import domain
 from services.workflows.triggers.domain import Fact
 from shared.identity import replayed_after_erasure
