@@ -149,10 +149,15 @@ class OutboxRelay:
             " ORDER BY id LIMIT $2) AS r"
             " WHERE l.got ORDER BY r.id LIMIT $2) AS o ON true"
         )
-        # The lock is released by a statement of its own, once the delete has committed.
+        # The delete also hands the round's session lock to its own transaction: it takes the
+        # same lock at transaction level (granted at once, this session holds it) before it
+        # releases the session's. The lock is then free only once the delete has committed, as
+        # if released by a statement of its own after it, without that statement's round trip.
         self._delete_sql = (
-            f"WITH gone AS (DELETE FROM {name} WHERE id = ANY($1::bigint[]))"
-            " SELECT set_config('synchronous_commit', 'off', true)"
+            f"WITH gone AS (DELETE FROM {name} WHERE id = ANY($1::bigint[])),"
+            " held AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext($2)))"
+            " SELECT pg_advisory_unlock(hashtext($2)),"
+            " set_config('synchronous_commit', 'off', true) FROM held"
         )
         self._unlock_sql = "SELECT pg_advisory_unlock(hashtext($1))"
         # The rows above the tail (those in spans are few): not the whole table, dead included.
@@ -291,8 +296,9 @@ class OutboxRelay:
     async def _publish_claimed(self) -> int:
         """PostgreSQL with Kafka: no transaction. The first statement takes the relay's lock (a
         session lock, held across the publish) and reads the unsent rows; once Kafka has
-        acknowledged them, the second deletes them and the third releases the lock, after the
-        delete has committed: a replica that takes the lock then no longer sees those rows.
+        acknowledged them, the second deletes them and releases the lock as its transaction
+        commits (see `_delete_sql`; a round without rows releases it by a statement of its
+        own): a replica that takes the lock then no longer sees those rows.
         Against a transaction (BEGIN, claim, COMMIT) that is one round trip before the publish
         instead of two: each is most of a millisecond of a hop, and the system calls of a round
         trip much of a round's CPU on a busy machine.
@@ -301,8 +307,9 @@ class OutboxRelay:
         before the delete publishes the rows again, which consumers' inboxes absorb. The
         delete commits without waiting for the WAL flush for the same reason. On any error
         the connection is thrown away, and the server releases the lock with it. (Released
-        inside the delete's statement, before its commit, another replica could take the lock
-        in that instant, read the rows being deleted and publish them again.)
+        by the delete's statement while its transaction is still open, another replica could
+        take the lock in that instant, read the rows being deleted and publish them again:
+        hence the transaction-level lock that outlives the session's until the commit.)
 
         Which rows: not `ORDER BY id` from the head, where the rows published and deleted lie
         dead in the index until vacuum (up to a minute: thousands of entries, each checked
@@ -346,8 +353,9 @@ class OutboxRelay:
                     batch = [(r["topic"], r["key"], r["payload"]) for r in rows]
                     with publish_spans(batch) as traceparents:
                         await asyncio.wait_for(self.bus.publish_batch(batch, traceparents), 30)
-                    await driver.execute(self._delete_sql, ids)
-                await driver.execute(self._unlock_sql, self._lock)
+                    await driver.execute(self._delete_sql, ids, self._lock)
+                else:
+                    await driver.execute(self._unlock_sql, self._lock)
                 full = len(rows) == self.batch
                 # Only once published and deleted: a failed round reads the same spans again.
                 self.spans.advance(ids, full, found[0]["xmin"], found[0]["xmax"], now)

@@ -348,6 +348,30 @@ class TestRelayLock:
         assert await relay.publish_pending() == 0
         assert await self.lock_is_free(stack)
 
+    async def test_the_delete_keeps_the_lock_until_it_commits(self, stack: Stack) -> None:
+        """The round's delete releases the session lock in its own statement, so another
+        replica must not get the lock before that delete has committed: it would read the
+        rows being deleted and publish them again."""
+        if stack.schema is None:
+            pytest.skip("SQLite serialises writers itself; the relay lock is PostgreSQL's")
+        relay = stack.relay()
+        async with stack.uow() as uow:
+            uow.emit(TOPIC, "k", envelope("one"))
+        async with stack.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            ids = [row["id"] for row in await driver.fetch("SELECT id FROM outbox")]
+            assert await driver.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", relay._lock)
+            # The delete in a transaction left open, where the relay's commits at once.
+            async with driver.transaction():
+                await driver.execute(relay._delete_sql, ids, relay._lock)
+                assert not await self.lock_is_free(stack)
+            assert await self.lock_is_free(stack)
+            assert await driver.fetchval("SELECT count(*) FROM outbox") == 0
+            # The session lock itself was released (not held twice).
+            held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+            assert await driver.fetchval(held, driver.get_server_pid()) == 0
+
     async def test_a_failed_publish_keeps_the_rows_and_releases_the_lock(
         self, stack: Stack
     ) -> None:
