@@ -109,15 +109,14 @@ class DeferredUpdate:
 
     table: Table
     columns: tuple[str, ...]  # the columns set
-    key: str
+    keys: tuple[str, ...]  # the columns that find each row
     document: str
 
     def positional(self, number: int) -> str:
         target = _qualified(self.table)
         values = ", ".join(f'"{name}" = v."{name}"' for name in self.columns)
         rows = f"json_populate_recordset(NULL::{target}, ${number}::json)"
-        match = f't."{self.key}" = v."{self.key}"'
-        return f"UPDATE {target} AS t SET {values} FROM {rows} AS v WHERE {match}"
+        return f"UPDATE {target} AS t SET {values} FROM {rows} AS v WHERE {_match(self.keys)}"
 
 
 Deferred = DeferredInsert | DeferredUpdate
@@ -143,7 +142,10 @@ async def defer_json_rows(
 
 
 async def defer_json_update(
-    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], key: str = "id"
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    key: str | tuple[str, ...] = "id",
 ) -> None:
     """`update_json_rows`, but on PostgreSQL written by the statement that ends the session's
     unit of work (as `defer_json_rows`): for rows whose locks were taken beforehand and that
@@ -154,8 +156,9 @@ async def defer_json_update(
     if dialect_of(session) != "postgresql":
         await update_json_rows(session, table, rows, key)
         return
-    names = tuple(n for n in rows[0] if n not in (key, "workspace"))
-    update = DeferredUpdate(table, names, key, _json_document(rows)["rows"])
+    keys = _keys(key)
+    names = tuple(n for n in rows[0] if n not in (*keys, "workspace"))
+    update = DeferredUpdate(table, names, keys, _json_document(rows)["rows"])
     session.info.setdefault(_DEFERRED, []).append(update)
 
 
@@ -329,22 +332,36 @@ async def insert_json_rows(
 
 
 async def update_json_rows(
-    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], key: str = "id"
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    key: str | tuple[str, ...] = "id",
 ) -> None:
-    """Update many rows in one statement: each row is its `key` plus the same columns to set
-    (`workspace` is never rewritten)."""
+    """Update many rows in one statement: each row is its `key` (a column, or several) plus
+    the same columns to set (`workspace` is never rewritten)."""
     if not rows:
         return
-    names = tuple(n for n in rows[0] if n not in (key, "workspace"))
+    keys = _keys(key)
+    names = tuple(n for n in rows[0] if n not in (*keys, "workspace"))
     if dialect_of(session) == "postgresql":
-        await session.execute(_json_update(table, names, key), _json_document(rows))
+        await session.execute(_json_update(table, names, keys), _json_document(rows))
         return
     stmt = (
         update(table)
-        .where(table.c[key] == bindparam("_key"))
+        .where(*(table.c[k] == bindparam(f"_key_{k}") for k in keys))
         .values({n: bindparam(n) for n in names})
     )
-    await session.execute(stmt, [{"_key": r[key], **{n: r[n] for n in names}} for r in rows])
+    params = [{**{f"_key_{k}": r[k] for k in keys}, **{n: r[n] for n in names}} for r in rows]
+    await session.execute(stmt, params)
+
+
+def _keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else key
+
+
+def _match(keys: tuple[str, ...]) -> str:
+    """The update's join of each target row `t` to its new values `v`."""
+    return " AND ".join(f't."{k}" = v."{k}"' for k in keys)
 
 
 def _json_rows(table: Table) -> str:
@@ -368,11 +385,11 @@ def _json_insert(table: Table, columns: tuple[str, ...], ignore: bool) -> TextCl
 
 
 @cache
-def _json_update(table: Table, columns: tuple[str, ...], key: str) -> TextClause:
+def _json_update(table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> TextClause:
     values = ", ".join(f'"{name}" = v."{name}"' for name in columns)
     return text(
         f"UPDATE {_qualified(table)} AS t SET {values} FROM {_json_rows(table)} AS v"
-        f' WHERE t."{key}" = v."{key}"'
+        f" WHERE {_match(keys)}"
     )
 
 

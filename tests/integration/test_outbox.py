@@ -258,6 +258,29 @@ class TestOutbox:
         # Only the named column is set; the row left out and the rolled back update untouched.
         assert [tuple(r) for r in rows] == [("a", "y", "kept"), ("b", "x", None), ("c", "z", None)]
 
+    async def test_updates_deferred_to_the_commit_find_rows_by_a_key_of_several_columns(
+        self, stack: Stack
+    ) -> None:
+        tries = Table(
+            "tries",
+            MetaData(),
+            Column("run", String(20), primary_key=True),
+            Column("number", String(5), primary_key=True),
+            Column("outcome", String(20)),
+        )
+        async with stack.engine.begin() as conn:
+            await conn.run_sync(tries.metadata.create_all)
+            await conn.execute(
+                tries.insert(), [{"run": "r", "number": n, "outcome": None} for n in "12"]
+            )
+        async with stack.uow() as uow:
+            done = [{"run": "r", "number": "2", "outcome": "sent"}]
+            await db.defer_json_update(uow.session, tries, done, ("run", "number"))
+            uow.emit(TOPIC, "k", envelope("tried"))
+        async with stack.engine.connect() as conn:
+            rows = (await conn.execute(select(tries).order_by(tries.c.number))).all()
+        assert [tuple(r) for r in rows] == [("r", "1", None), ("r", "2", "sent")]
+
     async def test_kafka_rows_go_once_published_memory_bus_rows_are_kept_a_day(
         self, stack: Stack
     ) -> None:

@@ -62,10 +62,12 @@ async def record_results(
     links: Links,
     policy: RetryPolicy,
     rng: random.Random,
+    defer: bool = False,
 ) -> None:
     """Write each attempt's outcome: sent, retried later (durably, by `next_attempt_at`),
     failed, or bounced (failed, and the address suppressed for marketing). Emits the outcome
-    events of deliveries that are done."""
+    events of deliveries that are done. `defer`: the outcomes are written with the outbox
+    rows, at the end of the unit of work (see `Store.record_attempts`)."""
     changes, finished = [], []
     for result in results:
         row, outcome, now = result.delivery, result.outcome, result.finished_at
@@ -113,7 +115,7 @@ async def record_results(
         )
         OUTCOMES.labels(row["kind"], change["status"]).inc()
         _emit_done(outbox, row, change)
-    await store.record_attempts(changes, finished)
+    await store.record_attempts(changes, finished, defer)
 
 
 def _emit_done(outbox: Outbox, row: Mapping[str, Any], change: Mapping[str, Any]) -> None:

@@ -25,7 +25,7 @@ from services.notifier.rows import (
     bind_column,
     deliveries,
 )
-from shared.db import defer_json_rows
+from shared.db import defer_json_rows, defer_json_update
 
 
 class DeliveriesStore(StoreBase):
@@ -153,11 +153,21 @@ class DeliveriesStore(StoreBase):
         await self.session.execute(text(sql), arrays)
 
     async def record_attempts(
-        self, changes: Sequence[Mapping[str, Any]], finished: Sequence[Mapping[str, Any]]
+        self,
+        changes: Sequence[Mapping[str, Any]],
+        finished: Sequence[Mapping[str, Any]],
+        defer: bool = False,
     ) -> None:
         """Finished attempts: their deliveries' changes (as `update_deliveries`) and their
-        attempt rows completed (as `finish_attempts`); one statement on PostgreSQL."""
-        if not changes or not finished or self.session.get_bind().dialect.name != "postgresql":
+        attempt rows completed (as `finish_attempts`); one statement on PostgreSQL. With
+        `defer` (a small batch), PostgreSQL writes both in the statement that ends the unit of
+        work (`shared.db.defer_json_update`), with its outbox rows."""
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        if defer and postgres:
+            await defer_json_update(self.session, deliveries, changes)
+            await defer_json_update(self.session, attempts, finished, ("delivery_id", "number"))
+            return
+        if not changes or not finished or not postgres:
             await self.update_deliveries(changes)
             await self.finish_attempts(finished)
             return

@@ -32,6 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db.bulk import fetch_after_inserts, take_deferred
 from shared.uow import PendingEvents
 
+# The most rows a one-statement write carries as JSON documents (deferred writes) rather than
+# in a statement of their own (arrays). Measured on 1.5 kB Slack rows, this process's CPU plus
+# PostgreSQL's time per batch: 1.1 ms against 1.7 for one row, even at 32 rows, and twice the
+# arrays' cost at 150 (JSON rows are dearer to PostgreSQL).
+DEFER_AT_MOST = 32
+
 
 class WriteBeforeCommit(RuntimeError):
     """A statement other than a read before the accepting statement."""
@@ -84,9 +90,10 @@ class OneStatement(PendingEvents):
         finally:
             self._session = self._conn = None
 
-    async def commit(self, consumer: str, event_ids: Sequence[str]) -> None:
-        """The one statement: the deferred inserts, the outbox rows and the inbox claim of
-        `event_ids` for `consumer`; it commits on its own, or fails and writes nothing."""
+    async def commit(self, consumer: str | None = None, event_ids: Sequence[str] = ()) -> None:
+        """The one statement: the deferred writes, the outbox rows and, with a `consumer`, the
+        inbox claim of `event_ids` for it; it commits on its own, or fails and writes
+        nothing."""
         if self._conn is None:
             raise RuntimeError("used outside `async with`")
         self._conn.execution_options(**{READS_ONLY: False})
@@ -95,6 +102,8 @@ class OneStatement(PendingEvents):
         inbox = session.get_bind().dialect.identifier_preparer.quote(self._inbox.name)
 
         def claim(offset: int) -> str:
+            if consumer is None:
+                return "SELECT 1"
             # No ON CONFLICT: an event handled before fails the whole statement.
             return (
                 f"INSERT INTO {inbox} (consumer, event_id, processed_at)"
@@ -102,13 +111,12 @@ class OneStatement(PendingEvents):
                 f" FROM unnest(${offset + 3}::varchar[]) AS e RETURNING event_id"
             )
 
+        params = () if consumer is None else (consumer, datetime.now(UTC), ids)
         await fetch_after_inserts(
             session,
             [(self._outbox, self._pending)],
             claim,
-            consumer,
-            datetime.now(UTC),
-            ids,
+            *params,
             deferred=take_deferred(session),
         )
         if self._pending:

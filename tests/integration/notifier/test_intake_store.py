@@ -168,7 +168,10 @@ async def test_a_contacts_arrival_makes_the_deliveries_waiting_for_it_due(
     assert contact == {"c9": {"email": "a@x.test"}}
 
 
-async def test_finished_attempts_recorded_with_their_deliveries(engine: AsyncEngine) -> None:
+@pytest.mark.parametrize("defer", [False, True], ids=["at-once", "deferred-to-commit"])
+async def test_finished_attempts_recorded_with_their_deliveries(
+    engine: AsyncEngine, defer: bool
+) -> None:
     started = [row("k-a", started=True), row("k-b", started=True)]
     async with db.sessionmaker(engine)() as session, session.begin():
         await NotifierStore(session).insert_deliveries(started)
@@ -190,8 +193,9 @@ async def test_finished_attempts_recorded_with_their_deliveries(engine: AsyncEng
             started, ("sent", "retry"), (200, 503), ("ok", "busy"), strict=True
         )
     ]
-    async with db.sessionmaker(engine)() as session, session.begin():
-        await NotifierStore(session).record_attempts(changes, finished)
+    # Deferred, PostgreSQL writes them with the unit of work's last statement.
+    async with UnitOfWork(db.sessionmaker(engine), outbox, inbox) as uow:
+        await NotifierStore(uow.session).record_attempts(changes, finished, defer)
     async with db.sessionmaker(engine)() as session:
         found = {d.idempotency_key: d for d in (await session.execute(select(Delivery))).scalars()}
         tries = {a.delivery_id: a for a in (await session.execute(select(Attempt))).scalars()}

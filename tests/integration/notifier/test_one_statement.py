@@ -119,3 +119,32 @@ async def test_nothing_but_reads_runs_before_the_statement(engine: AsyncEngine) 
     async with sessions() as session, session.begin():
         await NotifierStore(session).insert_deliveries([started("k2")])
     assert await written(sessions) == (["k2"], 1, 0, 0)
+
+
+async def test_outcomes_and_their_events_are_written_by_one_statement_without_a_claim(
+    engine: AsyncEngine,
+) -> None:
+    """The delivery worker's small batches of outcomes: the deliveries' and attempts' changes
+    and the outcome events, with no inbox claim (they come from no event)."""
+    sessions = db.sessionmaker(engine)
+    await accept(sessions, [started("k1"), started("k2")], ["e1"])
+    async with sessions() as session:
+        ids = dict((await session.execute(select(Delivery.idempotency_key, Delivery.id))).all())
+    done = datetime(2026, 3, 1, 12, 0, 2, tzinfo=UTC)
+    changes = [{"id": ids["k1"], "status": "sent", "finished_at": done, "updated_at": done}]
+    finished = [
+        {"delivery_id": ids["k1"], "number": 1, "finished_at": done, "outcome": "sent"},
+    ]
+    notified: list[str] = []
+    async with OneStatement(sessions, outbox, inbox, lambda: notified.append("relay")) as tx:
+        await NotifierStore(tx.session).record_attempts(changes, finished, defer=True)
+        tx.emit("notifications", "k1", an_event())
+        await tx.commit()
+    assert notified == ["relay"]
+    async with sessions() as session:
+        status = dict((await session.execute(select(Delivery.id, Delivery.status))).all())
+        outcomes = dict((await session.execute(select(Attempt.delivery_id, Attempt.outcome))).all())
+    assert status == {ids["k1"]: "sent", ids["k2"]: "sending"}
+    assert outcomes == {ids["k1"]: "sent", ids["k2"]: None}
+    # One more event, no more claims.
+    assert (await written(sessions))[2:] == (2, 1)
