@@ -189,21 +189,26 @@ async def project_contacts(
 ) -> int:
     """Keep the newest snapshot of each contact, for rendering and recipients. Deliveries
     that were waiting for one of these contacts are due now; returns how many."""
-    newest: dict[str, Mapping[str, Any]] = {}
-    for snap in snapshots:
-        newest[str(snap["id"])] = snap
-    return await store.upsert_contacts(
-        [
-            {
-                "workspace": workspace,
-                "id": cid,
-                "snapshot": dict(snap),
-                "updated_at": datetime.fromisoformat(str(snap["updated_at"])),
-            }
-            for cid, snap in newest.items()
-        ],
-        now,
-    )
+    return await store.upsert_contacts(projection_rows([(workspace, s) for s in snapshots]), now)
+
+
+def projection_rows(
+    snapshots: Sequence[tuple[str, Mapping[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The projection rows of (workspace, snapshot) pairs in arrival order: the newest
+    snapshot of each contact (one row each, as an upsert needs)."""
+    newest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for workspace, snap in snapshots:
+        newest[(workspace, str(snap["id"]))] = snap
+    return [
+        {
+            "workspace": workspace,
+            "id": cid,
+            "snapshot": dict(snap),
+            "updated_at": datetime.fromisoformat(str(snap["updated_at"])),
+        }
+        for (workspace, cid), snap in newest.items()
+    ]
 
 
 async def erase_contact(workspace: str, contact_id: str, store: Store) -> None:

@@ -20,6 +20,7 @@ from services.notifier.models import (
     Suppression,
     Template,
     WorkspaceSettings,
+    inbox,
 )
 from services.notifier.rows import (
     INTAKE_READS,
@@ -213,11 +214,33 @@ class NotifierStore(DeliveriesStore):
             woken += len(result.all())
         return woken
 
+    async def project_claiming(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        now: datetime,
+        consumer: str,
+        event_ids: Sequence[str],
+    ) -> int:
+        """PostgreSQL, in autocommit: `upsert_contacts(rows, now)` and the inbox claim of
+        `event_ids` for `consumer`, one statement that commits by itself. The claim is strict:
+        an event handled before fails the whole statement (IntegrityError), nothing written."""
+        claim = (
+            f"INSERT INTO {inbox.name} (consumer, event_id, processed_at)"
+            " SELECT CAST(:consumer AS varchar), e, CAST(:now AS timestamptz)"
+            " FROM unnest(CAST(:events AS varchar[])) AS e"
+        )
+        params = {"consumer": consumer, "events": list(event_ids)}
+        return await self._upsert_contacts_from_arrays(rows, now, (claim, params))
+
     async def _upsert_contacts_from_arrays(
-        self, rows: Sequence[Mapping[str, Any]], now: datetime | None
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        now: datetime | None,
+        claim: tuple[str, dict[str, Any]] | None = None,
     ) -> int:
         """The upsert as one plain-SQL statement (arrays, nothing compiled per batch size),
-        and the waiting deliveries of the contacts it wrote made due in a CTE of it."""
+        and the waiting deliveries of the contacts it wrote made due in a CTE of it (and
+        `claim`, an inbox insert and its parameters, in another)."""
         params: dict[str, Any] = {
             "ws": [r["workspace"] for r in rows],
             "ids": [r["id"] for r in rows],
@@ -236,8 +259,12 @@ class NotifierStore(DeliveriesStore):
         if now is None:
             await self.session.execute(text(upsert), params)
             return 0
+        claimed = ""
+        if claim is not None:
+            claimed = f"claimed AS ({claim[0]}), "
+            params |= claim[1]
         sql = (
-            f"WITH written AS ({upsert} RETURNING workspace, id)"
+            f"WITH {claimed}written AS ({upsert} RETURNING workspace, id)"
             " UPDATE deliveries AS d SET next_attempt_at = CAST(:now AS timestamptz)"
             " FROM written AS w WHERE d.workspace = w.workspace AND d.contact_id = w.id"
             " AND d.status = 'queued' AND d.prepared = false RETURNING d.id"

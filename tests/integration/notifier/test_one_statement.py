@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.notifier.handlers import projection_rows
 from services.notifier.main import SPEC
 from services.notifier.models import Attempt, Delivery, inbox, outbox
 from services.notifier.requests.handlers import Request, _new_row
@@ -148,3 +149,54 @@ async def test_outcomes_and_their_events_are_written_by_one_statement_without_a_
     assert outcomes == {ids["k1"]: "sent", ids["k2"]: None}
     # One more event, no more claims.
     assert (await written(sessions))[2:] == (2, 1)
+
+
+def snapshot(contact_id: str, at: str) -> dict[str, Any]:
+    return {"id": contact_id, "email": f"{contact_id}@x.test", "updated_at": at}
+
+
+async def project(
+    sessions: async_sessionmaker[AsyncSession], snaps: list[dict[str, Any]], event_ids: list[str]
+) -> int:
+    """The contact projection's one statement, as its consumer runs it (autocommit)."""
+    async with sessions() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        rows = projection_rows([("ws", snap) for snap in snaps])
+        return await NotifierStore(session).project_claiming(
+            rows, NOW, "notifier.contacts", event_ids
+        )
+
+
+async def test_snapshots_are_projected_and_claimed_by_one_statement(engine: AsyncEngine) -> None:
+    sessions = db.sessionmaker(engine)
+    waiting = _new_row(
+        Request("ws", NotificationRequested(idempotency_key="kw", channel="s", contact_id="c1")),
+        NOW,
+    )
+    waiting["next_attempt_at"] = None  # waits for its contact
+    async with sessions() as session, session.begin():
+        await NotifierStore(session).insert_deliveries([waiting])
+    # Two snapshots of one contact in a batch: the newest is kept (an upsert takes one row each).
+    older, newer = snapshot("c1", "2026-03-01T12:00:00Z"), snapshot("c1", "2026-03-01T12:00:01Z")
+    newer["email"] = "new@x.test"
+    assert await project(sessions, [older, newer], ["e1", "e2"]) == 1  # the delivery woke
+    async with sessions() as session:
+        projected = await NotifierStore(session).contacts("ws", ["c1"])
+        due = await session.scalar(select(Delivery.next_attempt_at))
+        claims = (await session.execute(select(inbox.c.event_id))).scalars().all()
+    assert projected["c1"]["email"] == "new@x.test"
+    assert due == NOW
+    assert sorted(claims) == ["e1", "e2"]
+
+
+async def test_an_event_projected_before_fails_the_projection_and_nothing_is_written(
+    engine: AsyncEngine,
+) -> None:
+    sessions = db.sessionmaker(engine)
+    await project(sessions, [snapshot("c1", "2026-03-01T12:00:00Z")], ["e1"])
+    with pytest.raises(IntegrityError):
+        await project(sessions, [snapshot("c2", "2026-03-01T12:00:00Z")], ["e2", "e1"])
+    async with sessions() as session:
+        assert await NotifierStore(session).contacts("ws", ["c2"]) == {}
+        claims = (await session.execute(select(inbox.c.event_id))).scalars().all()
+    assert claims == ["e1"]
