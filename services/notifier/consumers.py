@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from services.notifier import handlers
 from services.notifier.delivery.worker import DeliveryWorker
@@ -24,6 +23,7 @@ from shared.events import topics
 from shared.events.contacts import ContactDeleted, ContactMerged
 from shared.events.envelope import Envelope
 from shared.events.notifications import NotificationRequested
+from shared.inbox import AlreadyHandled
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def contacts_subscription(ctx: ServiceContext, worker: DeliveryWorker) -> Subscr
             except Exception as exc:
                 # An event handled before (a redelivery) is expected now and then; anything
                 # else would make every batch pay twice, so it is told.
-                level = logging.DEBUG if isinstance(exc, IntegrityError) else logging.WARNING
+                level = logging.DEBUG if isinstance(exc, AlreadyHandled) else logging.WARNING
                 log.log(
                     level, "the one-statement projection failed; the careful way", exc_info=True
                 )

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from services.notifier.delivery.store import DeliveriesStore
 from services.notifier.models import (
@@ -31,6 +32,7 @@ from services.notifier.rows import (
     json_value,
     waiting_for,
 )
+from shared.inbox import AlreadyHandled
 
 
 class Store(Protocol):
@@ -223,14 +225,18 @@ class NotifierStore(DeliveriesStore):
     ) -> int:
         """PostgreSQL, in autocommit: `upsert_contacts(rows, now)` and the inbox claim of
         `event_ids` for `consumer`, one statement that commits by itself. The claim is strict:
-        an event handled before fails the whole statement (IntegrityError), nothing written."""
+        an event handled before fails the whole statement, nothing written (`AlreadyHandled`;
+        the upsert itself breaks no key)."""
         claim = (
             f"INSERT INTO {inbox.name} (consumer, event_id, processed_at)"
             " SELECT CAST(:consumer AS varchar), e, CAST(:now AS timestamptz)"
             " FROM unnest(CAST(:events AS varchar[])) AS e"
         )
         params = {"consumer": consumer, "events": list(event_ids)}
-        return await self._upsert_contacts_from_arrays(rows, now, (claim, params))
+        try:
+            return await self._upsert_contacts_from_arrays(rows, now, (claim, params))
+        except IntegrityError as exc:
+            raise AlreadyHandled(f"{consumer}: an event of the batch was seen before") from exc
 
     async def _upsert_contacts_from_arrays(
         self,

@@ -22,6 +22,7 @@ from services.notifier.store import NotifierStore
 from shared import db
 from shared.events.envelope import Envelope
 from shared.events.notifications import NotificationRequested
+from shared.inbox import AlreadyHandled
 from tests.helpers import migrated_engine
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -194,7 +195,7 @@ async def test_an_event_projected_before_fails_the_projection_and_nothing_is_wri
 ) -> None:
     sessions = db.sessionmaker(engine)
     await project(sessions, [snapshot("c1", "2026-03-01T12:00:00Z")], ["e1"])
-    with pytest.raises(IntegrityError):
+    with pytest.raises(AlreadyHandled):
         await project(sessions, [snapshot("c2", "2026-03-01T12:00:00Z")], ["e2", "e1"])
     async with sessions() as session:
         assert await NotifierStore(session).contacts("ws", ["c2"]) == {}
