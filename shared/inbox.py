@@ -64,10 +64,19 @@ async def claim_many(
 def _claim_statement(table: str) -> TextClause:
     """One array parameter instead of a VALUES list compiled afresh for every batch size;
     built once per table (a `text()` parses its parameters on every construction)."""
-    return text(
+    return text(claim_sql(table, ":consumer", ":now", ":ids"))
+
+
+def claim_sql(table: str, consumer: str, at: str, ids: str, strict: bool = False) -> str:
+    """PostgreSQL: the inbox insert of a batch of event ids (an array), returning the ids
+    claimed now; its three parameters are named by the caller (`:name` or `$n`). Strict, an
+    id claimed before fails the whole statement: for a statement that commits by itself,
+    which must write nothing then. Otherwise that id is passed over."""
+    conflict = "" if strict else " ON CONFLICT DO NOTHING"
+    return (
         f"INSERT INTO {table} (consumer, event_id, processed_at)"
-        " SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e"
-        " ON CONFLICT DO NOTHING RETURNING event_id"
+        f" SELECT CAST({consumer} AS varchar), e, CAST({at} AS timestamptz)"
+        f" FROM unnest(CAST({ids} AS varchar[])) AS e{conflict} RETURNING event_id"
     )
 
 
@@ -94,11 +103,7 @@ async def claim_with_writes(
     quoted = session.get_bind().dialect.identifier_preparer.quote(table.name)
 
     def claim(offset: int) -> str:
-        return (
-            f"INSERT INTO {quoted} (consumer, event_id, processed_at)"
-            f" SELECT ${offset + 1}::varchar, e, ${offset + 2}::timestamptz"
-            f" FROM unnest(${offset + 3}::varchar[]) AS e ON CONFLICT DO NOTHING RETURNING event_id"
-        )
+        return claim_sql(quoted, f"${offset + 1}", f"${offset + 2}", f"${offset + 3}")
 
     rows = await fetch_after_inserts(
         session, writes, claim, consumer, datetime.now(UTC), ids, deferred=deferred

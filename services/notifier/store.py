@@ -32,7 +32,7 @@ from services.notifier.rows import (
     json_value,
     waiting_for,
 )
-from shared.inbox import AlreadyHandled
+from shared.inbox import AlreadyHandled, claim_sql
 
 
 class Store(Protocol):
@@ -227,11 +227,7 @@ class NotifierStore(DeliveriesStore):
         `event_ids` for `consumer`, one statement that commits by itself. The claim is strict:
         an event handled before fails the whole statement, nothing written (`AlreadyHandled`;
         the upsert itself breaks no key)."""
-        claim = (
-            f"INSERT INTO {inbox.name} (consumer, event_id, processed_at)"
-            " SELECT CAST(:consumer AS varchar), e, CAST(:now AS timestamptz)"
-            " FROM unnest(CAST(:events AS varchar[])) AS e"
-        )
+        claim = claim_sql(inbox.name, ":consumer", ":now", ":events", strict=True)
         params = {"consumer": consumer, "events": list(event_ids)}
         try:
             return await self._upsert_contacts_from_arrays(rows, now, (claim, params))

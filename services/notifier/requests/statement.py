@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.bulk import fetch_after_inserts, take_deferred
+from shared.inbox import claim_sql
 from shared.uow import PendingEvents
 
 # The most rows a one-statement write carries as JSON documents (deferred writes) rather than
@@ -104,12 +105,8 @@ class OneStatement(PendingEvents):
         def claim(offset: int) -> str:
             if consumer is None:
                 return "SELECT 1"
-            # No ON CONFLICT: an event handled before fails the whole statement.
-            return (
-                f"INSERT INTO {inbox} (consumer, event_id, processed_at)"
-                f" SELECT ${offset + 1}::varchar, e, ${offset + 2}::timestamptz"
-                f" FROM unnest(${offset + 3}::varchar[]) AS e RETURNING event_id"
-            )
+            consumer_at, now_at, ids_at = (f"${offset + n}" for n in (1, 2, 3))
+            return claim_sql(inbox, consumer_at, now_at, ids_at, strict=True)
 
         params = () if consumer is None else (consumer, datetime.now(UTC), ids)
         await fetch_after_inserts(
