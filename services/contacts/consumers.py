@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -65,6 +65,16 @@ def lane_of(event: Envelope, lanes: int) -> int:
     return zlib.crc32(key.encode()) % lanes
 
 
+def lane_for(event: Envelope, lanes: int, rotating: Collection[str]) -> int:
+    """The lane of a captured lead in a poll: by key (`lane_of`), except in a workspace whose
+    new contacts get their owners by a rotation at capture. Each transaction there locks the
+    team's row to its commit, so the workspace's lanes would only queue on that lock, a
+    transaction each: the whole workspace goes to one lane instead, still in polled order."""
+    if event.workspace in rotating:
+        return zlib.crc32(event.workspace.encode()) % lanes
+    return lane_of(event, lanes)
+
+
 def leads_subscription(ctx: ServiceContext, clock: Clock, lanes: int = LEAD_LANES) -> Subscription:
     """Captured leads, a whole polled batch at once: one identity lookup, bulk inserts.
 
@@ -74,8 +84,13 @@ def leads_subscription(ctx: ServiceContext, clock: Clock, lanes: int = LEAD_LANE
     lanes meeting on one person through different keys serialise on the row locks and unique
     constraints exactly like two partitions or two replicas do. The poll is committed to Kafka
     only after every lane committed; if one fails, the dispatcher retries the poll event by
-    event and the inbox turns what other lanes already applied into no-ops.
+    event and the inbox turns what other lanes already applied into no-ops. A workspace that
+    assigns owners at capture is kept in one lane (`lane_for`): its lanes would serialise on
+    the rotation's lock.
     """
+    # Workspaces whose last capture of new contacts locked a rotation: learnt from the
+    # captures themselves, so knowing costs no read.
+    rotating: set[str] = set()
 
     async def handle(events: Sequence[Envelope], uow: UnitOfWork) -> None:
         leads = [
@@ -83,7 +98,12 @@ def leads_subscription(ctx: ServiceContext, clock: Clock, lanes: int = LEAD_LANE
             for e in events
             if e.type == LeadCaptured.event_type
         ]
-        await captures.capture_leads(leads, over(uow), clock())
+        rotated = await captures.capture_leads(leads, over(uow), clock())
+        for workspace, locked in rotated.items():
+            if locked:
+                rotating.add(workspace)
+            else:
+                rotating.discard(workspace)
 
     single = ctx.batch_subscription("leads", (topics.LEADS,), handle)
     if ctx.engine.dialect.name != "postgresql":
@@ -95,7 +115,7 @@ def leads_subscription(ctx: ServiceContext, clock: Clock, lanes: int = LEAD_LANE
             return
         parts: list[list[Envelope]] = [[] for _ in range(lanes)]
         for event in events:
-            parts[lane_of(event, lanes)].append(event)
+            parts[lane_for(event, lanes, rotating)].append(event)
         outcomes = await asyncio.gather(
             *(single.handler(part) for part in parts if part), return_exceptions=True
         )

@@ -112,13 +112,17 @@ class CapturedLead:
 
 async def capture_leads(
     leads: Sequence[CapturedLead], tx: Transaction[CapturesRepository], now: datetime
-) -> None:
+) -> dict[str, bool]:
     """Upsert captured leads: same email → that contact, else same phone → that contact, else a
     new one; empty values never overwrite filled ones; every capture is a timeline activity.
 
     The whole batch is one transaction with one read per workspace (`capture_view`); the rows
     found are locked, and a racing insert of the same person fails on the unique constraints,
     so the batch is retried and then finds the contact the other transaction created.
+
+    Returns, for each workspace whose leads made new contacts, whether a rotation at capture
+    gave them owners (its team's row then stays locked to the commit: another transaction
+    capturing in that workspace waits for this one).
     """
     store = tx.store
     by_workspace: dict[str, list[CapturedLead]] = {}
@@ -131,9 +135,13 @@ async def capture_leads(
         # in any of its workspaces): they go in the statement that ends it, with the outbox
         # rows and the inbox claim.
         store.defer_writes()
+    rotated: dict[str, bool] = {}
     for batch in batches:
         if batch.items:
-            await _capture_in_workspace(batch, tx, now)
+            locked = await _capture_in_workspace(batch, tx, now)
+            if locked is not None:
+                rotated[batch.workspace] = locked
+    return rotated
 
 
 @dataclass(frozen=True)
@@ -227,7 +235,9 @@ def _lead_captures(items: Sequence[CapturedLead]) -> list[captures_domain.Captur
 
 async def _capture_in_workspace(
     batch: _Batch, tx: Transaction[CapturesRepository], now: datetime
-) -> None:
+) -> bool | None:
+    """Captures a workspace's leads; with new contacts, whether a rotation gave their owners
+    (None without new contacts)."""
     store, workspace, view = tx.store, batch.workspace, batch.view
     # Hot path (thousands of leads per second): contacts are plain dicts while the batch is
     # worked through; new ones are inserted in one statement, existing ones updated at the end.
@@ -351,11 +361,14 @@ async def _capture_in_workspace(
     await store.add_tags(workspace, new_tags)
     await store.add_activities(activities)
     await store.add_lifecycle_changes(stages)
+    locked = None
     if new_contacts:
-        await store.add_activities(await _assign_owners(workspace, new_contacts, store, tx, now))
+        assignments, locked = await _assign_owners(workspace, new_contacts, store, tx, now)
+        await store.add_activities(assignments)
     await store.insert_contacts(created)
     changed_ids = {a["contact_id"] for a in activities}
     await refresh_segments(changed_ids, workspace, tx, now, definitions, view.segments)
+    return locked
 
 
 async def _assign_owners(
@@ -364,11 +377,11 @@ async def _assign_owners(
     store: CapturesRepository,
     tx: Transaction[CapturesRepository],
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], bool]:
     """Give the batch's new contacts their owners by the capture rule's rotation, in the order
     they were created, and emit each one's events (`contact.created`, `contact.owner_assigned`,
-    then its updates); returns the assignments' timeline rows. The team's row is locked from
-    here to the commit (the rotation moves)."""
+    then its updates); returns the assignments' timeline rows, and whether a rotation was
+    found. Its team's row is locked from here to the commit (the rotation moves)."""
     rotation = CaptureRotation(workspace, store)
     rows: list[dict[str, Any]] = []
     for contact_id, new in new_contacts.items():
@@ -409,7 +422,7 @@ async def _assign_owners(
             kind = ContactUpdated.event_type
             emit_captured(tx, event_id, kind, workspace, contact_id, data, update_correlationid)
     await rotation.save()
-    return rows
+    return rows, rotation.locked
 
 
 def owner_assigned(

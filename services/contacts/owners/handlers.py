@@ -116,7 +116,7 @@ class CaptureRotation:
     def __init__(self, workspace: str, store: RotationRepository) -> None:
         self.workspace, self.store = workspace, store
         self.team: owners_domain.CaptureTeam | None = None
-        self.loaded = self.moved = False
+        self.loaded = self.moved = self.locked = False
 
     async def next_owner(self) -> tuple[owners_domain.CaptureTeam, owners_domain.TeamOwner] | None:
         """The team and the owner of the next new contact; None without the rule or while the
@@ -124,6 +124,7 @@ class CaptureRotation:
         if not self.loaded:
             self.loaded = True
             self.team = await self.store.capture_rotation(self.workspace)
+            self.locked = self.team is not None  # its row, to the commit (even without owners)
         if self.team is None:
             return None
         try:

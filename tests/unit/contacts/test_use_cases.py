@@ -52,8 +52,10 @@ def lead(email: str | None, phone: str | None = None, **fields: Any) -> LeadCapt
     )
 
 
-async def capture(tx: FakeTransaction, *leads: LeadCaptured, now: datetime = NOW) -> None:
-    await capture_leads([CapturedLead(WS, item, "corr-1") for item in leads], tx, now)
+async def capture(
+    tx: FakeTransaction, *leads: LeadCaptured, now: datetime = NOW
+) -> dict[str, bool]:
+    return await capture_leads([CapturedLead(WS, item, "corr-1") for item in leads], tx, now)
 
 
 def contact(email: str | None, phone: str | None = None, **values: Any) -> Contact:
@@ -353,6 +355,22 @@ class TestAssignmentAtCapture:
         assert tx.store.contacts[by_email(tx, email)].owner_id is None
         assert tx.types() == ["contact.created"]
         assert "owner_name" not in tx.emitted[0][2].data
+
+    async def test_a_capture_tells_where_a_rotation_gave_the_new_contacts_owners(self) -> None:
+        """What the leads consumer keeps such a workspace in one lane by: its team's row stays
+        locked to the commit, a team without an active owner's too."""
+        tx = FakeTransaction()
+        team = team_of(tx, "round_robin", ("ann", True, 1))
+        known = random_email()
+        assert await capture(tx, lead(known)) == {WS: False}  # a new contact, no rule
+        await set_capture_assignment(WS, team.id, tx, NOW)
+        assert await capture(tx, lead(random_email())) == {WS: True}
+        assert await capture(tx, lead(known, first_name="Ada")) == {}  # no new contact
+        for owner in await tx.store.owners(WS):
+            owner.active = False
+        assert await capture(tx, lead(random_email())) == {WS: True}
+        await clear_capture_assignment(WS, tx)
+        assert await capture(tx, lead(random_email())) == {WS: False}
 
     async def test_an_unknown_team_is_refused_naming_the_field(self) -> None:
         tx = FakeTransaction()
