@@ -5,7 +5,8 @@
 - `types`: `UtcDateTime` (every timestamp column) and `Json`.
 - `bulk`: many rows in one statement (`insert_rows`, `append_rows`, `insert_json_rows`,
   `update_json_rows`), one path per need; `defer_json_rows` and `defer_json_update` leave
-  them to the statement that ends the unit of work.
+  them to the statement that ends the unit of work; `counted` tells the planner how many
+  rows a JSON document holds, for an update joining it.
 - `dialect`: `insert_for`, `insert_or_ignore` and `upsert` across PostgreSQL and SQLite.
 - `locks`: named advisory locks held for a transaction.
 - `probes`: rows read by a list of keys, one index probe per key (`probe_each`).
@@ -18,10 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from shared.db.base import NAMING, new_base, service_metadata
 from shared.db.bulk import (
     append_rows,
+    counted,
     defer_json_rows,
     defer_json_update,
     insert_json_rows,
     insert_rows,
+    row_bound,
     update_json_rows,
 )
 from shared.db.dialect import insert_for, insert_or_ignore, upsert
@@ -39,6 +42,7 @@ __all__ = [
     "Json",
     "UtcDateTime",
     "append_rows",
+    "counted",
     "create_engine",
     "defer_json_rows",
     "defer_json_update",
@@ -52,6 +56,7 @@ __all__ = [
     "new_base",
     "ping",
     "probe_each",
+    "row_bound",
     "service_metadata",
     "sessionmaker",
     "try_xact_lock",

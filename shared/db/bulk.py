@@ -111,11 +111,12 @@ class DeferredUpdate:
     columns: tuple[str, ...]  # the columns set
     keys: tuple[str, ...]  # the columns that find each row
     document: str
+    count: int  # rows in the document
 
     def positional(self, number: int) -> str:
         target = _qualified(self.table)
         values = ", ".join(f'"{name}" = v."{name}"' for name in self.columns)
-        rows = f"json_populate_recordset(NULL::{target}, ${number}::json)"
+        rows = _counted_rows(self.table, f"${number}::json", self.count)
         return f"UPDATE {target} AS t SET {values} FROM {rows} AS v WHERE {_match(self.keys)}"
 
 
@@ -158,7 +159,7 @@ async def defer_json_update(
         return
     keys = _keys(key)
     names = tuple(n for n in rows[0] if n not in (*keys, "workspace"))
-    update = DeferredUpdate(table, names, keys, _json_document(rows)["rows"])
+    update = DeferredUpdate(table, names, keys, _json_document(rows)["rows"], len(rows))
     session.info.setdefault(_DEFERRED, []).append(update)
 
 
@@ -344,7 +345,8 @@ async def update_json_rows(
     keys = _keys(key)
     names = tuple(n for n in rows[0] if n not in (*keys, "workspace"))
     if dialect_of(session) == "postgresql":
-        await session.execute(_json_update(table, names, keys), _json_document(rows))
+        statement = _json_update(table, names, keys, row_bound(len(rows)))
+        await session.execute(statement, _json_document(rows))
         return
     stmt = (
         update(table)
@@ -369,6 +371,25 @@ def _json_rows(table: Table) -> str:
     return f"json_populate_recordset(NULL::{_qualified(table)}, CAST(:rows AS json))"
 
 
+def counted(records: str, count: int) -> str:
+    """The set `records` (a function's rows, e.g. `json_populate_recordset`), for an update to
+    join, with a LIMIT that tells the planner about how many rows it holds. It guesses 100
+    for any function, and against a table of a few thousand rows it then hashes a scan of
+    the whole table rather than look each row up by its key: 2.4 ms to update one row of
+    5,000, 0.2 ms by the index (EXPLAIN ANALYZE). The limit is `row_bound(count)`: never below
+    `count`, so nothing is cut, and a dozen statement texts cover every batch size."""
+    return f"(SELECT * FROM {records} LIMIT {row_bound(count)})"
+
+
+def row_bound(count: int) -> int:
+    """The least power of two not below `count`."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
+def _counted_rows(table: Table, document: str, count: int) -> str:
+    return counted(f"json_populate_recordset(NULL::{_qualified(table)}, {document})", count)
+
+
 def _qualified(table: Table) -> str:
     quote = _PG.identifier_preparer.quote
     return f"{quote(table.schema)}.{quote(table.name)}" if table.schema else quote(table.name)
@@ -385,11 +406,13 @@ def _json_insert(table: Table, columns: tuple[str, ...], ignore: bool) -> TextCl
 
 
 @cache
-def _json_update(table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> TextClause:
+def _json_update(
+    table: Table, columns: tuple[str, ...], keys: tuple[str, ...], bound: int
+) -> TextClause:
     values = ", ".join(f'"{name}" = v."{name}"' for name in columns)
+    rows = _counted_rows(table, "CAST(:rows AS json)", bound)
     return text(
-        f"UPDATE {_qualified(table)} AS t SET {values} FROM {_json_rows(table)} AS v"
-        f" WHERE {_match(keys)}"
+        f"UPDATE {_qualified(table)} AS t SET {values} FROM {rows} AS v WHERE {_match(keys)}"
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert, select, text
 
 from shared import db
 from tests.conftest import unique
@@ -146,3 +147,55 @@ class TestAdvisoryLocks:
             async with second.begin():  # released with the first transaction
                 assert await db.try_xact_lock(second, name)
                 await db.xact_lock(second, unique("other"))
+
+
+@pytest.fixture
+async def pg_engine(postgres_url: str) -> AsyncIterator[db.AsyncEngine]:
+    schema = unique("tk")
+    admin = db.create_engine(postgres_url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    await admin.dispose()
+    engine = db.create_engine(postgres_url, schema=schema)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+class TestCountedRows:
+    def test_the_bound_is_the_least_power_of_two_not_below_the_count(self) -> None:
+        counts = (0, 1, 2, 3, 4, 5, 100, 128, 129)
+        assert [db.row_bound(n) for n in counts] == [1, 1, 2, 4, 4, 8, 128, 128, 256]
+
+    @pytest.mark.postgres
+    async def test_updating_a_few_rows_of_thousands_looks_each_up_by_its_key(
+        self, pg_engine: db.AsyncEngine
+    ) -> None:
+        """Told nothing, the planner guesses a JSON document holds 100 rows, and against a
+        table of a few thousand it hashes a scan of the whole table to update one row."""
+        async with db.sessionmaker(pg_engine)() as session, session.begin():
+            await db.insert_json_rows(session, PEOPLE, [person(i) for i in range(5000)])
+        async with pg_engine.begin() as conn:
+            await conn.execute(text(f"ANALYZE {PEOPLE.name}"))
+        ran: list[tuple[str, Sequence[Any]]] = []
+
+        def record(
+            conn: object, cursor: object, statement: str, params: Sequence[Any], *_: object
+        ) -> None:
+            ran.append((statement, params))
+
+        event.listen(pg_engine.sync_engine, "before_cursor_execute", record)
+        async with db.sessionmaker(pg_engine)() as session, session.begin():
+            await db.update_json_rows(
+                session, PEOPLE, [{"id": "p42", "visits": 1}, {"id": "p7", "visits": 2}]
+            )
+        event.remove(pg_engine.sync_engine, "before_cursor_execute", record)
+        [(statement, params)] = [(s, p) for s, p in ran if s.lstrip().startswith("UPDATE")]
+        async with pg_engine.connect() as conn:
+            plan = "\n".join(
+                row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {statement}", params)
+            )
+        assert "Seq Scan" not in plan, plan
+        assert f"Index Scan using {PEOPLE.name}_pkey" in plan, plan
+        assert [row[2] for row in await people(pg_engine) if row[0] in ("p7", "p42")] == [1, 2]

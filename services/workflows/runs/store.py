@@ -42,7 +42,7 @@ from services.workflows.rows import (
     insert_sql,
     json_rows,
 )
-from shared.db import insert_json_rows, insert_rows, update_json_rows
+from shared.db import insert_json_rows, insert_rows, row_bound, update_json_rows
 from shared.inbox import AlreadyHandled, claim_many
 
 RUN_STATE = (
@@ -82,10 +82,13 @@ _TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
 # Each kind of write of `RunWrites`, as one SQL statement over its own parameter.
 _RUN_WRITES: dict[str, str] = {
     "new_runs": insert_sql(ENROLLMENTS, "new_runs"),
+    # With `{saved}`, the number of runs (`shared.db.counted`: else the planner guesses 100
+    # and may scan every run).
     "saved_runs": (
         "UPDATE enrollments AS t SET "
         + ", ".join(f'"{n}" = v."{n}"' for n in RUN_STATE)
-        + f" FROM {json_rows(ENROLLMENTS, 'saved_runs')} AS v WHERE t.id = v.id"
+        + f" FROM (SELECT * FROM {json_rows(ENROLLMENTS, 'saved_runs')} LIMIT {{saved}}) AS v"
+        + " WHERE t.id = v.id"
     ),
     "steps": insert_sql(STEPS, "steps"),
     "gone_timers": "DELETE FROM timers WHERE id = ANY(CAST(:gone_timers AS varchar[]))",
@@ -167,10 +170,11 @@ _RUNS_OF_FACTS = _runs_of_facts()
 
 
 @cache
-def _run_writes(kinds: tuple[str, ...]) -> TextClause:
+def _run_writes(kinds: tuple[str, ...], saved: int) -> TextClause:
     """The statement writing these kinds at once: all but the last as data-modifying CTEs,
-    which PostgreSQL runs exactly once each, atomically with the rest."""
-    *first, last = (_RUN_WRITES[k] for k in kinds)
+    which PostgreSQL runs exactly once each, atomically with the rest. `saved`: the saved
+    runs' `row_bound`."""
+    *first, last = (_RUN_WRITES[k].replace("{saved}", str(saved)) for k in kinds)
     if not first:
         return text(last)
     return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)
@@ -262,7 +266,8 @@ class RunsStore(StoreBase):
             params[kind] = orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
         if not kinds:
             return
-        result = await self.session.execute(_run_writes(tuple(kinds)), params)
+        saved = row_bound(len(writes.saved_runs))
+        result = await self.session.execute(_run_writes(tuple(kinds), saved), params)
         if kinds[-1] == "claim":
             _check_claim(params["claim_consumer"], params["claim_ids"], set(result.scalars()))
 
