@@ -4,7 +4,7 @@ batch of events or a batch of due timers touches hundreds of runs at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -42,7 +42,7 @@ from services.workflows.rows import (
     insert_sql,
     json_rows,
 )
-from shared.db import insert_json_rows, insert_rows, row_bound, update_json_rows
+from shared.db import counted, insert_json_rows, insert_rows, row_bound, update_json_rows
 from shared.inbox import AlreadyHandled, claim_many
 
 RUN_STATE = (
@@ -79,17 +79,21 @@ class RunWrites:
 
 
 _TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
-# Each kind of write of `RunWrites`, as one SQL statement over its own parameter.
-_RUN_WRITES: dict[str, str] = {
+
+
+def _saved_runs(bound: int) -> str:
+    """Write back the state of runs, about `bound` of them (`shared.db.counted`: else the
+    planner guesses 100 and may scan every run)."""
+    values = ", ".join(f'"{n}" = v."{n}"' for n in RUN_STATE)
+    rows = counted(json_rows(ENROLLMENTS, "saved_runs"), bound)
+    return f"UPDATE enrollments AS t SET {values} FROM {rows} AS v WHERE t.id = v.id"
+
+
+# Each kind of write of `RunWrites`, as one SQL statement over its own parameter (the saved
+# runs' given their `row_bound`).
+_RUN_WRITES: dict[str, str | Callable[[int], str]] = {
     "new_runs": insert_sql(ENROLLMENTS, "new_runs"),
-    # With `{saved}`, the number of runs (`shared.db.counted`: else the planner guesses 100
-    # and may scan every run).
-    "saved_runs": (
-        "UPDATE enrollments AS t SET "
-        + ", ".join(f'"{n}" = v."{n}"' for n in RUN_STATE)
-        + f" FROM (SELECT * FROM {json_rows(ENROLLMENTS, 'saved_runs')} LIMIT {{saved}}) AS v"
-        + " WHERE t.id = v.id"
-    ),
+    "saved_runs": _saved_runs,
     "steps": insert_sql(STEPS, "steps"),
     "gone_timers": "DELETE FROM timers WHERE id = ANY(CAST(:gone_timers AS varchar[]))",
     "timers": insert_sql(
@@ -174,7 +178,8 @@ def _run_writes(kinds: tuple[str, ...], saved: int) -> TextClause:
     """The statement writing these kinds at once: all but the last as data-modifying CTEs,
     which PostgreSQL runs exactly once each, atomically with the rest. `saved`: the saved
     runs' `row_bound`."""
-    *first, last = (_RUN_WRITES[k].replace("{saved}", str(saved)) for k in kinds)
+    writes = (_RUN_WRITES[k] for k in kinds)
+    *first, last = (write if isinstance(write, str) else write(saved) for write in writes)
     if not first:
         return text(last)
     return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)

@@ -98,3 +98,21 @@ async def test_the_run_writes_carry_the_inbox_claim_and_refuse_a_redelivery(
         # A claim alone (a batch that wrote nothing else) is written too.
         await store.write_runs(RunWrites(claim=("c2", ["e1"])))
         assert await claim_many(session, INBOX, "c2", ["e1"]) == set()
+
+
+@pytest.mark.parametrize("count", [1, 4, 5])
+async def test_the_run_writes_save_every_run_they_are_given(
+    database: AsyncEngine, count: int
+) -> None:
+    """The saved runs are joined under a LIMIT that tells the planner their number (see
+    `shared.db.counted`): at a power of two and past one, none is left out."""
+    runs = [run(n, "w1", f"c{n}", "active", 0) for n in range(1, count + 1)]
+    async with db.sessionmaker(database)() as session, session.begin():
+        await WorkflowsStore(session).write_runs(RunWrites(new_runs=runs))
+    saved = [{**r, "status": "completed", "ended_at": NOW} for r in runs]
+    later = RunWrites(saved_runs=saved, new_runs=[run(99, "w2", "c1", "active", 0)])
+    async with db.sessionmaker(database)() as session, session.begin():
+        await WorkflowsStore(session).write_runs(later)
+    async with db.sessionmaker(database)() as session, session.begin():
+        found = await WorkflowsStore(session).runs("ws", [r["id"] for r in runs])
+    assert sorted(r["status"] for r in found.values()) == ["completed"] * count
