@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from services.notifier import handlers
 from services.notifier.delivery.worker import DeliveryWorker
 from services.notifier.requests import handlers as intake
-from services.notifier.requests.statement import DEFER_AT_MOST, OneStatement, WriteBeforeCommit
+from services.notifier.requests.statement import DEFER_AT_MOST, WriteBeforeCommit, statement_of
 from services.notifier.store import NotifierStore
 from shared import tracing
 from shared.app import ServiceContext
@@ -38,6 +38,7 @@ def requests_subscription(
     worker is woken for the rest (paced, held: at once; waiting for their contact: at their
     next look), so none waits for its next poll."""
     group = ctx.group("requests")
+    one_statement = statement_of(ctx)
 
     async def handle(events: Sequence[Envelope]) -> None:
         received = datetime.now(UTC)
@@ -74,9 +75,7 @@ def requests_subscription(
             if len(requests) <= DEFER_AT_MOST:
                 # Reads outside a transaction, then one statement writing it all: two round
                 # trips before the first attempt, not four (see `OneStatement`).
-                async with OneStatement(
-                    ctx.sessions, ctx.spec.outbox, ctx.spec.inbox, ctx.relay.notify
-                ) as tx:
+                async with one_statement() as tx:
                     store = NotifierStore(tx.session)
                     accepted = await intake.accept_requests(
                         requests, store, tx, links, received, admission, defer=True

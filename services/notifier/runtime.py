@@ -4,7 +4,6 @@ settings, the operator's allow-list, the senders and the delivery worker."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.notifier.channels.domain import AllowList
@@ -18,7 +17,7 @@ from services.notifier.channels.webhook import WebhookSender
 from services.notifier.delivery.domain import RetryPolicy
 from services.notifier.delivery.worker import DeliveryWorker
 from services.notifier.handlers import Links
-from services.notifier.requests.statement import OneStatement
+from services.notifier.requests.statement import statement_of
 from services.notifier.settings import NotifierSettings, notifier_settings
 from shared.app import ServiceContext
 
@@ -106,11 +105,6 @@ def build_runtime(ctx: ServiceContext) -> Runtime:
         poll_interval_s=settings.notifier_poll_interval_s,
         attempt_timeout_s=attempt_timeout,
         http_concurrency=HTTP_CONNECTIONS,
-        one_statement=one_statement(ctx) if ctx.engine.dialect.name == "postgresql" else None,
+        one_statement=statement_of(ctx) if ctx.engine.dialect.name == "postgresql" else None,
     )
     return Runtime(settings, box, links, allow, worker, client, smtp, senders)
-
-
-def one_statement(ctx: ServiceContext) -> Callable[[], OneStatement]:
-    """A write that commits by itself, as one statement, with the service's outbox."""
-    return lambda: OneStatement(ctx.sessions, ctx.spec.outbox, ctx.spec.inbox, ctx.relay.notify)

@@ -5,8 +5,8 @@
 - `types`: `UtcDateTime` (every timestamp column) and `Json`.
 - `bulk`: many rows in one statement (`insert_rows`, `append_rows`, `insert_json_rows`,
   `update_json_rows`), one path per need; `defer_json_rows` and `defer_json_update` leave
-  them to the statement that ends the unit of work; `counted` tells the planner how many
-  rows a JSON document holds, for an update joining it.
+  them to the statement that ends the unit of work; `json_update_sql` is their update, which
+  tells the planner how many rows its JSON document holds.
 - `dialect`: `insert_for`, `insert_or_ignore` and `upsert` across PostgreSQL and SQLite.
 - `locks`: named advisory locks held for a transaction.
 - `probes`: rows read by a list of keys, one index probe per key (`probe_each`).
@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from shared.db.base import NAMING, new_base, service_metadata
 from shared.db.bulk import (
     append_rows,
-    counted,
     defer_json_rows,
     defer_json_update,
     insert_json_rows,
     insert_rows,
+    json_update_sql,
     row_bound,
     update_json_rows,
 )
@@ -42,7 +42,6 @@ __all__ = [
     "Json",
     "UtcDateTime",
     "append_rows",
-    "counted",
     "create_engine",
     "defer_json_rows",
     "defer_json_update",
@@ -53,6 +52,7 @@ __all__ = [
     "insert_rows",
     "integrity_errors_as",
     "is_sqlite",
+    "json_update_sql",
     "new_base",
     "ping",
     "probe_each",

@@ -114,10 +114,7 @@ class DeferredUpdate:
     count: int  # rows in the document
 
     def positional(self, number: int) -> str:
-        target = _qualified(self.table)
-        values = ", ".join(f'"{name}" = v."{name}"' for name in self.columns)
-        rows = _counted_rows(self.table, f"${number}::json", self.count)
-        return f"UPDATE {target} AS t SET {values} FROM {rows} AS v WHERE {_match(self.keys)}"
+        return json_update_sql(self.table, self.columns, self.keys, f"${number}::json", self.count)
 
 
 Deferred = DeferredInsert | DeferredUpdate
@@ -371,23 +368,28 @@ def _json_rows(table: Table) -> str:
     return f"json_populate_recordset(NULL::{_qualified(table)}, CAST(:rows AS json))"
 
 
-def counted(records: str, count: int) -> str:
-    """The set `records` (a function's rows, e.g. `json_populate_recordset`), for an update to
-    join, with a LIMIT that tells the planner about how many rows it holds. It guesses 100
-    for any function, and against a table of a few thousand rows it then hashes a scan of
-    the whole table rather than look each row up by its key: 2.4 ms to update one row of
-    5,000, 0.2 ms by the index (EXPLAIN ANALYZE). The limit is `row_bound(count)`: never below
-    `count`, so nothing is cut, and a dozen statement texts cover every batch size."""
-    return f"(SELECT * FROM {records} LIMIT {row_bound(count)})"
+def json_update_sql(
+    table: Table, columns: tuple[str, ...], keys: tuple[str, ...], document: str, count: int
+) -> str:
+    """Set `columns` of the rows `keys` find from the JSON document `document` (a parameter's
+    SQL) of `count` rows, typed by `table` itself.
+
+    The document's rows come under a LIMIT that tells the planner about how many there are.
+    It guesses 100 for any function, and against a table of a few thousand rows it then
+    hashes a scan of the whole table rather than look each row up by its key: 2.4 ms to
+    update one row of 5,000, 0.2 ms by the index (EXPLAIN ANALYZE). The limit is
+    `row_bound(count)`: never below `count`, so nothing is cut, and a dozen statement texts
+    cover every batch size."""
+    target = _qualified(table)
+    values = ", ".join(f'"{name}" = v."{name}"' for name in columns)
+    records = f"json_populate_recordset(NULL::{target}, {document})"
+    rows = f"(SELECT * FROM {records} LIMIT {row_bound(count)})"
+    return f"UPDATE {target} AS t SET {values} FROM {rows} AS v WHERE {_match(keys)}"
 
 
 def row_bound(count: int) -> int:
     """The least power of two not below `count`."""
     return 1 << max(count - 1, 0).bit_length()
-
-
-def _counted_rows(table: Table, document: str, count: int) -> str:
-    return counted(f"json_populate_recordset(NULL::{_qualified(table)}, {document})", count)
 
 
 def _qualified(table: Table) -> str:
@@ -409,11 +411,7 @@ def _json_insert(table: Table, columns: tuple[str, ...], ignore: bool) -> TextCl
 def _json_update(
     table: Table, columns: tuple[str, ...], keys: tuple[str, ...], bound: int
 ) -> TextClause:
-    values = ", ".join(f'"{name}" = v."{name}"' for name in columns)
-    rows = _counted_rows(table, "CAST(:rows AS json)", bound)
-    return text(
-        f"UPDATE {_qualified(table)} AS t SET {values} FROM {rows} AS v WHERE {_match(keys)}"
-    )
+    return text(json_update_sql(table, columns, keys, "CAST(:rows AS json)", bound))
 
 
 def _json_document(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:

@@ -1,5 +1,7 @@
-"""A small first try of a batch of requests, accepted by one statement that commits by itself
-(PostgreSQL only).
+"""A small write that commits by itself as one statement (PostgreSQL only): the first try of a
+batch of requests (below), and the delivery worker's small batches of outcomes (their
+deliveries' and attempts' changes deferred into the statement, with the outcome events; no
+inbox claim).
 
 In a transaction, accepting took four round trips before a started delivery could be sent:
 BEGIN, the reads that prepare the batch, the statement written at commit (deliveries, their
@@ -21,7 +23,7 @@ What keeps it as safe as the transaction:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -29,6 +31,7 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.app import ServiceContext
 from shared.db.bulk import fetch_after_inserts, take_deferred
 from shared.inbox import claim_sql
 from shared.uow import PendingEvents
@@ -118,3 +121,8 @@ class OneStatement(PendingEvents):
         )
         if self._pending:
             self._on_commit()
+
+
+def statement_of(ctx: ServiceContext) -> Callable[[], OneStatement]:
+    """New `OneStatement`s on the service's sessions, outbox and inbox."""
+    return lambda: OneStatement(ctx.sessions, ctx.spec.outbox, ctx.spec.inbox, ctx.relay.notify)

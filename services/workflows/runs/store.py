@@ -40,9 +40,14 @@ from services.workflows.rows import (
     TIMERS,
     StoreBase,
     insert_sql,
-    json_rows,
 )
-from shared.db import counted, insert_json_rows, insert_rows, row_bound, update_json_rows
+from shared.db import (
+    insert_json_rows,
+    insert_rows,
+    json_update_sql,
+    row_bound,
+    update_json_rows,
+)
 from shared.inbox import AlreadyHandled, claim_many
 
 RUN_STATE = (
@@ -82,11 +87,8 @@ _TIMER_MOVES = ("due_at", "step", "enrollment_id", "contact_id", "failures")
 
 
 def _saved_runs(bound: int) -> str:
-    """Write back the state of runs, about `bound` of them (`shared.db.counted`: else the
-    planner guesses 100 and may scan every run)."""
-    values = ", ".join(f'"{n}" = v."{n}"' for n in RUN_STATE)
-    rows = counted(json_rows(ENROLLMENTS, "saved_runs"), bound)
-    return f"UPDATE enrollments AS t SET {values} FROM {rows} AS v WHERE t.id = v.id"
+    """Write back the state of runs, about `bound` of them (see `shared.db.json_update_sql`)."""
+    return json_update_sql(ENROLLMENTS, RUN_STATE, ("id",), "CAST(:saved_runs AS json)", bound)
 
 
 # Each kind of write of `RunWrites`, as one SQL statement over its own parameter (the saved
