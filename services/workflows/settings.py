@@ -6,12 +6,15 @@ from shared.settings import Settings
 
 
 class WorkflowsSettings(Settings):
-    # Up to 2,000 contact events polled and handled in one transaction, and published by the
-    # relay a round at a time: a batch's ten or so statements (and each one's fixed cost on
-    # the server) spread over four times as many events. Measured with 100 enabled workflows
-    # (`bench.workflows_bench`): 500 a batch ~1,900 events/s at 0.24 ms CPU each, 2,000 a
-    # batch ~2,750/s at 0.21 ms. A batch is what has arrived: at idle it is one event.
-    consumer_max_batch: int = 2000
+    # Up to 1,000 contact events polled and handled in one transaction: a batch's ten or so
+    # statements (and each one's fixed cost on the server) spread over twice as many events as
+    # the platform's 500. A batch is what has arrived: at idle it is one event.
+    # With 100 enabled workflows (`bench.workflows_bench`) 2,000 a batch handled ~1,850
+    # events/s and 1,000 ~1,740/s. But in the whole stack at 500 leads/s (`bench.speed_to_lead
+    # --rates 500 --seconds 30`, a backlog for the whole run) 2,000 took workflows' peak RSS
+    # to 189-196 MB (past 200 MB on a slower day) and 1,000 kept it at 167-174 MB, with the
+    # same CPU per lead and no slower alerts: several consumers hold a full batch at once.
+    consumer_max_batch: int = 1000
     outbox_batch: int = 2000
     # The workspace time zone that time windows and local times of day use when a workflow
     # names none.
