@@ -9,12 +9,14 @@ class WorkflowsSettings(Settings):
     # Up to 1,000 contact events polled and handled in one transaction: a batch's ten or so
     # statements (and each one's fixed cost on the server) spread over twice as many events as
     # the platform's 500. A batch is what has arrived: at idle it is one event.
-    # With 100 enabled workflows (`bench.workflows_bench`) 2,000 a batch handled ~1,850
+    # With 100 enabled workflows (`bench.workflows_bench`) 2,000 a batch handled ~1,800-1,900
     # events/s and 1,000 ~1,740/s. But in the whole stack at 500 leads/s (`bench.speed_to_lead
     # --rates 500 --seconds 30`, a backlog for the whole run) 2,000 took workflows' peak RSS
     # to 189-196 MB (past 200 MB on a slower day) and 1,000 kept it at 167-174 MB, with the
     # same CPU per lead and no slower alerts: several consumers hold a full batch at once.
     consumer_max_batch: int = 1000
+    # A run publishes several events (enrolled, each step, its requests, its end): the relay
+    # takes up to 2,000 rows a round, so a backlog goes out in few rounds.
     outbox_batch: int = 2000
     # The workspace time zone that time windows and local times of day use when a workflow
     # names none.
