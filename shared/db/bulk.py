@@ -379,7 +379,8 @@ def json_update_sql(
     hashes a scan of the whole table rather than look each row up by its key: 2.4 ms to
     update one row of 5,000, 0.2 ms by the index (EXPLAIN ANALYZE). The limit is
     `row_bound(count)`: never below `count`, so nothing is cut, and a dozen statement texts
-    cover every batch size."""
+    cover every batch size. Callers that cache the text per bound pass the bound as `count`:
+    a power of two is its own bound."""
     target = _qualified(table)
     values = ", ".join(f'"{name}" = v."{name}"' for name in columns)
     records = f"json_populate_recordset(NULL::{target}, {document})"

@@ -105,7 +105,7 @@ async def test_the_run_writes_save_every_run_they_are_given(
     database: AsyncEngine, count: int
 ) -> None:
     """The saved runs are joined under a LIMIT that tells the planner their number (see
-    `shared.db.counted`): at a power of two and past one, none is left out."""
+    `shared.db.json_update_sql`): at a power of two and past one, none is left out."""
     runs = [run(n, "w1", f"c{n}", "active", 0) for n in range(1, count + 1)]
     async with db.sessionmaker(database)() as session, session.begin():
         await WorkflowsStore(session).write_runs(RunWrites(new_runs=runs))
