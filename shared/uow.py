@@ -40,7 +40,7 @@ class Transaction(Protocol[R_co]):
 class PendingEvents:
     """A session opened by `async with` and the outbox rows of the events emitted meanwhile,
     queued until the commit writes them: what a unit of work and a one-statement write
-    (`services.notifier.requests.statement`) share."""
+    (`shared.one_statement`) share."""
 
     def __init__(
         self,
@@ -55,6 +55,8 @@ class PendingEvents:
         self._on_commit = on_commit
         self._session: AsyncSession | None = None
         self._pending: list[dict[str, object]] = []
+        self._taken = False  # some rows were handed to the caller to write (`take_pending`)
+        self._claim: tuple[str, list[str]] | None = None  # see `claim_at_commit`
 
     @property
     def session(self) -> AsyncSession:
@@ -81,6 +83,31 @@ class PendingEvents:
             }
         )
 
+    def claim_at_commit(self, consumer: str, event_ids: Sequence[str]) -> None:
+        """Inbox check made optimistically: record `event_ids` as handled by `consumer` in
+        the commit's own statement (with the outbox rows), not in a round trip before the
+        work. Redeliveries are rare; when one is among them, the commit raises
+        `AlreadyHandled` and nothing of the transaction is kept: the caller then claims
+        first (`first_times`) and handles only the events it had not."""
+        self._claim = (consumer, list(dict.fromkeys(event_ids)))
+
+    def take_claim(self) -> tuple[str, list[str]] | None:
+        """Hand over the claim `claim_at_commit` made (consumer, event ids) to a caller that
+        writes it in a statement of its own in this transaction, as `take_pending` hands over
+        the outbox rows; the caller raises `AlreadyHandled` if an id was claimed before. The
+        commit then claims nothing itself."""
+        claim, self._claim = self._claim, None
+        return claim
+
+    def take_pending(self) -> list[dict[str, object]]:
+        """Hand over the outbox rows queued so far (in order) to a caller that writes them
+        into `outbox` itself, in a statement of its own in this transaction: a round trip
+        fewer for a hot path that writes its state in one statement anyway. The relay is
+        still woken when the transaction commits."""
+        rows, self._pending = self._pending, []
+        self._taken = self._taken or bool(rows)
+        return rows
+
 
 class UnitOfWork(PendingEvents):
     """`async with uow:` commits on success and rolls back on error; handlers never commit.
@@ -89,10 +116,7 @@ class UnitOfWork(PendingEvents):
     only if the state change it describes was committed.
     """
 
-    # Set afresh by `__aenter__` for every transaction.
-    _taken: bool  # some rows were handed to the caller to write (`take_pending`)
-    _claim: tuple[str, list[str]] | None  # see `claim_at_commit`
-    _after_commit: list[Callable[[], None]]
+    _after_commit: list[Callable[[], None]]  # set afresh by `__aenter__`, as the others
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
@@ -152,35 +176,10 @@ class UnitOfWork(PendingEvents):
         if len(claimed) < len(ids):
             raise AlreadyHandled(f"{consumer}: {len(ids) - len(claimed)} event(s) seen before")
 
-    def claim_at_commit(self, consumer: str, event_ids: Sequence[str]) -> None:
-        """Inbox check made optimistically: record `event_ids` as handled by `consumer` in
-        the commit's own statement (with the outbox rows), not in a round trip before the
-        work. Redeliveries are rare; when one is among them, the commit raises
-        `AlreadyHandled` and nothing of the transaction is kept: the caller then claims
-        first (`first_times`) and handles only the events it had not."""
-        self._claim = (consumer, list(dict.fromkeys(event_ids)))
-
-    def take_claim(self) -> tuple[str, list[str]] | None:
-        """Hand over the claim `claim_at_commit` made (consumer, event ids) to a caller that
-        writes it in a statement of its own in this transaction, as `take_pending` hands over
-        the outbox rows; the caller raises `AlreadyHandled` if an id was claimed before. The
-        commit then claims nothing itself."""
-        claim, self._claim = self._claim, None
-        return claim
-
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once this transaction has committed (never if it rolls back): to
         tell another task of rows it can now see."""
         self._after_commit.append(callback)
-
-    def take_pending(self) -> list[dict[str, object]]:
-        """Hand over the outbox rows queued so far (in order) to a caller that writes them
-        into `outbox` itself, in a statement of its own in this transaction: a round trip
-        fewer for a hot path that writes its state in one statement anyway. The relay is
-        still woken when the transaction commits."""
-        rows, self._pending = self._pending, []
-        self._taken = self._taken or bool(rows)
-        return rows
 
     def with_store(self, make: Callable[[AsyncSession], R]) -> StoreTransaction[R]:
         """This transaction as a handler sees it: the service's repository over its session."""

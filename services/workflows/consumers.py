@@ -6,9 +6,10 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from services.workflows.doors import Doors, limits_of, workflows_settings
@@ -26,10 +27,18 @@ from shared.events.envelope import Envelope, EventPayload
 from shared.events.ingest import ENGAGEMENT_TYPES, LeadCaptured
 from shared.events.notifications import NOTIFICATION_EVENT_TYPES
 from shared.events.scores import SCORE_EVENT_TYPES
+from shared.one_statement import OneStatement
+from shared.transient import is_transient
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
+CONTACT_BATCHES = Counter(
+    "leadwire_workflows_contact_batches_total",
+    "Batches of contact events by how they were written: in one statement, in a transaction "
+    "(careful), or in a transaction after the one statement failed (retried)",
+    ["way"],
+)
 RUNS = Gauge(
     "leadwire_workflow_runs",
     "Runs of each workflow by status (refreshed periodically from the database)",
@@ -60,6 +69,18 @@ def incoming(event: Envelope, models: Mapping[str, type[EventPayload]]) -> Incom
 TopicHandler = Callable[[RunBook, WorkflowsStore, str, Sequence[Incoming]], Awaitable[None]]
 
 
+def by_workspace(
+    events: Sequence[Envelope], models: Mapping[str, type[EventPayload]]
+) -> dict[str, list[Incoming]]:
+    """The events of types read here, checked (`incoming`), per workspace in polled order."""
+    found: dict[str, list[Incoming]] = defaultdict(list)
+    for event in events:
+        item = incoming(event, models)
+        if item is not None:
+            found[event.workspace].append(item)
+    return found
+
+
 def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscription]]:
     def build(ctx: ServiceContext) -> Sequence[Subscription]:
         def batch(
@@ -69,16 +90,12 @@ def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscript
             run book (written in bulk) for the whole transaction."""
 
             async def on_events(events: Sequence[Envelope], uow: UnitOfWork) -> None:
-                by_workspace: dict[str, list[Incoming]] = defaultdict(list)
-                for event in events:
-                    item = incoming(event, models)
-                    if item is not None:
-                        by_workspace[event.workspace].append(item)
-                if not by_workspace:
+                parts = by_workspace(events, models)
+                if not parts:
                     return
                 store = WorkflowsStore(uow.session)
                 book = RunBook(store, uow, doors.clock(), limits_of(ctx.settings))
-                for workspace, items in by_workspace.items():
+                for workspace, items in parts.items():
                     await handle(book, store, workspace, items)
                 await book.flush()
 
@@ -103,12 +120,15 @@ def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscript
             )
 
         leads: dict[str, type[EventPayload]] = {LeadCaptured.event_type: LeadCaptured}
+        contacts = subscribe(
+            "contacts", topics.CONTACTS, CONTACT_EVENT_TYPES, handlers.on_contact_events, 0
+        )
+        if ctx.engine.dialect.name == "postgresql":
+            contacts = replace(contacts, handler=contacts_at_once(ctx, doors, contacts))
         return [
             # A new lead's alert goes from the contact's events: those come at once. Leads (to
             # pair with their contacts), engagement, scores and outcomes gather a batch.
-            subscribe(
-                "contacts", topics.CONTACTS, CONTACT_EVENT_TYPES, handlers.on_contact_events, 0
-            ),
+            contacts,
             subscribe("leads", topics.LEADS, leads, handlers.on_lead),
             subscribe("engagement", topics.ENGAGEMENT, ENGAGEMENT_TYPES, handlers.on_engagement),
             subscribe("scores", topics.SCORES, SCORE_EVENT_TYPES, handlers.on_score_event),
@@ -121,6 +141,73 @@ def subscriptions(doors: Doors) -> Callable[[ServiceContext], Sequence[Subscript
         ]
 
     return build
+
+
+# Contact events whose handling may write before its batch's statement, or moves runs it
+# does not read with the contact's (merges, erasures, a refused command's run): never tried
+# in one statement.
+CAREFUL_CONTACT_EVENTS = frozenset(
+    {"contact.merged", "contact.deleted", "contact.command_rejected"}
+)
+# The largest batch tried in one statement: it saves two round trips, which matter to a
+# lead's path at low rates, not to a big batch, which a concurrent move would make redo.
+AT_ONCE_AT_MOST = 64
+
+
+def contacts_at_once(
+    ctx: ServiceContext, doors: Doors, careful: Subscription
+) -> Callable[[Sequence[Envelope]], Awaitable[None]]:
+    """PostgreSQL: a small batch of contact events (a new lead's, usually) handled by reads
+    outside any transaction and one statement that commits by itself: two round trips
+    where the transaction takes five (BEGIN, the batch's two reads, its write, COMMIT), on
+    the hop that starts a lead's alert. Runs are read without locks; the statement writes a
+    run back only if nobody moved it meanwhile, and claims the events strictly, or fails
+    whole (`RunsStore.checked`). Whatever this way cannot do (a redelivery, a run moved by
+    another transaction, a write before the statement, a batch of merges or erasures), the
+    careful way does: the same handler in a transaction, claiming first on a retry."""
+    group = careful.group
+
+    def eligible(events: Sequence[Envelope]) -> bool:
+        return len(events) <= AT_ONCE_AT_MOST and not any(
+            e.type in CAREFUL_CONTACT_EVENTS or handlers.known_to_pair(e.workspace) for e in events
+        )
+
+    async def at_once(events: Sequence[Envelope]) -> None:
+        first: dict[str, Envelope] = {}
+        for event in events:
+            first.setdefault(event.id, event)  # an event polled twice is handled once
+        todo = list(first.values())
+        if eligible(todo):
+            try:
+                store = await handle_at_once(todo)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the careful way would fail too: the dispatcher waits it out
+                # Expected now and then (a redelivery, a run moved meanwhile): not a fault.
+                log.debug("contact events: one statement failed, the careful way", exc_info=True)
+                CONTACT_BATCHES.labels("retried").inc()
+            else:
+                CONTACT_BATCHES.labels("one_statement").inc()
+                doors.wakeup.poke(store.earliest_timer)
+                return
+        else:
+            CONTACT_BATCHES.labels("careful").inc()
+        await careful.handler(events)
+
+    async def handle_at_once(events: Sequence[Envelope]) -> WorkflowsStore:
+        statement = OneStatement(ctx.sessions, ctx.spec.outbox, ctx.spec.inbox, ctx.relay.notify)
+        async with statement as tx:
+            tx.claim_at_commit(group, [e.id for e in events])
+            store = WorkflowsStore(tx.session, checked=True)
+            book = RunBook(store, tx, doors.clock(), limits_of(ctx.settings))
+            for workspace, items in by_workspace(events, CONTACT_EVENT_TYPES).items():
+                await handlers.on_contact_events(book, store, workspace, items)
+            tx.writing()
+            await book.flush()  # the claim at least: the statement runs for every batch
+            tx.wrote()
+        return store
+
+    return at_once
 
 
 def background(

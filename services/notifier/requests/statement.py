@@ -22,19 +22,16 @@ What keeps it as safe as the transaction:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
-
-from sqlalchemy import Connection, Engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.app import ServiceContext
 from shared.db.bulk import fetch_after_inserts, take_deferred
 from shared.inbox import claim_sql
-from shared.uow import PendingEvents
+from shared.one_statement import OneStatement as ReadsThenWrite
+from shared.one_statement import WriteBeforeCommit
+
+__all__ = ["DEFER_AT_MOST", "OneStatement", "WriteBeforeCommit", "statement_of"]
 
 # The most rows a one-statement write carries as JSON documents (deferred writes) rather than
 # in a statement of their own (arrays). Measured on 1.5 kB Slack rows, this process's CPU plus
@@ -43,64 +40,16 @@ from shared.uow import PendingEvents
 DEFER_AT_MOST = 32
 
 
-class WriteBeforeCommit(RuntimeError):
-    """A statement other than a read before the accepting statement."""
-
-
-# Set on a connection while only reads may run on it.
-READS_ONLY = "notifier_reads_only"
-_guarded: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def _reads_only(
-    conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-) -> None:
-    if conn.get_execution_options().get(READS_ONLY) and statement.lstrip()[:6].upper() != "SELECT":
-        raise WriteBeforeCommit(f"only reads before the accepting statement: {statement[:80]}")
-
-
-def _guard(engine: Engine) -> None:
-    """The check on every connection of `engine`, listening once: a listener made and removed
-    for each try cost a tenth of a millisecond. Connections made before it would not see it."""
-    if engine not in _guarded:
-        event.listen(engine, "before_cursor_execute", _reads_only)
-        _guarded.add(engine)
-
-
-class OneStatement(PendingEvents):
+class OneStatement(ReadsThenWrite):
     """The store's session (reads only) and the handlers' outbox (`emit`: published if and only
     if the accepting statement commits) for one accepting try; `commit` writes everything in
     one statement."""
-
-    _conn: Connection | None = None  # the session's connection, while open
-
-    async def __aenter__(self) -> Self:
-        self._session = self._sessions()
-        if not isinstance(self._session.bind, AsyncEngine):
-            raise TypeError("OneStatement needs sessions bound to an engine")
-        _guard(self._session.bind.sync_engine)
-        options = {"isolation_level": "AUTOCOMMIT", READS_ONLY: True}
-        self._conn = (await self._session.connection(execution_options=options)).sync_connection
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await self.session.close()
-        finally:
-            self._session = self._conn = None
 
     async def commit(self, consumer: str | None = None, event_ids: Sequence[str] = ()) -> None:
         """The one statement: the deferred writes, the outbox rows and, with a `consumer`, the
         inbox claim of `event_ids` for it; it commits on its own, or fails and writes
         nothing."""
-        if self._conn is None:
-            raise RuntimeError("used outside `async with`")
-        self._conn.execution_options(**{READS_ONLY: False})
+        self.writing()
         session = self.session
         ids = list(dict.fromkeys(event_ids))
         inbox = session.get_bind().dialect.identifier_preparer.quote(self._inbox.name)
@@ -119,8 +68,7 @@ class OneStatement(PendingEvents):
             *params,
             deferred=take_deferred(session),
         )
-        if self._pending:
-            self._on_commit()
+        self.wrote()
 
 
 def statement_of(ctx: ServiceContext) -> Callable[[], OneStatement]:

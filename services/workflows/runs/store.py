@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.workflows.rows import (
     CONTACTS,
@@ -91,11 +92,34 @@ def _saved_runs(bound: int) -> str:
     return json_update_sql(ENROLLMENTS, RUN_STATE, ("id",), "CAST(:saved_runs AS json)", bound)
 
 
+def _checked_runs(bound: int) -> str:
+    """`_saved_runs` for a checked write (`RunsStore.checked`): a run is written back only if
+    its `seq` is still the one read (a run moved meanwhile by another transaction has a
+    greater one, an erased run none), and each run written is returned, to be counted."""
+    return (
+        _saved_runs(bound)
+        + " AND t.seq = CAST(CAST(:read_seqs AS jsonb) ->> t.id AS integer) RETURNING t.id"
+    )
+
+
+# A checked write's claim: strict (an event claimed before fails the statement, which commits
+# by itself), and failing too when a saved run was not as read (a division by zero: the
+# statement then writes nothing at all).
+_STRICT_CLAIM = (
+    "INSERT INTO inbox (consumer, event_id, processed_at) SELECT :claim_consumer, e, "
+    ":claim_at FROM unnest(CAST(:claim_ids AS varchar[])) AS e"
+)
+_CHECKED_CLAIM = (
+    _STRICT_CLAIM
+    + " WHERE 1 / CAST((SELECT count(*) FROM w_checked_runs) = :saved_count AS integer) = 1"
+)
+
 # Each kind of write of `RunWrites`, as one SQL statement over its own parameter (the saved
 # runs' given their `row_bound`).
 _RUN_WRITES: dict[str, str | Callable[[int], str]] = {
     "new_runs": insert_sql(ENROLLMENTS, "new_runs"),
     "saved_runs": _saved_runs,
+    "checked_runs": _checked_runs,
     "steps": insert_sql(STEPS, "steps"),
     "gone_timers": "DELETE FROM timers WHERE id = ANY(CAST(:gone_timers AS varchar[]))",
     "timers": insert_sql(
@@ -121,12 +145,22 @@ _RUN_WRITES: dict[str, str | Callable[[int], str]] = {
         "CAST(:event_times AS timestamptz[]))"
     ),
     # Last: its rows are the statement's, the ids claimed for the first time.
-    "claim": (
-        "INSERT INTO inbox (consumer, event_id, processed_at) SELECT :claim_consumer, e, "
-        ":claim_at FROM unnest(CAST(:claim_ids AS varchar[])) AS e ON CONFLICT DO NOTHING "
-        "RETURNING event_id"
-    ),
+    "claim": _STRICT_CLAIM + " ON CONFLICT DO NOTHING RETURNING event_id",
+    "strict_claim": _STRICT_CLAIM + " RETURNING event_id",
+    "checked_claim": _CHECKED_CLAIM + " RETURNING event_id",
 }
+# The kinds of `RunWrites`, in the statement's order (the claim last).
+_WRITE_KINDS = (
+    "new_runs",
+    "saved_runs",
+    "steps",
+    "gone_timers",
+    "timers",
+    "effects",
+    "contacts",
+    "events",
+    "claim",
+)
 _EVENT_COLUMNS = {
     "event_topics": "topic",
     "event_keys": "key",
@@ -136,7 +170,7 @@ _EVENT_COLUMNS = {
 }
 
 
-def _runs_of_facts() -> Select[Any]:
+def _runs_of_facts(lock: bool) -> Select[Any]:
     """`RunsStore.runs_of_facts` on PostgreSQL, built once (building and keying it cost a
     millisecond of every batch on a lead's path). Every row wanted is of one of the contacts
     `among`, so they lead: joined to the array's rows, one index probe each, with a flag for
@@ -161,18 +195,20 @@ def _runs_of_facts() -> Select[Any]:
         func.unnest(bindparam("cids", type_=postgresql.ARRAY(e.contact_id.type))).label("c"),
     )
     is_open = or_(*(e.status == status for status in OPEN))
-    return (
+    query = (
         select(ENROLLMENTS)
         .join(listed, e.contact_id == listed.c.id)
         .where(
             e.workspace == bindparam("workspace", type_=e.workspace.type),
             (listed.c.open_wanted & is_open) | tuple_(e.workflow_id, e.contact_id).in_(pairs),
         )
-        .with_for_update(of=ENROLLMENTS)
     )
+    return query.with_for_update(of=ENROLLMENTS) if lock else query
 
 
-_RUNS_OF_FACTS = _runs_of_facts()
+_RUNS_OF_FACTS = _runs_of_facts(lock=True)
+# Outside a transaction (`RunsStore.checked`): the write checks what a lock would have held.
+_RUNS_OF_FACTS_UNLOCKED = _runs_of_facts(lock=False)
 
 
 @cache
@@ -180,11 +216,13 @@ def _run_writes(kinds: tuple[str, ...], saved: int) -> TextClause:
     """The statement writing these kinds at once: all but the last as data-modifying CTEs,
     which PostgreSQL runs exactly once each, atomically with the rest. `saved`: the saved
     runs' `row_bound`."""
-    writes = (_RUN_WRITES[k] for k in kinds)
-    *first, last = (write if isinstance(write, str) else write(saved) for write in writes)
+    writes = {k: _RUN_WRITES[k] for k in kinds}
+    sqls = {k: write if isinstance(write, str) else write(saved) for k, write in writes.items()}
+    *first, last = sqls.items()
     if not first:
-        return text(last)
-    return text("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last)
+        return text(last[1])
+    # Named by kind, `w_` first: a CTE named as a table would hide it from the others.
+    return text("WITH " + ", ".join(f"w_{k} AS ({sql})" for k, sql in first) + " " + last[1])
 
 
 def _check_claim(consumer: str, ids: Sequence[str], claimed: set[str]) -> None:
@@ -220,8 +258,23 @@ class DueTimer:
     failures: int
 
 
+class UnreadRun(RuntimeError):
+    """A checked write (`RunsStore.checked`) saving a run whose `seq` it never read."""
+
+
 class RunsStore(StoreBase):
-    """Queries over runs, history, timers and effects, in the caller's transaction."""
+    """Queries over runs, history, timers and effects, in the caller's transaction.
+
+    `checked` (PostgreSQL only), for reads outside any transaction followed by one statement
+    that commits by itself (`shared.one_statement`): runs are read without locks, and that
+    statement writes a run back only if its `seq` is still the one read (every move of a run
+    raises it), failing whole otherwise, as its strict inbox claim does. What the locks held
+    to the commit is thus checked at it: the caller does the batch again in a transaction."""
+
+    def __init__(self, session: AsyncSession, checked: bool = False) -> None:
+        super().__init__(session)
+        self.checked = checked
+        self._read_seqs: dict[str, int] = {}
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -242,12 +295,16 @@ class RunsStore(StoreBase):
                 consumer, ids = writes.claim
                 _check_claim(consumer, ids, await claim_many(self.session, INBOX, consumer, ids))
             return
+        if self.checked:
+            if writes.claim is None or not writes.claim[1]:
+                raise ValueError("a checked write carries its consumer's claim")
+            self._check_seqs(writes.saved_runs)
         kinds: list[str] = []
         params: dict[str, Any] = {}
-        for kind in _RUN_WRITES:
+        for kind in _WRITE_KINDS:
             if kind == "claim":
                 if writes.claim is not None and writes.claim[1]:
-                    kinds.append(kind)
+                    kinds.append(self._claim_kind(writes))
                     params.update(
                         claim_consumer=writes.claim[0],
                         claim_ids=list(dict.fromkeys(writes.claim[1])),
@@ -257,7 +314,12 @@ class RunsStore(StoreBase):
             rows: Sequence[Any] = getattr(writes, kind)
             if not rows:
                 continue
-            kinds.append(kind)
+            if kind == "saved_runs" and self.checked:
+                kinds.append("checked_runs")
+                seqs = {r["id"]: self._read_seqs[r["id"]] for r in rows}
+                params.update(read_seqs=orjson.dumps(seqs).decode(), saved_count=len(seqs))
+            else:
+                kinds.append(kind)
             if kind == "gone_timers":
                 params[kind] = list(set(rows))
                 continue
@@ -277,6 +339,24 @@ class RunsStore(StoreBase):
         result = await self.session.execute(_run_writes(tuple(kinds), saved), params)
         if kinds[-1] == "claim":
             _check_claim(params["claim_consumer"], params["claim_ids"], set(result.scalars()))
+
+    def _claim_kind(self, writes: RunWrites) -> str:
+        """A transaction's claim passes over an id claimed before (the caller raises, and the
+        transaction rolls back); a checked write's fails its statement, and checks the runs."""
+        if not self.checked:
+            return "claim"
+        return "checked_claim" if writes.saved_runs else "strict_claim"
+
+    def _check_seqs(self, saved: Sequence[Mapping[str, Any]]) -> None:
+        """Every run a checked write saves was read by this store (its `seq` then known)."""
+        unread = [r["id"] for r in saved if r["id"] not in self._read_seqs]
+        if unread:
+            raise UnreadRun(f"a checked write saves runs it did not read: {unread[:3]}")
+
+    def _remember(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """The `seq` of runs read outside a transaction, which a checked write checks."""
+        if self.checked:
+            self._read_seqs.update((r["id"], r["seq"]) for r in rows)
 
     async def add_runs(self, rows: Sequence[Mapping[str, Any]]) -> None:
         await insert_json_rows(self.session, ENROLLMENTS, rows)
@@ -298,7 +378,7 @@ class RunsStore(StoreBase):
         e = ENROLLMENTS.c
         if not self.postgres or workspace is None:
             query = select(ENROLLMENTS).where(self._among(e.id, wanted))
-            if lock and self.postgres:
+            if lock and self.postgres and not self.checked:
                 query = query.with_for_update()
             in_workspace: ColumnElement[Any] = e.workspace
         else:
@@ -316,14 +396,16 @@ class RunsStore(StoreBase):
                 .render_derived(name="k")
             )
             inner = select(ENROLLMENTS).where(e.id == listed.c.v).offset(literal_column("0"))
-            if lock:
+            if lock and not self.checked:
                 inner = inner.with_for_update()
             probe = inner.lateral()
             query = select(*probe.c).select_from(listed).join(probe, true())
             in_workspace = probe.c.workspace
         if workspace is not None:
             query = query.where(in_workspace == workspace)
-        return {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
+        found = {r["id"]: dict(r) for r in (await self.session.execute(query)).mappings()}
+        self._remember(found.values())
+        return found
 
     async def open_runs(
         self, workspace: str, contact_ids: Iterable[str], lock: bool = False
@@ -336,9 +418,11 @@ class RunsStore(StoreBase):
         query = self._joined(select(ENROLLMENTS), e.contact_id, wanted).where(
             e.workspace == workspace, e.status.in_(OPEN)
         )
-        if lock and self.postgres:
+        if lock and self.postgres and not self.checked:
             query = query.with_for_update(of=ENROLLMENTS)
-        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+        found = [dict(r) for r in (await self.session.execute(query)).mappings()]
+        self._remember(found)
+        return found
 
     async def last_runs(
         self, workspace: str, pairs: Iterable[tuple[str, str]]
@@ -373,7 +457,8 @@ class RunsStore(StoreBase):
                 "wfs": [w for w, _ in wanted],
                 "cids": [c for _, c in wanted],
             }
-            result = await self.session.execute(_RUNS_OF_FACTS, params)
+            query = _RUNS_OF_FACTS_UNLOCKED if self.checked else _RUNS_OF_FACTS
+            result = await self.session.execute(query, params)
         elif not wanted:
             return {}, await self.open_runs(workspace, contact_ids)
         else:
@@ -385,6 +470,7 @@ class RunsStore(StoreBase):
                 )
             )
         rows = [dict(r) for r in result.mappings()]
+        self._remember(rows)
         asked, known = set(wanted), set(ids)
         last = _latest(
             (r["workflow_id"], r["contact_id"], r["enrolled_at"], r["status"])

@@ -217,6 +217,13 @@ async def trigger_index(book: RunBook, workspace: str) -> domain.TriggerIndex:
     return index
 
 
+def known_to_pair(workspace: str) -> bool:
+    """Whether the workspace's last trigger index built here pairs form submissions (see
+    `pairs_submissions`): its contact events then write before their batch's last statement."""
+    index = _INDEXES.get(workspace)
+    return index is not None and bool(index.of_kind(("form_submitted",)))
+
+
 async def pairs_submissions(book: RunBook, workspace: str) -> bool:
     """Whether the workspace pairs the two sides of its form submissions: only while one of
     its enabled workflows starts from a form submitted. Otherwise nothing reads the pairs,

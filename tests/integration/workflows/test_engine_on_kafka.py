@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.workflows.doors import Doors, limits_of
 from services.workflows.engine.timers import fire_once
@@ -116,6 +117,37 @@ async def test_a_drip_runs_through_real_timers_on_kafka_and_postgres(engine: Eng
     assert elapsed[1] - elapsed[0] >= timedelta(seconds=1)
     metrics = (await engine.client.get("/metrics")).text
     assert "leadwire_workflow_timers_fired_total" in metrics
+
+
+def contact_batches(way: str) -> float:
+    return REGISTRY.get_sample_value("leadwire_workflows_contact_batches_total", {"way": way}) or 0
+
+
+async def test_a_new_contact_is_written_in_one_statement_and_its_redelivery_once(
+    engine: Engine,
+) -> None:
+    """The one statement of a new contact's events (`contacts_at_once`) enrolls it; the same
+    events delivered again fail that statement's strict claim and go the careful way, which
+    finds them handled: still one run."""
+    workflow = await engine.workflow(DRIP)
+    contact_id, created = engine.driver.created()
+    key = topics.contact_key(engine.driver.workspace, contact_id)
+    fast, retried = contact_batches("one_statement"), contact_batches("retried")
+    await engine.driver.bus.publish(topics.CONTACTS, key, created)
+
+    async def enrolled() -> bool:
+        return len(await engine.runs(workflow)) == 1
+
+    await eventually(enrolled, timeout=20)
+    assert contact_batches("one_statement") == fast + 1
+    await engine.driver.bus.publish(topics.CONTACTS, key, created)
+
+    async def refused() -> bool:
+        return contact_batches("retried") == retried + 1
+
+    await eventually(refused, timeout=20)
+    await asyncio.sleep(0.5)  # the careful way's commit, had it enrolled again
+    assert [r["contact_id"] for r in await engine.runs(workflow)] == [contact_id]
 
 
 async def test_refusals_fail_the_step_and_malformed_events_go_to_the_dlq(engine: Engine) -> None:
