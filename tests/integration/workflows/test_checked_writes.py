@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -205,3 +205,38 @@ async def test_nothing_is_written_before_the_statement(engine: AsyncEngine) -> N
             await store.pair_submissions("ws", [("s1", "form", None)], NOW)
     async with sessions() as session:
         assert await session.scalar(text("SELECT count(*) FROM submissions")) == 0
+
+
+async def test_the_view_reads_the_runs_of_facts_with_it(engine: AsyncEngine) -> None:
+    """Outside a transaction the batch's view reads every run of its contacts too, and
+    `runs_of_facts` answers from them as the locked read does, without a statement of its
+    own; contacts the view did not read are read apart."""
+    sessions = await seeded(engine)
+    ended = {**a_run(3, "a"), "workflow_id": "w2", "status": "completed", "ended_at": NOW}
+    async with sessions() as session, session.begin():
+        await WorkflowsStore(session).add_runs([ended, a_run(4, "c", "active")])
+    pairs = [("w1", "a"), ("w2", "a"), ("w1", "b"), ("w9", "b")]
+    async with sessions() as session, session.begin():
+        locked = await WorkflowsStore(session).runs_of_facts("ws", ["a", "b"], pairs)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with OneStatement(sessions, OUTBOX, INBOX) as tx:
+            store = WorkflowsStore(tx.session, checked=True)
+            await store.batch_view("ws", ["a", "b"], [])
+            assert len(statements) == 1
+            last, found = await store.runs_of_facts("ws", ["a", "b"], pairs)
+            assert len(statements) == 1
+            assert last == locked[0]
+            assert sorted(found, key=lambda r: r["id"]) == sorted(locked[1], key=lambda r: r["id"])
+            assert {r["id"] for r in found} == {"enr_1", "enr_2"}
+            # c was not in the view: read apart, and found.
+            _, found = await store.runs_of_facts("ws", ["c"], [])
+            assert len(statements) == 2
+            assert [r["id"] for r in found] == ["enr_4"]
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
