@@ -147,7 +147,7 @@ class ServiceContext:
         group = self.group(purpose)
 
         async def handler(events: Sequence[Envelope]) -> None:
-            todo = _first_of_each_id(events)
+            todo = first_of_each_id(events)
             try:
                 # The inbox is checked at commit, in the outbox's statement: a round trip
                 # fewer on every hop, and a redelivery is rare.
@@ -170,7 +170,7 @@ class ServiceContext:
         return Subscription(group, tuple(topics), handler, types=wanted, gather_ms=gather_ms)
 
 
-def _first_of_each_id(events: Sequence[Envelope]) -> list[Envelope]:
+def first_of_each_id(events: Sequence[Envelope]) -> list[Envelope]:
     """The batch in order, without an event delivered twice within it."""
     seen: set[str] = set()
     first = []

@@ -67,16 +67,20 @@ def _claim_statement(table: str) -> TextClause:
     return text(claim_sql(table, ":consumer", ":now", ":ids"))
 
 
-def claim_sql(table: str, consumer: str, at: str, ids: str, strict: bool = False) -> str:
+def claim_sql(
+    table: str, consumer: str, at: str, ids: str, strict: bool = False, where: str = ""
+) -> str:
     """PostgreSQL: the inbox insert of a batch of event ids (an array), returning the ids
     claimed now; its three parameters are named by the caller (`:name` or `$n`). Strict, an
     id claimed before fails the whole statement: for a statement that commits by itself,
-    which must write nothing then. Otherwise that id is passed over."""
+    which must write nothing then. Otherwise that id is passed over. `where`, a condition
+    on the ids inserted (`e`), lets such a statement check what else it must hold."""
     conflict = "" if strict else " ON CONFLICT DO NOTHING"
+    condition = f" WHERE {where}" if where else ""
     return (
         f"INSERT INTO {table} (consumer, event_id, processed_at)"
         f" SELECT CAST({consumer} AS varchar), e, CAST({at} AS timestamptz)"
-        f" FROM unnest(CAST({ids} AS varchar[])) AS e{conflict} RETURNING event_id"
+        f" FROM unnest(CAST({ids} AS varchar[])) AS e{condition}{conflict} RETURNING event_id"
     )
 
 

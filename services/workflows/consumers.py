@@ -18,7 +18,7 @@ from services.workflows.engine.timers import run_timers
 from services.workflows.store import WorkflowsStore
 from services.workflows.triggers import handlers
 from services.workflows.triggers.handlers import Incoming
-from shared.app import ServiceContext
+from shared.app import ServiceContext, first_of_each_id
 from shared.bus import OFF_PATH_GATHER_MS, Subscription
 from shared.errors import InvalidInput
 from shared.events import topics
@@ -168,15 +168,12 @@ def contacts_at_once(
     group = careful.group
 
     def eligible(events: Sequence[Envelope]) -> bool:
-        return len(events) <= AT_ONCE_AT_MOST and not any(
-            e.type in CAREFUL_CONTACT_EVENTS or handlers.known_to_pair(e.workspace) for e in events
-        )
+        if len(events) > AT_ONCE_AT_MOST or any(e.type in CAREFUL_CONTACT_EVENTS for e in events):
+            return False
+        return not any(handlers.known_to_pair(w) for w in {e.workspace for e in events})
 
     async def at_once(events: Sequence[Envelope]) -> None:
-        first: dict[str, Envelope] = {}
-        for event in events:
-            first.setdefault(event.id, event)  # an event polled twice is handled once
-        todo = list(first.values())
+        todo = first_of_each_id(events)
         if eligible(todo):
             try:
                 store = await handle_at_once(todo)

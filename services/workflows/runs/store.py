@@ -49,7 +49,7 @@ from shared.db import (
     row_bound,
     update_json_rows,
 )
-from shared.inbox import AlreadyHandled, claim_many
+from shared.inbox import AlreadyHandled, claim_many, claim_sql
 
 RUN_STATE = (
     "status",
@@ -102,17 +102,11 @@ def _checked_runs(bound: int) -> str:
     )
 
 
+_CLAIM = ("inbox", ":claim_consumer", ":claim_at", ":claim_ids")
 # A checked write's claim: strict (an event claimed before fails the statement, which commits
 # by itself), and failing too when a saved run was not as read (a division by zero: the
 # statement then writes nothing at all).
-_STRICT_CLAIM = (
-    "INSERT INTO inbox (consumer, event_id, processed_at) SELECT :claim_consumer, e, "
-    ":claim_at FROM unnest(CAST(:claim_ids AS varchar[])) AS e"
-)
-_CHECKED_CLAIM = (
-    _STRICT_CLAIM
-    + " WHERE 1 / CAST((SELECT count(*) FROM w_checked_runs) = :saved_count AS integer) = 1"
-)
+_RUNS_AS_READ = "1 / CAST((SELECT count(*) FROM w_checked_runs) = :saved_count AS integer) = 1"
 
 # Each kind of write of `RunWrites`, as one SQL statement over its own parameter (the saved
 # runs' given their `row_bound`).
@@ -145,9 +139,9 @@ _RUN_WRITES: dict[str, str | Callable[[int], str]] = {
         "CAST(:event_times AS timestamptz[]))"
     ),
     # Last: its rows are the statement's, the ids claimed for the first time.
-    "claim": _STRICT_CLAIM + " ON CONFLICT DO NOTHING RETURNING event_id",
-    "strict_claim": _STRICT_CLAIM + " RETURNING event_id",
-    "checked_claim": _CHECKED_CLAIM + " RETURNING event_id",
+    "claim": claim_sql(*_CLAIM),
+    "strict_claim": claim_sql(*_CLAIM, strict=True),
+    "checked_claim": claim_sql(*_CLAIM, strict=True, where=_RUNS_AS_READ),
 }
 # The kinds of `RunWrites`, in the statement's order (the claim last).
 _WRITE_KINDS = (
