@@ -1,6 +1,7 @@
 """What a benchmark's statements cost PostgreSQL: runs a command and reports, from
 pg_stat_statements, the change over the run of every statement whose text matches a pattern
-(calls, rows, milliseconds and shared blocks per call), summed over the schemas that ran it.
+(calls, rows, milliseconds and shared blocks per call, and plans made and their milliseconds
+where the server tracks planning), summed over the schemas that ran it.
 
 Usage: `.venv/bin/python -m bench.pg_statements [--match outbox] [--top 12] -- <command...>`,
 for example `-- .venv/bin/python -m bench.workflows_bench`. Needs DATABASE_URL (a PostgreSQL
@@ -24,7 +25,16 @@ import asyncpg  # type: ignore[import-untyped]
 
 from bench.report import save_report
 
-FIELDS = ("calls", "rows", "total_exec_time", "shared_blks_hit", "shared_blks_read")
+FIELDS = (
+    "calls",
+    "rows",
+    "total_exec_time",
+    "shared_blks_hit",
+    "shared_blks_read",
+    # Zero unless the server counts planning (`pg_stat_statements.track_planning = on`).
+    "plans",
+    "total_plan_time",
+)
 
 Totals = dict[str, dict[str, float]]
 
@@ -63,10 +73,15 @@ def difference(before: Totals, after: Totals) -> list[dict[str, object]]:
                 "rows": int(delta["rows"]),
                 "total_ms": round(delta["total_exec_time"], 1),
                 "ms_per_call": round(delta["total_exec_time"] / calls, 3),
+                "plans": int(delta["plans"]),
+                "plan_ms": round(delta["total_plan_time"], 1),
                 "blocks_per_call": round(blocks / calls, 1),
             }
         )
-    return sorted(found, key=lambda s: -float(s["total_ms"]))  # type: ignore[arg-type]
+    return sorted(
+        found,
+        key=lambda s: -float(s["total_ms"]) - float(s["plan_ms"]),  # type: ignore[arg-type]
+    )
 
 
 def main() -> None:
@@ -83,7 +98,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     code = subprocess.call(command)
     after = asyncio.run(snapshot(dsn, args.match))
-    statements = difference(before, after)[: args.top]
+    statements = difference(before, after)
     result = {
         "benchmark": "pg-statements",
         "at": datetime.now(UTC).isoformat(),
@@ -91,7 +106,10 @@ def main() -> None:
         "exit_code": code,
         "match": args.match,
         "load_average_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "statements": statements,
+        # Over every matching statement, not only the top ones listed.
+        "exec_ms": round(sum(float(str(s["total_ms"])) for s in statements), 1),
+        "plan_ms": round(sum(float(str(s["plan_ms"])) for s in statements), 1),
+        "statements": statements[: args.top],
     }
     print(json.dumps(result, indent=2))
     save_report("pg-statements", result)

@@ -281,11 +281,13 @@ async def measure_rate(
     stack: Stack, receiver: Receiver, form_path: str, rate: float, seconds: float, drain: float
 ) -> dict[str, Any]:
     cpu_before, infra_before, machine_before = stack.cpu(), infrastructure_cpu(), machine_jiffies()
+    own_before = time.process_time()
     accepted = await offer(stack.ports["ingest"], form_path, rate, seconds)
     deadline = time.monotonic() + drain
     while time.monotonic() < deadline and not all(e in receiver.arrivals for e in accepted):
         await asyncio.sleep(0.1)
     cpu_after, infra_after, machine_after = stack.cpu(), infrastructure_cpu(), machine_jiffies()
+    own = time.process_time() - own_before
     busy, total = (machine_after[0] - machine_before[0], machine_after[1] - machine_before[1])
     latencies = [receiver.arrivals[e][0] - t for e, t in accepted.items() if e in receiver.arrivals]
     timed = {e: (t, receiver.arrivals[e][0]) for e, t in accepted.items() if e in receiver.arrivals}
@@ -309,6 +311,8 @@ async def measure_rate(
             name: round((infra_after[name] - infra_before[name]) * 1000 / leads, 2)
             for name in infra_after
         },
+        # This benchmark's own share of the machine: the load generator and the Slack receiver.
+        "load_generator_cpu_ms_per_lead": round(own * 1000 / leads, 2),
         # How busy the whole machine was while the rate was offered and drained (cores).
         "machine_busy_cores": round(busy / max(total, 1) * (os.cpu_count() or 1), 2),
         "peak_rss_mb": stack.peak_rss_mb(),
