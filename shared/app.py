@@ -191,7 +191,9 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 
 async def start_context(spec: ServiceSpec, settings: Settings, bus: Bus | None) -> ServiceContext:
     engine = db.create_engine(
-        settings.database_url_for(spec.name), schema=settings.schema_for(spec.name)
+        settings.database_url_for(spec.name),
+        schema=settings.schema_for(spec.name),
+        plan_cache_mode=settings.db_plan_cache_mode,
     )
     if settings.should_migrate_on_start:
         await upgrade(engine, spec.migrations, settings.schema_for(spec.name))

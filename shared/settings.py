@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.db.engine import PlanCacheMode
+
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///{data_dir}/{service}.db"
 
 
@@ -84,6 +86,9 @@ class Settings(BaseSettings):
     statistics_keeper: bool = True
     statistics_keeper_interval_s: float = 2.0
     statistics_keeper_min_rows: int = 500
+    # PostgreSQL only: how prepared statements are planned (see shared.db.engine.create_engine):
+    # generic plans, made once per connection, or `auto`, PostgreSQL's own default.
+    db_plan_cache_mode: PlanCacheMode = "force_generic_plan"
 
     @property
     def embedded(self) -> bool:
