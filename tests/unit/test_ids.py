@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import uuid
 
@@ -15,6 +17,29 @@ def test_event_ids_are_random_uuids() -> None:
     assert {uuid.UUID(i).version for i in made} == {4}
     assert {uuid.UUID(i).variant for i in made} == {uuid.RFC_4122}
     assert all(str(uuid.UUID(i)) == i for i in made)  # the canonical form
+
+
+def test_event_ids_do_not_follow_the_random_modules_seed() -> None:
+    random.seed(7)
+    first = ids.event_id()
+    random.seed(7)
+    assert ids.event_id() != first
+
+
+def test_a_forked_child_does_not_repeat_its_parents_event_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, " ".join(ids.event_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    parents = {ids.event_id() for _ in range(3)}
+    with os.fdopen(read) as pipe:
+        childs = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(childs) == 3
+    assert not parents & childs
 
 
 def test_prefixed_ids_name_their_kind() -> None:
