@@ -38,7 +38,10 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import Attributes
 
 SCOPE = "leadwire"
+# Trace and span ids: seeded from the system's randomness, and again in a forked child, which
+# would otherwise repeat its parent's ids.
 _random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _TRACEPARENT_KEY = b',"traceparent":"'
 _TRACEPARENT_LEN = 55  # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>

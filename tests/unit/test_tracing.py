@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import ClassVar
 
 import orjson
@@ -86,6 +87,30 @@ class TestSpansWhenNothingIsRecorded:
             assert published.split("-")[2] != TRACEPARENT.split("-")[2]
             assert f"{consumed.get_span_context().trace_id:032x}" == trace_id
             assert tracing.format_traceparent(consumed.get_span_context()) != published
+        finally:
+            tracing.shutdown()
+
+    def test_a_forked_child_does_not_repeat_its_parents_trace_ids(self) -> None:
+        tracing.install(TracerProvider(sampler=ALWAYS_OFF), recording=False)
+        try:
+
+            def new_traces() -> list[str]:
+                spans = tracing.start_consumer_spans(["t"] * 3, [None] * 3, "g")
+                return [tracing.traceparent_of(span) or "" for span in spans]
+
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: its next traces, to the parent
+                os.close(read)
+                os.write(write, " ".join(new_traces()).encode())
+                os._exit(0)
+            os.close(write)
+            parents = set(new_traces())
+            with os.fdopen(read) as pipe:
+                childs = set(pipe.read().split())
+            os.waitpid(pid, 0)
+            assert len(childs) == 3
+            assert not parents & childs
         finally:
             tracing.shutdown()
 
