@@ -418,6 +418,38 @@ class TestRelayLock:
         await until(received, "kept")
 
 
+class TestRelayConnection:
+    """On PostgreSQL the relay's own loop keeps one connection from round to round (a pool
+    checkout cost as much as the round's read) and gives it back when it stops; a round asked
+    for directly gives it back at once."""
+
+    async def test_the_loop_keeps_one_connection_and_gives_it_back_when_it_stops(
+        self, stack: Stack
+    ) -> None:
+        if stack.schema is None:
+            pytest.skip("the kept connection is the PostgreSQL relay's")
+        received = await collect(stack.bus)
+        relay = stack.relay()
+        relay.start()
+        try:
+            for name in ("first", "second"):
+                async with stack.uow(relay) as uow:
+                    uow.emit(TOPIC, "k", envelope(name))
+                await until(received, name)
+                assert stack.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+                assert await TestRelayLock().lock_is_free(stack)
+        finally:
+            await relay.stop()
+        assert stack.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert received == ["first", "second"]
+
+    async def test_a_round_asked_for_directly_gives_its_connection_back(self, stack: Stack) -> None:
+        async with stack.uow() as uow:
+            uow.emit(TOPIC, "k", envelope("direct"))
+        assert await stack.relay().publish_pending() == 1
+        assert stack.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
 class TestSeveralRelays:
     async def test_two_relay_replicas_publish_each_event_once_and_in_order(
         self, stack: Stack
