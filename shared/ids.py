@@ -20,12 +20,19 @@ import time
 import uuid
 from collections.abc import Iterator
 
-# Event ids need uniqueness, not secrecy: a generator of this process's own, seeded from the
-# system's randomness (and again in a forked child, which would otherwise repeat its parent's
-# ids), instead of a `getrandom` system call per id (about 2 % of workflows' CPU). Not the
-# `random` module's shared one, which a test or a library may seed to a fixed value.
-_ids_random = random.Random()
-os.register_at_fork(after_in_child=_ids_random.seed)
+
+def process_random() -> random.Random:
+    """A random generator of this process's own, for ids that need uniqueness, not secrecy:
+    seeded from the system's randomness, and again in a forked child, which would otherwise
+    repeat its parent's ids. Not the `random` module's shared one, which a test or a library
+    may seed to a fixed value."""
+    generator = random.Random()
+    os.register_at_fork(after_in_child=generator.seed)
+    return generator
+
+
+# Not a `getrandom` system call per event id (about 2 % of workflows' CPU).
+_ids_random = process_random()
 _VERSION_4 = 0x4 << 76  # the version nibble: the high half of the 7th byte
 _VARIANT_BITS = 0x2 << 62  # RFC 9562 variant (10): the top two bits of the 9th byte
 _KEPT = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)

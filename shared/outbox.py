@@ -8,6 +8,7 @@ import logging
 import time
 import weakref
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -134,6 +135,7 @@ class OutboxRelay:
         # The connection the relay's own loop keeps between rounds (`_connection`).
         self._keep_connection = False
         self._conn: AsyncConnection | None = None
+        self._driver: Any = None  # the asyncpg connection under `_conn`
         self._conn_since = 0.0
         self.sweep_every_s = sweep_every_s
         self._next_sweep = time.monotonic() + sweep_every_s
@@ -348,9 +350,8 @@ class OutboxRelay:
         if now >= self._next_sweep:
             self.spans.sweep(now)
             self._next_sweep = now + self.sweep_every_s
-        conn = await self._connection(now)
         try:
-            sent, backlog = await self._claimed_round(conn, now)
+            sent, backlog = await self._claimed_round(await self._connection(now), now)
         except BaseException:
             await self._let_go(broken=True)  # closed, never back in the pool holding the lock
             raise
@@ -360,13 +361,10 @@ class OutboxRelay:
             self._set_backlog(backlog)
         return sent
 
-    async def _claimed_round(self, conn: AsyncConnection, now: float) -> tuple[int, int | None]:
-        """`_publish_claimed`'s statements and publish on `conn`: the rows published, and the
-        backlog left if it was counted."""
+    async def _claimed_round(self, driver: Any, now: float) -> tuple[int, int | None]:
+        """`_publish_claimed`'s statements and publish on `driver` (an asyncpg connection): the
+        rows published, and the backlog left if it was counted."""
         lows, highs = self.spans.bounds()
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
         found = await driver.fetch(self._read_sql, self._lock, self.batch, lows, highs)
         self._lock_busy = not found[0]["got"]
         if self._lock_busy:
@@ -394,20 +392,21 @@ class OutboxRelay:
                 backlog = int(await driver.fetchval(self._count_sql, self.spans.tail))
         return len(rows), backlog
 
-    async def _connection(self, now: float) -> AsyncConnection:
-        """The relay's own connection, kept from one round to the next (`HOLD_CONNECTION_S`)."""
+    async def _connection(self, now: float) -> Any:
+        """The asyncpg connection of the relay's own pooled connection, kept from one round to
+        the next (`HOLD_CONNECTION_S`)."""
         if self._conn is not None and now - self._conn_since > HOLD_CONNECTION_S:
             await self._let_go()
         if self._conn is None:
-            self._conn = await self.engine.connect()
-            self._conn_since = now
-        return self._conn
+            self._conn, self._conn_since = await self.engine.connect(), now
+            self._driver = (await self._conn.get_raw_connection()).driver_connection
+        return self._driver
 
     async def _let_go(self, broken: bool = False) -> None:
         """Give the kept connection back to the pool, or, `broken`, close it: a round that
         failed may have left the relay's session lock held on it (the server releases the
         lock with the connection)."""
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._driver = self._conn, None, None
         if conn is None:
             return
         if broken:

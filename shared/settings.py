@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.db.engine import PlanCacheMode
+from shared.db.engine import GENERIC_PLANS, PlanCacheMode
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///{data_dir}/{service}.db"
 
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     statistics_keeper_min_rows: int = 500
     # PostgreSQL only: how prepared statements are planned (see shared.db.engine.create_engine):
     # generic plans, made once per connection, or `auto`, PostgreSQL's own default.
-    db_plan_cache_mode: PlanCacheMode = "force_generic_plan"
+    db_plan_cache_mode: PlanCacheMode = GENERIC_PLANS
 
     @property
     def embedded(self) -> bool:

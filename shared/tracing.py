@@ -10,7 +10,6 @@ standard `OTEL_EXPORTER_OTLP_ENDPOINT`), so by default a span costs a few micros
 from __future__ import annotations
 
 import os
-import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -37,11 +36,10 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import Attributes
 
+from shared.ids import process_random
+
 SCOPE = "leadwire"
-# Trace and span ids: seeded from the system's randomness, and again in a forked child, which
-# would otherwise repeat its parent's ids.
-_random = random.Random()
-os.register_at_fork(after_in_child=_random.seed)
+_random = process_random()  # trace and span ids
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _TRACEPARENT_KEY = b',"traceparent":"'
 _TRACEPARENT_LEN = 55  # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>

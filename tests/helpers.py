@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -94,3 +95,13 @@ async def migrated_engine(
         yield engine
     finally:
         await engine.dispose()
+
+
+async def drop_schemas(postgres_url: str, *names: str) -> None:
+    """Drop these schemas of the session's PostgreSQL, if they exist, with all they hold."""
+    conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+    try:
+        for name in names:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()

@@ -35,12 +35,13 @@ def dialect_of(bind: AsyncSession | AsyncConnection | AsyncEngine) -> str:
 
 # How PostgreSQL plans the services' prepared statements (its `plan_cache_mode`).
 PlanCacheMode = Literal["force_generic_plan", "auto", "force_custom_plan"]
+GENERIC_PLANS: PlanCacheMode = "force_generic_plan"
 
 
 def create_engine(
     url: str,
     schema: str | None = None,
-    plan_cache_mode: PlanCacheMode = "force_generic_plan",
+    plan_cache_mode: PlanCacheMode = GENERIC_PLANS,
     **kwargs: Any,
 ) -> AsyncEngine:
     """An engine for `url`; on PostgreSQL, connections use `schema` as their search_path and

@@ -17,7 +17,7 @@ from shared.db import create_engine
 from shared.db.engine import PlanCacheMode
 from shared.settings import Settings
 from tests.conftest import unique
-from tests.helpers import embedded_settings, running
+from tests.helpers import drop_schemas, embedded_settings, running
 
 pytestmark = pytest.mark.postgres
 
@@ -114,8 +114,4 @@ async def test_a_service_plans_the_way_its_settings_say(
             assert await conn.scalar(text("SHOW plan_cache_mode")) == expected
             assert await conn.scalar(text("SELECT current_schema()")) == f"{prefix}_access"
     finally:
-        conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}_access" CASCADE')
-        finally:
-            await conn.close()
+        await drop_schemas(postgres_url, f"{prefix}_access")

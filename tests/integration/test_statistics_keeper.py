@@ -24,7 +24,7 @@ from shared.app import create_app
 from shared.db import create_engine
 from shared.db.statistics import TableStats, analyze_grown_tables, keep_statistics, needs_analyze
 from tests.conftest import unique
-from tests.helpers import embedded_settings, eventually, running
+from tests.helpers import drop_schemas, embedded_settings, eventually, running
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
@@ -310,11 +310,7 @@ async def test_a_service_on_postgresql_keeps_its_own_tables_statistics(
             finally:
                 await conn.close()
     finally:
-        conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_schemas(postgres_url, schema)
 
 
 async def test_a_service_on_sqlite_starts_no_keeper(tmp_path: Path) -> None:
