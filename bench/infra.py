@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def infrastructure() -> Iterator[tuple[str, str]]:
     """(kafka bootstrap, postgres url): LEADWIRE_KAFKA_BOOTSTRAP and DATABASE_URL (a
     postgresql URL) when set, otherwise servers started like the test session's, stopped and
-    deleted afterwards (a run can leave gigabytes: a million contacts, a Kafka log)."""
+    deleted afterwards (a run can leave gigabytes: a million contacts, a Kafka log). A
+    PostgreSQL started here is reached over its Unix socket (`postgres_via`)."""
     kafka = os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP", "")
     postgres = os.environ.get("DATABASE_URL", "")
     state = ROOT / ".leadwire" / "bench" / str(os.getpid())
@@ -38,16 +39,28 @@ def infrastructure() -> Iterator[tuple[str, str]]:
                 started.append(broker)
                 kafka = broker.bootstrap
             if not postgres.startswith("postgresql"):
-                # As the test session's (and as the benchmarks were always measured).
+                # As the test session's (and as the benchmarks were always measured), reached
+                # over its Unix socket as a server on the same machine should be.
                 server = start_postgres(state / "postgres", durable=False)
                 started.append(server)
-                postgres = server.url
+                postgres = server.socket_url
         yield kafka, postgres
     finally:
         for server in reversed(started):
             server.stop(remove_data=True)
         shutil.rmtree(state, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
+
+
+def postgres_via(url: str) -> str:
+    """How a postgresql URL reaches its server: "unix socket" when its host is a folder (the
+    `host` query parameter or an empty host), else "tcp"."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host or ""
+    host = host[0] if isinstance(host, tuple) else host
+    return "unix socket" if not host or host.startswith("/") else "tcp"
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

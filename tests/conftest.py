@@ -22,7 +22,14 @@ import pytest
 from services.registry import SERVICES
 from shared.clock import TEST_CLOCK_FILE, move_test_clock, moved_clock_offset
 from tests.helpers import SECRET, eventually
-from tests.infra import KafkaServer, fetch_kafka_jars, free_port, start_kafka, start_postgres
+from tests.infra import (
+    KafkaServer,
+    PostgresServer,
+    fetch_kafka_jars,
+    free_port,
+    start_kafka,
+    start_postgres,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".leadwire" / "test-infra" / str(os.getpid())
@@ -61,18 +68,31 @@ def kafka_sasl_bootstrap(kafka_server: KafkaServer | None) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgresql"):
-        yield url
+def postgres_server() -> Iterator[PostgresServer | None]:
+    """The session's PostgreSQL server; None when DATABASE_URL names one run elsewhere."""
+    if os.environ.get("DATABASE_URL", "").startswith("postgresql"):
+        yield None
         return
     # The session's cluster is throwaway: it trades crash safety for speed (see
     # FAST_UNSAFE_SETTINGS). The fault suite starts durable servers of its own.
     server = start_postgres(STATE / "postgres", durable=False)
     try:
-        yield server.url
+        yield server
     finally:
         server.stop(remove_data=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer | None) -> str:
+    return str(postgres_server.url) if postgres_server else os.environ["DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def postgres_socket_url(postgres_server: PostgresServer | None) -> str:
+    """The session server's database over its Unix socket."""
+    if postgres_server is None:
+        pytest.skip("the server named by DATABASE_URL has no known Unix socket")
+    return str(postgres_server.socket_url)
 
 
 @dataclass(frozen=True)

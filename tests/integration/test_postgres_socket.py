@@ -1,0 +1,65 @@
+"""A PostgreSQL on the services' own machine reached over its Unix socket (deploy/local
+infra's `socket_url`, which `make stack` and the benchmarks' own servers use): the services'
+engines and a whole service work over it as over TCP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bench.infra import postgres_via
+from services.registry import spec
+from shared.app import create_app
+from shared.db import create_engine
+from shared.settings import Settings
+from tests.conftest import unique
+from tests.helpers import drop_schemas, embedded_settings, running
+
+pytestmark = pytest.mark.postgres
+
+# The client's address as the server saw it: NULL over a Unix socket.
+CLIENT_ADDRESS = text("SELECT inet_client_addr()::text")
+
+
+async def client_address(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            address: str | None = await conn.scalar(CLIENT_ADDRESS)
+            # The engine's per-connection settings travel over the socket too.
+            assert await conn.scalar(text("SHOW plan_cache_mode")) == "force_generic_plan"
+            return address
+    finally:
+        await engine.dispose()
+
+
+async def test_the_socket_url_connects_over_the_unix_socket(
+    postgres_url: str, postgres_socket_url: str
+) -> None:
+    assert await client_address(postgres_socket_url) is None
+    assert await client_address(postgres_url) == "127.0.0.1/32"
+    assert postgres_via(postgres_socket_url) == "unix socket"
+    assert postgres_via(postgres_url) == "tcp"
+
+
+async def test_a_service_migrates_and_serves_over_the_socket(
+    postgres_url: str, postgres_socket_url: str, tmp_path: Path
+) -> None:
+    prefix = unique("sock")
+    settings = embedded_settings(
+        tmp_path,
+        settings_cls=Settings,
+        database_url=postgres_socket_url,
+        db_schema=f"{prefix}_{{service}}",
+        migrate_on_start=True,
+    )
+    app = create_app(spec("access"), settings)
+    try:
+        async with running(app) as client, app.state.ctx.engine.connect() as conn:
+            assert (await client.get("/readyz")).status_code == 200
+            assert await conn.scalar(CLIENT_ADDRESS) is None
+            assert await conn.scalar(text("SELECT current_schema()")) == f"{prefix}_access"
+    finally:
+        await drop_schemas(postgres_url, f"{prefix}_access")
