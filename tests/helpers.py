@@ -38,6 +38,21 @@ def embedded_settings(
     return settings_cls(**(values | overrides))  # type: ignore[arg-type]
 
 
+def postgres_settings(
+    tmp_path: Path, postgres_url: str, prefix: str, **overrides: object
+) -> Settings:
+    """Embedded settings (the in-process bus) whose services keep their tables on PostgreSQL,
+    each in schema `<prefix>_<service>`, migrated on start."""
+    return embedded_settings(
+        tmp_path,
+        Settings,
+        database_url=postgres_url,
+        db_schema=f"{prefix}_{{service}}",
+        migrate_on_start=True,
+        **overrides,
+    )
+
+
 def distributed_settings(
     kafka: str,
     postgres: str,

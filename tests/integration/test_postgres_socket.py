@@ -13,9 +13,8 @@ from bench.infra import postgres_via
 from services.registry import spec
 from shared.app import create_app
 from shared.db import create_engine
-from shared.settings import Settings
 from tests.conftest import unique
-from tests.helpers import drop_schemas, embedded_settings, running
+from tests.helpers import drop_schemas, postgres_settings, running
 
 pytestmark = pytest.mark.postgres
 
@@ -48,13 +47,7 @@ async def test_a_service_migrates_and_serves_over_the_socket(
     postgres_url: str, postgres_socket_url: str, tmp_path: Path
 ) -> None:
     prefix = unique("sock")
-    settings = embedded_settings(
-        tmp_path,
-        settings_cls=Settings,
-        database_url=postgres_socket_url,
-        db_schema=f"{prefix}_{{service}}",
-        migrate_on_start=True,
-    )
+    settings = postgres_settings(tmp_path, postgres_socket_url, prefix)
     app = create_app(spec("access"), settings)
     try:
         async with running(app) as client, app.state.ctx.engine.connect() as conn:

@@ -15,9 +15,8 @@ from services.registry import spec
 from shared.app import create_app
 from shared.db import create_engine
 from shared.db.engine import PlanCacheMode
-from shared.settings import Settings
 from tests.conftest import unique
-from tests.helpers import drop_schemas, embedded_settings, running
+from tests.helpers import drop_schemas, postgres_settings, running
 
 pytestmark = pytest.mark.postgres
 
@@ -100,14 +99,7 @@ async def test_a_service_plans_the_way_its_settings_say(
     postgres_url: str, tmp_path: Path, overrides: dict[str, object], expected: str
 ) -> None:
     prefix = unique("plan")
-    settings = embedded_settings(
-        tmp_path,
-        settings_cls=Settings,
-        database_url=postgres_url,
-        db_schema=f"{prefix}_{{service}}",
-        migrate_on_start=True,
-        **overrides,
-    )
+    settings = postgres_settings(tmp_path, postgres_url, prefix, **overrides)
     app = create_app(spec("access"), settings)
     try:
         async with running(app), app.state.ctx.engine.connect() as conn:
