@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +56,6 @@ def infrastructure() -> Iterator[tuple[str, str]]:
 def postgres_via(url: str) -> str:
     """How a postgresql URL reaches its server: "unix socket" when its host is a folder (the
     `host` query parameter or an empty host), else "tcp"."""
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     host = parsed.query.get("host") or parsed.host or ""
     host = host[0] if isinstance(host, tuple) else host

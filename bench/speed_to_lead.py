@@ -495,7 +495,7 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
             "at": datetime.now(UTC).isoformat(),
             "command": " ".join(["python -m bench.speed_to_lead", *sys.argv[1:]]),
             "cpus": os.cpu_count(),
-            # The services' way to PostgreSQL: a Unix socket costs each message less CPU.
+            # The services' way to PostgreSQL (a Unix socket or TCP), which CPU per lead depends on.
             "postgres_via": postgres_via(postgres),
             "rates": results,
             "max_sustained_per_s": max(sustained, default=None),

@@ -171,7 +171,8 @@ def stack(settings: Settings) -> None:
     env = os.environ | {
         "LEADWIRE_BUS": "kafka",
         "LEADWIRE_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        # Every service runs on this machine: the server's Unix socket costs less than TCP.
+        # Every service runs on this machine: a message over the server's Unix socket costs
+        # its sender less CPU than over loopback TCP.
         "DATABASE_URL": postgres.socket_url,
         "LEADWIRE_AUTH_SECRET": settings.resolved_auth_secret(),
     }

@@ -446,7 +446,7 @@ class PostgresServer:
     @property
     def socket_url(self) -> str:
         """The same database over the server's Unix socket, for clients on this machine: a
-        message there costs both sides less CPU than over loopback TCP (deploy/README.md,
+        message there costs its sender less CPU than over loopback TCP (deploy/README.md,
         "A PostgreSQL on the same machine")."""
         return f"postgresql+asyncpg://postgres@/leadwire?host={self.home}&port={self.port}"
 
