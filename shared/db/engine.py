@@ -7,6 +7,7 @@ connection's search_path), on SQLite in the service's own file.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -79,7 +80,20 @@ def create_engine(
     # connection is trusted (a firewall or proxy may have dropped it).
     kwargs.setdefault("pool_pre_ping", False)
     kwargs.setdefault("pool_recycle", 300)
-    return create_async_engine(url, connect_args=connect_args, **kwargs)
+    engine = create_async_engine(url, connect_args=connect_args, **kwargs)
+    event.listen(engine.sync_engine, "do_connect", _missing_socket_is_refused)
+    return engine
+
+
+def _missing_socket_is_refused(dialect: Any, _: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect; a server reached over its Unix socket that is not running has no socket file,
+    and the connect fails with FileNotFoundError, which says "bad work" (`shared.transient`).
+    It is said as TCP says it instead, so consumers wait for the database and requests get a
+    503, as when a server over TCP is down."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except FileNotFoundError as exc:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, f"no server at its socket: {exc}") from exc
 
 
 def _create_private(path: Path) -> None:

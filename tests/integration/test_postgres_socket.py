@@ -13,6 +13,7 @@ from bench.infra import postgres_via
 from services.registry import spec
 from shared.app import create_app
 from shared.db import create_engine
+from shared.transient import is_transient
 from tests.conftest import unique
 from tests.helpers import drop_schemas, postgres_settings, running
 
@@ -56,3 +57,18 @@ async def test_a_service_migrates_and_serves_over_the_socket(
             assert await conn.scalar(text("SELECT current_schema()")) == f"{prefix}_access"
     finally:
         await drop_schemas(postgres_url, f"{prefix}_access")
+
+
+async def test_a_socket_without_its_server_is_an_outage_to_wait_out(tmp_path: Path) -> None:
+    """A stopped server leaves no socket file (as this empty folder has none): the connect
+    fails as a refused TCP connect does, which consumers wait out and requests answer 503,
+    not with the FileNotFoundError that would dead-letter good events."""
+    engine = create_engine(f"postgresql+asyncpg://postgres@/leadwire?host={tmp_path}&port=5432")
+    try:
+        with pytest.raises(ConnectionRefusedError) as refused:
+            async with engine.connect():
+                pass
+        assert is_transient(refused.value)
+        assert isinstance(refused.value.__cause__, FileNotFoundError)
+    finally:
+        await engine.dispose()
