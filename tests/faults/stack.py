@@ -88,20 +88,23 @@ class ServiceProcess:
 
 @dataclass
 class FaultStack:
-    """Servers and service processes of one fault-suite session."""
+    """Servers and service processes of one fault-suite session. `socket`: the services reach
+    PostgreSQL over its Unix socket, as `make stack`'s do, not over TCP."""
 
     state: Path
     kafka_libs: Path
     kafka: KafkaServer
     postgres: PostgresServer
     prefix: str
+    socket: bool = False
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, state: Path, kafka_libs: Path) -> FaultStack:
+    def start(cls, state: Path, kafka_libs: Path, socket: bool = False) -> FaultStack:
         kafka = start_kafka(state / "kafka", kafka_libs)
         postgres = start_postgres(state / "postgres", durable=True)
-        stack = cls(state, kafka_libs, kafka, postgres, f"faults{uuid.uuid4().hex[:8]}.")
+        prefix = f"faults{uuid.uuid4().hex[:8]}."
+        stack = cls(state, kafka_libs, kafka, postgres, prefix, socket)
         env = stack.env()
         subprocess.run(
             [sys.executable, "-m", "services", "migrate", *SERVICES],
@@ -118,6 +121,11 @@ class FaultStack:
         return stack
 
     @property
+    def database_url(self) -> str:
+        """PostgreSQL as the services reach it."""
+        return str(self.postgres.socket_url if self.socket else self.postgres.url)
+
+    @property
     def schema_prefix(self) -> str:
         return self.prefix.rstrip(".")
 
@@ -126,7 +134,7 @@ class FaultStack:
             "LEADWIRE_BUS": "kafka",
             "LEADWIRE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "LEADWIRE_TOPIC_PREFIX": self.prefix,
-            "DATABASE_URL": self.postgres.url,
+            "DATABASE_URL": self.database_url,
             "LEADWIRE_DB_SCHEMA": f"{self.schema_prefix}_{{service}}",
             "LEADWIRE_AUTH_SECRET": SECRET,
             # The load comes from one address at a rate no real visitor has.
@@ -157,4 +165,4 @@ class FaultStack:
         self.kafka.stop(remove_data=True)
 
     def describe(self) -> dict[str, Any]:
-        return {"kafka": self.kafka.bootstrap, "postgres": self.postgres.url, "prefix": self.prefix}
+        return {"kafka": self.kafka.bootstrap, "postgres": self.database_url, "prefix": self.prefix}

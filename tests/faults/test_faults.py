@@ -56,15 +56,25 @@ LAST_DEAD_LETTERS: dict[str, dict[str, int]] = {}
 RESETS = frozenset({"ConnectError", "ReadError", "WriteError", "RemoteProtocolError"})
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[FaultStack]:
-    state = ROOT / ".leadwire" / "faults" / str(os.getpid())
-    started = FaultStack.start(state, fetch_kafka_jars(ROOT))
+def started_stack(name: str, socket: bool = False) -> Iterator[FaultStack]:
+    state = ROOT / ".leadwire" / "faults" / f"{os.getpid()}-{name}"
+    started = FaultStack.start(state, fetch_kafka_jars(ROOT), socket)
     try:
         yield started
     finally:
         started.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[FaultStack]:
+    yield from started_stack("tcp")
+
+
+@pytest.fixture(scope="module")
+def socket_stack() -> Iterator[FaultStack]:
+    """A second stack, whose services reach PostgreSQL over its Unix socket."""
+    yield from started_stack("socket", socket=True)
 
 
 @pytest.fixture(scope="module")
@@ -318,11 +328,34 @@ async def test_every_acknowledged_lead_becomes_exactly_one_contact(
     scenario: str,
     repetition: int,
 ) -> None:
+    await reconciled_run(stack, results, client, scenario, repetition)
+
+
+@pytest.mark.parametrize("repetition", range(1, REPETITIONS + 1))
+async def test_a_database_crash_loses_nothing_over_its_unix_socket(
+    socket_stack: FaultStack,
+    results: list[dict[str, Any]],
+    client: httpx.AsyncClient,
+    repetition: int,
+) -> None:
+    """The crashed server leaves no socket file behind until it is back: the services must
+    wait that out as they wait out a refused TCP connect (`shared.db.engine`)."""
+    await reconciled_run(socket_stack, results, client, "crash_postgres", repetition)
+
+
+async def reconciled_run(
+    stack: FaultStack,
+    results: list[dict[str, Any]],
+    client: httpx.AsyncClient,
+    scenario: str,
+    repetition: int,
+) -> None:
+    """One run of `scenario` under load on `stack`, reconciled (see the module's docstring)."""
     async with stage(stack, "ready_before", 300, {}):
         await wait_ready(stack)
     run_started = time.time()
-    # What the previous run left in the DLQs, read once per run.
-    dlq_before = LAST_DEAD_LETTERS.get("dlq") or await dlq_sizes(stack)
+    # What the previous run on this stack left in the DLQs, read once per run.
+    dlq_before = LAST_DEAD_LETTERS.get(stack.prefix) or await dlq_sizes(stack)
     run = await start_run(stack, client, scenario, repetition)
     sending = asyncio.create_task(run.load.run_until_stopped())
     try:
@@ -350,7 +383,7 @@ async def test_every_acknowledged_lead_becomes_exactly_one_contact(
     drained_s = round(time.time() - load_ended, 2)
 
     dlq_after = await dlq_sizes(stack)
-    LAST_DEAD_LETTERS["dlq"] = dlq_after
+    LAST_DEAD_LETTERS[stack.prefix] = dlq_after
     new_dead = {t: dlq_after[t] - dlq_before[t] for t in CONSUMED}
     answers = run.load.answers
     server_errors = [a for a in answers if a.status is not None and a.status >= 500]
@@ -362,7 +395,7 @@ async def test_every_acknowledged_lead_becomes_exactly_one_contact(
         if a.sent_at >= run.repaired_at and a.email in found and a.email in accepted
     ]
     figures = {
-        "scenario": scenario,
+        "scenario": scenario if not stack.socket else f"{scenario} (socket)",
         "run": repetition,
         "accepted": len(accepted),
         "contacts": len(accepted & found.keys()),
@@ -395,7 +428,7 @@ async def test_every_acknowledged_lead_becomes_exactly_one_contact(
                 break
             await asyncio.sleep(0.5)
         figures["replayed"] = {t: replayed[t] - dlq_after[t] for t in CONSUMED}
-        LAST_DEAD_LETTERS["dlq"] = replayed
+        LAST_DEAD_LETTERS[stack.prefix] = replayed
         assert replayed == {t: 2 * dlq_after[t] for t in CONSUMED}, figures
     figures["run_s"] = round(time.time() - run_started, 1)
     results.append(figures)
