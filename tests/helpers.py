@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -110,6 +111,23 @@ async def migrated_engine(
         yield engine
     finally:
         await engine.dispose()
+
+
+def made_here_and_in_a_fork(make: Callable[[], list[str]]) -> tuple[set[str], set[str]]:
+    """What `make` gives in this process and in a child forked from it: (this process's, the
+    child's). For ids that a child must not repeat."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what it made, to the parent
+        os.close(read)
+        os.write(write, " ".join(make()).encode())
+        os._exit(0)
+    os.close(write)
+    parents = set(make())
+    with os.fdopen(read) as pipe:
+        childs = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    return parents, childs
 
 
 async def drop_schemas(postgres_url: str, *names: str) -> None:

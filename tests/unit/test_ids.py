@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import uuid
 
 from shared import ids
 from shared.events.envelope import new_id
+from tests.helpers import made_here_and_in_a_fork
 
 
 def test_event_ids_are_random_uuids() -> None:
@@ -27,17 +27,7 @@ def test_event_ids_do_not_follow_the_random_modules_seed() -> None:
 
 
 def test_a_forked_child_does_not_repeat_its_parents_event_ids() -> None:
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next ids, to the parent
-        os.close(read)
-        os.write(write, " ".join(ids.event_id() for _ in range(3)).encode())
-        os._exit(0)
-    os.close(write)
-    parents = {ids.event_id() for _ in range(3)}
-    with os.fdopen(read) as pipe:
-        childs = set(pipe.read().split())
-    os.waitpid(pid, 0)
+    parents, childs = made_here_and_in_a_fork(lambda: [ids.event_id() for _ in range(3)])
     assert len(childs) == 3
     assert not parents & childs
 

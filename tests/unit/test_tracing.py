@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import ClassVar
 
 import orjson
@@ -13,6 +12,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from shared import tracing
 from shared.events.envelope import Envelope, EventPayload, PreparedEnvelope
 from shared.logs import JsonFormatter
+from tests.helpers import made_here_and_in_a_fork
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -98,17 +98,7 @@ class TestSpansWhenNothingIsRecorded:
                 spans = tracing.start_consumer_spans(["t"] * 3, [None] * 3, "g")
                 return [tracing.traceparent_of(span) or "" for span in spans]
 
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: its next traces, to the parent
-                os.close(read)
-                os.write(write, " ".join(new_traces()).encode())
-                os._exit(0)
-            os.close(write)
-            parents = set(new_traces())
-            with os.fdopen(read) as pipe:
-                childs = set(pipe.read().split())
-            os.waitpid(pid, 0)
+            parents, childs = made_here_and_in_a_fork(new_traces)
             assert len(childs) == 3
             assert not parents & childs
         finally:
