@@ -79,6 +79,18 @@ def _first_relay_on_volatile_bus(bus: Bus, service: str) -> bool:
     return first
 
 
+def polls_without_rows(quiet: int, sent: int, woken: bool) -> int:
+    """The count of timed polls in a row that found nothing (`quiet`, which spaces the next
+    poll out, see `OutboxRelay._poll_interval`) after a round that published `sent` rows.
+    Only a timed poll tells whether rows wait that no commit here announced (another
+    process's): a round a commit woke found that commit's rows and leaves the count as it
+    was. (Counted, a lone lead's round brought the next poll back to the shortest interval,
+    where it ran into the next lead's commit.)"""
+    if woken:
+        return quiet
+    return 0 if sent else quiet + 1
+
+
 class OutboxRelay:
     """Publishes unsent outbox rows in id order, then deletes them (durable bus) or marks them
     sent (volatile bus).
@@ -206,7 +218,8 @@ class OutboxRelay:
     async def _run(self) -> None:
         self._keep_connection = True  # given back by `stop`
         republish = _first_relay_on_volatile_bus(self.bus, self.service)
-        quiet = 0  # rounds in a row that found nothing to publish
+        quiet = 0  # timed polls in a row that found nothing to publish
+        woken = False  # whether this round was started by a commit's notification
         while not self._stopping:
             # Cleared before the round, not after: a commit landing while this round runs
             # wakes the next one at once instead of waiting out a poll interval.
@@ -224,22 +237,26 @@ class OutboxRelay:
                     await self._count_backlog()
                 self._wake.clear()
                 await self._sleep(1)
+                woken = False  # the next round is a retry, not a commit's
                 continue
             if self._lock_busy:
                 # Another replica is publishing; this one's rows may have missed its claim.
                 await asyncio.sleep(LOCK_RETRY_S)
                 continue
-            quiet = 0 if sent else quiet + 1
+            quiet = polls_without_rows(quiet, sent, woken)
             if sent == 0 and self.keep_sent and not self._stopping:
                 await self._purge_sent()
+            woken = True
             if sent < self.batch:
-                await self._sleep(self._poll_interval(quiet))
-                # Commits kept landing while the last round ran: let a few more land, so that
-                # under a steady stream of small transactions one round (lock, read, publish,
-                # delete) carries many of them. A relay woken from rest publishes at once,
-                # however many rows the commit wrote: a lead's every hop waits on it. (Judged
-                # by rows sent, one commit of several events paid the linger on every hop.)
-                if not self._stopping and self.linger_s and streaming:
+                woken = await self._sleep(self._poll_interval(quiet))
+                # Commits kept landing while the last round published: let a few more land,
+                # so that under a steady stream of small transactions one round (lock, read,
+                # publish, delete) carries many of them. A relay woken from rest publishes at
+                # once, however many rows the commit wrote: a lead's every hop waits on it.
+                # (Judged by rows sent, one commit of several events paid the linger on every
+                # hop.) A round that found nothing was a poll that a lone commit happened to
+                # land in, not a stream.
+                if not self._stopping and self.linger_s and streaming and sent:
                     await asyncio.sleep(self.linger_s)
 
     def _poll_interval(self, quiet: int) -> float:
@@ -249,13 +266,15 @@ class OutboxRelay:
         longest = max(IDLE_POLL_MAX_S, self.poll_interval_s)
         return float(min(self.poll_interval_s * 2 ** min(quiet, 8), longest))
 
-    async def _sleep(self, seconds: float) -> None:
-        """Wait for a commit's notification, a stop request or `seconds`."""
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait for a commit's notification, a stop request or `seconds`: whether it was not
+        `seconds` that ended the wait."""
         if self._stopping:
-            return
+            return True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel on 3.11
                 await self._wake.wait()
+        return self._wake.is_set() or self._stopping
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were published.

@@ -329,6 +329,37 @@ class TestPromptness:
             await relay.stop()
         assert received == ["before", "during"]
 
+    async def test_a_commit_landing_in_a_round_that_found_nothing_goes_without_a_linger(
+        self, stack: Stack
+    ) -> None:
+        # A timed poll that a lone commit happened to land in is not a stream: the linger
+        # (here a minute) that lets a stream's commits gather is not for it.
+        received = await collect(stack.bus)
+        relay = OutboxRelay(
+            stack.engine, stack.outbox, stack.bus, "test", poll_interval_s=60, linger_s=60
+        )
+        rounds = relay.publish_pending
+        committed = False
+
+        async def round_then_commit() -> int:
+            nonlocal committed
+            sent = await rounds()
+            if not committed:  # the relay's first round, empty: this commit missed it
+                committed = True
+                assert sent == 0
+                async with stack.uow(relay) as uow:
+                    uow.emit(TOPIC, "k", envelope("lone"))
+            return sent
+
+        relay.publish_pending = round_then_commit  # type: ignore[method-assign]
+        relay.start()
+        try:
+            async with asyncio.timeout(10):  # well before the linger or the poll interval
+                while "lone" not in received:
+                    await asyncio.sleep(0.02)
+        finally:
+            await relay.stop()
+
     async def test_rows_wait_only_briefly_while_another_replica_holds_the_relay_lock(
         self, stack: Stack
     ) -> None:
