@@ -80,7 +80,7 @@ class OneStatement(PendingEvents):
             raise RuntimeError("used outside `async with`")
         self._conn.execution_options(**{READS_ONLY: False})
 
-    def wrote(self) -> None:
+    async def wrote(self) -> None:
         """The writing statement committed: the relay is woken if it carried events."""
         if self._pending or self._taken:
-            self._on_commit()
+            await self._committed()

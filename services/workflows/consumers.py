@@ -201,7 +201,7 @@ def contacts_at_once(
                 await handlers.on_contact_events(book, store, workspace, items)
             tx.writing()
             await book.flush()  # the claim at least: the statement runs for every batch
-            tx.wrote()
+            await tx.wrote()
         return store
 
     return at_once

@@ -360,6 +360,33 @@ class TestPromptness:
         finally:
             await relay.stop()
 
+    async def test_a_commit_lets_the_waiting_relay_start_its_round_before_it_returns(
+        self, stack: Stack
+    ) -> None:
+        # The round (its read sent) comes before the committing task's own work after the
+        # commit, which would otherwise hold a lead's hop back.
+        relay = stack.relay()
+        rounds = relay.publish_pending
+        started = 0
+
+        async def counted() -> int:
+            nonlocal started
+            started += 1
+            return await rounds()
+
+        relay.publish_pending = counted  # type: ignore[method-assign]
+        relay.start()
+        try:
+            async with asyncio.timeout(10):  # the first round done, the relay waits for a wake
+                while not (started and relay._wake._waiters):
+                    await asyncio.sleep(0.01)
+            before = started
+            async with stack.uow(relay) as uow:
+                uow.emit(TOPIC, "k", envelope("at-once"))
+            assert started == before + 1
+        finally:
+            await relay.stop()
+
     async def test_rows_wait_only_briefly_while_another_replica_holds_the_relay_lock(
         self, stack: Stack
     ) -> None:

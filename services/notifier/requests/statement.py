@@ -68,7 +68,7 @@ class OneStatement(ReadsThenWrite):
             *params,
             deferred=take_deferred(session),
         )
-        self.wrote()
+        await self.wrote()
 
 
 def statement_of(ctx: ServiceContext) -> Callable[[], OneStatement]:

@@ -113,7 +113,7 @@ async def write(
                 claim=tx.take_claim(),
             )
         )
-        tx.wrote()
+        await tx.wrote()
 
 
 async def state(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
