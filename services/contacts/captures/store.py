@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -12,6 +12,8 @@ from sqlalchemy import Boolean, String, TextualSelect, column, text
 
 from services.contacts.domain import FieldDefinition
 from services.contacts.models import Segment
+from services.contacts.owners.domain import CaptureTeam
+from services.contacts.owners.store import capture_team_of, read_capture_rotation
 from services.contacts.people.store import CONTACTS, definitions_over_defaults
 from services.contacts.privacy.store import PrivacyStore
 from services.contacts.segments.store import SegmentsStore
@@ -30,6 +32,10 @@ class CaptureView:
     tags: dict[str, list[str]]  # every found contact present
     lists: dict[str, list[str]]  # every found contact present
     segments: list[Segment]
+    # Read only when asked (`rotation_read`): the team whose rotation gives new contacts their
+    # owners, its row locked for the transaction; None without assignment at capture.
+    rotation: CaptureTeam | None = None
+    rotation_read: bool = False
 
 
 # The generic columns of `_capture_view`'s rows (a row per item tagged with its kind); a
@@ -44,11 +50,23 @@ _GENERIC = (
 )
 
 
+# The capture rotation's rows (`OwnersStore.capture_rotation`) in `_capture_view`: the team's
+# row locked after the contacts', the order the rotation's own read keeps.
+_ROTATION = (
+    "rot AS MATERIALIZED (SELECT t.id, t.rule, t.last_owner_id, o.id AS owner_id, o.name,"
+    " o.email, o.active, o.weight, o.credit, o.position FROM capture_assignments AS a"
+    " JOIN teams AS t ON t.id = a.team_id AND t.workspace = a.workspace"
+    " LEFT JOIN owners AS o ON o.team_id = t.id AND o.workspace = t.workspace"
+    " WHERE a.workspace = :workspace FOR UPDATE OF t)"
+)
+
+
 @cache
-def _capture_view() -> TextualSelect:
+def _capture_view(rotation: bool = False) -> TextualSelect:
     """The reads of `CaptureView` as one statement. The contacts holding the emails or phones
     are locked in id order (one lock order, so two batches never deadlock); their tags and
-    lists, and the erasures, are read by one index probe per key (`probe_each`).
+    lists, and the erasures, are read by one index probe per key (`probe_each`). With
+    `rotation`, the capture rotation too, its team's row locked (`CaptureView.rotation`).
 
     The contacts are matched with `= ANY(keys)`, not probed key by key: under statistics taken
     while the table was young (or none yet), the planner takes any index led by `workspace`
@@ -101,9 +119,16 @@ def _capture_view() -> TextualSelect:
                     ["s.id", "s.name", "s.filter", "s.created_at", "s.time_based"],
                     "segments AS s WHERE s.workspace = :workspace",
                 ),
+                *(
+                    [branch("r", ["r.id", "NULL", "to_jsonb(r)", "NULL", "NULL"], "rot AS r")]
+                    if rotation
+                    else []
+                ),
             ]
         )
     )
+    if rotation:
+        sql = sql.replace("WITH found AS", f"WITH {_ROTATION}, found AS", 1)
     typed = [column(name, kind) for name, _, kind in _GENERIC]
     typed += [column(c.name, c.type) for c in CONTACTS.c]
     return text(sql).columns(*typed)
@@ -118,8 +143,10 @@ class CapturesStore(SegmentsStore, PrivacyStore):
         digests: Iterable[str],
         emails: Iterable[str],
         phones: Iterable[str],
+        rotation: bool = False,
     ) -> CaptureView:
-        """Everything a capture batch reads before its work: one statement on PostgreSQL."""
+        """Everything a capture batch reads before its work: one statement on PostgreSQL,
+        which with `rotation` also reads (and locks) the capture rotation."""
         wanted, emails, phones = sorted(set(digests)), sorted(set(emails)), sorted(set(phones))
         if self.dialect != "postgresql":
             contacts = await self.contact_states_by_identities(workspace, emails, phones)
@@ -131,11 +158,14 @@ class CapturesStore(SegmentsStore, PrivacyStore):
                 await self.tags_of(ids),
                 await self.lists_of(ids),
                 await self.segments(workspace),
+                await read_capture_rotation(self.session, workspace) if rotation else None,
+                rotation,
             )
         params = {"workspace": workspace, "digests": wanted, "emails": emails, "phones": phones}
-        rows = (await self.session.execute(_capture_view(), params)).mappings()
+        rows = (await self.session.execute(_capture_view(rotation), params)).mappings()
         view = CaptureView({}, {}, [], {}, {}, [])
         definitions: list[dict[str, Any]] = []
+        team: list[dict[str, Any]] = []
         names = [c.name for c in CONTACTS.c]
         for row in rows:
             kind = row["_kind"]
@@ -151,6 +181,8 @@ class CapturesStore(SegmentsStore, PrivacyStore):
                 view.erased[row["_key"]] = row["_at"]
             elif kind == "f":
                 definitions.append(row["_value"])
+            elif kind == "r":
+                team.append(row["_value"])
             else:
                 view.segments.append(
                     Segment(
@@ -166,4 +198,7 @@ class CapturesStore(SegmentsStore, PrivacyStore):
         view.segments.sort(key=lambda s: (s.created_at, s.id))
         for labels in (*view.tags.values(), *view.lists.values()):
             labels.sort()
-        return view
+        if not rotation:
+            return view
+        team.sort(key=lambda r: (r["position"] is None, r["position"] or 0, r["owner_id"] or ""))
+        return replace(view, rotation=capture_team_of(team), rotation_read=True)

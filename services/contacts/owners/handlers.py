@@ -111,12 +111,23 @@ class TeamRotation:
 
 class CaptureRotation:
     """The rotation that owns a workspace's new contacts at capture (its assignment-at-capture
-    rule), loaded with its team's row locked on the first new contact of a batch only."""
+    rule), loaded with its team's row locked on the first new contact of a batch only, unless
+    a read before gave it."""
 
     def __init__(self, workspace: str, store: RotationRepository) -> None:
         self.workspace, self.store = workspace, store
         self.team: owners_domain.CaptureTeam | None = None
         self.loaded = self.moved = self.locked = False
+
+    @classmethod
+    def as_read(
+        cls, workspace: str, store: RotationRepository, team: owners_domain.CaptureTeam | None
+    ) -> CaptureRotation:
+        """The rotation as a read of this transaction already gave it, its team's row locked
+        (`team` None: the workspace has no assignment at capture)."""
+        rotation = cls(workspace, store)
+        rotation.team, rotation.loaded, rotation.locked = team, True, team is not None
+        return rotation
 
     async def next_owner(self) -> tuple[owners_domain.CaptureTeam, owners_domain.TeamOwner] | None:
         """The team and the owner of the next new contact; None without the rule or while the

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts.models import (
     CaptureAssignment,
@@ -54,6 +56,31 @@ _CAPTURE_ROTATION = (
 )
 
 
+async def read_capture_rotation(session: AsyncSession, workspace: str) -> CaptureTeam | None:
+    """`OwnersStore.capture_rotation` on `session`."""
+    found = await session.execute(_CAPTURE_ROTATION, {"workspace": workspace})
+    return capture_team_of(found.mappings().all())
+
+
+def capture_team_of(rows: Sequence[Mapping[Any, Any]]) -> CaptureTeam | None:
+    """The capture team of `_CAPTURE_ROTATION`'s rows (a team's, with its owners in rotation
+    order, or one row without an owner), None without rows (no assignment at capture)."""
+    if not rows:
+        return None
+    members = [
+        owners_domain.RotationMember(r["owner_id"], r["active"], r["weight"], r["credit"])
+        for r in rows
+        if r["owner_id"] is not None
+    ]
+    owners = {
+        r["owner_id"]: owners_domain.TeamOwner(r["owner_id"], r["name"], r["email"])
+        for r in rows
+        if r["owner_id"] is not None
+    }
+    rotation = owners_domain.Rotation(rows[0]["rule"], members, rows[0]["last_owner_id"])
+    return owners_domain.CaptureTeam(rows[0]["id"], rotation, owners)
+
+
 class OwnersStore(PeopleStore):
     """Teams, owners and tasks."""
 
@@ -75,21 +102,7 @@ class OwnersStore(PeopleStore):
         """The team whose rotation assigns the workspace's new contacts at capture, with its
         owners in rotation order, its row locked for this transaction (the rotation moves);
         None without the rule. One statement (the capture path's, per batch), built once."""
-        rows = (await self.session.execute(_CAPTURE_ROTATION, {"workspace": workspace})).all()
-        if not rows:
-            return None
-        members = [
-            owners_domain.RotationMember(r.owner_id, r.active, r.weight, r.credit)
-            for r in rows
-            if r.owner_id is not None
-        ]
-        owners = {
-            r.owner_id: owners_domain.TeamOwner(r.owner_id, r.name, r.email)
-            for r in rows
-            if r.owner_id is not None
-        }
-        rotation = owners_domain.Rotation(rows[0].rule, members, rows[0].last_owner_id)
-        return owners_domain.CaptureTeam(rows[0].id, rotation, owners)
+        return await read_capture_rotation(self.session, workspace)
 
     async def save_rotation(self, team_id: str, rotation: owners_domain.Rotation) -> None:
         """Where a team's rotation stands: its last owner, and weighted credits (left to the

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.contacts import domain
@@ -475,6 +475,38 @@ class TestCaptureView:
         assert view.lists == expected.lists
         assert segments(view) == segments(expected)
         assert len(view.segments) == 1
+        assert (view.rotation, view.rotation_read) == (None, False)
+
+    async def test_the_rotation_it_reads_is_the_rotations_own_read(
+        self, database: Database
+    ) -> None:
+        workspace = unique("ws-")
+        async with database.uow() as uow:
+            view = await ContactsStore(uow.session).capture_view(workspace, [], [], [], True)
+        assert (view.rotation, view.rotation_read) == (None, True)  # no assignment at capture
+        async with transaction(database.uow()) as tx:
+            team = await owners.create_team(workspace, "Sales", "weighted", tx)
+            for name, weight in (("cy", 3), ("ann", 2), ("bob", 1)):
+                data = {"name": name, "email": f"{name}@x.example", "team_id": team.id}
+                await owners.save_owner(workspace, None, data | {"weight": weight}, tx)
+            await owners.set_capture_assignment(workspace, team.id, tx, NOW)
+        async with transaction(database.uow()) as tx:  # the rotation moved: credits, last owner
+            items = [captures.CapturedLead(workspace, captured("x@example.com"))]
+            await captures.capture_leads(items, tx, NOW)
+        async with database.uow() as uow:
+            view = await ContactsStore(uow.session).capture_view(workspace, [], [], [], True)
+        async with database.uow() as uow:
+            expected = await ContactsStore(uow.session).capture_rotation(workspace)
+        assert view.rotation_read
+        assert expected is not None
+        assert view.rotation == expected
+        assert [m.owner_id for m in expected.rotation.members] == [
+            o.id for o in await self.owners_in_order(database, workspace)
+        ]
+
+    async def owners_in_order(self, database: Database, workspace: str) -> list[Any]:
+        async with transaction(database.uow()) as tx:
+            return sorted(await tx.store.owners(workspace), key=lambda o: (o.position, o.id))
 
 
 class TestCapturesOfSeveralWorkspaces:
@@ -602,6 +634,62 @@ class TestAssignmentAtCapture:
         assert (chosen.count("ann"), chosen.count("bob"), chosen.count("cy")) == (8, 4, 0)
         assert credits == {"ann": 0, "bob": 0, "cy": 0}
         assert by_id[last or ""] in ("ann", "bob")
+
+    async def test_a_small_batch_reads_its_rotation_in_the_capture_view(
+        self, database: Database
+    ) -> None:
+        """A lead or two: the view reads (and locks) the rotation, a round trip fewer on a
+        lead's path; a bigger batch reads it once its leads are matched, as before."""
+        if database.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite reads the capture view query by query")
+        workspace = unique("ws-")
+        async with transaction(database.uow()) as tx:
+            team = await owners.create_team(workspace, "Sales", "round_robin", tx)
+            for name in ("ann", "bob"):
+                data = {"name": name, "email": f"{name}@x.example", "team_id": team.id}
+                await owners.save_owner(workspace, None, data, tx)
+            await owners.set_capture_assignment(workspace, team.id, tx, NOW)
+        statements: list[str] = []
+
+        def count(_: Any, __: Any, statement: str, *___: Any) -> None:
+            if "capture_assignments" in statement:
+                statements.append(statement)
+
+        async def capture(size: int) -> list[str | None]:
+            statements.clear()
+            batch = [captured(f"{uuid.uuid4().hex[:8]}@example.com") for _ in range(size)]
+            async with transaction(database.uow()) as tx:
+                items = [captures.CapturedLead(workspace, lead) for lead in batch]
+                await captures.capture_leads(items, tx, NOW)
+            async with transaction(database.uow()) as tx:  # written at the commit
+                found = await tx.store.session.scalars(
+                    select(Contact.owner_id).where(
+                        Contact.workspace == workspace,
+                        Contact.email.in_([lead.email for lead in batch]),
+                    )
+                )
+                return list(found)
+
+        sync_engine = database.engine.sync_engine
+        event.listen(sync_engine, "before_cursor_execute", count)
+        try:
+            one = await capture(1)
+            one_reads = ["found AS" in statement for statement in statements]
+            two = await capture(2)
+            two_reads = ["found AS" in statement for statement in statements]
+            big = await capture(3)
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", count)
+        assert one_reads == two_reads == [True], "the view read the rotation, nothing else"
+        assert ["found AS" in statement for statement in statements] == [False], "a read of its own"
+        small = one + two
+        by_id = {o.id: o.name for o in await self.owners_of(database, workspace, team.id)}
+        # One fair rotation across both ways of reading it: ann, bob, ann, bob, ann, bob.
+        assert sorted(by_id[o] for o in [*small, *big] if o) == ["ann"] * 3 + ["bob"] * 3
+
+    async def owners_of(self, database: Database, workspace: str, team_id: str) -> list[Any]:
+        async with transaction(database.uow()) as tx:
+            return list(await tx.store.owners(workspace, team_id))
 
 
 @dataclass

@@ -93,6 +93,7 @@ class FakeContacts:
         digests: Iterable[str],
         emails: Iterable[str],
         phones: Iterable[str],
+        rotation: bool = False,
     ) -> CaptureView:
         contacts = await self.contact_states_by_identities(workspace, emails, phones)
         ids = [c["id"] for c in contacts]
@@ -103,6 +104,8 @@ class FakeContacts:
             await self.tags_of(ids),
             await self.lists_of(ids),
             await self.segments(workspace),
+            await self.capture_rotation(workspace) if rotation else None,
+            rotation,
         )
 
     def defer_writes(self) -> None:
