@@ -31,6 +31,7 @@ from sqlalchemy import event
 from bench.infra import ROOT, drop_schemas, infrastructure
 from bench.report import save_report
 from services.contacts.captures import handlers as captures
+from services.contacts.captures.store import CapturesStore, CaptureView
 from services.contacts.main import SPEC
 from services.contacts.owners import handlers as owners
 from services.contacts.owners.domain import CaptureTeam
@@ -62,13 +63,14 @@ def new_lead() -> LeadCaptured:
 
 
 class LockClock:
-    """When the team's rotation was read (its row locked) in the current transaction."""
+    """When the team's rotation was read (its row locked) in the current transaction: by the
+    rotation's own read, or by the capture view of a small batch (`rotation`)."""
 
     def __init__(self) -> None:
         self.at = self.cpu = 0.0
 
     def install(self) -> None:
-        read = OwnersStore.capture_rotation
+        read, view = OwnersStore.capture_rotation, CapturesStore.capture_view
         clock = self
 
         async def timed(store: OwnersStore, workspace: str) -> CaptureTeam | None:
@@ -76,7 +78,14 @@ class LockClock:
             clock.at, clock.cpu = time.perf_counter(), time.process_time()
             return found
 
+        async def timed_view(store: CapturesStore, *args: Any, **kwargs: Any) -> CaptureView:
+            found = await view(store, *args, **kwargs)
+            if found.rotation_read:
+                clock.at, clock.cpu = time.perf_counter(), time.process_time()
+            return found
+
         OwnersStore.capture_rotation = timed  # type: ignore[method-assign,assignment]
+        CapturesStore.capture_view = timed_view  # type: ignore[method-assign,assignment]
 
 
 def p(values: list[float], q: int) -> float:
