@@ -68,6 +68,20 @@ async def database(
         yield Database(engine)
 
 
+async def capture_team(
+    database: Database, workspace: str, rule: str, weights: dict[str, int]
+) -> str:
+    """A team of these owners (name: weight) that gives the workspace's new contacts their
+    owners at capture; its id."""
+    async with transaction(database.uow()) as tx:
+        team = await owners.create_team(workspace, "Sales", rule, tx)
+        for name, weight in weights.items():
+            data = {"name": name, "email": f"{name}@x.example", "team_id": team.id}
+            await owners.save_owner(workspace, None, data | {"weight": weight}, tx)
+        await owners.set_capture_assignment(workspace, team.id, tx, NOW)
+    return team.id
+
+
 PEOPLE: dict[str, dict[str, Any]] = {
     "ada": {
         "lifecycle_stage": "lead",
@@ -484,12 +498,7 @@ class TestCaptureView:
         async with database.uow() as uow:
             view = await ContactsStore(uow.session).capture_view(workspace, [], [], [], True)
         assert (view.rotation, view.rotation_read) == (None, True)  # no assignment at capture
-        async with transaction(database.uow()) as tx:
-            team = await owners.create_team(workspace, "Sales", "weighted", tx)
-            for name, weight in (("cy", 3), ("ann", 2), ("bob", 1)):
-                data = {"name": name, "email": f"{name}@x.example", "team_id": team.id}
-                await owners.save_owner(workspace, None, data | {"weight": weight}, tx)
-            await owners.set_capture_assignment(workspace, team.id, tx, NOW)
+        await capture_team(database, workspace, "weighted", {"cy": 3, "ann": 2, "bob": 1})
         async with transaction(database.uow()) as tx:  # the rotation moved: credits, last owner
             items = [captures.CapturedLead(workspace, captured("x@example.com"))]
             await captures.capture_leads(items, tx, NOW)
@@ -596,12 +605,7 @@ class TestAssignmentAtCapture:
         self, database: Database
     ) -> None:
         workspace = unique("ws-")
-        async with transaction(database.uow()) as tx:
-            team = await owners.create_team(workspace, "Sales", "weighted", tx)
-            for name, weight in (("ann", 2), ("bob", 1), ("cy", 0)):
-                data = {"name": name, "email": f"{name}@x.example", "team_id": team.id}
-                await owners.save_owner(workspace, None, data | {"weight": weight}, tx)
-            await owners.set_capture_assignment(workspace, team.id, tx, NOW)
+        team_id = await capture_team(database, workspace, "weighted", {"ann": 2, "bob": 1, "cy": 0})
         batches = [
             [captured(f"{uuid.uuid4().hex[:8]}@example.com") for _ in range(3)] for _ in range(4)
         ]
@@ -619,7 +623,7 @@ class TestAssignmentAtCapture:
 
         await asyncio.gather(*(capture(batch) for batch in batches))
         async with transaction(database.uow()) as tx:
-            found = await tx.store.owners(workspace, team.id)
+            found = await tx.store.owners(workspace, team_id)
             by_id = {o.id: o.name for o in found}
             contacts = list(
                 await tx.store.session.scalars(
@@ -627,7 +631,7 @@ class TestAssignmentAtCapture:
                 )
             )
             credits = {o.name: o.credit for o in found}
-            last = (await tx.store.team(workspace, team.id)).last_owner_id  # type: ignore[union-attr]
+            last = (await tx.store.team(workspace, team_id)).last_owner_id  # type: ignore[union-attr]
         chosen = [by_id[c.owner_id] for c in contacts if c.owner_id]
         assert len(chosen) == 12, "every new contact got an owner"
         # 12 turns of a 2:1 rotation: exactly its shares, and the rotation back at its start.
@@ -643,12 +647,7 @@ class TestAssignmentAtCapture:
         if database.engine.dialect.name != "postgresql":
             pytest.skip("SQLite reads the capture view query by query")
         workspace = unique("ws-")
-        async with transaction(database.uow()) as tx:
-            team = await owners.create_team(workspace, "Sales", "round_robin", tx)
-            for name in ("ann", "bob"):
-                data = {"name": name, "email": f"{name}@x.example", "team_id": team.id}
-                await owners.save_owner(workspace, None, data, tx)
-            await owners.set_capture_assignment(workspace, team.id, tx, NOW)
+        team_id = await capture_team(database, workspace, "round_robin", {"ann": 1, "bob": 1})
         statements: list[str] = []
 
         def count(_: Any, __: Any, statement: str, *___: Any) -> None:
@@ -683,7 +682,7 @@ class TestAssignmentAtCapture:
         assert one_reads == two_reads == [True], "the view read the rotation, nothing else"
         assert ["found AS" in statement for statement in statements] == [False], "a read of its own"
         small = one + two
-        by_id = {o.id: o.name for o in await self.owners_of(database, workspace, team.id)}
+        by_id = {o.id: o.name for o in await self.owners_of(database, workspace, team_id)}
         # One fair rotation across both ways of reading it: ann, bob, ann, bob, ann, bob.
         assert sorted(by_id[o] for o in [*small, *big] if o) == ["ann"] * 3 + ["bob"] * 3
 
