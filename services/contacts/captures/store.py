@@ -32,8 +32,9 @@ class CaptureView:
     tags: dict[str, list[str]]  # every found contact present
     lists: dict[str, list[str]]  # every found contact present
     segments: list[Segment]
-    # Read only when asked (`rotation_read`): the team whose rotation gives new contacts their
-    # owners, its row locked for the transaction; None without assignment at capture.
+    # Read when asked and its team's row was free (`rotation_read`): the team whose rotation
+    # gives new contacts their owners, its row locked for the transaction; None without
+    # assignment at capture.
     rotation: CaptureTeam | None = None
     rotation_read: bool = False
 
@@ -51,13 +52,17 @@ _GENERIC = (
 
 
 # The capture rotation's rows (`OwnersStore.capture_rotation`) in `_capture_view`: the team's
-# row locked after the contacts', the order the rotation's own read keeps.
+# row locked after the contacts', the order the rotation's own read keeps. A row locked by
+# another transaction is skipped, not waited for: a batch whose leads all match contacts
+# never waited for the team (the rotation's read comes only with a new contact), so holding
+# its contacts' locks it must not start to (an assignment holding the team and waiting for
+# one of those contacts would deadlock with it). The rotation is then read as before.
 _ROTATION = (
     "rot AS MATERIALIZED (SELECT t.id, t.rule, t.last_owner_id, o.id AS owner_id, o.name,"
     " o.email, o.active, o.weight, o.credit, o.position FROM capture_assignments AS a"
     " JOIN teams AS t ON t.id = a.team_id AND t.workspace = a.workspace"
     " LEFT JOIN owners AS o ON o.team_id = t.id AND o.workspace = t.workspace"
-    " WHERE a.workspace = :workspace FOR UPDATE OF t)"
+    " WHERE a.workspace = :workspace FOR UPDATE OF t SKIP LOCKED)"
 )
 
 
@@ -120,7 +125,14 @@ def _capture_view(rotation: bool = False) -> TextualSelect:
                     "segments AS s WHERE s.workspace = :workspace",
                 ),
                 *(
-                    [branch("r", ["r.id", "NULL", "to_jsonb(r)", "NULL", "NULL"], "rot AS r")]
+                    [
+                        branch("r", ["r.id", "NULL", "to_jsonb(r)", "NULL", "NULL"], "rot AS r"),
+                        branch(
+                            "a",
+                            ["a.team_id", "NULL", "NULL", "NULL", "NULL"],
+                            "capture_assignments AS a WHERE a.workspace = :workspace",
+                        ),
+                    ]
                     if rotation
                     else []
                 ),
@@ -166,6 +178,7 @@ class CapturesStore(SegmentsStore, PrivacyStore):
         view = CaptureView({}, {}, [], {}, {}, [])
         definitions: list[dict[str, Any]] = []
         team: list[dict[str, Any]] = []
+        assigned = False  # the workspace has an assignment at capture
         names = [c.name for c in CONTACTS.c]
         for row in rows:
             kind = row["_kind"]
@@ -183,6 +196,8 @@ class CapturesStore(SegmentsStore, PrivacyStore):
                 definitions.append(row["_value"])
             elif kind == "r":
                 team.append(row["_value"])
+            elif kind == "a":
+                assigned = True
             else:
                 view.segments.append(
                     Segment(
@@ -198,7 +213,7 @@ class CapturesStore(SegmentsStore, PrivacyStore):
         view.segments.sort(key=lambda s: (s.created_at, s.id))
         for labels in (*view.tags.values(), *view.lists.values()):
             labels.sort()
-        if not rotation:
+        if not rotation or (assigned and not team):  # not asked, or its team's row was busy
             return view
         team.sort(key=lambda r: (r["position"] is None, r["position"] or 0, r["owner_id"] or ""))
         return replace(view, rotation=capture_team_of(team), rotation_read=True)

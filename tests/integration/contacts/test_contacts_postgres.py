@@ -513,6 +513,24 @@ class TestCaptureView:
             o.id for o in await self.owners_in_order(database, workspace)
         ]
 
+    async def test_a_team_row_another_transaction_holds_is_left_to_the_rotations_own_read(
+        self, database: Database
+    ) -> None:
+        # Holding its contacts' locks, the view must not wait for the team: an assignment that
+        # holds the team and waits for one of those contacts would deadlock with it.
+        if database.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite has no row locks")
+        workspace = unique("ws-")
+        team_id = await capture_team(database, workspace, "round_robin", {"ann": 1})
+        async with database.uow() as holder:
+            await holder.session.execute(
+                text("SELECT id FROM teams WHERE id = :id FOR UPDATE"), {"id": team_id}
+            )
+            async with database.uow() as uow, asyncio.timeout(10):
+                store = ContactsStore(uow.session)
+                view = await store.capture_view(workspace, [], ["x@example.com"], [], True)
+        assert (view.rotation, view.rotation_read) == (None, False)
+
     async def owners_in_order(self, database: Database, workspace: str) -> list[Any]:
         async with transaction(database.uow()) as tx:
             return sorted(await tx.store.owners(workspace), key=lambda o: (o.position, o.id))
