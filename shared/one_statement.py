@@ -83,4 +83,5 @@ class OneStatement(PendingEvents):
     async def wrote(self) -> None:
         """The writing statement committed: the relay is woken if it carried events."""
         if self._pending or self._taken:
-            await self._committed()
+            self._on_commit()
+            await self._let_the_relay_start()
