@@ -622,11 +622,14 @@ def main(argv: list[str] | None = None) -> int:
             print(_read(state / "bootstrap"))
         return 0
 
+    def address(server: PostgresServer) -> str:
+        return server.socket_url if args.socket else server.url
+
     pg = running_postgres(state)
     if args.action == "start":
         if pg is None:
             pg = start_postgres(state)
-        print(pg.socket_url if args.socket else pg.url)
+        print(address(pg))
     elif args.action == "stop":
         if pg is not None:
             pg.stop()
@@ -635,13 +638,13 @@ def main(argv: list[str] | None = None) -> int:
         if pg is None:
             print("postgres not running", file=sys.stderr)
             return 1
-        print(pg.socket_url if args.socket else pg.url)
+        print(address(pg))
     else:
         if not _wait_for(lambda: running_postgres(state) is not None, args.timeout):
             print("postgres not ready", file=sys.stderr)
             return 1
         found = running_postgres(state)
-        print(found.socket_url if args.socket and found else _read(state / "url"))
+        print(address(found) if found else _read(state / "url"))
     return 0
 
 
