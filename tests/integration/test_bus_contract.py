@@ -7,8 +7,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
 
 from shared import db, metrics
@@ -207,6 +209,49 @@ class TestGathering:
             return seen == [lone.id]
 
         await eventually(got)
+
+
+@pytest.mark.kafka
+async def test_an_idle_kafka_consumer_asks_for_records_only_as_often_as_its_poll_waits(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll returns as soon as records arrive, so a long wait delays no event; an idle
+    consumer then polls once per `POLL_WAIT_MS` (every 200 ms before: a wake-up of its loop for
+    nothing, some 130 a second across an idle stack)."""
+    polls = 0
+    getmany = AIOKafkaConsumer.getmany
+
+    async def counted(self: AIOKafkaConsumer, *tps: Any, **options: Any) -> Any:
+        nonlocal polls
+        polls += 1
+        return await getmany(self, *tps, **options)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", counted)
+    bus = KafkaBus(kafka_bootstrap, prefix=unique("p") + ".", topics=[TOPIC, dlq(TOPIC)])
+    await bus.start()
+    seen: list[str] = []
+
+    async def handle(events: Sequence[Envelope]) -> None:
+        seen.extend(e.id for e in events)
+
+    def saw(*events: Envelope) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return seen == [e.id for e in events]
+
+        return check
+
+    try:
+        await bus.subscribe(Subscription(unique("g"), (TOPIC,), handle))
+        first, second = event("k", 1), event("k", 2)
+        await publish(bus, [first])
+        await eventually(saw(first))  # the consumer has joined and polls
+        before = polls
+        await asyncio.sleep(2)
+        assert polls - before <= 1
+        await publish(bus, [second])  # and a waiting poll hands it over
+        await eventually(saw(first, second))
+    finally:
+        await bus.stop()
 
 
 class TestFailures:
