@@ -40,7 +40,7 @@ COMMIT_INTERVAL_S = 0.1
 GATHER_BYTES = 64 * 1024
 # How long a poll waits for records before it asks again. A poll returns as soon as records
 # arrive, so the wait costs no latency; each empty return only woke the loop for nothing (at
-# 200 ms, some 130 wake-ups a second across an idle stack's consumers and followers).
+# 200 ms, some 110 wake-ups a second across an idle stack: 16 consumer groups, 6 followers).
 POLL_WAIT_MS = 5000
 _EVENT_HEADERS = [(name, value.encode()) for name, value in EVENT_HEADERS.items()]
 

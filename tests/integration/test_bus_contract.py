@@ -217,7 +217,7 @@ async def test_an_idle_kafka_consumer_asks_for_records_only_as_often_as_its_poll
 ) -> None:
     """A poll returns as soon as records arrive, so a long wait delays no event; an idle
     consumer then polls once per `POLL_WAIT_MS` (every 200 ms before: a wake-up of its loop for
-    nothing, some 130 a second across an idle stack)."""
+    nothing, some 110 a second across an idle stack)."""
     polls = 0
     getmany = AIOKafkaConsumer.getmany
 
