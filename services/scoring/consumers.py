@@ -190,9 +190,13 @@ def background(
 
         async def timers_forever() -> None:
             while True:
-                fired = await asyncio.gather(*(claim_round() for _ in range(claimers)))
-                if max(fired) < batch:
-                    await asyncio.sleep(await until_next_due())
+                # One claim looks first: with nothing due (most rounds) that is one
+                # transaction, not one per claimer; a full batch brings them all in.
+                if await claim_round() == batch:
+                    fired = await asyncio.gather(*(claim_round() for _ in range(claimers)))
+                    if max(fired) == batch:
+                        continue
+                await asyncio.sleep(await until_next_due())
 
         async def rescores_forever() -> None:
             while True:

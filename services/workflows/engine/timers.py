@@ -148,8 +148,11 @@ async def run_timers(
         try:
             started = time.perf_counter()
             wakeup.claiming()
-            # Several claimers drain a burst side by side; SKIP LOCKED keeps them apart.
-            await asyncio.gather(*(claim_until_drained() for _ in range(max(1, workers))))
+            # One claim looks first: with nothing due (most polls) that is one transaction, not
+            # one per claimer. A full batch is a burst, which several claimers then drain side
+            # by side (SKIP LOCKED keeps them apart).
+            if await fire_once(ctx, clock, limits, batch) == batch:
+                await asyncio.gather(*(claim_until_drained() for _ in range(max(1, workers))))
             due = await next_due(ctx)
             if due is None or due > clock():
                 await wakeup.sleep(due, clock(), poll_s)
