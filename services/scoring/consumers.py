@@ -15,6 +15,7 @@ from services.scoring.settings import scoring_settings
 from services.scoring.store import SqlStore
 from shared.app import ServiceContext
 from shared.bus import OFF_PATH_GATHER_MS, Subscription
+from shared.claims import drain
 from shared.clock import Clock
 from shared.events import topics
 from shared.events.contacts import (
@@ -190,12 +191,7 @@ def background(
 
         async def timers_forever() -> None:
             while True:
-                # One claim looks first: with nothing due (most rounds) that is one
-                # transaction, not one per claimer; a full batch brings them all in.
-                if await claim_round() == batch:
-                    fired = await asyncio.gather(*(claim_round() for _ in range(claimers)))
-                    if max(fired) == batch:
-                        continue
+                await drain(claim_round, batch, claimers)
                 await asyncio.sleep(await until_next_due())
 
         async def rescores_forever() -> None:

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from services.workflows.engine.handlers import Limits, RunBook, fire_due_timers
 from services.workflows.store import DueTimer, WorkflowsStore
 from shared.app import ServiceContext
+from shared.claims import drain
 from shared.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -135,24 +136,11 @@ async def run_timers(
     poll_s: float,
 ) -> None:
     """Fire timers as they come due, for as long as the service runs."""
-
-    async def claim_until_drained() -> int:
-        total = 0
-        while True:
-            fired = await fire_once(ctx, clock, limits, batch)
-            total += fired
-            if fired < batch:
-                return total
-
     while True:
         try:
             started = time.perf_counter()
             wakeup.claiming()
-            # One claim looks first: with nothing due (most polls) that is one transaction, not
-            # one per claimer. A full batch is a burst, which several claimers then drain side
-            # by side (SKIP LOCKED keeps them apart).
-            if await fire_once(ctx, clock, limits, batch) == batch:
-                await asyncio.gather(*(claim_until_drained() for _ in range(max(1, workers))))
+            await drain(lambda: fire_once(ctx, clock, limits, batch), batch, workers)
             due = await next_due(ctx)
             if due is None or due > clock():
                 await wakeup.sleep(due, clock(), poll_s)
