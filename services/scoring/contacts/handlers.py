@@ -107,6 +107,10 @@ async def on_contact_snapshots(
             by_key.setdefault(key, []).append(i)  # type: ignore[arg-type]
     taken: set[int] = set()
     applied: list[tuple[str, SetAside]] = []
+    # The attributes each contact's fit was last rescored from in this batch. A contact's
+    # `contact.created` and `contact.owner_assigned` carry the same snapshot and come
+    # together: rescoring the second gives the same fit, and reports nothing.
+    fitted: dict[str, Mapping[str, Any]] = {}
     for contact, correlationid in zip(live, correlations, strict=True):
         # What was set aside for this contact (by id or address) and not taken by an earlier
         # snapshot of the batch.
@@ -118,7 +122,12 @@ async def on_contact_snapshots(
             apply_engagement(
                 scored, contact.id, w.type, w.data, w.occurred_at, outbox, now, correlationid
             )
+        if not mine and fitted.get(contact.id) == contact.attributes:
+            # Nothing moved it since (engagement applied meanwhile may have left a threshold
+            # to cross at `now`: that case rescores).
+            continue
         rescore_fit(scored, contact.id, contact.attributes, outbox, now, correlationid)
+        fitted[contact.id] = contact.attributes
     if applied:
         await store.append_ledger(
             [
