@@ -206,6 +206,30 @@ def summary_ms(values: list[float]) -> dict[str, float | None]:
     }
 
 
+def by_second(timed: dict[bytes, tuple[float, float]]) -> list[dict[str, Any]]:
+    """Speed to lead of the leads accepted in each second of the offered window (counted from
+    the first acceptance; alerted leads only): whether the tail is a transient after the rate
+    changed or a queue that grows all along, which the window's percentiles do not tell."""
+    if not timed:
+        return []
+    start = min(accepted for accepted, _ in timed.values())
+    seconds: dict[int, list[float]] = {}
+    for accepted, arrived in timed.values():
+        seconds.setdefault(int(accepted - start), []).append(arrived - accepted)
+    series = []
+    for second, values in sorted(seconds.items()):
+        figures = summary_ms(values)
+        series.append(
+            {
+                "second": second,
+                "alerted": len(values),
+                "p50_ms": figures["p50_ms"],
+                "p99_ms": figures["p99_ms"],
+            }
+        )
+    return series
+
+
 async def offer(port: int, path: str, rate: float, seconds: float) -> dict[bytes, float]:
     """Post one new lead per scheduled instant (open loop); the acceptance time of each 2xx."""
     accepted: dict[bytes, float] = {}
@@ -303,6 +327,7 @@ async def measure_rate(
         "alerted_twice": doubled,
         "sustained": missing == 0 and doubled == 0 and len(accepted) == int(rate * seconds),
         "speed_to_lead": summary_ms(latencies),
+        "speed_to_lead_by_second": by_second(timed),
         "cpu_ms_per_lead": {
             name: round((cpu_after[name] - cpu_before[name]) * 1000 / leads, 2)
             for name in cpu_after
@@ -445,7 +470,7 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rates = [r["offered_per_s"] for r in results]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, over_time) = plt.subplots(1, 2, figsize=(13, 4.5))
     for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
         ax.plot(rates, [r["speed_to_lead"][key] for r in results], marker="o", label=key[:-3])
     ax.set_xlabel("offered form posts per second")
@@ -454,6 +479,19 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Leadwire speed to lead (distributed stack, one machine)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    for r in results:
+        series = r.get("speed_to_lead_by_second") or []
+        over_time.plot(
+            [s["second"] for s in series],
+            [s["p99_ms"] for s in series],
+            label=f"{r['offered_per_s']:g}/s",
+        )
+    over_time.set_xlabel("second of the offered window")
+    over_time.set_ylabel("p99 of the leads accepted that second (ms)")
+    over_time.set_yscale("log")
+    over_time.set_title("The tail over each rate's window")
+    over_time.grid(True, which="both", alpha=0.3)
+    over_time.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.speed_to_lead import hop_stages
+from bench.speed_to_lead import by_second, hop_stages
 
 EMAIL = b"stl-0123456789ab@bench.example"
 
@@ -36,3 +36,18 @@ def test_each_hop_is_split_at_kafka_and_a_same_transaction_event_keeps_its_cause
 
 def test_a_lead_whose_events_were_not_read_adds_nothing() -> None:
     assert hop_stages({}, {EMAIL: (1.0, 2.0)}) == {}
+
+
+def test_the_tail_is_told_second_by_second_of_the_window() -> None:
+    timed = {
+        b"a": (100.0, 100.030),
+        b"b": (100.5, 100.540),
+        b"c": (101.2, 102.200),  # the second second's leads waited a second
+        b"d": (103.9, 103.920),  # nothing accepted in the third
+    }
+    assert by_second(timed) == [
+        {"second": 0, "alerted": 2, "p50_ms": 30.0, "p99_ms": 40.0},
+        {"second": 1, "alerted": 1, "p50_ms": 1000.0, "p99_ms": 1000.0},
+        {"second": 3, "alerted": 1, "p50_ms": 20.0, "p99_ms": 20.0},
+    ]
+    assert by_second({}) == []
