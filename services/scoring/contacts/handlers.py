@@ -109,7 +109,9 @@ async def on_contact_snapshots(
     applied: list[tuple[str, SetAside]] = []
     # The attributes each contact's fit was last rescored from in this batch. A contact's
     # `contact.created` and `contact.owner_assigned` carry the same snapshot and come
-    # together: rescoring the second gives the same fit, and reports nothing.
+    # together: rescoring the second gives the same fit and reports nothing. (The same
+    # attributes name the same id and address, so what was set aside for them was taken by
+    # the first: none is applied in between.)
     fitted: dict[str, Mapping[str, Any]] = {}
     for contact, correlationid in zip(live, correlations, strict=True):
         # What was set aside for this contact (by id or address) and not taken by an earlier
@@ -122,9 +124,7 @@ async def on_contact_snapshots(
             apply_engagement(
                 scored, contact.id, w.type, w.data, w.occurred_at, outbox, now, correlationid
             )
-        if not mine and fitted.get(contact.id) == contact.attributes:
-            # Nothing moved it since (engagement applied meanwhile may have left a threshold
-            # to cross at `now`: that case rescores).
+        if fitted.get(contact.id) == contact.attributes:
             continue
         rescore_fit(scored, contact.id, contact.attributes, outbox, now, correlationid)
         fitted[contact.id] = contact.attributes
