@@ -124,6 +124,8 @@ class OutboxRelay:
         self.sessions = sessionmaker(engine)
         self.keep_sent = not bus.durable
         self._wake = asyncio.Event()
+        # Between rounds, waiting for a commit's notification or the next poll (`_sleep`).
+        self.resting = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_purge = datetime.now(UTC)
@@ -271,9 +273,14 @@ class OutboxRelay:
         `seconds` that ended the wait."""
         if self._stopping:
             return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel on 3.11
-                await self._wake.wait()
+        self.resting = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                # Not wait_for: it can swallow a cancel on 3.11.
+                async with asyncio.timeout(seconds):
+                    await self._wake.wait()
+        finally:
+            self.resting = False
         return self._wake.is_set() or self._stopping
 
     async def publish_pending(self) -> int:

@@ -378,7 +378,7 @@ class TestPromptness:
         relay.start()
         try:
             async with asyncio.timeout(10):  # the first round done, the relay waits for a wake
-                while not (started and relay._wake._waiters):
+                while not (started and relay.resting):
                     await asyncio.sleep(0.01)
             before = started
             async with stack.uow(relay) as uow:
