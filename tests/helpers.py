@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench import infra as bench_infra
 from shared import db
 from shared.auth import issue_token
 from shared.migrations import upgrade
@@ -132,9 +132,4 @@ def made_here_and_in_a_fork(make: Callable[[], list[str]]) -> tuple[set[str], se
 
 async def drop_schemas(postgres_url: str, *names: str) -> None:
     """Drop these schemas of the session's PostgreSQL, if they exist, with all they hold."""
-    conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
-    try:
-        for name in names:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
+    await bench_infra.drop_schemas(db.create_engine(postgres_url), *names)
