@@ -32,6 +32,7 @@ from shared.bus.base import Bus
 from shared.db import UtcDateTime, dialect_of, sessionmaker, try_xact_lock
 from shared.outbox_spans import ReadSpans
 from shared.tracing import publish_spans
+from shared.waits import wait_at_most
 
 log = logging.getLogger(__name__)
 # How long published rows are kept: long enough to re-publish after a volatile bus restarts.
@@ -275,13 +276,10 @@ class OutboxRelay:
             return True
         self.resting = True
         try:
-            with contextlib.suppress(TimeoutError):
-                # Not wait_for: it can swallow a cancel on 3.11.
-                async with asyncio.timeout(seconds):
-                    await self._wake.wait()
+            woken = await wait_at_most(self._wake, seconds)
         finally:
             self.resting = False
-        return self._wake.is_set() or self._stopping
+        return woken or self._stopping
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were published.

@@ -28,6 +28,7 @@ from shared.bus.base import (
 from shared.bus.kafka_security import KafkaSecurity
 from shared.events.envelope import Envelope
 from shared.events.topics import COMPACTED_TOPICS, all_topics_with_dlq, dlq
+from shared.waits import wait_at_most
 
 log = logging.getLogger(__name__)
 TOPIC_EXISTS = 36
@@ -404,9 +405,7 @@ class KafkaConsumer:
         while self._uncommitted:
             wait = self._last_commit + COMMIT_INTERVAL_S - time.monotonic()
             if wait > 0 and not self._flush_now.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._flush_now.wait()
+                await wait_at_most(self._flush_now, wait)
             assigned = consumer.assignment()
             offsets = {tp: at for tp, at in self._uncommitted.items() if tp in assigned}
             self._uncommitted.clear()

@@ -26,6 +26,7 @@ from shared.bus.base import (
 )
 from shared.events.envelope import Envelope
 from shared.events.topics import dlq
+from shared.waits import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +176,7 @@ class MemoryBus:
     async def wait_for_publish(self, seen_seq: int, timeout: float) -> None:
         if self._seq != seen_seq:
             return
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
-        # a publish, and then a stopping consumer never stops.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._published.wait()
+        await wait_at_most(self._published, timeout)
 
 
 class MemoryConsumer:

@@ -6,7 +6,6 @@ batches, so several loops and replicas share them without firing one twice."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from services.workflows.store import DueTimer, WorkflowsStore
 from shared.app import ServiceContext
 from shared.claims import drain
 from shared.clock import Clock
+from shared.waits import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ class Wakeup:
             return
         self.wakes_at = now + timedelta(seconds=seconds)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self._event.wait()
+            await wait_at_most(self._event, seconds)
         finally:
             self.wakes_at = None
 
