@@ -35,6 +35,7 @@ from services.notifier.requests import handlers as intake
 from services.notifier.requests.statement import DEFER_AT_MOST, OneStatement
 from services.notifier.store import NotifierStore
 from shared.uow import UnitOfWork
+from shared.waits import wait_at_most
 
 log = logging.getLogger(__name__)
 # A Slack message whose channel is booked further ahead than this goes back to the database
@@ -260,8 +261,7 @@ class DeliveryWorker:
                 continue
             if claimed >= self._batch:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            await wait_at_most(self._wake, self._poll_interval_s)
 
     async def _sweep(self) -> None:
         """Mark deliveries whose sender died mid-attempt as `unknown`; look again at those
