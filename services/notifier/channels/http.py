@@ -58,6 +58,9 @@ class Client:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 trust_env=False,  # never through a proxy chosen by the environment
+                # No cookies: the session serves every workspace's targets, and a cookie one
+                # target set would go with the next request to that host, another's included.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
