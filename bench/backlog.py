@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -28,26 +27,12 @@ class Backlog:
     """The consumer groups whose names start with `prefix` (a run's: the services name their
     groups after the topic prefix), read from the broker's committed offsets. Handled batches
     are committed within 0.1 s (`shared.bus.kafka.COMMIT_INTERVAL_S`), so a group that has
-    caught up shows no backlog a moment later."""
+    caught up shows no backlog a moment later. Made by `backlog_of`."""
 
-    def __init__(self, kafka: str, prefix: str) -> None:
+    def __init__(self, admin: AIOKafkaAdminClient, reader: AIOKafkaConsumer, prefix: str) -> None:
         self.prefix = prefix
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-        self._reader = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
-
-    async def __aenter__(self) -> Self:
-        await self._admin.start()
-        await self._reader.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._reader.stop()
-        await self._admin.close()
+        self._admin = admin
+        self._reader = reader
 
     async def by_group(self) -> dict[str, int]:
         """Records behind, per group of the run."""
@@ -56,13 +41,14 @@ class Backlog:
             for group, *_ in await self._admin.list_consumer_groups()
             if str(group).startswith(self.prefix)
         )
-        behind: dict[str, int] = {}
+        committed: dict[str, dict[TopicPartition, int]] = {}
         for group in groups:
             offsets = await self._admin.list_consumer_group_offsets(group)
-            committed = {tp: meta.offset for tp, meta in offsets.items()}
-            ends = await self._reader.end_offsets(list(committed)) if committed else {}
-            behind[group] = records_behind(committed, ends)
-        return behind
+            committed[group] = {tp: meta.offset for tp, meta in offsets.items()}
+        # The groups share their topics: each partition's end asked once, for all of them.
+        partitions = {tp for offsets in committed.values() for tp in offsets}
+        ends = await self._reader.end_offsets(list(partitions)) if partitions else {}
+        return {group: records_behind(offsets, ends) for group, offsets in committed.items()}
 
     async def wait_drained(self, deadline: float, every_s: float = 0.5) -> dict[str, int]:
         """Poll until no group is behind or `deadline` (time.monotonic()) has passed; the groups
@@ -72,3 +58,20 @@ class Backlog:
             if not left or time.monotonic() >= deadline:
                 return left
             await asyncio.sleep(every_s)
+
+
+@asynccontextmanager
+async def backlog_of(kafka: str, prefix: str) -> AsyncIterator[Backlog]:
+    """A `Backlog` of the run whose groups start with `prefix`, on its own admin client and
+    offsets reader, closed on leaving."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await admin.start()
+    try:
+        await reader.start()
+        try:
+            yield Backlog(admin, reader, prefix)
+        finally:
+            await reader.stop()
+    finally:
+        await admin.close()

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from bench.backlog import Backlog
+from bench.backlog import Backlog, backlog_of
 from bench.infra import ROOT, drop_schemas, drop_topics, infrastructure, postgres_via
 from bench.ingest_bench import Connection, cpu_seconds, free_port
 from bench.report import save_report
@@ -531,7 +531,7 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
                 assign_at_capture=not args.assign_by_command,
             )
             results = []
-            async with Backlog(kafka, stack.prefix) as backlog:
+            async with backlog_of(kafka, stack.prefix) as backlog:
                 # Warm-up (JIT-free Python, but connection pools, caches and partitions
                 # assignment).
                 await measure_rate(stack, receiver, backlog, form_path, 5, 2, args.drain)

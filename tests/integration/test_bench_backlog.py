@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
-from bench.backlog import Backlog, records_behind
+from bench.backlog import backlog_of, records_behind
 from tests.conftest import unique
 
 
@@ -58,7 +58,7 @@ class TestBacklogOnKafka:
         try:
             await ours.commit({p0: OffsetAndMetadata(2, ""), p1: OffsetAndMetadata(1, "")})
             await theirs.commit({p0: OffsetAndMetadata(0, "")})
-            async with Backlog(kafka_bootstrap, prefix) as backlog:
+            async with backlog_of(kafka_bootstrap, prefix) as backlog:
                 assert await backlog.by_group() == {prefix + "scoring.contacts": 3}
                 # Still behind when the deadline passes: the group and its records are named.
                 left = await backlog.wait_drained(time.monotonic(), every_s=0.05)
