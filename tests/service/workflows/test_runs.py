@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from services.workflows.consumers import refresh_run_gauges
 from services.workflows.engine.domain import effect_id
 from shared.events import topics
 from shared.events.contact_commands import parse_command
@@ -142,6 +143,23 @@ class TestRunHistoryAndEffects:
         ).json()
         assert (stats["enrolled"], stats["completed"], stats["active"]) == (1, 1, 0)
         assert a
+
+    async def test_metrics_count_each_workflows_runs_by_status(self, service: Service) -> None:
+        w = await service.workflow(DRIP)
+        await service.create_contact()
+        await service.create_contact()
+        first, _ = await service.runs(w)
+        exited = await service.client.post(
+            f"/v1/enrollments/{first['id']}/exit", headers=service.headers
+        )
+        assert exited.status_code == 200, exited.text
+        await refresh_run_gauges(service.app.state.ctx)
+        metrics = (await service.client.get("/metrics")).text
+        counted = (
+            f'leadwire_workflow_runs{{status="%s",workflow="{w}",workspace="{service.workspace}"}}'
+        )
+        assert counted % "waiting" + " 1.0" in metrics
+        assert counted % "exited" + " 1.0" in metrics
 
     async def test_every_contact_command_action(self, service: Service) -> None:
         w = await service.workflow(
