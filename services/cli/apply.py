@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from shared.auth import validate_workspace
 from shared.errors import DomainError
 from shared.settings import Settings
+from shared.yaml_files import read_yaml
 
 
 class ApplyError(Exception):
@@ -124,14 +125,7 @@ APPLIERS: dict[str, Applier] = {
 
 def read_documents(path: Path, workspace: str | None) -> list[Document]:
     """Every document of the file, checked for shape before anything is saved."""
-    try:
-        raw = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except OSError as exc:
-        raise ApplyError(f"{path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ApplyError(f"{where}: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path, ApplyError, every_document=True)
     documents = []
     for index, item in enumerate(raw, start=1):
         where = f"{path}#{index}"

@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from services.scoring import handlers
 from services.scoring.main import SPEC
 from services.scoring.store import SqlStore
@@ -18,6 +16,7 @@ from shared.errors import InvalidInput
 from shared.migrations import upgrade
 from shared.settings import Settings
 from shared.uow import UnitOfWork
+from shared.yaml_files import invalid_document, read_yaml
 
 
 class RulesFileError(Exception):
@@ -26,17 +25,7 @@ class RulesFileError(Exception):
 
 def read_rules_file(path: Path) -> Any:
     """The file's YAML document, or RulesFileError naming the line and column of a syntax error."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RulesFileError(f"{path}: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RulesFileError(f"{where}: YAML syntax error: {problem}") from None
+    return read_yaml(path, RulesFileError)
 
 
 def check_rules(path: Path) -> Any:
@@ -45,8 +34,7 @@ def check_rules(path: Path) -> Any:
     try:
         handlers.validated(raw)
     except InvalidInput as exc:
-        lines = [f"  {e['field']}: {e['message']}" for e in exc.extra.get("errors", [])]
-        raise RulesFileError("\n".join([f"{path}: the rule set is invalid", *lines])) from None
+        raise RulesFileError(invalid_document(path, "rule set", exc)) from None
     return raw
 
 

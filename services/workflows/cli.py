@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from services.workflows.definitions import handlers
 from services.workflows.doors import limits_of
 from services.workflows.engine.handlers import RunBook
@@ -20,6 +18,7 @@ from shared.errors import InvalidInput
 from shared.migrations import upgrade
 from shared.settings import Settings
 from shared.uow import UnitOfWork
+from shared.yaml_files import invalid_document, read_yaml
 
 
 class WorkflowFileError(Exception):
@@ -28,21 +27,11 @@ class WorkflowFileError(Exception):
 
 def read_document(path: Path) -> Any:
     """The file's document (YAML is a superset of JSON), or an error naming line and column."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise WorkflowFileError(f"{path}: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise WorkflowFileError(f"{where}: syntax error: {getattr(exc, 'problem', exc)}") from None
+    return read_yaml(path, WorkflowFileError)
 
 
 def invalid(path: Path, exc: InvalidInput) -> WorkflowFileError:
-    lines = [f"  {e['field']}: {e['message']}" for e in exc.extra.get("errors", [])]
-    return WorkflowFileError("\n".join([f"{path}: the workflow is invalid", *lines]))
+    return WorkflowFileError(invalid_document(path, "workflow", exc))
 
 
 async def apply(settings: Settings, workspace: str, path: Path, enable: bool, check: bool) -> str:

@@ -47,4 +47,4 @@ def test_apply_creates_then_versions_and_refuses_with_paths(tmp_path: Path) -> N
     assert "steps[1].next: no step 'nowhere'" in bad.stderr
     syntax = apply(tmp_path, "name: [x\n")
     assert syntax.returncode == 2
-    assert "drip.yaml:2:1: syntax error" in syntax.stderr
+    assert "drip.yaml:2:1: YAML syntax error" in syntax.stderr
