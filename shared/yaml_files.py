@@ -29,7 +29,7 @@ def read_yaml(path: Path, error: type[Exception], every_document: bool = False) 
         raise error(f"{where}: YAML syntax error: {problem}") from None
 
 
-def invalid_document(where: object, what: str, exc: InvalidInput) -> str:
+def invalid_document(where: Path | str, what: str, exc: InvalidInput) -> str:
     """`<where>: the <what> is invalid`, then each of `exc`'s field errors on a line."""
     lines = [f"  {e['field']}: {e['message']}" for e in exc.extra.get("errors", [])]
     return "\n".join([f"{where}: the {what} is invalid", *lines])

@@ -144,7 +144,9 @@ class TestRunHistoryAndEffects:
         assert (stats["enrolled"], stats["completed"], stats["active"]) == (1, 1, 0)
         assert a
 
-    async def test_metrics_count_each_workflows_runs_by_status(self, service: Service) -> None:
+    async def test_metrics_count_the_runs_of_each_workflow_by_status(
+        self, service: Service
+    ) -> None:
         w = await service.workflow(DRIP)
         await service.create_contact()
         await service.create_contact()
