@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,11 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def infrastructure() -> Iterator[tuple[str, str]]:
+def infrastructure(durable_postgres: bool = False) -> Iterator[tuple[str, str]]:
     """(kafka bootstrap, postgres url): LEADWIRE_KAFKA_BOOTSTRAP and DATABASE_URL (a
     postgresql URL) when set, otherwise servers started like the test session's, stopped and
     deleted afterwards (a run can leave gigabytes: a million contacts, a Kafka log). A
-    PostgreSQL started here is reached over its Unix socket (`postgres_via`)."""
+    PostgreSQL started here is reached over its Unix socket (`postgres_via`); it trades its
+    crash safety for speed as the test session's does, unless `durable_postgres`."""
     kafka = os.environ.get("LEADWIRE_KAFKA_BOOTSTRAP", "")
     postgres = os.environ.get("DATABASE_URL", "")
     state = ROOT / ".leadwire" / "bench" / str(os.getpid())
@@ -42,7 +44,7 @@ def infrastructure() -> Iterator[tuple[str, str]]:
             if not postgres.startswith("postgresql"):
                 # As the test session's (and as the benchmarks were always measured), reached
                 # over its Unix socket as a server on the same machine should be.
-                server = start_postgres(state / "postgres", durable=False)
+                server = start_postgres(state / "postgres", durable=durable_postgres)
                 started.append(server)
                 postgres = server.socket_url
         yield kafka, postgres
@@ -60,6 +62,23 @@ def postgres_via(url: str) -> str:
     host = parsed.query.get("host") or parsed.host or ""
     host = host[0] if isinstance(host, tuple) else host
     return "unix socket" if not host or host.startswith("/") else "tcp"
+
+
+# The settings a lead's durability rests on (deploy/README.md keeps them on in production).
+DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+async def postgres_durability(engine: AsyncEngine) -> dict[str, str]:
+    """The server's `DURABILITY_SETTINGS` as it reports them: figures measured with them off
+    are not a durable deployment's. `engine` is disposed."""
+    try:
+        async with engine.connect() as conn:
+            query = text("SELECT name, setting FROM pg_settings WHERE name IN :names")
+            query = query.bindparams(bindparam("names", expanding=True))
+            rows = (await conn.execute(query, {"names": DURABILITY_SETTINGS})).all()
+            return {str(name): str(setting) for name, setting in rows}
+    finally:
+        await engine.dispose()
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

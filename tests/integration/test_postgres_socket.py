@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bench.infra import postgres_via
+from bench.infra import postgres_durability, postgres_via
 from services.registry import spec
 from shared.app import create_app
 from shared.db import create_engine
@@ -42,6 +42,15 @@ async def test_the_socket_url_connects_over_the_unix_socket(
     assert await client_address(postgres_url) == "127.0.0.1/32"
     assert postgres_via(postgres_socket_url) == "unix socket"
     assert postgres_via(postgres_url) == "tcp"
+
+
+async def test_a_benchmark_records_whether_postgresql_kept_its_crash_safety(
+    postgres_socket_url: str,
+) -> None:
+    # The test session's server trades it for speed (FAST_UNSAFE_SETTINGS); a benchmark's
+    # figures on such a server must say so.
+    found = await postgres_durability(create_engine(postgres_socket_url))
+    assert found == {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 async def test_a_service_migrates_and_serves_over_the_socket(
