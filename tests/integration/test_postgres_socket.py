@@ -1,6 +1,7 @@
 """A PostgreSQL on the services' own machine reached over its Unix socket (deploy/local
 infra's `socket_url`, which `make stack` and the benchmarks' own servers use): the services'
-engines and a whole service work over it as over TCP."""
+engines and a whole service work over it as over TCP. And what a benchmark records of the
+server it ran on: how it was reached, whether it kept its crash safety."""
 
 from __future__ import annotations
 
