@@ -23,14 +23,9 @@ class RulesFileError(Exception):
     """A rules file that cannot be loaded; the message names the file and where it fails."""
 
 
-def read_rules_file(path: Path) -> Any:
-    """The file's YAML document, or RulesFileError naming the line and column of a syntax error."""
-    return read_yaml(path, RulesFileError)
-
-
 def check_rules(path: Path) -> Any:
     """The file's rule set if valid, else RulesFileError listing every error with its path."""
-    raw = read_rules_file(path)
+    raw = read_yaml(path, RulesFileError)
     try:
         handlers.validated(raw)
     except InvalidInput as exc:

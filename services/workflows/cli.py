@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from services.workflows.definitions import handlers
 from services.workflows.doors import limits_of
@@ -25,18 +24,9 @@ class WorkflowFileError(Exception):
     """A file that cannot be applied; the message names the file and where it fails."""
 
 
-def read_document(path: Path) -> Any:
-    """The file's document (YAML is a superset of JSON), or an error naming line and column."""
-    return read_yaml(path, WorkflowFileError)
-
-
-def invalid(path: Path, exc: InvalidInput) -> WorkflowFileError:
-    return WorkflowFileError(invalid_document(path, "workflow", exc))
-
-
 async def apply(settings: Settings, workspace: str, path: Path, enable: bool, check: bool) -> str:
     """Save the file as a new workflow, or as the next version of the workflow of that name."""
-    raw = read_document(path)
+    raw = read_yaml(path, WorkflowFileError)  # YAML or JSON, syntax errors with line and column
     validate_workspace(workspace)
     engine = db.create_engine(
         settings.database_url_for(SPEC.name), schema=settings.schema_for(SPEC.name)
@@ -58,7 +48,7 @@ async def apply(settings: Settings, workspace: str, path: Path, enable: bool, ch
                 else:
                     row = await handlers.create_workflow(workspace, raw, False, store, now)
             except InvalidInput as exc:
-                raise invalid(path, exc) from None
+                raise WorkflowFileError(invalid_document(path, "workflow", exc)) from None
             if enable and not row.enabled:
                 book = RunBook(store, uow, now, limits_of(settings))
                 await handlers.set_enabled(workspace, row.id, True, book, store)
