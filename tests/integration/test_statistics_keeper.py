@@ -1,6 +1,7 @@
 """The statistics keeper on the real PostgreSQL: a table analysed at a few rows and grown to
 thousands is analysed again within a round or two, and a query's plan turns from a walk over
-the table to a probe of the key's index; a table that did not grow is left alone; replicas
+the table to a probe of the key's index; the keeper gathers the indexed columns from a small
+sample and leaves the full ANALYZE to autovacuum; a table that did not grow is left alone; replicas
 analyse a growth once; a database outage never ends the keeper; every service on PostgreSQL
 runs one for its own schema, and none on SQLite."""
 
@@ -22,7 +23,13 @@ from prometheus_client import REGISTRY
 from services.registry import spec
 from shared.app import create_app
 from shared.db import create_engine
-from shared.db.statistics import TableStats, analyze_grown_tables, keep_statistics, needs_analyze
+from shared.db.statistics import (
+    SAMPLE_TARGET,
+    TableStats,
+    analyze_grown_tables,
+    keep_statistics,
+    needs_analyze,
+)
 from tests.conftest import unique
 from tests.helpers import drop_schemas, embedded_settings, eventually, running
 from tests.tcp_proxy import TcpProxy
@@ -197,6 +204,74 @@ async def test_statistics_taken_at_half_the_size_still_plan_a_probe_of_the_key(
     finally:
         await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
         await conn.close()
+
+
+async def test_the_keeper_samples_the_indexed_columns_and_leaves_the_rest_to_autovacuum(
+    postgres_url: str,
+) -> None:
+    name = unique("stats")
+    conn = await connect(postgres_url, name, create=True)
+    engine = create_engine(postgres_url, schema=name)
+    try:
+        await conn.execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, contact text, body text);"
+            "CREATE INDEX notes_contact ON notes (contact);"
+            "CREATE TABLE tagged (id int PRIMARY KEY, label text, body text);"
+            "CREATE INDEX tagged_label ON tagged (lower(label));"
+            "ALTER TABLE notes SET (autovacuum_enabled = false);"
+            "ALTER TABLE tagged SET (autovacuum_enabled = false);"
+            "INSERT INTO notes SELECT i, 'c' || (i % 700), repeat('x', i % 50)"
+            " FROM generate_series(1, 8000) i;"
+            "INSERT INTO tagged SELECT i, 'L' || (i % 9), 'b' FROM generate_series(1, 8000) i;"
+        )
+        await conn.close()  # its counts reach the server's statistics as it ends
+        conn = await connect(postgres_url, name)
+
+        async def counted() -> bool:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            live: int = await conn.fetchval(
+                "SELECT sum(n_live_tup) FROM pg_stat_user_tables WHERE schemaname = $1", name
+            )
+            return live == 16_000
+
+        await eventually(counted, timeout=10)
+        analysed = await analyze_grown_tables(engine, name, MIN_ROWS)
+        assert sorted(a.table.name for a in analysed) == ["notes", "tagged"]
+
+        gathered = {
+            (r["tablename"], r["attname"]): r["bounds"]
+            for r in await conn.fetch(
+                "SELECT tablename, attname, array_length(histogram_bounds::text::text[], 1)"
+                " AS bounds FROM pg_stats WHERE schemaname = $1",
+                name,
+            )
+        }
+        # The indexed columns of `notes` only; every column of `tagged`, and its expression.
+        assert {column for table, column in gathered if table == "notes"} == {"id", "contact"}
+        assert {column for table, column in gathered if table == "tagged"} == {
+            "id",
+            "label",
+            "body",
+        }
+        assert ("tagged_label", "lower") in gathered
+        # A histogram of SAMPLE_TARGET buckets (one bound more), not the server's default 100.
+        assert gathered[("notes", "id")] == SAMPLE_TARGET + 1
+        counts = {
+            r["relname"]: (r["reltuples"], r["changes"])
+            for r in await conn.fetch(
+                "SELECT c.relname, c.reltuples, s.n_mod_since_analyze AS changes"
+                " FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid"
+                " WHERE s.schemaname = $1",
+                name,
+            )
+        }
+        # Both counted at their size; autovacuum still owes `notes` its full ANALYZE.
+        assert counts["notes"] == (8000, 8000)
+        assert counts["tagged"] == (8000, 0)
+    finally:
+        await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+        await conn.close()
+        await engine.dispose()
 
 
 async def test_replicas_analyse_one_growth_once(schema: str, postgres_url: str) -> None:

@@ -1,11 +1,12 @@
-"""The statistics keeper's rule: analyse a table once it holds at least twice the rows its
-statistics were taken at, and at least `min_rows` more (shared.db.statistics)."""
+"""The statistics keeper's rules: analyse a table once it holds at least twice the rows its
+statistics were taken at, and at least `min_rows` more; gather the columns its indexes name,
+or every column when one is on an expression (shared.db.statistics)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.db.statistics import TableStats, needs_analyze
+from shared.db.statistics import TableStats, columns_to_analyze, needs_analyze
 
 MIN_ROWS = 500
 
@@ -56,3 +57,14 @@ class TestNeedsAnalyze:
         # A queue (the outbox) churns many times its size without growing.
         assert not needs_analyze(table(3_000, 3_000), MIN_ROWS)
         assert not needs_analyze(table(3_000, 40), MIN_ROWS)
+
+
+def test_the_columns_gathered_are_those_the_indexes_name() -> None:
+    indexed = TableStats("t", 10, 40, 1, indexed_columns=("contact_id", "id"))
+    assert columns_to_analyze(indexed) == ("contact_id", "id")
+
+
+def test_an_index_on_an_expression_gathers_every_column() -> None:
+    # An empty list: the whole table, the only ANALYZE that gathers an expression's statistics.
+    on_expression = TableStats("t", 10, 40, 1, ("id",), expression_index=True)
+    assert columns_to_analyze(on_expression) == ()
