@@ -22,8 +22,10 @@ column when an index is on an expression), from a sample of 3,000 rows (`SAMPLE_
 Autovacuum's full ANALYZE still follows within its minute: an ANALYZE of some columns leaves
 the count of changes autovacuum goes by as it was. At 10,000 leads of the speed-to-lead bench
 that took `contacts.activities` from 180 ms to 8 ms, `workflows.step_runs` from 100 to 5 and
-`notifier.deliveries` from 90 to 14: the whole-table ANALYZEs of a doubling had added up to a
-second of the server's time, on a machine with none to spare at 500 leads/s.
+`notifier.deliveries` from 90 to 14. Over a ramp of that bench to 500 leads/s (measured with
+`bench.pg_statements --match ANALYZE`), whole-table ANALYZEs took 0.84-1.19 s of the server's
+time, up to 106 ms each, in bursts as the tables doubled together, on a machine with no time
+to spare at 500 leads/s. Gathered this way, they take 0.31-0.35 s, at most 21 ms each.
 
 Growth, not changes, is the trigger: a queue table (the outbox, published and deleted) churns
 far more rows than it holds without its plans going wrong, and a rule on changes would analyse
@@ -55,7 +57,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
@@ -67,20 +69,25 @@ log = logging.getLogger(__name__)
 # The tables of one schema ANALYZE may be run on by this role (an owner's member, or a
 # superuser): their rows at the last statistics, their live rows now, and how many analyses
 # (manual and automatic) they had, to tell an ANALYZE done from one skipped on a lock.
-# Also the columns its indexes name, and whether an index is on an expression.
 _TABLES = text(
     "SELECT c.relname AS name, c.reltuples AS rows_at_analyze,"
     " pg_stat_get_live_tuples(c.oid) AS live_rows,"
-    " pg_stat_get_analyze_count(c.oid) + pg_stat_get_autoanalyze_count(c.oid) AS analyses,"
-    " ARRAY(SELECT DISTINCT a.attname FROM pg_index i JOIN pg_attribute a"
-    "  ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-    "  WHERE i.indrelid = c.oid ORDER BY a.attname) AS indexed_columns,"
-    " EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indexprs IS NOT NULL)"
-    "  AS expression_index"
+    " pg_stat_get_analyze_count(c.oid) + pg_stat_get_autoanalyze_count(c.oid) AS analyses"
     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE n.nspname = :schema AND c.relkind IN ('r', 'm')"
     " AND pg_has_role(c.relowner, 'USAGE')"
 )
+# What the indexes of some of those tables name; asked only of the tables a round analyses,
+# as it costs the catalogue twice what the sizes do.
+_INDEXED = text(
+    "SELECT c.relname AS name,"
+    " array_remove(array_agg(DISTINCT a.attname), NULL) AS columns,"
+    " bool_or(i.indexprs IS NOT NULL) AS expression"
+    " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+    " WHERE n.nspname = :schema AND c.relname IN :names GROUP BY c.relname"
+).bindparams(bindparam("names", expanding=True))
 # ANALYZE samples 300 rows a unit of target: 3,000 rows, a tenth of the default's. Enough to
 # tell a key from a repeated value and to count a table's rows; the finer histograms and
 # common values are autovacuum's full ANALYZE to take (see the module's docstring).
@@ -98,8 +105,14 @@ class TableStats:
     rows_at_analyze: float  # pg_class.reltuples: -1 if never analysed nor vacuumed
     live_rows: int
     analyses: int
-    indexed_columns: tuple[str, ...] = ()
-    expression_index: bool = False
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What a table's indexes name: plain columns, and whether one is on an expression."""
+
+    columns: tuple[str, ...] = ()
+    expression: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,11 +130,12 @@ def needs_analyze(table: TableStats, min_rows: int) -> bool:
     return table.live_rows >= max(2 * known, known + min_rows)
 
 
-def columns_to_analyze(table: TableStats) -> tuple[str, ...]:
+def columns_to_analyze(indexed: Indexed) -> tuple[str, ...]:
     """The columns the keeper gathers statistics of: those the table's indexes name, which
     decide whether a read probes an index or walks the table. () for every column when an
-    index is on an expression, whose statistics only a whole-table ANALYZE gathers."""
-    return () if table.expression_index else table.indexed_columns
+    index is on an expression, whose statistics only a whole-table ANALYZE gathers, or when
+    the table has no index."""
+    return () if indexed.expression else indexed.columns
 
 
 def lock_name(schema: str) -> str:
@@ -131,16 +145,14 @@ def lock_name(schema: str) -> str:
 async def tables_of(conn: AsyncConnection, schema: str) -> list[TableStats]:
     rows = (await conn.execute(_TABLES, {"schema": schema})).mappings()
     return [
-        TableStats(
-            r["name"],
-            float(r["rows_at_analyze"]),
-            int(r["live_rows"]),
-            int(r["analyses"]),
-            tuple(r["indexed_columns"]),
-            bool(r["expression_index"]),
-        )
+        TableStats(r["name"], float(r["rows_at_analyze"]), int(r["live_rows"]), int(r["analyses"]))
         for r in rows
     ]
+
+
+async def indexed_of(conn: AsyncConnection, schema: str, names: list[str]) -> dict[str, Indexed]:
+    rows = (await conn.execute(_INDEXED, {"schema": schema, "names": names})).mappings()
+    return {r["name"]: Indexed(tuple(sorted(r["columns"])), bool(r["expression"])) for r in rows}
 
 
 async def analyze_grown_tables(engine: AsyncEngine, schema: str, min_rows: int) -> list[Analysed]:
@@ -151,11 +163,14 @@ async def analyze_grown_tables(engine: AsyncEngine, schema: str, min_rows: int) 
         if not await try_xact_lock(conn, lock_name(schema)):
             return []
         grown = [t for t in await tables_of(conn, schema) if needs_analyze(t, min_rows)]
-        if grown:
-            await conn.execute(_SAMPLE)
+        if not grown:
+            return []
+        indexed = await indexed_of(conn, schema, [t.name for t in grown])
+        await conn.execute(_SAMPLE)
         took: dict[str, float] = {}
         for table in grown:
-            columns = ", ".join(quote(column) for column in columns_to_analyze(table))
+            listed = columns_to_analyze(indexed.get(table.name, Indexed()))
+            columns = ", ".join(quote(column) for column in listed)
             started = time.perf_counter()
             await conn.execute(
                 text(
@@ -164,8 +179,6 @@ async def analyze_grown_tables(engine: AsyncEngine, schema: str, min_rows: int) 
                 )
             )
             took[table.name] = time.perf_counter() - started
-        if not grown:
-            return []
         await conn.execute(_FORGET_SNAPSHOT)
         after = {t.name: t.analyses for t in await tables_of(conn, schema)}
     return [Analysed(t, took[t.name]) for t in grown if after.get(t.name, t.analyses) > t.analyses]

@@ -218,11 +218,14 @@ async def test_the_keeper_samples_the_indexed_columns_and_leaves_the_rest_to_aut
             "CREATE INDEX notes_contact ON notes (contact);"
             "CREATE TABLE tagged (id int PRIMARY KEY, label text, body text);"
             "CREATE INDEX tagged_label ON tagged (lower(label));"
+            "CREATE TABLE loose (n int);"
             "ALTER TABLE notes SET (autovacuum_enabled = false);"
             "ALTER TABLE tagged SET (autovacuum_enabled = false);"
+            "ALTER TABLE loose SET (autovacuum_enabled = false);"
             "INSERT INTO notes SELECT i, 'c' || (i % 700), repeat('x', i % 50)"
             " FROM generate_series(1, 8000) i;"
             "INSERT INTO tagged SELECT i, 'L' || (i % 9), 'b' FROM generate_series(1, 8000) i;"
+            "INSERT INTO loose SELECT i FROM generate_series(1, 8000) i;"
         )
         await conn.close()  # its counts reach the server's statistics as it ends
         conn = await connect(postgres_url, name)
@@ -232,11 +235,11 @@ async def test_the_keeper_samples_the_indexed_columns_and_leaves_the_rest_to_aut
             live: int = await conn.fetchval(
                 "SELECT sum(n_live_tup) FROM pg_stat_user_tables WHERE schemaname = $1", name
             )
-            return live == 16_000
+            return live == 24_000
 
         await eventually(counted, timeout=10)
         analysed = await analyze_grown_tables(engine, name, MIN_ROWS)
-        assert sorted(a.table.name for a in analysed) == ["notes", "tagged"]
+        assert sorted(a.table.name for a in analysed) == ["loose", "notes", "tagged"]
 
         gathered = {
             (r["tablename"], r["attname"]): r["bounds"]
@@ -246,7 +249,8 @@ async def test_the_keeper_samples_the_indexed_columns_and_leaves_the_rest_to_aut
                 name,
             )
         }
-        # The indexed columns of `notes` only; every column of `tagged`, and its expression.
+        # The indexed columns of `notes` only; every column of `tagged`, and its expression,
+        # and of `loose`, which has no index.
         assert {column for table, column in gathered if table == "notes"} == {"id", "contact"}
         assert {column for table, column in gathered if table == "tagged"} == {
             "id",
@@ -254,6 +258,7 @@ async def test_the_keeper_samples_the_indexed_columns_and_leaves_the_rest_to_aut
             "body",
         }
         assert ("tagged_label", "lower") in gathered
+        assert ("loose", "n") in gathered
         # A histogram of SAMPLE_TARGET buckets (one bound more), not the server's default 100.
         assert gathered[("notes", "id")] == SAMPLE_TARGET + 1
         counts = {
@@ -268,6 +273,7 @@ async def test_the_keeper_samples_the_indexed_columns_and_leaves_the_rest_to_aut
         # Both counted at their size; autovacuum still owes `notes` its full ANALYZE.
         assert counts["notes"] == (8000, 8000)
         assert counts["tagged"] == (8000, 0)
+        assert counts["loose"] == (8000, 0)
     finally:
         await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
         await conn.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.db.statistics import TableStats, columns_to_analyze, needs_analyze
+from shared.db.statistics import Indexed, TableStats, columns_to_analyze, needs_analyze
 
 MIN_ROWS = 500
 
@@ -60,11 +60,13 @@ class TestNeedsAnalyze:
 
 
 def test_the_columns_gathered_are_those_the_indexes_name() -> None:
-    indexed = TableStats("t", 10, 40, 1, indexed_columns=("contact_id", "id"))
-    assert columns_to_analyze(indexed) == ("contact_id", "id")
+    assert columns_to_analyze(Indexed(("contact_id", "id"))) == ("contact_id", "id")
 
 
 def test_an_index_on_an_expression_gathers_every_column() -> None:
     # An empty list: the whole table, the only ANALYZE that gathers an expression's statistics.
-    on_expression = TableStats("t", 10, 40, 1, ("id",), expression_index=True)
-    assert columns_to_analyze(on_expression) == ()
+    assert columns_to_analyze(Indexed(("id",), expression=True)) == ()
+
+
+def test_a_table_without_an_index_gathers_every_column() -> None:
+    assert columns_to_analyze(Indexed()) == ()
