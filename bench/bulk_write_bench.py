@@ -44,11 +44,11 @@ from sqlalchemy import (
 )
 
 from bench.infra import drop_schemas
+from bench.report import save_report
 from shared import db
 from shared.db import AsyncSession, Json, UtcDateTime
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 
 metadata = MetaData()
 WIDE = Table(
@@ -226,9 +226,7 @@ def main() -> None:
         "rounds": args.rounds,
         "results": results,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bulk-write-{when:%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    path = save_report("bulk-write", document)
     print(f"saved {path.relative_to(ROOT)}")
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from sqlalchemy import MetaData, text
 
-from bench.infra import ROOT, drop_schemas, infrastructure
+from bench.infra import drop_schemas, infrastructure
+from bench.report import save_report
 from bench.speed_to_lead import summary_ms
 from shared import db
 from shared.bus.base import Subscription
@@ -39,7 +40,6 @@ from shared.inbox import inbox_table
 from shared.outbox import OutboxRelay, outbox_table
 from shared.uow import UnitOfWork
 
-RESULTS = ROOT / "bench" / "results"
 TOPIC = "leadwire.hop-latency.v1"
 
 
@@ -156,9 +156,7 @@ def main() -> None:
         **figures,
     }
     print(json.dumps(result, indent=1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"hop-latency-{at.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = save_report("hop-latency", result)
     print(f"saved {path}")
 
 

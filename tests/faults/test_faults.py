@@ -21,13 +21,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
+from bench.report import save_report
 from shared.bus.kafka import KafkaBus
 from shared.events import topics
 from tests.faults.load import Load
@@ -50,7 +50,6 @@ CONSUMED = (
     topics.SCORES,
     topics.NOTIFICATIONS,
 )
-RESULTS = ROOT / "bench" / "results"
 LAST_DEAD_LETTERS: dict[str, dict[str, int]] = {}
 # httpx's names for a connection refused, reset or closed under a request.
 RESETS = frozenset({"ConnectError", "ReadError", "WriteError", "RemoteProtocolError"})
@@ -83,16 +82,13 @@ def results() -> Iterator[list[dict[str, Any]]]:
     yield collected
     if not collected:
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"faults-{stamp}.json"
     report = {
         "command": "make test-faults",
         "rate_per_s": RATE,
         "repetitions": REPETITIONS,
         "runs": collected,
     }
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = save_report("faults", report)
     print(f"\n{table(collected)}\nsaved {path.relative_to(ROOT)}")
 
 
