@@ -18,7 +18,8 @@ table that holds at least twice as many rows, and at least `min_rows` more (`nee
 
 What it gathers is what a plan's choice of index needs, cheaply, since it runs while the
 tables fill: the row count, and the statistics of the columns the table's indexes name (every
-column when an index is on an expression), from a sample of 3,000 rows (`SAMPLE_TARGET`).
+column when an index is on an expression, or when there is no index), from a sample of 3,000
+rows (`SAMPLE_TARGET`).
 Autovacuum's full ANALYZE still follows within its minute: an ANALYZE of some columns leaves
 the count of changes autovacuum goes by as it was. At 10,000 leads of the speed-to-lead bench
 that took `contacts.activities` from 180 ms to 8 ms, `workflows.step_runs` from 100 to 5 and

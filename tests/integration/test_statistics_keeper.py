@@ -270,7 +270,7 @@ async def test_the_keeper_samples_the_indexed_columns_and_leaves_the_rest_to_aut
                 name,
             )
         }
-        # Both counted at their size; autovacuum still owes `notes` its full ANALYZE.
+        # All three counted at their size; autovacuum still owes `notes` its full ANALYZE.
         assert counts["notes"] == (8000, 8000)
         assert counts["tagged"] == (8000, 0)
         assert counts["loose"] == (8000, 0)
