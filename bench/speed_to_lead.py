@@ -9,8 +9,8 @@ split at Kafka by its records' timestamps (consumer side, producer side), CPU se
 and peak RSS per service, PostgreSQL's and Kafka's CPU per lead, how many cores the whole
 machine kept busy, and whether the rate was sustained (every lead alerted exactly once and the
 backlog drained). Figures go to bench/results/speed-to-lead-<time>.json, with the durability
-settings PostgreSQL ran with (a server started for the run keeps them on), and a PNG chart
-beside it.
+settings PostgreSQL ran with (a server started for the run keeps them on) and the build
+measured (`bench.report`), and a PNG chart beside it.
 
     .venv/bin/python -m bench.speed_to_lead                      # 5, 100, 250, 500, 750, 1000/s
     .venv/bin/python -m bench.speed_to_lead --rates 5 100 --seconds 10

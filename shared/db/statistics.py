@@ -78,8 +78,9 @@ _TABLES = text(
     " WHERE n.nspname = :schema AND c.relkind IN ('r', 'm')"
     " AND pg_has_role(c.relowner, 'USAGE')"
 )
-# What the indexes of some of those tables name; asked only of the tables a round analyses,
-# as it costs the catalogue twice what the sizes do.
+# What the indexes of some of those tables name, asked only of the tables a round analyses:
+# read for every table in the query above, which runs every round, it doubled that query's
+# cost.
 _INDEXED = text(
     "SELECT c.relname AS name,"
     " array_remove(array_agg(DISTINCT a.attname), NULL) AS columns,"
