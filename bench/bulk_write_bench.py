@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -44,11 +43,9 @@ from sqlalchemy import (
 )
 
 from bench.infra import drop_schemas
-from bench.report import save_report
+from bench.report import ROOT, save_report
 from shared import db
 from shared.db import AsyncSession, Json, UtcDateTime
-
-ROOT = Path(__file__).resolve().parent.parent
 
 metadata = MetaData()
 WIDE = Table(

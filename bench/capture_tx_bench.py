@@ -28,8 +28,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from bench.infra import ROOT, drop_schemas, infrastructure
-from bench.report import save_report
+from bench.infra import drop_schemas, infrastructure
+from bench.report import ROOT, save_report
 from services.contacts.captures import handlers as captures
 from services.contacts.captures.store import CapturesStore, CaptureView
 from services.contacts.main import SPEC

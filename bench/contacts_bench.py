@@ -25,14 +25,13 @@ import statistics
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.infra import drop_schemas, infrastructure
-from bench.report import save_report
+from bench.report import ROOT, save_report
 from services.contacts import domain
 from services.contacts.main import build_spec
 from services.contacts.models import inbox
@@ -47,7 +46,6 @@ from shared.events.ingest import LeadCaptured, Utm
 from shared.migrations import upgrade
 from shared.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 GROUP = "contacts.leads"

@@ -8,7 +8,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -16,7 +15,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.report import ROOT
 
 
 @contextmanager
@@ -70,15 +69,12 @@ DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
 
 async def postgres_durability(engine: AsyncEngine) -> dict[str, str]:
     """The server's `DURABILITY_SETTINGS` as it reports them: figures measured with them off
-    are not a durable deployment's. `engine` is disposed."""
-    try:
-        async with engine.connect() as conn:
-            query = text("SELECT name, setting FROM pg_settings WHERE name IN :names")
-            query = query.bindparams(bindparam("names", expanding=True))
-            rows = (await conn.execute(query, {"names": DURABILITY_SETTINGS})).all()
-            return {str(name): str(setting) for name, setting in rows}
-    finally:
-        await engine.dispose()
+    are not a durable deployment's."""
+    async with engine.connect() as conn:
+        query = text("SELECT name, setting FROM pg_settings WHERE name IN :names")
+        query = query.bindparams(bindparam("names", expanding=True))
+        rows = (await conn.execute(query, {"names": DURABILITY_SETTINGS})).all()
+        return {str(name): str(setting) for name, setting in rows}
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

@@ -48,11 +48,10 @@ import uvloop
 from aiokafka import AIOKafkaConsumer
 
 from bench.infra import infrastructure
-from bench.report import save_report
+from bench.report import ROOT, save_report
 from shared.auth import issue_token
 from shared.events import topics
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from bench.infra import ROOT, infrastructure
-from bench.report import save_report
+from bench.infra import infrastructure
+from bench.report import ROOT, save_report
 from shared.auth import issue_token
 
 SECRET = "bench-secret-not-for-production-0123456789"

@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 
 from bench.infra import drop_schemas, infrastructure
-from bench.report import save_report
+from bench.report import ROOT, save_report
 from shared import db
 from shared.auth import issue_token
 from shared.bus.kafka import KafkaBus
@@ -58,7 +58,6 @@ from shared.events import topics
 from shared.events.envelope import Envelope
 from shared.events.notifications import NotificationRequested
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production-0123456789"
 SCOPES = ["notifications:read", "notifications:write"]
 PHASES = ("idle", "slack", "email", "latency")

@@ -39,14 +39,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.infra import drop_schemas, infrastructure
-from bench.report import save_report
+from bench.report import ROOT, save_report
 from services.scoring import handlers
 from services.scoring.main import build_spec
 from services.scoring.rules.domain import default_rule_set
@@ -69,7 +68,6 @@ from shared.events.envelope import Envelope
 from shared.events.ingest import ENGAGEMENT_TYPES
 from shared.migrations import upgrade
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 GROUP = "scoring.engagement"

@@ -39,7 +39,6 @@ import httpx
 
 from bench.backlog import Backlog, backlog_of
 from bench.infra import (
-    ROOT,
     drop_schemas,
     drop_topics,
     infrastructure,
@@ -47,7 +46,7 @@ from bench.infra import (
     postgres_via,
 )
 from bench.ingest_bench import Connection, cpu_seconds, free_port
-from bench.report import save_report
+from bench.report import ROOT, save_report
 from services.demo import prepare_workspace
 from services.registry import SERVICES
 from shared import db
@@ -558,8 +557,9 @@ async def bench(args: argparse.Namespace, kafka: str, postgres: str) -> dict[str
             sustained = [r["offered_per_s"] for r in results if r["sustained"]]
         await drop_topics(kafka, stack.prefix)
         schemas = [f"{stack.prefix.rstrip('.')}_{name}" for name in stack.ports]
-        await drop_schemas(db.create_engine(postgres), *schemas)
-        durability = await postgres_durability(db.create_engine(postgres))
+        engine = db.create_engine(postgres)
+        durability = await postgres_durability(engine)
+        await drop_schemas(engine, *schemas)  # disposes the engine
         return {
             "benchmark": "speed-to-lead",
             "at": datetime.now(UTC).isoformat(),

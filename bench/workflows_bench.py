@@ -28,7 +28,6 @@ import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,7 +49,6 @@ from shared.events.contacts import ContactCreated, ContactSnapshot
 from shared.events.envelope import Envelope
 from shared.migrations import upgrade
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production-0123456789"
 WORKSPACE = "bench"
 GROUP = "workflows.contacts"

@@ -50,7 +50,11 @@ async def test_a_benchmark_records_whether_postgresql_kept_its_crash_safety(
 ) -> None:
     # The test session's server trades it for speed (FAST_UNSAFE_SETTINGS); a benchmark's
     # figures on such a server must say so.
-    found = await postgres_durability(create_engine(postgres_socket_url))
+    engine = create_engine(postgres_socket_url)
+    try:
+        found = await postgres_durability(engine)
+    finally:
+        await engine.dispose()
     assert found == {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
